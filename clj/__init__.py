@@ -1,0 +1,1 @@
+"""clj: continual learning in JAX."""
