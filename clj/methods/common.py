@@ -181,14 +181,15 @@ def apply_gradients(ms: ModelState, grads: PyTree, batch_stats: PyTree,
                     update_mask: PyTree | None = None) -> ModelState:
     """One optimizer step at the scheduled learning rate.
 
-    ``update_mask`` (same structure as params, 0/1 or bool) multiplies the
-    optimizer's final update (freezing: see ``clj.sparse``)."""
+    ``update_mask`` (bool, same structure as params) zeroes the optimizer's
+    final update where False (freezing: :func:`clj.sparse.mask_updates`)."""
     lr = ms.optim.lr_at(ms.task_step, ms.task_steps, ms.steps_per_epoch)
     opt_state = ms.opt_state
     opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
     updates, opt_state = ms.tx.update(grads, opt_state, ms.params)
     if update_mask is not None:
-        updates = jax.tree_util.tree_map(lambda u, m: u * m.astype(u.dtype), updates, update_mask)
+        from clj.sparse import mask_updates  # the one masked-update piece
+        updates = mask_updates(updates, update_mask)
     params = optax.apply_updates(ms.params, updates)
     return ms.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
                       step=ms.step + 1, task_step=ms.task_step + 1)
