@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
         name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", milestones=(),
         gamma=0.1))
     c.augment = ml_collections.ConfigDict(dict(crop_pad=0, flip=False, normalize=True))
-    c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32))
+    c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32, init_epochs=0))  # init_epochs: task 0 (0 = epochs)
     c.replay = ml_collections.ConfigDict(dict(buffer_size=200, minibatch_size=32, alpha=0.3, beta=0.5))
 
     c.loop = ml_collections.ConfigDict(dict(

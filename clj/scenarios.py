@@ -203,8 +203,8 @@ def make_scenario(dataset, kind: str = "class_il", *, init_cls: int = 0, increme
         seeded pixel permutation; Goodfellow et al. 2013) or ``"rotate"``
         (task t rotated by ``t * rotation_step`` degrees).
       domain_seed: seed of the pixel permutations.
-      train_fraction: for domain-IL, the fraction of the training set each
-        task uses (a seeded subset; 1.0 = all).
+      train_fraction: the fraction of the training set each task uses (a
+        seeded subset, per class for split scenarios; 1.0 = all).
 
     Raises:
       ValueError: unknown kind or domain, an impossible split (names the
@@ -247,6 +247,9 @@ def make_scenario(dataset, kind: str = "class_il", *, init_cls: int = 0, increme
         if domain is not None:
             raise ValueError(f"scenario.domain={domain!r} is only valid with kind='domain_il'.")
         sizes = class_split(C, init_cls, increment)
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"scenario.train_fraction={train_fraction} must be in (0, 1].")
+        rs_sub = np.random.RandomState(domain_seed)
         if num_tasks not in (0, len(sizes)):
             raise ValueError(
                 f"scenario.num_tasks={num_tasks} is impossible: {C} classes split as init_cls={init_cls}, "
@@ -256,6 +259,10 @@ def make_scenario(dataset, kind: str = "class_il", *, init_cls: int = 0, increme
             cls = tuple(range(start, start + s))
             start += s
             tr = np.flatnonzero((y_train >= cls[0]) & (y_train <= cls[-1]))
+            if train_fraction < 1.0:  # a seeded, class-stratified subset (CPU-sized runs)
+                keep = [rs_sub.permutation(np.flatnonzero(y_train == c))[: max(1, int(round(
+                    train_fraction * np.sum(y_train == c))))] for c in cls]
+                tr = np.sort(np.concatenate(keep))
             te = np.flatnonzero((y_test >= cls[0]) & (y_test <= cls[-1]))
             if tr.size == 0:
                 raise ValueError(f"task {t} (classes {cls}) has no training examples in {dataset.name}.")

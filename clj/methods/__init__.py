@@ -23,6 +23,12 @@ METHODS = {
     "er": "clj.methods.er",
     "der": "clj.methods.der",
     "derpp": "clj.methods.derpp",
+    # issue 6: class-incremental learning with exemplars and growth
+    "icarl": "clj.methods.icarl",
+    "wa": "clj.methods.wa",
+    "replay": "clj.methods.cil_replay",
+    "memo": "clj.methods.memo",
+    "dynamic_er": "clj.methods.dynamic_er",
 }
 
 

@@ -241,8 +241,11 @@ class Runner:
             return np.concatenate([sc.tasks[i].train_idx for i in range(t + 1)])
         return sc.tasks[t].train_idx
 
-    def _task_steps(self, n: int) -> tuple[int, int]:
+    def _task_steps(self, n: int, t: int = 1) -> tuple[int, int]:
         epochs = float(self.config.train.epochs)
+        init_epochs = float(self.config.train.get("init_epochs", 0) or 0)
+        if t == 0 and init_epochs > 0:  # PyCIL's separate epoch count of the first task
+            epochs = init_epochs
         return max(1, math.ceil(epochs * n / self.B)), max(1, math.ceil(n / self.B))
 
     def _index_stream(self, seed: int, t: int, pool: np.ndarray, steps: int) -> np.ndarray:
@@ -298,9 +301,9 @@ class Runner:
             for t in range(prog.completed_tasks, T):
                 t0 = time.perf_counter()
                 pool = self._task_train_idx(t)
-                steps, spe = self._task_steps(pool.shape[0])
+                steps, spe = self._task_steps(pool.shape[0], t)
                 if not self.visible:  # one begin for the whole stream
-                    total = sum(self._task_steps(self._task_train_idx(i).shape[0])[0] for i in range(T))
+                    total = sum(self._task_steps(self._task_train_idx(i).shape[0], i)[0] for i in range(T))
                     info = self._task_info(t, total, spe)
                 else:
                     info = self._task_info(t, steps, spe)

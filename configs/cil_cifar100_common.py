@@ -1,0 +1,42 @@
+"""PyCIL / MEMO protocol on CIFAR-100 (shared by the ``*_cifar100_*.py`` configs).
+
+ResNet-32 (option-A shortcuts), seed-1993 class order, batch 128, SGD momentum
+0.9; task 0: 200 epochs, lr 0.1, wd 5e-4, steps at epochs 60/120/170; later
+tasks: 170 epochs, lr 0.1, wd 2e-4, steps at 80/120/150 (MEMO/DER; iCaRL
+80/120, WA 60/100/140 as PyCIL); crop (pad 4) + flip; memory-aligned budget
+(cil.budget="fair": DER's T ResNet-32s + 2000 images, so MEMO gets 3312
+exemplars on B0 Inc10, single-backbone methods 7431).  Needs CIFAR-100
+prepared for TFDS (``dataset="cifar100"``).  Set ``cil.update_schedule=
+"cosine"`` for the survey scripts' cosine schedule.
+"""
+import ml_collections
+
+from clj.config import base_config
+from clj.methods.cil_common import cil_config
+
+UPDATE_MILESTONES = {"memo": (80, 120, 150), "dynamic_er": (80, 120, 150), "icarl": (80, 120),
+                     "wa": (60, 100, 140), "replay": (80, 120)}
+
+
+def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
+    c = base_config()
+    c.method = method
+    c.dataset = "cifar100"
+    c.scenario.kind = "class_il"
+    c.scenario.init_cls = init_cls
+    c.scenario.increment = increment
+    c.scenario.class_order = "seeded"
+    c.scenario.class_order_seed = 1993
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5))
+    c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
+                        milestones=(60, 120, 170), gamma=0.1))
+    c.augment.crop_pad = 4
+    c.augment.flip = True
+    c.train.init_epochs = 200
+    c.train.epochs = 170
+    c.train.batch_size = 128
+    c.replay.buffer_size = 2000  # unused by these methods
+    c.cil = cil_config(budget="fair", base_exemplars=2000, update_lr=0.1, update_weight_decay=2e-4,
+                       update_milestones=UPDATE_MILESTONES[method], update_schedule="multistep",
+                       train_base=train_base)
+    return c
