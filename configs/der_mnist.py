@@ -27,5 +27,6 @@ def get_config():
     c.replay.minibatch_size = 10
     c.replay.alpha = 1.0
     c.replay.beta = 0.0
+    c.augment.normalize = False  # Mammoth seq-mnist feeds raw [0, 1] pixels (ToTensor only)
     c.loop.eval_batch_size = 1000
     return c
