@@ -19,11 +19,14 @@ from flax import serialization
 
 
 def _none_to_empty(tree):
-    # orbax stores no None leaves: encode a None subtree as an empty dict.
+    # orbax stores neither None leaves nor zero-size arrays: encode both as an
+    # empty dict; restore takes them from the target (they hold no data).
     if tree is None:
         return {}
     if isinstance(tree, dict):
         return {k: _none_to_empty(v) for k, v in tree.items()}
+    if getattr(tree, "size", 1) == 0:
+        return {}
     return tree
 
 
@@ -69,4 +72,6 @@ def _restore_nones(template, restored):
         return None
     if isinstance(template, dict):
         return {k: _restore_nones(v, restored[k]) for k, v in template.items()}
+    if getattr(template, "size", 1) == 0:
+        return template
     return restored

@@ -282,7 +282,11 @@ class Runner:
         write_json_atomic(os.path.join(self.workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
         from clj.train.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(os.path.join(self.workdir, "checkpoints"))
+        ckpt_dir = os.path.join(self.workdir, "checkpoints")
+        if not cfg.resume and os.path.isdir(ckpt_dir):
+            import shutil
+            shutil.rmtree(ckpt_dir)  # resume=False: start over, never mix two runs' checkpoints
+        ckpt = Checkpointer(ckpt_dir)
         state = self.init_state()
         prog = _Progress()
         if cfg.resume and ckpt.latest() is not None:

@@ -1,0 +1,52 @@
+"""Shared test helpers: a small, fast config on bundled real data."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(method_name="er", /, **over):
+    """ER-family config on Split-digits (5 tasks x 2 classes), seconds on CPU."""
+    from clj.config import base_config
+
+    c = base_config()
+    c.method = method_name
+    c.dataset = "digits"
+    c.model.hidden = (64, 64)
+    c.optim.lr = 0.1
+    c.train.epochs = 1
+    c.train.batch_size = 16
+    c.replay.buffer_size = 100
+    c.replay.minibatch_size = 16
+    c.replay.alpha = 0.3
+    c.replay.beta = 0.5
+    c.progress = False
+    c.plots = False
+    for k, v in over.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def run_with_devices(code: str, n: int = 4, timeout: int = 600) -> str:
+    """Runs python ``code`` in a subprocess with ``n`` simulated CPU devices;
+    returns its stdout (raises with stderr on failure)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    env["JAX_PLATFORMS"] = "cpu"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"subprocess failed:\n{r.stderr[-4000:]}")
+    return r.stdout
+
+
+@pytest.fixture
+def tmp_workdir(tmp_path):
+    return str(tmp_path / "run")
