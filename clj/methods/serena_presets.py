@@ -24,7 +24,7 @@ VARIANTS = ("task_free", "official", "er", "iid_online", "iid_offline")
 
 def make_config(variant: str, *, dataset: str, num_classes: int, increment: int, serena_model: dict, baseline_model: dict,
                 class_order: str = "seeded", class_order_seed: int = 0, lr: float = 0.0005,
-                baseline_lr: float = 0.05, er_buffer: int = 500, offline_epochs: int = 10,
+                baseline_lr: float = 0.05, weight_decay: float = 5e-4, er_buffer: int = 500, offline_epochs: int = 10,
                 augment: dict | None = None, loop: dict | None = None):
     """A full config of ``variant`` (module doc).
 
@@ -46,7 +46,7 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     c.optim.name = "sgd"
     c.optim.lr = lr
     c.optim.momentum = 0.9
-    c.optim.weight_decay = 5e-4
+    c.optim.weight_decay = weight_decay
     c.serena = default_config()
     c.variant = variant
     for k, v in (augment or {}).items():

@@ -388,7 +388,8 @@ class Runner:
                 extra={"eval_time_s": prog.eval_time, "devices": self.n_dev,
                        "backend": jax.default_backend(), "num_seeds_in_program": len(self.seeds),
                        "steps_per_call": self.K, "unroll": self.unroll,
-                       **dict(getattr(self.method, "result_extras", lambda s: {})(one))})
+                       **dict(getattr(self.method, "result_extras", lambda s: {})(
+                           jax.tree_util.tree_map(lambda a, i=si: a[i], state)))})  # this seed's state
             results.append(res)
         if len(results) == 1:
             out_dirs = [self.workdir]
