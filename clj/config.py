@@ -109,6 +109,11 @@ def validate(config) -> None:
             raise ConfigError(f"replay.buffer_size={config.replay.buffer_size} is invalid: it must be >= 1.")
         if config.replay.minibatch_size < 1:
             raise ConfigError(f"replay.minibatch_size={config.replay.minibatch_size} is invalid: it must be >= 1.")
+    import importlib
+
+    hook = getattr(importlib.import_module(METHODS[config.method]), "validate_config", None)
+    if hook is not None:  # method-specific fields (optional module hook)
+        hook(config)
 
 
 def validate_with_data(config, scenario) -> None:

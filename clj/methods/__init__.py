@@ -11,6 +11,11 @@ DESIGN.md over its own ``State`` (a ``flax.struct.dataclass``):
 Optional module constants the loop reads: ``CUMULATIVE_DATA`` (train on the
 union of seen tasks: joint), ``USES_TASK_ID_AT_TEST`` (predict uses the task
 id, so task-IL evaluation calls it with the true task).
+Optional config-dependent hooks: ``validate_config(config)`` (raises
+``ConfigError``; called by ``clj.config.validate``) and
+``task_id_at_test(config) -> (task_il, class_il)`` (overrides
+``USES_TASK_ID_AT_TEST``; ``class_il=True`` also gives the true task id to the
+class-IL pass, for protocols that reproduce a task-indexed evaluation).
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ METHODS = {
     "replay": "clj.methods.cil_replay",
     "memo": "clj.methods.memo",
     "dynamic_er": "clj.methods.dynamic_er",
+    # issue 4: SERENA
+    "serena": "clj.methods.serena",
 }
 
 

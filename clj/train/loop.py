@@ -121,6 +121,10 @@ class Runner:
                           "the batch is replicated, not sharded.")
         self.cumulative = bool(getattr(self.method, "CUMULATIVE_DATA", False))
         self.task_id_at_test = bool(getattr(self.method, "USES_TASK_ID_AT_TEST", False))
+        self.task_id_class_il = False
+        if hasattr(self.method, "task_id_at_test"):  # config-dependent override (optional hook)
+            til, cil = self.method.task_id_at_test(config)
+            self.task_id_at_test, self.task_id_class_il = bool(til), bool(cil)
         self.visible = scenario.task_boundaries_visible
         self.reveal = self.visible or bool(config.scenario.get("reveal_boundaries", False))
         self.settings = ("domain_il",) if scenario.kind == "domain_il" else ("class_il", "task_il")
@@ -209,15 +213,16 @@ class Runner:
         if self._eval_fn is None:
             method, aug, T = self.method, self.augment, self.scenario.num_tasks
             use_tid = self.task_id_at_test
+            tid_cil = self.task_id_class_il
 
             def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
                 def body(inp):
                     ix, tk, vd = inp
                     x = aug(self._domain_per_example(Xt[ix], tk), None, train=False)
                     y = Yt[ix]
-                    logits = method.predict(state, x, None).astype(jnp.float32)
+                    logits = method.predict(state, x, tk if tid_cil else None).astype(jnp.float32)
                     cil = jnp.argmax(jnp.where(seen[None, :], logits, -jnp.inf), -1) == y
-                    lt = method.predict(state, x, tk).astype(jnp.float32) if use_tid else logits
+                    lt = method.predict(state, x, tk).astype(jnp.float32) if use_tid and not tid_cil else logits
                     til = jnp.argmax(jnp.where(task_cls[tk], lt, -jnp.inf), -1) == y
                     return cil & vd, til & vd
 
@@ -386,7 +391,8 @@ class Runner:
                 extra={"eval_time_s": prog.eval_time, "devices": self.n_dev,
                        "backend": jax.default_backend(), "num_seeds_in_program": len(self.seeds),
                        "steps_per_call": self.K, "unroll": self.unroll,
-                       **dict(getattr(self.method, "result_extras", lambda s: {})(one))})
+                       **dict(getattr(self.method, "result_extras", lambda s: {})(
+                           jax.tree_util.tree_map(lambda a, i=si: a[i], state)))})  # this seed's state
             results.append(res)
         if len(results) == 1:
             out_dirs = [self.workdir]

@@ -1,0 +1,370 @@
+"""SERENA: backbones, cells, detection, freezing, voting, protocols, the loop
+(spec ``shared/specs/serena.md`` §12 oracles)."""
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clj.config import ConfigError, validate
+from clj.methods import serena
+from clj.models.serena_nets import get_serena_model, stateless_batch_norm
+from clj.sparse import layer_densities
+from tests.conftest import ROOT, run_with_devices
+
+
+def _cfg(protocol="task_free", **over):
+    from clj.methods.serena_presets import make_config
+
+    c = make_config(protocol, dataset="digits", num_classes=10, increment=2,
+                    serena_model=dict(name="serena_mlp", hidden=(64, 64)),
+                    baseline_model=dict(name="mlp", hidden=(64, 64)), lr=0.5, weight_decay=5e-7)
+    c.progress = False
+    c.plots = False
+    for k, v in over.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def _scenario(C=4, shape=(6,), T=2):
+    return types.SimpleNamespace(num_classes=C, image_shape=shape, num_tasks=T)
+
+
+def _bits(x):
+    return np.asarray(jax.lax.bitcast_convert_type(x, jnp.uint32))
+
+
+# ------------------------------------------------------------------ backbones
+def test_resnet18_erk_table_and_param_counts():
+    """Oracles 1 and 17: 21 bias-free leaves, exact totals, spec §4.2 ERK table."""
+    expect = {10: (11172032, 0.548, 0.028, 1.0), 100: (11218112, 0.519, 0.026, 0.720)}
+    for C, (total, d_stem, d_l4, d_head) in expect.items():
+        m = get_serena_model("serena_resnet18", C)
+        params = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))["params"]
+        leaves = jax.tree_util.tree_leaves(params)
+        assert len(leaves) == 21 and sum(int(np.prod(l.shape)) for l in leaves) == total
+        d = layer_densities(params, 0.05, "erk")
+        assert abs(d["backbone/conv1/kernel"] - d_stem) < 1e-3
+        assert abs(d["backbone/layer4_1/conv2/kernel"] - d_l4) < 1e-3
+        assert abs(d["head/kernel"] - d_head) < 1e-3
+        dense = sorted(k for k, v in d.items() if v == 1.0)
+        assert dense == (["backbone/layer2_0/shortcut/kernel", "head/kernel"] if C == 10
+                         else ["backbone/layer2_0/shortcut/kernel"])
+        n = {k: int(np.prod(s.shape)) for k, s in
+             ((jax.tree_util.keystr(p), s) for p, s in jax.tree_util.tree_flatten_with_path(params)[0])}
+        assert abs(sum(v * n_ for v, n_ in zip(d.values(), n.values())) - 0.05 * total) < 1e-3 * total
+
+
+def test_stateless_bn_train_equals_eval_and_padding():
+    """Oracle 16: no state; invalid rows do not enter the statistics."""
+    m = get_serena_model("serena_resnet18", 10, width=4)
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 16, 3))
+    v = m.init(jax.random.PRNGKey(0), x)
+    assert list(v) == ["params"]
+    a = m.apply(v, x, train=True)
+    np.testing.assert_array_equal(a, m.apply(v, x, train=False))
+    perm = jnp.array([3, 1, 0, 5, 2, 4])
+    np.testing.assert_allclose(m.apply(v, x[perm]), a[perm], rtol=1e-5, atol=1e-5)
+    xp = jnp.concatenate([x, 100 * jnp.ones((2, 16, 16, 3))])
+    valid = jnp.arange(8) < 6
+    np.testing.assert_allclose(m.apply(v, xp, valid=valid)[:6], a, rtol=1e-5, atol=1e-5)
+    y = stateless_batch_norm(jax.random.normal(jax.random.PRNGKey(2), (32, 5)) * 3 + 2)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(0), 1, atol=1e-3)
+
+
+# ------------------------------------------------------------------ cells
+def test_new_cell_masks_exact_erk_density_and_determinism():
+    st = serena.init(jax.random.PRNGKey(0), _cfg(**{"model.hidden": (32, 32)}), _scenario(10, (8, 8, 1)))
+    dens = dict(st.hp.densities)
+    for _ in range(2):
+        st = serena.open_cell(serena.close_cell(st))
+        for p, m in jax.tree_util.tree_flatten_with_path(st.mask_cur)[0]:
+            name = "/".join(k.key for k in p)
+            n = int(np.prod(m.shape))
+            assert int(m.sum()) == min(n, max(1, round(dens[name] * n)))  # exact count
+    again = serena.draw_mask(st.hp, serena.cell_key(st, 2), st.bank)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(st.mask_cur)):
+        np.testing.assert_array_equal(a, b)
+    m1 = serena.draw_mask(st.hp, serena.cell_key(st, 1), st.bank)
+    assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree_util.tree_leaves(m1),
+                                                     jax.tree_util.tree_leaves(again)))
+    # Stored (bit-packed) masks of closed cells are the masks they trained with.
+    assert int(st.n_cells) == 3
+
+
+def _toy_state(protocol="task_free", optim="sgd", lr=0.1, **over):
+    c = _cfg(protocol, **{"model.hidden": (16,), "optim.name": optim, "optim.lr": lr,
+                          "serena.density": 0.3, **over})
+    return serena.init(jax.random.PRNGKey(0), c, _scenario())
+
+
+def _run_steps(st, k, seed=0, scale=10.0):
+    rng = np.random.default_rng(seed)
+    step = jax.jit(lambda s, b: serena.masked_step(s, b))
+    for _ in range(k):
+        g = jax.tree_util.tree_map(lambda w: jnp.asarray(rng.normal(size=w.shape) * scale, jnp.float32), st.work)
+        st = step(st, g)
+    return st
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_frozen_weights_bit_identical_task_free(optim):
+    """Oracle 4: SGD+Nesterov momentum+weight decay and Adam, 50 large steps."""
+    st = _toy_state(optim=optim, **{"optim.weight_decay": 5e-4})
+    st = _run_steps(st, 5)
+    st = serena.open_cell(serena.close_cell(st))
+    work0, bank0 = st.work, st.bank
+    st = _run_steps(st, 50, seed=1)
+    for w0, w1, f, m in zip(*(jax.tree_util.tree_leaves(t) for t in (work0, st.work, st.frozen, st.mask_cur))):
+        sel = np.asarray(f & m)
+        assert sel.sum() > 0
+        np.testing.assert_array_equal(_bits(w0)[sel], _bits(w1)[sel])
+        np.testing.assert_array_equal(np.asarray(w1)[~np.asarray(m)], 0.0)        # oracle 6
+        assert np.any(np.asarray(w0 != w1)[np.asarray(m & ~f)])                     # trainable ones moved
+    st2 = serena.close_cell(st)
+    for b0, b1, f in zip(*(jax.tree_util.tree_leaves(t) for t in (bank0, st2.bank, st.frozen))):
+        np.testing.assert_array_equal(_bits(b0)[np.asarray(f)], _bits(b1)[np.asarray(f)])
+
+
+def test_faithful_freeze_leaks_weight_decay_inside_the_cell_only():
+    """Oracle 5 (qualitative): official protocol moves frozen ∧ mask weights
+    through coupled decay + momentum; frozen ∧ ¬mask stay in bank exactly."""
+    st = _toy_state("official", **{"optim.weight_decay": 0.05})
+    st = _run_steps(st, 5)
+    st = serena.open_cell(serena.close_cell(st))
+    work0, bank0 = st.work, st.bank
+    st = _run_steps(st, 20, seed=1)
+    moved = 0
+    for w0, w1, f, m in zip(*(jax.tree_util.tree_leaves(t) for t in (work0, st.work, st.frozen, st.mask_cur))):
+        sel = np.asarray(f & m) & (np.asarray(w0) != 0)
+        moved += int(np.sum(np.asarray(w0)[sel] != np.asarray(w1)[sel]))
+        np.testing.assert_array_equal(np.asarray(w1)[~np.asarray(m)], 0.0)
+    assert moved > 0
+    st2 = serena.close_cell(st)
+    for b0, b1, f, m in zip(*(jax.tree_util.tree_leaves(t) for t in (bank0, st2.bank, st.frozen, st.mask_cur))):
+        sel = np.asarray(f & ~m)
+        np.testing.assert_array_equal(_bits(b0)[sel], _bits(b1)[sel])
+
+
+def test_zero_init_of_new_cells_and_merge():
+    """Oracles 7 and 8."""
+    st = _toy_state("official")
+    st = _run_steps(st, 5)
+    frozen_before = st.frozen
+    closed = serena.close_cell(st)
+    for b, w, m, f in zip(*(jax.tree_util.tree_leaves(t) for t in (closed.bank, st.work, st.mask_cur, frozen_before))):
+        sel = np.asarray(m & ~f)
+        np.testing.assert_array_equal(np.asarray(b)[sel], np.asarray(w)[sel])
+    new = serena.open_cell(closed)
+    for w, m, f, b in zip(*(jax.tree_util.tree_leaves(t) for t in (new.work, new.mask_cur, new.frozen, new.bank))):
+        m, f = np.asarray(m), np.asarray(f)
+        np.testing.assert_array_equal(np.asarray(w)[m & ~f], 0.0)
+        np.testing.assert_array_equal(np.asarray(w)[m & f], np.asarray(b)[m & f])
+
+
+# ------------------------------------------------------------------ detection
+def test_detector_arithmetic_and_warmup():
+    """Oracle 10: W=10, theta=0.5: 80 x10 then 37.8 fires, 37.9 does not;
+    no fire on pushes 1..10 after a reset; oracle 12 (refractory)."""
+    st = _toy_state(**{"serena.detector": "batch_acc", "serena.min_window_mean": 0.0})
+    push = jax.jit(lambda s, n: serena.detector_push(s, n, 1000, jnp.zeros((), bool)))
+    fires = []
+    for _ in range(10):
+        st, f, _ = push(st, jnp.int32(0 if not fires else 800))
+        fires.append(bool(f))
+    assert not any(fires)  # first 10 pushes never check
+    s80 = st
+    for _ in range(10):
+        s80, f, _ = push(s80, jnp.int32(800))
+    assert not bool(f)
+    assert bool(push(s80, jnp.int32(378))[1])
+    assert not bool(push(s80, jnp.int32(379))[1])
+    reset = serena._reset_detector(s80, True)
+    for _ in range(10):
+        reset, f, _ = push(reset, jnp.int32(0))
+        assert not bool(f)
+
+
+def _blob_stream(seed=0, n_batches=60, B=10, d=6, switch=True):
+    """Two tasks of Gaussian blobs with disjoint labels {0,1} then {2,3}."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4, d)) * 3
+    xs, ys = [], []
+    for t in range(2):
+        cls = np.array([0, 1]) + (2 * t if switch else 0)
+        y = rng.choice(cls, size=(n_batches, B))
+        xs.append(centers[y] + rng.normal(size=(n_batches, B, d)) * 0.5)
+        ys.append(y)
+    return jnp.asarray(np.concatenate(xs), jnp.float32), jnp.asarray(np.concatenate(ys), jnp.int32)
+
+
+def _run_stream(st, X, Y, boundary_at=None):
+    def body(s, inp):
+        k, x, y = inp
+        new = (k == boundary_at) if boundary_at is not None else jnp.zeros((), bool)
+        s, met = serena.train_step(s, {"x": x, "y": y, "new_task": new}, jax.random.PRNGKey(0))
+        return s, met["fire"]
+
+    st, fires = jax.jit(lambda s: jax.lax.scan(body, s, (jnp.arange(X.shape[0]), X, Y)))(st)
+    return st, np.flatnonzero(np.asarray(fires))
+
+
+def test_task_free_detection_fires_after_switch_not_on_stationary_stream():
+    """Task-free (EMA statistic, no boundary signal): fires within 3 batches of
+    the switch and nowhere else; a stationary stream never fires."""
+    X, Y = _blob_stream()
+    st, fires = _run_stream(_toy_state(), X, Y)
+    assert len(fires) == 1 and 60 <= fires[0] <= 62, fires
+    assert int(st.n_cells) == 2 and int(st.cell_start[1]) == fires[0]
+    Xs, Ys = _blob_stream(switch=False)
+    st, fires = _run_stream(_toy_state(), Xs, Ys)
+    assert len(fires) == 0 and int(st.n_cells) == 1
+
+
+def test_official_detection_fires_at_the_boundary_only_with_the_reset():
+    """Oracle 11: the running accuracy since the true task start fires at the
+    first batch of task 2 (0-batch delay); without the boundary reset it does
+    not fire within 50 batches."""
+    X, Y = _blob_stream()
+    st, fires = _run_stream(_toy_state("official"), X, Y, boundary_at=60)
+    assert list(fires) == [60]
+    st, fires = _run_stream(_toy_state(**{"serena.detector": "running_since_detection"}), X[:110], Y[:110])
+    assert len(fires) == 0
+
+
+def test_triggering_batch_trains_the_new_cell():
+    """Oracle 13: at the fire step the old cell's weights in bank are its
+    pre-step values (the triggering batch trains only the new cell)."""
+    X, Y = _blob_stream()
+    full, fires = _run_stream(_toy_state(), X[:70], Y[:70])
+    f = int(fires[0])
+    st, _ = _run_stream(_toy_state(), X[: f + 1], Y[: f + 1])
+    st0, _ = _run_stream(_toy_state(), X[:f], Y[:f])
+    assert int(st.n_cells) == 2 and int(st0.n_cells) == 1
+    for w_old, b, f_ in zip(*(jax.tree_util.tree_leaves(t) for t in (st0.work, st.bank, st.frozen))):
+        f_ = np.asarray(f_)
+        np.testing.assert_array_equal(_bits(b)[f_], _bits(w_old)[f_])
+    moved = [np.any(np.asarray(a != b)[np.asarray(m & ~fr)]) for a, b, m, fr in
+             zip(*(jax.tree_util.tree_leaves(t) for t in (serena.open_cell(serena.close_cell(st0)).work, st.work,
+                                                           st.mask_cur, st.frozen)))]
+    assert any(moved)
+
+
+# ------------------------------------------------------------------ voting
+def _onehot_logits(preds, C=10):
+    return jnp.asarray(np.eye(C)[np.asarray(preds)][:, None, :] * 5.0, jnp.float32)  # [M, 1, C]
+
+
+def test_official_vote_oracles():
+    """Oracle 14."""
+    M = 6
+
+    def vote(preds, t):
+        lg = jnp.zeros((M, 1, 10)).at[: len(preds)].set(_onehot_logits(preds))
+        return int(jnp.argmax(serena.combine_cells(lg, jnp.int32(len(preds)), "official_task_indexed",
+                                                   jnp.array([t]))[0]))
+
+    assert vote([5, 7, 9], 2) == 9
+    assert vote([7, 7, 9], 2) == 7
+    assert vote([7, 7, 9, 3], 3) == 3
+    assert vote([7, 7, 9, 3], 1) == 7
+    lg = jax.random.normal(jax.random.PRNGKey(0), (M, 64, 10))
+    for t in (0, 1):
+        out = serena.combine_cells(lg, jnp.int32(4), "official_task_indexed", jnp.full((64,), t))
+        np.testing.assert_array_equal(jnp.argmax(out, -1), jnp.argmax(lg[t], -1))
+    # cells >= n_cells never vote; recency over all cells: newest cell wins alone
+    out = serena.combine_cells(lg, jnp.int32(4), "recency_vote")
+    lone = np.asarray(jnp.argmax(lg[3], -1))
+    agree = np.asarray(jnp.argmax(out, -1)) == lone
+    assert agree.mean() > 0.5
+    mc = serena.combine_cells(lg, jnp.int32(4), "max_confidence")
+    conf = jax.nn.softmax(lg[:4], -1).max(-1)
+    best = np.asarray(jnp.argmax(conf, 0))
+    np.testing.assert_array_equal(jnp.argmax(mc, -1), np.asarray(jnp.argmax(lg, -1))[best, np.arange(64)])
+
+
+# ------------------------------------------------------------------ config
+def test_config_errors_name_the_value():
+    validate(_cfg())
+    validate(_cfg("official"))
+    with pytest.raises(ConfigError, match="reveal_boundaries"):
+        validate(_cfg("official", **{"scenario.reveal_boundaries": False}))
+    with pytest.raises(ConfigError, match="serena.vote='nope'"):
+        validate(_cfg(**{"serena.vote": "nope"}))
+    with pytest.raises(ConfigError, match="contradicts"):
+        validate(_cfg("official", **{"serena.freeze": "exact"}))
+    with pytest.raises(ConfigError, match="data_incremental"):
+        validate(_cfg(**{"scenario.kind": "class_il"}))
+    with pytest.raises(ConfigError, match="serena.density=1.5"):
+        validate(_cfg(**{"serena.density": 1.5}))
+    with pytest.raises(ConfigError, match="model.name='mlp'"):
+        validate(_cfg(**{"model.name": "mlp"}))
+
+
+def test_cifar100_config_without_data_says_prepare(tmp_path):
+    from ml_collections import config_flags  # noqa: F401
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("c100", os.path.join(ROOT, "configs", "serena_cifar100.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    c.data_dir = str(tmp_path / "nodata")
+    validate(c)
+    from clj.train import run
+    with pytest.raises(FileNotFoundError, match="(?i)prepare"):
+        run(c, str(tmp_path / "w"))
+
+
+# ------------------------------------------------------------------ loop
+def test_end_to_end_digits_both_protocols_and_vmapped_seeds(tmp_path):
+    """Both protocols run through the loop; official opens exactly one cell per
+    task at the true boundaries; 2 vmapped seeds equal separate runs."""
+    from clj.train import run
+
+    # reinit_random: the faithful zero-initialised cells of this tiny MLP can
+    # stay dead (accuracy ~0), after which the official rule cannot fire.
+    off = run(_cfg("official", **{"num_seeds": 2, "serena.new_cell_init": "reinit_random"}),
+              str(tmp_path / "off"))
+    res = [json.load(open(tmp_path / "off" / f"seed_{s}" / "results.json")) for s in (0, 1)]
+    for r in res:
+        ex = r["extra"]["serena"]
+        assert ex["protocol"] == "official" and ex["n_cells"] == 5
+        steps = np.cumsum([0] + r["steps"]["per_task"][:-1]).tolist()
+        assert ex["cell_start_steps"] == steps
+        fin = r["accuracy_matrix"]["class_il"][-1]
+        assert np.mean(fin) > 0.5
+    assert off["metrics"]["class_il"]["forgetting"]["mean"] < 0.05
+    single = run(_cfg("official", **{"seed": 1, "serena.new_cell_init": "reinit_random"}), str(tmp_path / "one"))
+    np.testing.assert_allclose(single["accuracy_matrix"]["class_il"], res[1]["accuracy_matrix"]["class_il"],
+                               atol=0.02)
+    assert single["extra"]["serena"]["cell_start_steps"] == res[1]["extra"]["serena"]["cell_start_steps"]
+    tf = run(_cfg("task_free"), str(tmp_path / "tf"))
+    assert tf["extra"]["serena"]["protocol"] == "task_free" and tf["extra"]["serena"]["n_cells"] >= 2
+    assert tf["memory_bytes"]["masks"] > 0
+
+
+def test_sharded_on_four_devices_matches_one_device():
+    code = r"""
+import json, tempfile, jax
+from tests.test_serena import _cfg
+from clj.train.loop import Runner
+assert jax.device_count() == 4
+c = _cfg("official", **{"train.batch_size": 8})
+r4 = Runner(c, tempfile.mkdtemp()).run()
+r1 = Runner(c, tempfile.mkdtemp(), devices=jax.devices()[:1]).run()
+print(json.dumps([r4["accuracy_matrix"]["class_il"], r1["accuracy_matrix"]["class_il"],
+                  r4["extra"]["serena"]["cell_start_steps"], r1["extra"]["serena"]["cell_start_steps"],
+                  r4["extra"]["devices"]]))
+"""
+    a4, a1, s4, s1, ndev = json.loads(run_with_devices(code).strip().splitlines()[-1])
+    assert ndev == 4 and s4 == s1
+    np.testing.assert_allclose(a4, a1, atol=0.02)
