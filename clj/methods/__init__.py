@@ -23,6 +23,10 @@ METHODS = {
     "er": "clj.methods.er",
     "der": "clj.methods.der",
     "derpp": "clj.methods.derpp",
+    "nispa": "clj.methods.nispa",
+    "ewc": "clj.methods.ewc",
+    "si": "clj.methods.si",
+    "mas": "clj.methods.mas",
 }
 
 

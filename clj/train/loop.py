@@ -178,7 +178,7 @@ class Runner:
         unroll = max(1, min(self.unroll, K))
         reveal = self.reveal
 
-        def seed_chunk(state, X, Y, idx, task_key, step0, task_id):
+        def seed_chunk(state, X, Y, idx, task_key, step0, task_id, spe, n_task):
             def body(st, inp):
                 k, ix = inp
                 key = jax.random.fold_in(task_key, step0 + k)
@@ -192,13 +192,16 @@ class Runner:
                 shown = task_id if reveal else -1
                 batch = {"x": x, "x_raw": x_raw, "y": y,
                          "task_id": jnp.full((B,), shown, jnp.int32),
-                         "new_task": jnp.logical_and(reveal, step0 + k == 0)}
+                         "new_task": jnp.logical_and(reveal, step0 + k == 0),
+                         # in-task step index, steps per epoch and task size, shared by all
+                         # seeds (unbatched under vmap: a method may branch on them with lax.cond)
+                         "step": step0 + k, "steps_per_epoch": spe, "task_size": n_task}
                 st, metrics = method.train_step(st, batch, k_step)
                 return st, metrics
 
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
-        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None))
+        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None, None, None))
         donate = (0,) if jax.default_backend() != "cpu" else ()
         jfn = jax.jit(fn, donate_argnums=donate)
         self._chunk_fns[K] = jfn
@@ -305,7 +308,7 @@ class Runner:
                 idx = np.stack([self._index_stream(s, t, pool, steps) for s in self.seeds])
                 idx = jax.device_put(idx, self._replicated)
                 task_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), t + 1) for s in self.seeds])
-                state = self._train_task(state, idx, task_keys, t, steps, logger)
+                state = self._train_task(state, idx, task_keys, t, steps, logger, spe, pool.shape[0])
                 if self.visible or t == T - 1:
                     tidx = jnp.asarray(sc.tasks[t].train_idx, jnp.int32)
                     data = {"x": self._domain(self.X[tidx], t), "y": self.Y[tidx]}
@@ -333,7 +336,7 @@ class Runner:
             logger.close()
         return self._write_results(state, prog)
 
-    def _train_task(self, state, idx, task_keys, t, steps, logger):
+    def _train_task(self, state, idx, task_keys, t, steps, logger, spe=1, n_task=0):
         K = min(self.K, steps)
         n_full = steps // K
         bar = None
@@ -347,7 +350,7 @@ class Runner:
                 k = K if done < n_full * K else 1
                 fn = self._chunk_fn(k)
                 state, metrics = fn(state, self.X, self.Y, idx[:, done:done + k], task_keys,
-                                    jnp.int32(done), jnp.int32(t))
+                                    jnp.int32(done), jnp.int32(t), jnp.int32(spe), jnp.int32(n_task))
                 done += k
                 if bar is not None and (k == K or done == steps):
                     loss = float(jnp.mean(metrics["loss"]))
