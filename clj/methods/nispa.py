@@ -557,7 +557,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     Returns:
       (new State, metrics: ``loss``, ``acc`` (training examples), ``phase``,
-      ``stopped``).
+      ``task_done`` (1 once the stopping rule fired: the loop may end the
+      task early)).
     """
     hp = state.hp
     x, xr, y = batch["x"], batch["x_raw"], batch["y"]
@@ -594,7 +595,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     twf = tw.astype(jnp.float32)
     acc = jnp.sum((jnp.argmax(logits, -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)
     return state, {"loss": loss, "acc": acc, "phase": state.phase.astype(jnp.float32),
-                   "stopped": state.stopped.astype(jnp.float32)}
+                   "task_done": state.stopped.astype(jnp.float32)}
 
 
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:

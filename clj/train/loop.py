@@ -322,7 +322,7 @@ class Runner:
                     prog.acc.setdefault(k, []).append(v)
                 prog.wall_time.append(t1 - t0)
                 prog.eval_time.append(time.perf_counter() - t1)
-                prog.steps.append(steps)
+                prog.steps.append(int(getattr(self, "steps_done", steps)))
                 prog.completed_tasks = t + 1
                 logger.log(event="task_end", task=t, wall_time_s=t1 - t0,
                            **{f"acc_{k}": v.mean(0)[: t + 1].mean().item() for k, v in accs.items()})
@@ -352,6 +352,13 @@ class Runner:
                 state, metrics = fn(state, self.X, self.Y, idx[:, done:done + k], task_keys,
                                     jnp.int32(done), jnp.int32(t), jnp.int32(spe), jnp.int32(n_task))
                 done += k
+                # A method may report metrics["task_done"] (1 = nothing left to learn in this
+                # task, e.g. NISPA's stopping rule fired): once every seed is done, the task ends.
+                finished = "task_done" in metrics and bool(jnp.all(metrics["task_done"][:, -1] > 0))
+                if finished and bar is not None:
+                    bar.update(steps - bar.n)
+                if finished:
+                    break
                 if bar is not None and (k == K or done == steps):
                     loss = float(jnp.mean(metrics["loss"]))
                     bar.update(k if k == K else (done - bar.n))
@@ -360,6 +367,7 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+        self.steps_done = done
         return state
 
     def _write_results(self, state, prog: _Progress) -> dict:
