@@ -14,6 +14,7 @@ LAMBDAS = {"ewc": 10000.0, "si": 100.0, "mas": 1000.0}   # the authors' EF-MNIST
 def reg_config(method: str, dataset: str = "digits"):
     c = base_config()
     c.method = method
+    del c["replay"]
     c.dataset = dataset
     c.scenario.kind = "task_il"
     c.scenario.increment = 2

@@ -21,6 +21,7 @@ def nispa_section(**kw) -> ml_collections.ConfigDict:
 def get_config():
     c = base_config()
     c.method = "nispa"
+    del c["replay"]                      # no replay buffer
     c.dataset = "digits"
     c.scenario.kind = "task_il"
     c.scenario.increment = 2

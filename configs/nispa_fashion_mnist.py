@@ -14,6 +14,7 @@ from configs.nispa_digits import nispa_section
 def get_config():
     c = base_config()
     c.method = "nispa"
+    del c["replay"]
     c.dataset = "fashion_mnist"
     c.scenario.kind = "task_il"
     c.scenario.increment = 2
