@@ -36,6 +36,11 @@ METHODS = {
     "dynamic_er": "clj.methods.dynamic_er",
     # issue 4: SERENA
     "serena": "clj.methods.serena",
+    # issue 5: NISPA and regularisation baselines
+    "nispa": "clj.methods.nispa",
+    "ewc": "clj.methods.ewc",
+    "si": "clj.methods.si",
+    "mas": "clj.methods.mas",
 }
 
 

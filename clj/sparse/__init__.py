@@ -23,6 +23,7 @@ from clj.sparse.masks import (
     prune_and_regrow,
     random_mask,
     random_regrow,
+    random_regrow_count,
     reset_moments,
     trainable_mask,
     unpack_mask,

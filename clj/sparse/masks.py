@@ -265,6 +265,26 @@ def random_regrow(rng: jax.Array, mask: jax.Array, k: int, allowed: jax.Array | 
     return mask | random_mask(rng, mask.shape, k, cand)
 
 
+def random_regrow_count(rng: jax.Array, mask: jax.Array, k: jax.Array | int,
+                        allowed: jax.Array | None = None) -> jax.Array:
+    """:func:`random_regrow` with a *traced* count: activates ``min(k,
+    #candidates)`` inactive positions drawn uniformly without replacement
+    among ``allowed`` ones (NISPA's growth, whose budget is only known inside
+    the jitted step; Gurbuz & Dovrolis 2022, Sec. 3.5).
+
+    Static shapes for any ``k`` (int32 []): the positions are ranked by a
+    full ``argsort`` of uniform scores, so no recompile when ``k`` changes.
+    Returns the new bool mask.
+    """
+    cand = (~mask if allowed is None else ~mask & allowed).reshape(-1)
+    n = cand.shape[0]
+    scores = jnp.where(cand, jax.random.uniform(rng, (n,)), -1.0)
+    order = jnp.argsort(-scores)
+    rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    grown = cand & (rank < jnp.asarray(k, jnp.int32))
+    return mask | grown.reshape(mask.shape)
+
+
 def gradient_regrow(grads: jax.Array, mask: jax.Array, k: int, allowed: jax.Array | None = None) -> jax.Array:
     """RigL (Evci et al. 2020, Sec. 3): activates the ``k`` inactive positions
     with the largest gradient magnitude among ``allowed`` ones."""

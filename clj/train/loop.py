@@ -182,7 +182,7 @@ class Runner:
         unroll = max(1, min(self.unroll, K))
         reveal = self.reveal
 
-        def seed_chunk(state, X, Y, idx, task_key, step0, task_id):
+        def seed_chunk(state, X, Y, idx, task_key, step0, task_id, spe, n_task):
             def body(st, inp):
                 k, ix = inp
                 key = jax.random.fold_in(task_key, step0 + k)
@@ -196,13 +196,16 @@ class Runner:
                 shown = task_id if reveal else -1
                 batch = {"x": x, "x_raw": x_raw, "y": y,
                          "task_id": jnp.full((B,), shown, jnp.int32),
-                         "new_task": jnp.logical_and(reveal, step0 + k == 0)}
+                         "new_task": jnp.logical_and(reveal, step0 + k == 0),
+                         # in-task step index, steps per epoch and task size, shared by all
+                         # seeds (unbatched under vmap: a method may branch on them with lax.cond)
+                         "step": step0 + k, "steps_per_epoch": spe, "task_size": n_task}
                 st, metrics = method.train_step(st, batch, k_step)
                 return st, metrics
 
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
-        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None))
+        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None, None, None))
         donate = (0,) if jax.default_backend() != "cpu" else ()
         jfn = jax.jit(fn, donate_argnums=donate)
         self._chunk_fns[K] = jfn
@@ -317,7 +320,7 @@ class Runner:
                 idx = np.stack([self._index_stream(s, t, pool, steps) for s in self.seeds])
                 idx = jax.device_put(idx, self._replicated)
                 task_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), t + 1) for s in self.seeds])
-                state = self._train_task(state, idx, task_keys, t, steps, logger)
+                state = self._train_task(state, idx, task_keys, t, steps, logger, spe, pool.shape[0])
                 if self.visible or t == T - 1:
                     tidx = jnp.asarray(sc.tasks[t].train_idx, jnp.int32)
                     data = {"x": self._domain(self.X[tidx], t), "y": self.Y[tidx]}
@@ -331,7 +334,7 @@ class Runner:
                     prog.acc.setdefault(k, []).append(v)
                 prog.wall_time.append(t1 - t0)
                 prog.eval_time.append(time.perf_counter() - t1)
-                prog.steps.append(steps)
+                prog.steps.append(int(getattr(self, "steps_done", steps)))
                 prog.completed_tasks = t + 1
                 logger.log(event="task_end", task=t, wall_time_s=t1 - t0,
                            **{f"acc_{k}": v.mean(0)[: t + 1].mean().item() for k, v in accs.items()})
@@ -345,7 +348,7 @@ class Runner:
             logger.close()
         return self._write_results(state, prog)
 
-    def _train_task(self, state, idx, task_keys, t, steps, logger):
+    def _train_task(self, state, idx, task_keys, t, steps, logger, spe=1, n_task=0):
         K = min(self.K, steps)
         n_full = steps // K
         bar = None
@@ -359,8 +362,15 @@ class Runner:
                 k = K if done < n_full * K else 1
                 fn = self._chunk_fn(k)
                 state, metrics = fn(state, self.X, self.Y, idx[:, done:done + k], task_keys,
-                                    jnp.int32(done), jnp.int32(t))
+                                    jnp.int32(done), jnp.int32(t), jnp.int32(spe), jnp.int32(n_task))
                 done += k
+                # A method may report metrics["task_done"] (1 = nothing left to learn in this
+                # task, e.g. NISPA's stopping rule fired): once every seed is done, the task ends.
+                finished = "task_done" in metrics and bool(jnp.all(metrics["task_done"][:, -1] > 0))
+                if finished and bar is not None:
+                    bar.update(steps - bar.n)
+                if finished:
+                    break
                 if bar is not None and (k == K or done == steps):
                     loss = float(jnp.mean(metrics["loss"]))
                     bar.update(k if k == K else (done - bar.n))
@@ -369,6 +379,7 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+        self.steps_done = done
         return state
 
     def _write_results(self, state, prog: _Progress) -> dict:

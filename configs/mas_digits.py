@@ -1,0 +1,6 @@
+"""MAS on Split-digits, task-IL (see configs/ewc_digits.py)."""
+from configs.ewc_digits import reg_config
+
+
+def get_config():
+    return reg_config("mas")
