@@ -23,6 +23,10 @@ METHODS = {
     "er": "clj.methods.er",
     "der": "clj.methods.der",
     "derpp": "clj.methods.derpp",
+    "er_ace": "clj.methods.er_ace",
+    "ser_derpp": "clj.methods.ser_derpp",
+    "ser_er_ace": "clj.methods.ser_er_ace",
+    "ser_er": "clj.methods.ser_er",
 }
 
 

@@ -24,6 +24,8 @@ def _none_to_empty(tree):
         return {}
     if isinstance(tree, dict):
         return {k: _none_to_empty(v) for k, v in tree.items()}
+    if getattr(tree, "size", 1) == 0:  # orbax refuses zero-size arrays (e.g. a buffer without logits)
+        return {}
     return tree
 
 
@@ -69,4 +71,6 @@ def _restore_nones(template, restored):
         return None
     if isinstance(template, dict):
         return {k: _restore_nones(v, restored[k]) for k, v in template.items()}
+    if getattr(template, "size", 1) == 0:
+        return template
     return restored
