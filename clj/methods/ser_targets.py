@@ -85,6 +85,25 @@ def gaussian_blur(m: jax.Array, sigma: float, size: int = 11) -> jax.Array:
     return x
 
 
+def _dft_matrix(n: int) -> jax.Array:
+    k = jnp.arange(n, dtype=jnp.float32)
+    ang = -2.0 * math.pi * jnp.outer(k, k) / n
+    return jax.lax.complex(jnp.cos(ang), jnp.sin(ang))
+
+
+def dft2(x: jax.Array, inverse: bool = False) -> jax.Array:
+    """2-D DFT of [B, n, n] as two complex matmuls (``W X W``; the inverse
+    uses conj(W) / n^2).  Equal to ``jnp.fft.fft2`` / ``ifft2`` up to float
+    rounding; used instead of them because XLA's CPU FFT rejects the
+    non-default layouts that vmap-over-seeds plus sharding produces."""
+    n = x.shape[-1]
+    W = _dft_matrix(n)
+    if inverse:
+        W = jnp.conj(W)
+    out = jnp.einsum("ij,bjk,kl->bil", W, x.astype(jnp.complex64), W)
+    return out / (n * n) if inverse else out
+
+
 def spectral_residual(gray: jax.Array, work_size: int = 64, blur_sigma: float = 3.0,
                       out_shape: tuple[int, int] | None = None) -> jax.Array:
     """Spectral-residual saliency (Hou & Zhang 2007; ser.md §11.2).
@@ -107,13 +126,13 @@ def spectral_residual(gray: jax.Array, work_size: int = 64, blur_sigma: float = 
     B, H, W = gray.shape
     out_shape = out_shape or (H, W)
     g = jax.image.resize(gray.astype(jnp.float32), (B, work_size, work_size), "bilinear")
-    F = jnp.fft.fft2(g)
+    F = dft2(g)
     A = jnp.log(jnp.abs(F) + 1e-8)
     P = jnp.angle(F)
     Ap = jnp.pad(A, ((0, 0), (1, 1), (1, 1)), mode="wrap")
     mean3 = sum(Ap[:, i:i + work_size, j:j + work_size] for i in range(3) for j in range(3)) / 9.0
     R = A - mean3
-    S = jnp.abs(jnp.fft.ifft2(jnp.exp(R + 1j * P))) ** 2
+    S = jnp.abs(dft2(jnp.exp(R + 1j * P), inverse=True)) ** 2
     S = gaussian_blur(S.astype(jnp.float32), blur_sigma, 11)
     S = jax.image.resize(S, (B, *out_shape), "bilinear")
     S = jnp.maximum(S, 0.0)
