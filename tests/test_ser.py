@@ -362,10 +362,11 @@ _SUBPROCESS = textwrap.dedent("""
     assert len(jax.devices()) == 4, jax.devices()
     sys.path.insert(0, {repo!r})
     from tests.test_ser import _config
+    import ml_collections
     from clj.train.loop import Runner
     c = _config("ser_er_ace")
     c.num_seeds = 2
-    c.scenario.train_fraction = 0.25
+    c.train = ml_collections.ConfigDict(dict(epochs=0.25, batch_size=8))  # a quarter of each task's stream
     r = Runner(c, {workdir!r})
     assert r.shard_batch, "batch not sharded"
     out = r.run()
