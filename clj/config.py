@@ -104,7 +104,7 @@ def validate(config) -> None:
             raise ConfigError(
                 f"scenario.num_tasks={sc.num_tasks} is impossible: {C} classes of {ds} split with init_cls="
                 f"{sc.init_cls}, increment={sc.increment} give {len(sizes)} tasks; set num_tasks=0 or {len(sizes)}.")
-    if "replay" in config and config.method in ("er", "der", "derpp") or config.method.startswith("ser"):
+    if "replay" in config and config.method in ("er", "der", "derpp", "er_ace") or config.method.startswith("ser"):
         if config.replay.buffer_size < 1:
             raise ConfigError(f"replay.buffer_size={config.replay.buffer_size} is invalid: it must be >= 1.")
         if config.replay.minibatch_size < 1:

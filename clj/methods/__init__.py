@@ -41,6 +41,11 @@ METHODS = {
     "ewc": "clj.methods.ewc",
     "si": "clj.methods.si",
     "mas": "clj.methods.mas",
+    # issue 8: ER-ACE and SER
+    "er_ace": "clj.methods.er_ace",
+    "ser_derpp": "clj.methods.ser_derpp",
+    "ser_er_ace": "clj.methods.ser_er_ace",
+    "ser_er": "clj.methods.ser_er",
 }
 
 

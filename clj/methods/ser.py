@@ -1,0 +1,577 @@
+"""SER: saliency-driven experience replay, as an add-on to DER++, ER-ACE and ER.
+
+Source: Sorrenti, Bellitto, Proietto Salanitri, Pennisi, Palazzo, Spampinato,
+"Saliency-driven Experience Replay for Continual Learning", NeurIPS 2024
+(two branches, multiplicative modulation, stop-gradient from the classifier
+to the saliency net); the official code's step as paraphrased in
+``shared/specs/ser.md`` §4.2 (DER++), §4.3 (ER-ACE), §5.2 (ER, inferred).
+
+One jitted step (``train_step``), in the order of ser.md §4.2:
+
+1. **Saliency step.**  The saliency net runs in train mode (batch-stat BN,
+   channel dropout) on the stream images; loss ``sal_coeff * KLD(pred,
+   target)``; one step of its own optimiser (SGD momentum 0.9, coupled weight
+   decay; encoder at ``sal_lr * sal_cnn_lr_factor`` with
+   ``sal_cnn_weight_decay``, decoder at ``sal_lr`` with ``sal_weight_decay``;
+   §4.5).  The encoder's five pre-ReLU features of *this* forward (pre-update
+   weights) modulate the stream pass; they are ``stop_gradient``-ed, so no
+   classification gradient reaches the saliency net, and the saliency loss
+   does not depend on the classifier.
+2. **Buffer features.**  The replay draws go through the saliency net in
+   eval mode with the *updated* weights, without gradient (one apply on all
+   draws together: eval BN is per-example).
+3. **Classifier step** of the base method, every pass modulated:
+   DER++: CE(stream) + alpha MSE(draw 1, stored logits) + beta CE(draw 2),
+   three BN batches; ER-ACE: masked CE(stream) + (task > 0) CE(draw), two BN
+   batches; ER: CE over the concatenation of stream and draw, one BN batch.
+   Plain SGD on the classifier (``config.optim``).
+4. **Insertion**: reservoir, after the step, of the (padded, uint8) stream
+   images, labels and, for DER++, the stream logits of step 3 (pre-update,
+   train mode, modulated).  No saliency map is stored or replayed (§4.2,
+   §9 item 8): storing uint8 and normalising at sampling equals the official
+   float copy of the normalised stream tensor up to float rounding.
+
+Saliency targets (``ser.sal_target``, recorded in results.json): the offline
+``spectral_residual`` (default), ``center``, ``center_sr`` (ser.md §11.2) or
+``teacher``: the eval-mode prediction of a frozen copy of the *initial*
+saliency net, meaningful with ``sal_init='ckpt:<file>'`` (a user's saliency
+checkpoint standing in for the dataset's pseudo-ground-truth maps).
+
+Saliency weights (``ser.sal_init``, §11.3): ``pretrain:<K>`` (default:
+K steps on procedural images disjoint from every dataset, before task 0),
+``scratch`` (the classifier's initial backbone copied into the encoder, as
+the official code deep-copies it), ``ckpt:<path>`` (an ``.npz`` written by
+:func:`save_saliency_checkpoint`, e.g. after converting the official
+PyTorch checkpoint).
+
+Inputs whose H or W are not multiples of 8 (Fashion-MNIST's 28x28) are
+zero-padded (in pixel space) to the next multiple of 8 for both networks.
+The method refuses data augmentation (SER trains without it, §2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct, traverse_util
+
+from clj.data.augment import Augment
+from clj.methods import common, er_ace
+from clj.methods import ser_targets as tg
+from clj.methods.common import ModelState, TaskInfo
+from clj.models.saliency import NUM_POINTS, POOL_MODES, ModulatedResNet18, SaliencyNet
+from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
+
+BASES = ("derpp", "er_ace", "er")
+MNP_MODES = ("multiply",)
+CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20}
+
+
+def ser_config() -> ml_collections.ConfigDict:
+    """Defaults of ``config.ser`` (a config file sets ``c.ser = ser_config()``
+    and overrides fields; ser.md §6 for the paper's values)."""
+    return ml_collections.ConfigDict(dict(
+        mnp="multiply",
+        mnp_blocks=(1, 1, 1, 1, 1),
+        pool_mode="mammoth_square",
+        sal_target="spectral_residual",
+        sal_init="pretrain:300",
+        sal_lr=0.005,
+        sal_cnn_lr_factor=0.1,
+        sal_momentum=0.9,
+        sal_weight_decay=1e-4,
+        sal_cnn_weight_decay=1e-5,
+        sal_coeff=1.0,
+        sal_n_gaussians=0,
+        pretrain_lr_mult=4.0,
+        sr_work_size=64,
+        sr_blur_sigma=3.0,
+        center_sigma=0.25,
+    ))
+
+
+@dataclasses.dataclass(frozen=True)
+class SalOptSpec:
+    """The saliency optimiser (hashable): PyTorch SGD with momentum and coupled
+    weight decay, two groups (ser.md §4.5): ``cnn`` (encoder) at
+    ``lr * cnn_lr_factor`` / ``cnn_weight_decay``; the rest at ``lr`` /
+    ``weight_decay``.  optax's trace starts at zero, so its first step equals
+    PyTorch's momentum buffer initialised to the gradient."""
+
+    lr: float = 0.005
+    cnn_lr_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    cnn_weight_decay: float = 1e-5
+
+    def make(self, scale: float = 1.0) -> optax.GradientTransformation:
+        def group(lr, wd):
+            parts = [optax.add_decayed_weights(wd)] if wd > 0 else []
+            parts.append(optax.sgd(lr * scale, momentum=self.momentum or None))
+            return optax.chain(*parts)
+
+        def labels(params):
+            return {k: jax.tree_util.tree_map(lambda _: "enc" if k == "cnn" else "dec", v)
+                    for k, v in params.items()}
+
+        return optax.multi_transform({"enc": group(self.lr * self.cnn_lr_factor, self.cnn_weight_decay),
+                                      "dec": group(self.lr, self.weight_decay)}, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Static hyperparameters of SER (hashable); fields as in :func:`ser_config`
+    plus the base method, replay sizes, DER++ weights, the normalisation and
+    the padded input shape."""
+
+    base: str
+    buffer_size: int
+    minibatch_size: int
+    alpha: float
+    beta: float
+    augment: Augment
+    in_shape: tuple[int, int, int]
+    pad: tuple[int, int]
+    sal_target: str
+    sal_init: str
+    sal_coeff: float
+    mnp_blocks: tuple[bool, ...]
+    sr_work_size: int
+    sr_blur_sigma: float
+    center_sigma: float
+
+
+@struct.dataclass
+class SalState:
+    """The saliency network: params (``cnn`` encoder + decoder), BN statistics,
+    optimiser state (kept across tasks), steps taken."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    step: jax.Array
+    model: SaliencyNet = struct.field(pytree_node=False)
+    optim: SalOptSpec = struct.field(pytree_node=False)
+
+
+@struct.dataclass
+class State:
+    """SER state.
+
+    Attributes:
+      cls: the classifier (:class:`ModulatedResNet18`) as a core ModelState.
+      sal: the saliency network.
+      teacher: frozen ``{"params", "batch_stats"}`` of the initial saliency
+        net (only with ``sal_target='teacher'``; else None).
+      buffer: reservoir buffer of padded uint8 images, labels and (DER++)
+        logits.
+      seen: bool [C] labels seen (ER-ACE mask).
+      task: int32 [] current task index.
+      sal_loss_ema: float32 [] running mean of the saliency loss (reporting).
+      hp: static hyperparameters.
+    """
+
+    cls: ModelState
+    sal: SalState
+    teacher: Any
+    buffer: Buffer
+    seen: jax.Array
+    task: jax.Array
+    sal_loss_ema: jax.Array
+    hp: Hparams = struct.field(pytree_node=False)
+
+
+# ------------------------------------------------------------------ config
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def resolve_config(config) -> ml_collections.ConfigDict:
+    """``config.ser`` merged over :func:`ser_config`, validated.
+
+    Raises:
+      ValueError: a bad value, named with what is valid.
+    """
+    sc = ser_config()
+    if "ser" in config:
+        for k, v in config.ser.items():
+            if k not in sc:
+                raise ValueError(f"ser.{k} is unknown; valid fields: {', '.join(sorted(sc))}.")
+            sc[k] = v
+    _check(sc.mnp in MNP_MODES, f"ser.mnp={sc.mnp!r} is not implemented; valid: {', '.join(MNP_MODES)}.")
+    blocks = tuple(sc.mnp_blocks)
+    _check(len(blocks) == NUM_POINTS and all(b in (0, 1, True, False) for b in blocks),
+           f"ser.mnp_blocks={blocks!r} is invalid: five 0/1 flags (stem, stage 1..4).")
+    _check(sc.pool_mode in POOL_MODES, f"ser.pool_mode={sc.pool_mode!r} is unknown; valid: {', '.join(POOL_MODES)}.")
+    _check(sc.sal_target in tg.TARGETS, f"ser.sal_target={sc.sal_target!r} is unknown; valid: {', '.join(tg.TARGETS)}.")
+    si = str(sc.sal_init)
+    ok = si == "scratch" or si.startswith("ckpt:") and len(si) > 5
+    if si.startswith("pretrain:"):
+        try:
+            ok = int(si.split(":", 1)[1]) >= 0
+        except ValueError:
+            ok = False
+    _check(ok, f"ser.sal_init={si!r} is invalid; valid: 'scratch', 'pretrain:<steps>=0..', 'ckpt:<path.npz>'.")
+    _check(sc.sal_lr > 0, f"ser.sal_lr={sc.sal_lr} is invalid: it must be > 0.")
+    _check(sc.sal_coeff >= 0, f"ser.sal_coeff={sc.sal_coeff} is invalid: it must be >= 0.")
+    _check(sc.sal_n_gaussians >= 0, f"ser.sal_n_gaussians={sc.sal_n_gaussians} is invalid: it must be >= 0.")
+    return sc
+
+
+def _pad_amounts(n: int) -> int:
+    return (-n) % 8
+
+
+# -------------------------------------------------------------- checkpoint
+
+
+def save_saliency_checkpoint(path: str, params, batch_stats) -> None:
+    """Writes the saliency net's variables to ``path`` (.npz, keys
+    ``params/<a>/<b>/...`` and ``batch_stats/...``)."""
+    flat = {}
+    for col, tree in (("params", params), ("batch_stats", batch_stats)):
+        for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items():
+            flat[f"{col}/{k}"] = np.asarray(v)
+    np.savez(path, **flat)
+
+
+def load_saliency_checkpoint(path: str, params, batch_stats):
+    """Reads a file written by :func:`save_saliency_checkpoint` into the
+    structure of (params, batch_stats).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: missing or extra keys, or a shape mismatch (named).
+    """
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"ser.sal_init: saliency checkpoint {path!r} does not exist.")
+    data = np.load(path)
+    out = []
+    for col, tree in (("params", params), ("batch_stats", batch_stats)):
+        flat = traverse_util.flatten_dict(tree, sep="/")
+        keys = {f"{col}/{k}" for k in flat}
+        have = {k for k in data.files if k.startswith(col + "/")}
+        if keys != have:
+            raise ValueError(f"saliency checkpoint {path!r} does not match the network: missing "
+                             f"{sorted(keys - have)[:5]}, extra {sorted(have - keys)[:5]}.")
+        new = {}
+        for k, v in flat.items():
+            a = data[f"{col}/{k}"]
+            if a.shape != tuple(v.shape):
+                raise ValueError(f"saliency checkpoint {path!r}: {col}/{k} has shape {a.shape}, "
+                                 f"the network needs {tuple(v.shape)}.")
+            new[k] = jnp.asarray(a, jnp.float32)
+        out.append(traverse_util.unflatten_dict(new, sep="/"))
+    return out[0], out[1]
+
+
+# -------------------------------------------------------------------- init
+
+
+def init(rng: jax.Array, config, scenario, base: str) -> State:
+    """A fresh SER State over ``base`` (one of ``BASES``).
+
+    The classifier is ``config.model`` = ``resnet18`` / ``resnet18_reduced``
+    (``width`` honoured) made modulatable; the saliency net has the same
+    width.  The encoder starts as a copy of the classifier's initial backbone
+    (ser.md §9 item 15), then ``sal_init`` applies.
+
+    Raises:
+      ValueError: an unknown base, a classifier other than the ResNet-18s,
+        data augmentation configured, or a bad ``config.ser`` value.
+    """
+    _check(base in BASES, f"SER base={base!r} is unknown; valid: {', '.join(BASES)}.")
+    sc = resolve_config(config)
+    er_ace.check_replay_config(config, f"ser_{base}")
+    mname = config.model.name
+    _check(mname in CLASSIFIERS, f"model.name={mname!r} is not supported by SER; valid: {', '.join(CLASSIFIERS)}.")
+    width = int(config.model.get("width", CLASSIFIERS[mname]))
+    aug = common.augment_from_config(config.augment, scenario)
+    _check(aug.crop_pad == 0 and not aug.flip,
+           f"augment.crop_pad={aug.crop_pad}, augment.flip={aug.flip}: SER trains without augmentation "
+           "(ser.md §2); set crop_pad=0, flip=False.")
+    H, W, C = scenario.image_shape
+    ph, pw = _pad_amounts(H), _pad_amounts(W)
+    in_shape = (H + ph, W + pw, C)
+    hp = Hparams(base=base, buffer_size=int(config.replay.buffer_size),
+                 minibatch_size=int(config.replay.minibatch_size), alpha=float(config.replay.get("alpha", 0.0)),
+                 beta=float(config.replay.get("beta", 0.0)), augment=aug, in_shape=in_shape, pad=(ph, pw),
+                 sal_target=str(sc.sal_target), sal_init=str(sc.sal_init), sal_coeff=float(sc.sal_coeff),
+                 mnp_blocks=tuple(bool(b) for b in sc.mnp_blocks), sr_work_size=int(sc.sr_work_size),
+                 sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma))
+    k_cls, k_sal, k_pre = jax.random.split(rng, 3)
+    model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=hp.mnp_blocks, pool_mode=sc.pool_mode)
+    cls = common.init_model_state(k_cls, model, common.optim_spec_from_config(config.optim), in_shape)
+    smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians))
+    svars = smodel.init({"params": k_sal, "dropout": k_sal}, jnp.zeros((1, *in_shape), jnp.float32), train=False)
+    sparams = dict(svars["params"])
+    sbs = dict(svars["batch_stats"])
+    sparams["cnn"] = cls.params["backbone"]
+    sbs["cnn"] = cls.batch_stats["backbone"]
+    sopt = SalOptSpec(lr=float(sc.sal_lr), cnn_lr_factor=float(sc.sal_cnn_lr_factor),
+                      momentum=float(sc.sal_momentum), weight_decay=float(sc.sal_weight_decay),
+                      cnn_weight_decay=float(sc.sal_cnn_weight_decay))
+    if hp.sal_init.startswith("ckpt:"):
+        sparams, sbs = load_saliency_checkpoint(hp.sal_init[5:], sparams, sbs)
+    elif hp.sal_init.startswith("pretrain:"):
+        sparams, sbs = pretrain_saliency(k_pre, smodel, sopt, sparams, sbs, hp,
+                                         int(hp.sal_init.split(":", 1)[1]), int(config.train.batch_size),
+                                         float(sc.pretrain_lr_mult))
+    sal = SalState(params=sparams, batch_stats=sbs, opt_state=sopt.make().init(sparams),
+                   step=jnp.zeros((), jnp.int32), model=smodel, optim=sopt)
+    teacher = {"params": sparams, "batch_stats": sbs} if hp.sal_target == "teacher" else None
+    buf = init_buffer(hp.buffer_size, in_shape, scenario.num_classes if base == "derpp" else 0)
+    return State(cls=cls, sal=sal, teacher=teacher, buffer=buf, seen=jnp.zeros((scenario.num_classes,), bool),
+                 task=jnp.zeros((), jnp.int32), sal_loss_ema=jnp.zeros((), jnp.float32), hp=hp)
+
+
+def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_stats, hp: Hparams,
+                      steps: int, batch: int, lr_mult: float):
+    """Trains the saliency net for ``steps`` steps on procedural images
+    (:func:`clj.methods.ser_targets.procedural_images`, disjoint from the
+    continual stream) against the configured offline target (``teacher``
+    falls back to spectral residual), with the saliency optimiser at
+    ``lr_mult`` times its learning rates (ser.md §11.3).  One ``lax.scan``.
+
+    Returns:
+      (params, batch_stats).
+    """
+    if steps <= 0:
+        return params, batch_stats
+    tx = sopt.make(lr_mult)
+    kind = "spectral_residual" if hp.sal_target == "teacher" else hp.sal_target
+
+    def step(carry, k):
+        p, bs, opt = carry
+        k_img, k_drop = jax.random.split(k)
+        x_raw = tg.procedural_images(k_img, batch, hp.in_shape)
+        target = tg.compute_targets(kind, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
+        x = hp.augment(x_raw)
+
+        def loss_fn(p):
+            (pred, _), upd = smodel.apply({"params": p, "batch_stats": bs}, x, train=True,
+                                          mutable=["batch_stats"], rngs={"dropout": k_drop})
+            return tg.kld_loss(pred, target), upd["batch_stats"]
+
+        (loss, bs2), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        upd, opt = tx.update(g, opt, p)
+        return (optax.apply_updates(p, upd), bs2, opt), loss
+
+    (params, batch_stats, _), _ = jax.lax.scan(step, (params, batch_stats, tx.init(params)),
+                                               jax.random.split(rng, steps))
+    return params, batch_stats
+
+
+def begin_task(state: State, task: TaskInfo) -> State:
+    """Resets the classifier's optimiser (the saliency optimiser persists)
+    and sets the task counter."""
+    return state.replace(cls=common.begin_task_model(state.cls, task), task=jnp.asarray(task.task_id, jnp.int32))
+
+
+def end_task(state: State, task_data) -> State:
+    del task_data
+    return state
+
+
+# ----------------------------------------------------------------- forward
+
+
+def pad_raw(hp: Hparams, x_raw: jax.Array) -> jax.Array:
+    """Zero-pads uint8 [B, H, W, C] to the model's input shape (centred)."""
+    ph, pw = hp.pad
+    if ph == 0 and pw == 0:
+        return x_raw
+    return jnp.pad(x_raw, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+
+
+def pad_normalized(hp: Hparams, x: jax.Array) -> jax.Array:
+    """Pads normalised float [B, H, W, C] with the normalised value of a zero pixel."""
+    ph, pw = hp.pad
+    if ph == 0 and pw == 0:
+        return x
+    a = hp.augment
+    fill = (-jnp.asarray(a.mean, jnp.float32) / jnp.asarray(a.std, jnp.float32)) if a.normalize else \
+        jnp.zeros((x.shape[-1],), jnp.float32)
+    canvas = jnp.broadcast_to(fill, (x.shape[0], *hp.in_shape)).astype(x.dtype)
+    return jax.lax.dynamic_update_slice(canvas, x, (0, ph // 2, pw // 2, 0))
+
+
+def saliency_apply(sal: SalState, params, batch_stats, x, train: bool, rng=None):
+    """Saliency net forward; returns ``(pred [B,H,W,1], feats, new_batch_stats)``."""
+    v = {"params": params, "batch_stats": batch_stats}
+    if train:
+        (pred, feats), upd = sal.model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+        return pred, feats, upd["batch_stats"]
+    pred, feats = sal.model.apply(v, x, train=False)
+    return pred, feats, batch_stats
+
+
+def classifier_apply(ms: ModelState, params, batch_stats, x, feats, train: bool):
+    """Modulated classifier forward; returns ``(logits float32 [B, C], new_batch_stats)``."""
+    v = {"params": params, "batch_stats": batch_stats}
+    if train:
+        out, upd = ms.model.apply(v, x, train=True, sal_feats=feats, mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+    return ms.model.apply(v, x, train=False, sal_feats=feats), batch_stats
+
+
+def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
+    """Logits float32 [B, C] of normalised x float32 [B, H, W, C]: the
+    saliency net (eval mode) gives the features that modulate the classifier
+    (eval mode); test images need the saliency branch (ser.md §7)."""
+    del task_id
+    x = pad_normalized(state.hp, x)
+    _, feats, _ = saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, train=False)
+    logits, _ = classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, feats, train=False)
+    return logits
+
+
+def saliency_targets(state: State, x_raw: jax.Array, x: jax.Array) -> jax.Array:
+    """Targets float32 [B, H, W] (unit sum) of padded uint8 / normalised images."""
+    hp = state.hp
+    if hp.sal_target == "teacher":
+        t = state.teacher
+        pred, _ = state.sal.model.apply({"params": t["params"], "batch_stats": t["batch_stats"]}, x, train=False)
+        return tg.normalize_map(jax.lax.stop_gradient(pred[..., 0]))
+    return tg.compute_targets(hp.sal_target, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
+
+
+def saliency_step(state: State, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
+    """Step 1 of the module doc.  Returns ``(new SalState, stream features
+    (stop-gradient), saliency loss float32 [])``."""
+    sal = state.sal
+    target = saliency_targets(state, x_raw, x)
+
+    def loss_fn(p):
+        pred, feats, bs = saliency_apply(sal, p, sal.batch_stats, x, train=True, rng=rng)
+        return state.hp.sal_coeff * tg.kld_loss(pred, target), (bs, feats)
+
+    (loss, (bs, feats)), g = jax.value_and_grad(loss_fn, has_aux=True)(sal.params)
+    upd, opt = sal.optim.make().update(g, sal.opt_state, sal.params)
+    new = sal.replace(params=optax.apply_updates(sal.params, upd), batch_stats=bs, opt_state=opt, step=sal.step + 1)
+    return new, jax.lax.stop_gradient(feats), loss
+
+
+# -------------------------------------------------------------------- step
+
+
+def train_step(state: State, batch: dict, rng: jax.Array):
+    """One SER step over the base method (module doc).
+
+    Args:
+      state: the State.
+      batch: ``x_raw`` uint8 [B, H, W, C] stream images (SER normalises and
+        pads them itself: no augmentation), ``y`` int32 [B], ``task_id``.
+      rng: PRNG key (dropout, replay draws, reservoir).
+
+    Returns:
+      (new State, metrics: ``loss``, ``sal_loss``, ``acc``).
+    """
+    hp, ms = state.hp, state.cls
+    k_drop, k_r1, k_r2, k_add = jax.random.split(rng, 4)
+    x_raw = pad_raw(hp, batch["x_raw"])
+    x = hp.augment(x_raw)
+    y = batch["y"]
+    B, m = y.shape[0], hp.minibatch_size
+    new_sal, feats, sal_loss = saliency_step(state, x_raw, x, k_drop)
+
+    idx1, v1 = sample_indices(state.buffer, k_r1, m)
+    idx2, v2 = sample_indices(state.buffer, k_r2, m)
+    if hp.base == "derpp":
+        bidx = jnp.concatenate([idx1, idx2])
+    else:
+        bidx = idx1
+    bx = hp.augment(state.buffer.x[bidx])
+    _, bfeats, _ = saliency_apply(new_sal, new_sal.params, new_sal.batch_stats, bx, train=False)
+    bfeats = jax.lax.stop_gradient(bfeats)
+    by = state.buffer.y[bidx]
+    empty = state.buffer.is_empty()
+    seen = state.seen
+    zero = jnp.zeros((), jnp.float32)
+
+    if hp.base == "derpp":
+        blog = state.buffer.logits[idx1]
+
+        def loss_fn(p):
+            logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
+            loss = common.cross_entropy(logits, y)
+
+            def replay(bs):
+                f1 = [f[:m] for f in bfeats]
+                f2 = [f[m:] for f in bfeats]
+                o1, bs = classifier_apply(ms, p, bs, bx[:m], f1, True)
+                o2, bs = classifier_apply(ms, p, bs, bx[m:], f2, True)
+                return hp.alpha * common.masked_mse(o1, blog, v1) + hp.beta * common.cross_entropy(o2, by[m:], v2), bs
+
+            lr_, bs = jax.lax.cond(empty, lambda b: (zero, b), replay, bs)
+            return loss + lr_, (bs, logits)
+    elif hp.base == "er_ace":
+        active, seen = er_ace.ace_mask(state.seen, y)
+        replay_on = state.task > 0
+
+        def loss_fn(p):
+            logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
+            loss = common.cross_entropy(er_ace.masked_logits(logits, active, replay_on), y)
+
+            def replay(bs):
+                o, bs = classifier_apply(ms, p, bs, bx, bfeats, True)
+                return common.cross_entropy(o, by, v1), bs
+
+            lr_, bs = jax.lax.cond(replay_on, replay, lambda b: (zero, b), bs)
+            return loss + lr_, (bs, logits)
+    else:  # er: one pass over stream + draw, features concatenated per level
+
+        def loss_fn(p):
+            def stream_only(_):
+                logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
+                return common.cross_entropy(logits, y), (bs, logits)
+
+            def with_replay(_):
+                xx = jnp.concatenate([x, bx])
+                ff = [jnp.concatenate([a, b]) for a, b in zip(feats, bfeats)]
+                out, bs = classifier_apply(ms, p, ms.batch_stats, xx, ff, True)
+                w = jnp.concatenate([jnp.ones((B,), bool), v1])
+                return common.cross_entropy(out, jnp.concatenate([y, by]), w), (bs, out[:B])
+
+            return jax.lax.cond(empty, stream_only, with_replay, None)
+
+    (loss, (bs, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ms.params)
+    new_cls = common.apply_gradients(ms, grads, bs)
+    buf = reservoir_add(state.buffer, k_add, x_raw, y,
+                        logits=jax.lax.stop_gradient(logits) if hp.base == "derpp" else None,
+                        task_id=batch.get("task_id"))
+    ema = jnp.where(new_sal.step == 1, sal_loss, 0.99 * state.sal_loss_ema + 0.01 * sal_loss)
+    metrics = {"loss": loss, "sal_loss": sal_loss, "acc": common.accuracy(logits, y)}
+    return state.replace(cls=new_cls, sal=new_sal, buffer=buf, seen=seen, sal_loss_ema=ema), metrics
+
+
+# --------------------------------------------------------------- reporting
+
+
+def memory_bytes(state: State) -> dict:
+    """Bytes of the buffer and of both networks' parameters."""
+    model = common.param_bytes(state.cls.params) + common.param_bytes(state.sal.params)
+    if state.teacher is not None:
+        model += common.param_bytes(state.teacher["params"])
+    return {"buffer": buffer_nbytes(state.buffer), "model": model}
+
+
+def result_extras(state: State) -> dict:
+    """SER's choices and saliency statistics for results.json ``extra``."""
+    hp = state.hp
+    return {"ser": {"base": hp.base, "sal_target": hp.sal_target, "sal_init": hp.sal_init,
+                    "mnp": "multiply", "mnp_blocks": [int(b) for b in hp.mnp_blocks],
+                    "input_shape": list(hp.in_shape), "padding": list(hp.pad),
+                    "sal_coeff": hp.sal_coeff, "sal_steps": int(np.asarray(state.sal.step)),
+                    "final_sal_loss_ema": float(np.asarray(state.sal_loss_ema))}}

@@ -1,0 +1,316 @@
+"""SER's two networks: a ResNet-18 classifier whose blocks can be modulated
+multiplicatively, and a UNISAL-style saliency predictor on the same backbone.
+
+Source: Sorrenti et al., "Saliency-driven Experience Replay for Continual
+Learning" (SER), NeurIPS 2024; the architecture as the official code builds it,
+paraphrased in ``shared/specs/ser.md`` §3 and §9:
+
+* **Classifier** (:class:`ModulatedResNet18`, §3.1, §3.3): the CIFAR ResNet-18
+  of :mod:`clj.models.resnet` (3x3 stem, no max-pool, stages of two
+  BasicBlocks with widths ``width * (1, 2, 4, 8)`` and strides 1, 2, 2, 2).
+  At five points -- the stem and the *last* BasicBlock of each stage -- the
+  pre-ReLU activation ``a_i`` (the stem's BN output; a block's residual sum)
+  is multiplied element-wise by the saliency encoder's pre-ReLU activation
+  ``s_i`` at the same point, and the ReLU is applied to the product:
+  ``h_i = ReLU(a_i * s_i)``.  ``mnp_blocks`` (five bools) selects the points.
+  With ``s_i = 1`` (or no modulation) this is exactly the plain ResNet-18; the
+  parameter tree has the same names as :class:`clj.models.resnet.ResNet18`,
+  so the two share parameters.
+* **Pooling** (§9 item 1): ``pool_mode="mammoth_square"`` averages the left
+  ``h x h`` square of the final ``h x w`` map (Mammoth's ``avg_pool2d`` with
+  kernel = h); ``"global"`` averages all of it.  They agree for square maps.
+* **Saliency net** (:class:`SaliencyNet`, §3.2): the same ResNet-18 as encoder
+  (``cnn``), returning its five pre-ReLU features, and a light decoder:
+  ``skip_2x`` on stage 3 and ``skip_4x`` on stage 2 (1x1 expand, BN, ReLU6,
+  channel dropout 0.6, 1x1 reduce with bias, BN), ``post_cnn`` (an inverted
+  residual with expand ratio 1) on stage 4 (after ReLU, optionally
+  concatenated with 16 learned Gaussian prior maps, §3.4), bilinear x2,
+  concatenation with ``skip_2x``, ``upsampling_2`` (inverted residual, expand
+  2) and bilinear x2, concatenation with ``skip_4x``, ``post_upsampling_2``
+  (inverted residual, expand 2), a 1x1 conv to one channel, nearest x2 to the
+  input size and a sigmoid.  Channel counts scale with ``width`` (the paper's
+  ``width=64`` gives 256/128/64).  Decoder BatchNorms use momentum 0.99
+  (PyTorch 0.01), the encoder's 0.9 (PyTorch 0.1).
+
+Shapes: inputs float32 ``[B, H, W, C]`` with H and W multiples of 8 for the
+saliency net (the two x2 upsamplings must meet the skip features).
+
+Known differences from the PyTorch code: Flax BatchNorm keeps the biased
+batch variance in its running average (PyTorch the unbiased one), and the
+convolutions use the core's Kaiming (fan_out) initialisation rather than
+PyTorch's default; both only matter when loading the official checkpoint,
+which overwrites them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clj.models.common import PARAM_DTYPE, batch_norm, classify
+from clj.models.resnet import _conv
+
+NUM_POINTS = 5  # stem + four stages
+POOL_MODES = ("mammoth_square", "global")
+
+
+class PreActBasicBlock(nn.Module):
+    """BasicBlock returning ``(ReLU(pre), pre)``, ``pre`` = residual sum.
+
+    Same parameters and names as :class:`clj.models.resnet.BasicBlock`
+    (``conv1, bn1, conv2, bn2`` and, when the shape changes, the projection
+    ``shortcut_conv, shortcut_bn``).
+    """
+
+    features: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = _conv(self.features, 3, self.stride, jnp.float32, "conv1")(x)
+        y = batch_norm(train, jnp.float32, "bn1")(y)
+        y = nn.relu(y)
+        y = _conv(self.features, 3, 1, jnp.float32, "conv2")(y)
+        y = batch_norm(train, jnp.float32, "bn2")(y)
+        res = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            res = _conv(self.features, 1, self.stride, jnp.float32, "shortcut_conv")(x)
+            res = batch_norm(train, jnp.float32, "shortcut_bn")(res)
+        pre = y + res
+        return nn.relu(pre), pre
+
+
+class PreActStage(nn.Module):
+    """Two :class:`PreActBasicBlock` (names ``block_0``, ``block_1``); returns
+    the last block's ``(ReLU(pre), pre)``."""
+
+    features: int
+    stride: int = 1
+    num_blocks: int = 2
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        pre = None
+        for i in range(self.num_blocks):
+            x, pre = PreActBasicBlock(self.features, self.stride if i == 0 else 1, name=f"block_{i}")(x, train)
+        return x, pre
+
+
+def _modulate(out, pre, s, on: bool):
+    """``ReLU(pre * s)`` where modulation is on and features are given, else ``out``."""
+    if on and s is not None:
+        return nn.relu(pre * s.astype(pre.dtype))
+    return out
+
+
+def square_pool(x: jax.Array, mode: str) -> jax.Array:
+    """Pools ``[B, h, w, C]`` to ``[B, C]`` (float32).
+
+    ``mammoth_square``: mean over rows ``[0, h)`` and columns ``[0, h)``
+    (PyTorch ``avg_pool2d`` with kernel h and stride h, for h <= w < 2h; ser.md
+    §9 item 1); ``global``: mean over all of ``h x w``.
+
+    Raises:
+      ValueError: an unknown mode, or ``mammoth_square`` with h > w or w >= 2h
+        (where Mammoth's pooling would fail or emit several windows).
+    """
+    x = x.astype(jnp.float32)
+    if mode == "global":
+        return jnp.mean(x, axis=(1, 2))
+    if mode == "mammoth_square":
+        h, w = x.shape[1], x.shape[2]
+        if not h <= w < 2 * h:
+            raise ValueError(f"pool_mode='mammoth_square' needs h <= w < 2h for the final map, got {h}x{w}; "
+                             "use pool_mode='global'.")
+        return jnp.mean(x[:, :, :h], axis=(1, 2))
+    raise ValueError(f"pool_mode={mode!r} is unknown; valid: {', '.join(POOL_MODES)}.")
+
+
+class ModulatedResNet18Backbone(nn.Module):
+    """ResNet-18 trunk with the five modulation points (module doc).
+
+    ``__call__(x, train, sal_feats=None)`` returns ``(pooled [B, 8*width],
+    prerelu list of 5 arrays)``; the pre-ReLU list holds the unmodulated
+    ``a_i`` (what the saliency encoder hands to the classifier).
+    """
+
+    width: int = 64
+    mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
+    pool_mode: str = "mammoth_square"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, sal_feats: Sequence[jax.Array] | None = None):
+        x = x.astype(jnp.float32)
+        s = list(sal_feats) if sal_feats is not None else [None] * NUM_POINTS
+        a0 = batch_norm(train, jnp.float32, "stem_bn")(_conv(self.width, 3, 1, jnp.float32, "stem_conv")(x))
+        h = _modulate(nn.relu(a0), a0, s[0], self.mnp_blocks[0])
+        pres = [a0]
+        for i, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
+            out, pre = PreActStage(self.width * mult, stride, name=f"stage_{i + 1}")(h, train)
+            h = _modulate(out, pre, s[i + 1], self.mnp_blocks[i + 1])
+            pres.append(pre)
+        return square_pool(h, self.pool_mode), pres
+
+
+class ModulatedResNet18(nn.Module):
+    """SER's classifier: :class:`ModulatedResNet18Backbone` (``backbone``) and
+    a Dense ``head``.
+
+    Call: ``apply(vars, x, train=False, return_features=False,
+    sal_feats=None)`` with x float32 [B, H, W, C]; ``sal_feats`` is the list
+    of the saliency encoder's five pre-ReLU features (shapes of the stem and
+    the four stages' outputs) or None (no modulation).  Returns float32 logits
+    [B, num_classes] (and the pooled features with ``return_features``).
+    """
+
+    num_classes: int
+    width: int = 64
+    mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
+    pool_mode: str = "mammoth_square"
+
+    @property
+    def feature_dim(self) -> int:
+        return 8 * int(self.width)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, return_features: bool = False, sal_feats=None):
+        feats, _ = ModulatedResNet18Backbone(self.width, tuple(self.mnp_blocks), self.pool_mode,
+                                             name="backbone")(x, train, sal_feats)
+        return classify(feats, self.num_classes, jnp.float32, return_features)
+
+
+# ---------------------------------------------------------------- decoder
+
+
+def _bn(train: bool, name: str, momentum: float = 0.99) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                        param_dtype=PARAM_DTYPE, name=name)
+
+
+def _conv1x1(features: int, name: str, bias: bool = False) -> nn.Conv:
+    return nn.Conv(features, (1, 1), use_bias=bias, param_dtype=PARAM_DTYPE, name=name)
+
+
+def _depthwise(channels: int, name: str) -> nn.Conv:
+    return nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=channels, use_bias=False,
+                   param_dtype=PARAM_DTYPE, name=name)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual, stride 1 (ser.md §3.2 items 4, 6, 7).
+
+    expand_ratio 1: depthwise 3x3, BN, ReLU6, 1x1 to ``features``, BN.
+    expand_ratio r > 1: 1x1 to r*C_in, BN, ReLU6, depthwise 3x3, BN, ReLU6,
+    1x1 to ``features``, BN.  A residual is added only when C_in equals
+    ``features``.  ``bn_momentum``: Flax momentum of its BatchNorms.
+    """
+
+    features: int
+    expand_ratio: int = 1
+    bn_momentum: float = 0.99
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c_in = x.shape[-1]
+        y = x
+        hidden = c_in * self.expand_ratio
+        if self.expand_ratio != 1:
+            y = nn.relu6(_bn(train, "bn_expand", self.bn_momentum)(_conv1x1(hidden, "expand")(y)))
+        y = nn.relu6(_bn(train, "bn_dw", self.bn_momentum)(_depthwise(hidden, "dw")(y)))
+        y = _bn(train, "bn_project", self.bn_momentum)(_conv1x1(self.features, "project")(y))
+        return x + y if c_in == self.features else y
+
+
+class Skip(nn.Module):
+    """Decoder skip: 1x1 to ``2*features_in``, BN, ReLU6, channel dropout,
+    1x1 (with bias) to ``features``, BN (ser.md §3.2 items 1-2)."""
+
+    features: int
+    drop: float = 0.6
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = nn.relu6(_bn(train, "bn_expand")(_conv1x1(2 * x.shape[-1], "expand")(x)))
+        y = nn.Dropout(self.drop, broadcast_dims=(1, 2), deterministic=not train)(y)
+        return _bn(train, "bn_reduce")(_conv1x1(self.features, "reduce", bias=True)(y))
+
+
+def manual_gaussian_init(key, shape, dtype=jnp.float32):
+    """The 16 manual Gaussian priors [16, 2 (y, x), 2 (mu, log sigma)] of
+    ser.md §3.4: a 3x3 grid at {0.25, 0.5, 0.75}^2 with log sigma -1.5, three
+    vertical bands, three horizontal bands, one broad centre."""
+    del key, shape
+    g = []
+    for y in (0.25, 0.5, 0.75):
+        for x in (0.25, 0.5, 0.75):
+            g.append(((y, -1.5), (x, -1.5)))
+    for x in (0.25, 0.5, 0.75):
+        g.append(((0.5, 0.0), (x, -1.5)))
+    for y in (0.25, 0.5, 0.75):
+        g.append(((y, -1.5), (0.5, 0.0)))
+    g.append(((0.5, 0.0), (0.5, 0.0)))
+    return jnp.asarray(g, dtype)
+
+
+def gaussian_maps(g: jax.Array, h: int, w: int, scale: float = 6.0) -> jax.Array:
+    """Prior maps float32 [h, w, 16] from parameters g [16, 2, 2] (ser.md §3.4)
+    over a linspace(0, 1) grid: ``scale * exp(-((y-mu_y)/s_y)^2/2) *
+    exp(-((x-mu_x)/s_x)^2/2)``, s = exp(log sigma)."""
+    ys = jnp.linspace(0.0, 1.0, h)[:, None, None]
+    xs = jnp.linspace(0.0, 1.0, w)[None, :, None]
+    my, sy = g[:, 0, 0], jnp.exp(g[:, 0, 1])
+    mx, sx = g[:, 1, 0], jnp.exp(g[:, 1, 1])
+    return scale * jnp.exp(-0.5 * ((ys - my) / sy) ** 2) * jnp.exp(-0.5 * ((xs - mx) / sx) ** 2)
+
+
+def upsample_bilinear2x(x: jax.Array) -> jax.Array:
+    """Bilinear x2 with half-pixel centres (PyTorch ``align_corners=False``)."""
+    B, h, w, C = x.shape
+    return jax.image.resize(x, (B, 2 * h, 2 * w, C), "bilinear")
+
+
+def upsample_nearest2x(x: jax.Array) -> jax.Array:
+    """Nearest x2 = pixel repetition on both spatial axes."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class SaliencyNet(nn.Module):
+    """UNISAL-style saliency predictor over a ResNet-18 encoder (module doc).
+
+    Call: ``apply(vars, x, train=False)`` (``rngs={"dropout": k}`` when
+    training) with x float32 [B, H, W, C], H and W multiples of 8.  Returns
+    ``(pred, feats)``: pred float32 [B, H, W, 1] in (0, 1), feats the
+    encoder's five pre-ReLU features (stem and stages 1-4).
+
+    Raises:
+      ValueError: H or W not a multiple of 8.
+    """
+
+    width: int = 64
+    n_gaussians: int = 0
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        B, H, W, _ = x.shape
+        if H % 8 or W % 8:
+            raise ValueError(f"the saliency decoder needs H and W divisible by 8, got {H}x{W} "
+                             "(pad the input: SER pads to the next multiple of 8).")
+        _, feats = ModulatedResNet18Backbone(self.width, (False,) * NUM_POINTS, "global", name="cnn")(x, train)
+        f2, f3, f4 = (nn.relu(f) for f in feats[2:])  # skip_with_relu on the three deepest
+        w = self.width
+        s2 = Skip(2 * w, name="skip_2x")(f3, train)
+        s4 = Skip(w, name="skip_4x")(f2, train)
+        if self.n_gaussians > 0:
+            g = self.param("coarse_gaussians", manual_gaussian_init, (16, 2, 2))
+            maps = gaussian_maps(g, f4.shape[1], f4.shape[2])
+            f4 = jnp.concatenate([f4, jnp.broadcast_to(maps[None], (B, *maps.shape))], axis=-1)
+        y = InvertedResidual(4 * w, 1, bn_momentum=0.99, name="post_cnn")(f4, train)
+        y = jnp.concatenate([upsample_bilinear2x(y), s2], axis=-1)
+        y = upsample_bilinear2x(InvertedResidual(2 * w, 2, name="upsampling_2")(y, train))
+        y = jnp.concatenate([y, s4], axis=-1)
+        y = InvertedResidual(w, 2, name="post_upsampling_2")(y, train)
+        y = _conv1x1(1, "adaptation", bias=True)(y)
+        y = upsample_nearest2x(y)
+        return nn.sigmoid(y.astype(jnp.float32)), feats

@@ -1,0 +1,43 @@
+"""DER++ + SER with the paper's settings (ser.md §2, §6: the README command).
+
+Paper: Split FG-ImageNet / Split Mini-ImageNet, 20 tasks x 5 classes, 288x384
+inputs, no augmentation, one epoch, batch 8, minibatch 8, buffer 2000
+(also 1000 / 5000), lr 0.01 (plain SGD), alpha 0.1, beta 0.5, ResNet-18
+(nf 64), modulation 'multiply' on all five blocks, saliency SGD lr 0.005
+(encoder x0.1), momentum 0.9, weight decay 1e-4 / 1e-5, sal_coeff 1, no
+Gaussian priors, saliency net from the official checkpoint.
+
+clj has no loader for those image folders and their saliency maps, so this
+config runs the same protocol on the closest benchmark it can load, Split
+CIFAR-100 (20 x 5 classes, 32x32, through TFDS: ``tfds build cifar100``
+first), with offline spectral-residual targets.  With a converted official
+checkpoint: ``--config.ser.sal_init=ckpt:/path/sal.npz`` (and, for targets
+from that frozen predictor, ``--config.ser.sal_target=teacher``).  Meant for
+a GPU; on CPU it takes hours.
+"""
+from clj.config import base_config
+from clj.methods.ser import ser_config
+
+
+def get_config():
+    c = base_config()
+    c.method = "ser_derpp"
+    c.dataset = "cifar100"
+    c.scenario.kind = "class_il"
+    c.scenario.increment = 5
+    c.model = dict(name="resnet18", width=64)
+    c.optim.lr = 0.01
+    c.train.epochs = 1
+    c.train.batch_size = 8
+    c.replay.buffer_size = 2000
+    c.replay.minibatch_size = 8
+    c.replay.alpha = 0.1
+    c.replay.beta = 0.5
+    c.loop.eval_batch_size = 500
+    c.ser = ser_config()
+    c.ser.mnp_blocks = (1, 1, 1, 1, 1)
+    c.ser.sal_lr = 0.005
+    c.ser.sal_coeff = 1.0
+    c.ser.sal_n_gaussians = 0
+    c.ser.sal_init = "pretrain:2000"
+    return c

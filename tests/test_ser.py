@@ -1,0 +1,390 @@
+"""SER (clj.methods.ser, clj.models.saliency, clj.methods.ser_targets).
+
+Oracles of shared/specs/ser.md §12: modulation identity and signed gating
+(§12.4-5), square pooling (§12.6), no cross-gradients (§12.7), stored logits
+(§12.3), KLD (§12.9), saliency optimiser (§12.10), decoder (§12.12),
+Gaussian priors (§12.13), spectral residual (§12.18); plus a run vmapped over 2 seeds
+and sharded over 4 simulated devices (subprocess).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from clj.methods import ser
+from clj.methods import ser_targets as tg
+from clj.models.resnet import ResNet18
+from clj.models.saliency import (ModulatedResNet18, SaliencyNet, _modulate, gaussian_maps, manual_gaussian_init,
+                                 square_pool, upsample_bilinear2x, upsample_nearest2x)
+
+KEY = jax.random.PRNGKey(0)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------ models
+
+
+def test_all_ones_modulation_equals_plain_resnet():
+    x = jax.random.normal(KEY, (4, 8, 8, 1))
+    core = ResNet18(num_classes=6, width=4)
+    mod = ModulatedResNet18(num_classes=6, width=4)
+    off = ModulatedResNet18(num_classes=6, width=4, mnp_blocks=(False,) * 5)
+    sal = SaliencyNet(width=4)
+
+    @jax.jit
+    def run(x):  # one compile for every case
+        v = core.init(KEY, x)
+        feats = sal.apply(sal.init({"params": KEY, "dropout": KEY}, x), x)[1]
+        ones = [jnp.ones_like(f) for f in feats]
+        out = {}
+        for train in (False, True):
+            kw = dict(mutable=["batch_stats"]) if train else {}
+            out[train] = dict(plain=core.apply(v, x, train=train, **kw),
+                              ones=mod.apply(v, x, train=train, sal_feats=ones, **kw),
+                              off=off.apply(v, x, train=train, sal_feats=feats, **kw),
+                              real=mod.apply(v, x, train=train, sal_feats=feats, **kw))
+        return out
+
+    out = run(x)
+    for train in (False, True):
+        o = out[train]
+        # all-ones features (and mnp_blocks all 0 with any features) = the
+        # plain ResNet-18, logits and BN running statistics bit for bit.
+        for case in ("ones", "off"):
+            for u, w in zip(jax.tree_util.tree_leaves(o[case]), jax.tree_util.tree_leaves(o["plain"])):
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(w))
+        # real saliency features do change the output.
+        assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(o["real"])[0]),
+                               np.asarray(jax.tree_util.tree_leaves(o["plain"])[0]))
+
+
+def test_signed_gating_and_zero():
+    pre = jnp.array([-2.0, 3.0, -1.0])
+    out = jax.nn.relu(pre)
+    np.testing.assert_array_equal(np.asarray(_modulate(out, pre, jnp.array([-3.0, 2.0, 1.0]), True)), [6.0, 6.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(_modulate(out, pre, jnp.zeros(3), True)), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(_modulate(out, pre, jnp.zeros(3), False)), np.asarray(out))
+
+
+def test_square_pool():
+    x = jax.random.normal(KEY, (2, 3, 5, 4))
+    p = square_pool(x, "mammoth_square")
+    np.testing.assert_allclose(np.asarray(p), np.asarray(x[:, :, :3].mean(axis=(1, 2))), rtol=1e-6)
+    x2 = x.at[:, :, 3:].set(100.0)
+    np.testing.assert_array_equal(np.asarray(square_pool(x2, "mammoth_square")), np.asarray(p))
+    np.testing.assert_allclose(np.asarray(square_pool(x, "global")), np.asarray(x.mean(axis=(1, 2))), rtol=1e-6)
+    with pytest.raises(ValueError, match="pool_mode"):
+        square_pool(x, "max")
+
+
+def test_decoder_shapes_and_errors():
+    x = jax.random.normal(KEY, (2, 16, 24, 3))
+    net = SaliencyNet(width=4, n_gaussians=1)
+
+    @jax.jit
+    def run(x):
+        v = net.init({"params": KEY, "dropout": KEY}, x)
+        return v, net.apply(v, x)
+
+    v, (pred, feats) = run(x)
+    assert pred.shape == (2, 16, 24, 1)
+    assert float(pred.min()) > 0.0 and float(pred.max()) < 1.0
+    assert [f.shape for f in feats] == [(2, 16, 24, 4), (2, 16, 24, 4), (2, 8, 12, 8), (2, 4, 6, 16), (2, 2, 3, 32)]
+    assert v["params"]["coarse_gaussians"].shape == (16, 2, 2)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        net.init({"params": KEY, "dropout": KEY}, jnp.zeros((1, 12, 16, 3)))
+
+
+def _bilinear_ref(a):
+    """NumPy half-pixel bilinear x2 of [h, w] (PyTorch align_corners=False)."""
+    h, w = a.shape
+
+    def coords(n):
+        src = (np.arange(2 * n) + 0.5) / 2.0 - 0.5
+        src = np.clip(src, 0, n - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        return lo, hi, src - lo
+
+    ly, hy, fy = coords(h)
+    lx, hx, fx = coords(w)
+    rows = a[ly] * (1 - fy)[:, None] + a[hy] * fy[:, None]
+    return rows[:, lx] * (1 - fx)[None] + rows[:, hx] * fx[None]
+
+
+def test_upsampling():
+    a = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    got = np.asarray(upsample_bilinear2x(jnp.asarray(a)[None, :, :, None]))[0, :, :, 0]
+    np.testing.assert_allclose(got, _bilinear_ref(a.astype(np.float64)), atol=1e-5)
+    near = np.asarray(upsample_nearest2x(jnp.asarray(a)[None, :, :, None]))[0, :, :, 0]
+    np.testing.assert_array_equal(near, np.kron(a, np.ones((2, 2), np.float32)))
+
+
+def test_gaussian_priors():
+    g = manual_gaussian_init(None, None)
+    maps = gaussian_maps(g, 5, 5)
+    assert maps.shape == (5, 5, 16)
+    # map 4 is centred at (0.5, 0.5), a grid point of linspace(0, 1, 5).
+    np.testing.assert_allclose(float(maps[2, 2, 4]), 6.0, rtol=1e-6)
+    assert int(jnp.argmax(maps[..., 0].reshape(-1))) == np.ravel_multi_index((1, 1), (5, 5))
+
+
+# ----------------------------------------------------------------- targets
+
+
+def _kld_ref(p, q, eps=2.220446049250313e-16):
+    p = p.reshape(len(p), -1).astype(np.float64)
+    q = q.reshape(len(q), -1).astype(np.float64)
+    p = p / p.sum(1, keepdims=True)
+    q = q / q.sum(1, keepdims=True)
+    return np.mean(np.sum(q * np.log(eps + q / (p + eps)), axis=1))
+
+
+def test_kld():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 1.0, size=(3, 6, 5)).astype(np.float32)
+    q = rng.uniform(0.0, 1.0, size=(3, 6, 5)).astype(np.float32)
+    q[q < 0.3] = 0.0
+    got = float(tg.kld_loss(jnp.asarray(p), jnp.asarray(q)))
+    assert got >= 0
+    np.testing.assert_allclose(got, _kld_ref(p, q), rtol=1e-5)
+    np.testing.assert_allclose(float(tg.kld_loss(jnp.asarray(p) * 7.0, jnp.asarray(q) * 0.1)), got, rtol=1e-5)
+    assert abs(float(tg.kld_loss(jnp.asarray(q + 0.1), jnp.asarray(3 * (q + 0.1))))) < 1e-6
+    per = [float(tg.kld_loss(jnp.asarray(p[i:i + 1]), jnp.asarray(q[i:i + 1]))) for i in range(3)]
+    np.testing.assert_allclose(got, np.mean(per), rtol=1e-5)
+
+
+def test_spectral_residual():
+    # A flat image, and a small bright square on a noisy background (spectral
+    # residual needs natural-like spectra: on a flat background a sharp box
+    # gives a periodic map).
+    img = np.full((2, 32, 32), 0.2, np.float32)
+    img[1] = 0.3 + 0.05 * np.random.default_rng(0).normal(size=(32, 32))
+    img[1, 20:24, 4:8] = 1.0
+    sr = np.asarray(jax.jit(lambda g: tg.spectral_residual(g, 64, 3.0))(jnp.asarray(img)))
+    assert sr.shape == (2, 32, 32) and (sr >= 0).all()
+    np.testing.assert_allclose(sr.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sr[0], 1.0 / 1024, rtol=1e-6)  # constant image -> uniform
+    r, c = np.unravel_index(np.argmax(sr[1]), (32, 32))
+    assert 18 <= r <= 25 and 2 <= c <= 9
+    assert sr[1, 18:26, 2:10].sum() > 2 * 64 / 1024  # over twice the uniform mass near the square
+    again = np.asarray(tg.spectral_residual(jnp.asarray(img), 64, 3.0))
+    np.testing.assert_allclose(again, sr, atol=1e-7)
+    z = np.random.default_rng(1).normal(size=(2, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(tg.dft2(jnp.asarray(z))), np.fft.fft2(z), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(tg.dft2(jnp.asarray(z), inverse=True)), np.fft.ifft2(z), atol=1e-5)
+    cb = np.asarray(tg.center_bias(8, 8))
+    np.testing.assert_allclose(cb.sum(), 1.0, rtol=1e-6)
+    assert np.unravel_index(np.argmax(cb), cb.shape) in {(3, 3), (3, 4), (4, 3), (4, 4)}
+    with pytest.raises(ValueError, match="sal_target"):
+        tg.compute_targets("gt", jnp.zeros((1, 8, 8, 1), jnp.uint8))
+
+
+def test_saliency_optimizer_matches_pytorch_sgd():
+    spec = ser.SalOptSpec(lr=0.1, cnn_lr_factor=0.1, momentum=0.9, weight_decay=1e-4, cnn_weight_decay=1e-5)
+    params = {"cnn": {"w": jnp.array([1.0, -2.0])}, "dec": {"w": jnp.array([0.5])}}
+    grads = [{"cnn": {"w": jnp.array([0.3, 0.1])}, "dec": {"w": jnp.array([-0.2])}},
+             {"cnn": {"w": jnp.array([-0.1, 0.4])}, "dec": {"w": jnp.array([0.7])}}]
+    tx = spec.make()
+    st = tx.init(params)
+    p = params
+    ref = {k: np.asarray(v["w"], np.float64) for k, v in params.items()}
+    buf = {}
+    groups = {"cnn": (0.01, 1e-5), "dec": (0.1, 1e-4)}
+    for g in grads:
+        u, st = tx.update(g, st, p)
+        p = optax.apply_updates(p, u)
+        for k, (lr, wd) in groups.items():  # torch.optim.SGD: d = g + wd p; buf = mom*buf + d (buf0 = d)
+            d = np.asarray(g[k]["w"], np.float64) + wd * ref[k]
+            buf[k] = d if k not in buf else 0.9 * buf[k] + d
+            ref[k] = ref[k] - lr * buf[k]
+    for k in ref:
+        np.testing.assert_allclose(np.asarray(p[k]["w"]), ref[k], rtol=1e-6)
+
+
+# ------------------------------------------------------------------- steps
+
+
+def _config(method="ser_derpp", **ser_over):
+    import ml_collections  # noqa: F401
+    from clj.config import base_config
+
+    c = base_config()
+    c.method = method
+    c.dataset = "digits"
+    c.scenario.increment = 2
+    c.model = dict(name="resnet18", width=4)
+    c.optim.lr = 0.05
+    c.train.batch_size = 8
+    c.replay.buffer_size = 40
+    c.replay.minibatch_size = 8
+    c.replay.alpha = 0.1
+    c.replay.beta = 0.5
+    c.ser = ser.ser_config()
+    c.ser.sal_init = "scratch"
+    for k, v in ser_over.items():
+        c.ser[k] = v
+    c.loop.steps_per_call = 1
+    c.loop.unroll = 1
+    c.progress = False
+    c.plots = False
+    return c
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from clj.train.loop import load_scenario
+
+    c = _config()
+    sc = load_scenario(c)
+    batches = []
+    for i in range(3):
+        sl = slice(8 * i, 8 * i + 8)
+        x_raw = jnp.asarray(sc.x_train[sl])
+        batches.append({"x": jnp.zeros(x_raw.shape, jnp.float32), "x_raw": x_raw,
+                        "y": jnp.asarray(sc.y_train[sl].astype(np.int32)), "task_id": jnp.zeros((8,), jnp.int32)})
+
+    @jax.jit
+    def init_and_reference(k, batch, rng):
+        """The initial state and, independently of train_step, the stream
+        logits step 1 must store: pre-update classifier in train mode,
+        modulated by the pre-update saliency net's train-mode features (with
+        train_step's dropout key)."""
+        state = ser.init(k, c, sc, "derpp")
+        hp = state.hp
+        k_drop = jax.random.split(rng, 4)[0]
+        x = hp.augment(ser.pad_raw(hp, batch["x_raw"]))
+        _, feats, _ = ser.saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, True, k_drop)
+        logits, _ = ser.classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, feats, True)
+        # A wrong variant: eval-mode saliency features.
+        _, ev, _ = ser.saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, False)
+        wrong, _ = ser.classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, ev, True)
+        return state, (logits, wrong)
+
+    state, ref = init_and_reference(KEY, batches[0], jax.random.PRNGKey(5))
+    return c, sc, state, jax.jit(ser.train_step), batches, ref
+
+
+def test_buffer_logits_are_insertion_logits(setup):
+    c, sc, state, step, batches, ref = setup
+    new, _ = step(state, batches[0], jax.random.PRNGKey(5))
+    ref, wrong = np.asarray(ref[0]), np.asarray(ref[1])
+    # buffer empty before: the first 8 offers land in slots 0..7 in order.
+    # Two compiled programs agree to float32 rounding (different fusions).
+    stored = np.asarray(new.buffer.logits[:8])
+    np.testing.assert_allclose(stored, ref, rtol=1e-4, atol=1e-4)
+    assert np.abs(stored - wrong).max() > 100 * np.abs(stored - ref).max()
+    np.testing.assert_array_equal(np.asarray(new.buffer.x[:8]), np.asarray(batches[0]["x_raw"]))
+    assert int(new.buffer.num_seen) == 8
+    # later steps never rewrite those slots while the buffer has room.
+    s2, _ = step(new, batches[1], jax.random.PRNGKey(6))
+    np.testing.assert_array_equal(np.asarray(s2.buffer.logits[:8]), np.asarray(new.buffer.logits[:8]))
+
+
+def test_gradient_paths(setup):
+    c, sc, state, step, batches, _ = setup
+    s1, _ = step(state, batches[0], jax.random.PRNGKey(1))  # buffer non-empty from here
+    rng = jax.random.PRNGKey(2)
+    a, m = step(s1, batches[1], rng)
+    # The saliency branch learns: its params moved, its loss is finite and > 0.
+    moved = [float(jnp.abs(u - v).max()) for u, v in zip(jax.tree_util.tree_leaves(a.sal.params),
+                                                          jax.tree_util.tree_leaves(s1.sal.params))]
+    assert max(moved) > 0 and float(m["sal_loss"]) > 0
+    # No classification gradient reaches the saliency net: its update is the
+    # same whatever the classifier's weights (hence its loss and gradients) are.
+    perturbed = s1.replace(cls=s1.cls.replace(params=jax.tree_util.tree_map(lambda p: p * 1.5 + 0.01, s1.cls.params)))
+    b, _ = step(perturbed, batches[1], rng)
+    for u, v in zip(jax.tree_util.tree_leaves(a.sal.params), jax.tree_util.tree_leaves(b.sal.params)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    # ... and the classifier's update does depend on the saliency features
+    # (the modulation path is live): different saliency weights, different step.
+    other = s1.replace(sal=s1.sal.replace(params=jax.tree_util.tree_map(lambda p: p * 0.5, s1.sal.params)))
+    d, _ = step(other, batches[1], rng)
+    diff = max(float(jnp.abs(u - v).max()) for u, v in zip(jax.tree_util.tree_leaves(a.cls.params),
+                                                             jax.tree_util.tree_leaves(d.cls.params)))
+    assert diff > 0
+
+
+def test_config_errors():
+    from clj.train.loop import load_scenario
+
+    c = _config()
+    sc = load_scenario(c)
+    for field, value, match in [("mnp", "dwseparable", "ser.mnp"), ("sal_init", "imagenet", "ser.sal_init"),
+                                ("sal_target", "gt", "ser.sal_target"), ("mnp_blocks", (1, 1, 1), "mnp_blocks"),
+                                ("pool_mode", "max", "pool_mode")]:
+        bad = _config(**{field: value})
+        with pytest.raises(ValueError, match=match):
+            ser.init(KEY, bad, sc, "derpp")
+    bad = _config()
+    bad.augment.flip = True
+    with pytest.raises(ValueError, match="augment"):
+        ser.init(KEY, bad, sc, "derpp")
+    bad = _config()
+    bad.model = dict(name="mlp", hidden=(10,))
+    with pytest.raises(ValueError, match="model.name"):
+        ser.init(KEY, bad, sc, "derpp")
+    with pytest.raises(ValueError, match="base"):
+        ser.init(KEY, c, sc, "icarl")
+
+
+def test_saliency_checkpoint_roundtrip(tmp_path):
+    params = {"cnn": {"stem_conv": {"kernel": jnp.arange(12.0).reshape(3, 4)}}, "adaptation": {"bias": jnp.ones(1)}}
+    stats = {"cnn": {"stem_bn": {"mean": jnp.full((4,), 0.5), "var": jnp.full((4,), 2.0)}}}
+    path = str(tmp_path / "sal.npz")
+    ser.save_saliency_checkpoint(path, params, stats)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, stats))
+    p, bs = ser.load_saliency_checkpoint(path, *zeros)
+    for a, b in zip(jax.tree_util.tree_leaves((p, bs)), jax.tree_util.tree_leaves((params, stats))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    wrong = {"cnn": {"stem_conv": {"kernel": jnp.zeros((3, 5))}}, "adaptation": {"bias": jnp.ones(1)}}
+    with pytest.raises(ValueError, match="shape"):
+        ser.load_saliency_checkpoint(path, wrong, stats)
+    extra = {**params, "post_cnn": {"w": jnp.zeros(2)}}
+    with pytest.raises(ValueError, match="missing"):
+        ser.load_saliency_checkpoint(path, extra, stats)
+    with pytest.raises(FileNotFoundError):
+        ser.load_saliency_checkpoint(str(tmp_path / "none.npz"), params, stats)
+
+
+# ------------------------------------------------------- 4 devices, 2 seeds
+
+_SUBPROCESS = textwrap.dedent("""
+    import json, sys
+    import jax
+    assert len(jax.devices()) == 4, jax.devices()
+    sys.path.insert(0, {repo!r})
+    from tests.test_ser import _config
+    import ml_collections
+    from clj.train.loop import Runner
+    c = _config("ser_er_ace")
+    c.num_seeds = 2
+    c.train = ml_collections.ConfigDict(dict(epochs=0.25, batch_size=8))  # a quarter of each task's stream
+    r = Runner(c, {workdir!r})
+    assert r.shard_batch, "batch not sharded"
+    out = r.run()
+    res = [json.load(open({workdir!r} + f"/seed_{{s}}/results.json")) for s in (0, 1)]
+    print(json.dumps({{"acc": [x["accuracy_matrix"]["class_il"] for x in res],
+                      "extra": res[0]["extra"]["ser"], "devices": res[0]["extra"]["devices"]}}))
+""")
+
+
+def test_sharded_four_devices_two_seeds(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    code = _SUBPROCESS.format(repo=REPO, workdir=str(tmp_path / "run"))
+    p = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    assert out["extra"]["base"] == "er_ace" and out["extra"]["sal_target"] == "spectral_residual"
+    acc = np.asarray(out["acc"])
+    assert acc.shape == (2, 5, 5) and np.isfinite(acc).all()
+    assert (acc[:, 0, 0] > 0.5).all()  # task 0 is learned in both seeds
+    assert not np.array_equal(acc[0], acc[1])  # seeds differ
