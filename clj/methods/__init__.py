@@ -29,6 +29,8 @@ METHODS = {
     "replay": "clj.methods.cil_replay",
     "memo": "clj.methods.memo",
     "dynamic_er": "clj.methods.dynamic_er",
+    # issue 7: attentive knowledge replay (on iCaRL) and its plain-mixup baseline (config.akr.replay)
+    "akr": "clj.methods.akr",
 }
 
 
