@@ -239,7 +239,8 @@ def pair_weights(s_i: jax.Array, s_j: jax.Array, norm: str = "softmax", tau: flo
         return jax.nn.sigmoid((s_i - s_j) / tau)
     if norm == "ratio":
         p, q = jax.nn.softplus(s_i / tau), jax.nn.softplus(s_j / tau)
-        return p / (p + q + EPS)
+        tot = p + q
+        return jnp.where(tot > 0, p / jnp.where(tot > 0, tot, 1.0), 0.5)
     raise ValueError(f"attn_norm={norm!r} is unknown; valid: {', '.join(ATTN_NORMS)}.")
 
 
