@@ -237,7 +237,7 @@ SHARDED = textwrap.dedent("""
     from test_akr import tiny_config
     from clj.train.loop import Runner
     out = {{}}
-    for replay in ("attentive", "mixup"):
+    for replay in ("attentive",):
         c = tiny_config(replay)
         c.train.epochs = 2
         c.progress = False
