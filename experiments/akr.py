@@ -25,15 +25,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-ROWS = (("icarl", "Base"), ("mixup", "Mixup"), ("attentive", "AKR (Ours)"))
+ROWS = (("icarl", "Base (iCaRL)"), ("mixup", "Mixup"), ("attentive", "AKR (Ours)"))
 # CIFAR-100, ResNet-32 (project page, static/fig/quantitative_results.png; spec Sec. 8).
 PAPER = {
-    "cifar100_b0inc20": {"Base": 67.24, "Mixup": 69.96, "AKR (Ours)": 70.38, "iCaRL [paper row]": 61.45},
-    "cifar100_b0inc10": {"Base": 63.53, "Mixup": 68.14, "AKR (Ours)": 69.11, "iCaRL [paper row]": 56.57},
-    "cifar100_b0inc5": {"Base": 59.14, "Mixup": 66.04, "AKR (Ours)": 67.40, "iCaRL [paper row]": 53.77},
-    "cifar100_b50inc10": {"Base": 61.88, "Mixup": 66.97, "AKR (Ours)": 67.73, "iCaRL [paper row]": 61.93},
-    "cifar100_b50inc5": {"Base": 57.84, "Mixup": 63.84, "AKR (Ours)": 65.15, "iCaRL [paper row]": 59.22},
-    "cifar100_b50inc2": {"Base": 53.57, "Mixup": 59.68, "AKR (Ours)": 60.38, "iCaRL [paper row]": 55.48},
+    "cifar100_b0inc20": {"Base (iCaRL)": 67.24, "Mixup": 69.96, "AKR (Ours)": 70.38, "iCaRL [paper row]": 61.45},
+    "cifar100_b0inc10": {"Base (iCaRL)": 63.53, "Mixup": 68.14, "AKR (Ours)": 69.11, "iCaRL [paper row]": 56.57},
+    "cifar100_b0inc5": {"Base (iCaRL)": 59.14, "Mixup": 66.04, "AKR (Ours)": 67.40, "iCaRL [paper row]": 53.77},
+    "cifar100_b50inc10": {"Base (iCaRL)": 61.88, "Mixup": 66.97, "AKR (Ours)": 67.73, "iCaRL [paper row]": 61.93},
+    "cifar100_b50inc5": {"Base (iCaRL)": 57.84, "Mixup": 63.84, "AKR (Ours)": 65.15, "iCaRL [paper row]": 59.22},
+    "cifar100_b50inc2": {"Base (iCaRL)": 53.57, "Mixup": 59.68, "AKR (Ours)": 60.38, "iCaRL [paper row]": 55.48},
 }
 LABEL = {"cifar100_b0inc20": "TFS N=5", "cifar100_b0inc10": "TFS N=10", "cifar100_b0inc5": "TFS N=20",
          "cifar100_b50inc10": "TFH N=5", "cifar100_b50inc5": "TFH N=10", "cifar100_b50inc2": "TFH N=25"}
@@ -67,7 +67,9 @@ def read_row(wd: str):
             r = json.load(open(p))
             avg, avg_s = _metric(r, "average_incremental_accuracy")
             last, last_s = _metric(r, "final_average_accuracy")
-            return avg, avg_s, last, last_s, r["wall_time_s"]["total"], r.get("seeds", [r.get("seed")])
+            wall = r["wall_time_s"]["total"]
+            wall = wall["mean"] if isinstance(wall, dict) else wall  # summary.json: one program for all seeds
+            return avg, avg_s, last, last_s, wall, r.get("seeds", [r.get("seed")])
     return None
 
 
