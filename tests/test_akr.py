@@ -22,7 +22,9 @@ from clj.scenarios import make_scenario
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(replay="attentive", **akr_over):
+def tiny_config(replay="attentive", model="mlp", **akr_over):
+    """4 synthetic classes of 8x8x3 in 2 tasks; ``model="mlp"`` (fast to
+    compile) or ``"resnet"`` (ResNet-8, with BatchNorm)."""
     c = base_config()
     c.method = "akr"
     c.dataset = "synthetic"
@@ -31,7 +33,10 @@ def tiny_config(replay="attentive", **akr_over):
     c.synthetic.train_per_class = 8
     c.synthetic.test_per_class = 4
     c.scenario.increment = 2
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    if model == "resnet":
+        c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    else:
+        c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(32, 32)))
     c.optim.update(dict(lr=0.1, momentum=0.9, weight_decay=5e-4))
     c.train.batch_size = 8
     c.train.epochs = 1
@@ -164,9 +169,9 @@ def test_forced_weight_one_equals_icarl_step():
 
 @pytest.mark.parametrize("arch", akr.ATTN_ARCHS)
 def test_attention_trains_and_old_model_is_frozen(arch):
-    c = tiny_config("attentive", attn_arch=arch)
+    c = tiny_config("attentive", model="resnet" if arch == "trunk_copy" else "mlp", attn_arch=arch)
     sc = _scenario()
-    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc, train0=2)
+    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc)
     old_p, old_bs, attn0 = s.old_params, s.old_batch_stats, s.attn_params
     if arch == "trunk_copy":  # S starts as the old trunk with a zero score layer
         assert _leaves_equal(attn0["trunk"], old_p) and float(jnp.abs(attn0["w"]).max()) == 0.0
@@ -191,11 +196,11 @@ def test_attention_trains_and_old_model_is_frozen(arch):
 
 
 def test_bn_statistics_change_only_through_the_training_forward():
-    c_att = tiny_config("attentive", attn_arch="trunk_copy")
-    c_mix = tiny_config("mixup")
+    c_att = tiny_config("attentive", model="resnet", attn_arch="trunk_copy")
+    c_mix = tiny_config("mixup", model="resnet")
     sc = _scenario()
-    s_att = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_att, sc), sc, train0=1)
-    s_mix = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_mix, sc), sc, train0=1)
+    s_att = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_att, sc), sc)
+    s_mix = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_mix, sc), sc)
     # at step 0 the attention weights are 0.5 and S, drift and old-model passes run in eval mode:
     # forcing the same weight in the mixup pipeline must give bit-identical BN statistics
     b, k = _batch(sc, 1), jax.random.PRNGKey(3)
@@ -219,7 +224,7 @@ def test_bce_target_mode_runs_and_is_finite():
     c = tiny_config("attentive", target_mode="icarl_bce", bce_over="all", attn_arch="feature_mlp",
                     attn_objective="max_drift")
     sc = _scenario()
-    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc, train0=1)
+    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc)
     for k in range(2):
         s, m = jax.jit(akr.train_step)(s, _batch(sc, 1), jax.random.PRNGKey(k))
         assert all(np.isfinite(float(v)) for v in m.values())
