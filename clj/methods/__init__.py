@@ -46,6 +46,8 @@ METHODS = {
     "ser_derpp": "clj.methods.ser_derpp",
     "ser_er_ace": "clj.methods.ser_er_ace",
     "ser_er": "clj.methods.ser_er",
+    # issue 7: attentive knowledge replay (on iCaRL) and its plain-mixup baseline (config.akr.replay)
+    "akr": "clj.methods.akr",
 }
 
 

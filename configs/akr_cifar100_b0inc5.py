@@ -1,0 +1,10 @@
+"""AKR on CIFAR-100 TFS N=20 (init_cls=5, increment=5), the paper's protocol;
+see configs/akr_common.py.  :mixup gives the Mixup row, :none the Base row.
+
+    python launch.py --config=configs/akr_cifar100_b0inc5.py[:mixup|:none] --workdir=runs/akr_b0inc5
+"""
+from configs.akr_common import cifar_config
+
+
+def get_config(replay: str = "attentive"):
+    return cifar_config(replay or "attentive", 5, 5)

@@ -1,0 +1,7 @@
+"""The plain-mixup replay baseline (Beta(1, 1) blending weights, no attention)
+on Split-digits, same settings as configs/akr_digits.py."""
+from configs.akr_common import digits_config
+
+
+def get_config():
+    return digits_config("mixup")

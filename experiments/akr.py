@@ -1,0 +1,111 @@
+"""AKR against its Base (iCaRL) and Mixup rows: the paper's table beside ours.
+
+    python experiments/akr.py --setting=digits --workdir=runs/akr_exp            # CPU, minutes per run
+    python experiments/akr.py --setting=cifar100_b0inc10 --workdir=runs/akr_c    # GPU + TFDS CIFAR-100
+    python experiments/akr.py --setting=digits --no-run                          # only tabulate
+
+Rows: ``icarl`` (digits: the ``icarl`` method; CIFAR: the akr module with
+``replay="none"``, the paper's Base), ``mixup`` and ``akr``, each from the
+setting's config (``configs/akr_digits.py:<replay>`` or
+``configs/akr_cifar100_<split>.py:<replay>``) with the same seeds.  A run
+whose workdir already has ``results.json`` or ``summary.json`` is reused.
+Prints average incremental and last class-IL accuracy (mean ± std over the
+seeds), wall time, and the paper's number (Lee et al., SMC 2023, project
+page table; average incremental accuracy in %, presumably) where the
+setting is one of the paper's.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+ROWS = (("icarl", "Base (iCaRL)"), ("mixup", "Mixup"), ("attentive", "AKR (Ours)"))
+# CIFAR-100, ResNet-32 (project page, static/fig/quantitative_results.png; spec Sec. 8).
+PAPER = {
+    "cifar100_b0inc20": {"Base (iCaRL)": 67.24, "Mixup": 69.96, "AKR (Ours)": 70.38, "iCaRL [paper row]": 61.45},
+    "cifar100_b0inc10": {"Base (iCaRL)": 63.53, "Mixup": 68.14, "AKR (Ours)": 69.11, "iCaRL [paper row]": 56.57},
+    "cifar100_b0inc5": {"Base (iCaRL)": 59.14, "Mixup": 66.04, "AKR (Ours)": 67.40, "iCaRL [paper row]": 53.77},
+    "cifar100_b50inc10": {"Base (iCaRL)": 61.88, "Mixup": 66.97, "AKR (Ours)": 67.73, "iCaRL [paper row]": 61.93},
+    "cifar100_b50inc5": {"Base (iCaRL)": 57.84, "Mixup": 63.84, "AKR (Ours)": 65.15, "iCaRL [paper row]": 59.22},
+    "cifar100_b50inc2": {"Base (iCaRL)": 53.57, "Mixup": 59.68, "AKR (Ours)": 60.38, "iCaRL [paper row]": 55.48},
+}
+LABEL = {"cifar100_b0inc20": "TFS N=5", "cifar100_b0inc10": "TFS N=10", "cifar100_b0inc5": "TFS N=20",
+         "cifar100_b50inc10": "TFH N=5", "cifar100_b50inc5": "TFH N=10", "cifar100_b50inc2": "TFH N=25"}
+
+
+def load_config(setting: str, replay: str):
+    """The config of ``setting`` ("digits" or "cifar100_<split>") for ``replay``."""
+    name = "akr_digits" if setting == "digits" else f"akr_{setting}"
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    if not os.path.exists(path):
+        raise SystemExit(f"setting={setting!r} has no config {path}; valid: digits, "
+                         + ", ".join(sorted(PAPER)))
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(replay)
+
+
+def _metric(summary_or_result: dict, key: str) -> tuple[float, float]:
+    v = summary_or_result["metrics"]["class_il"][key]
+    if isinstance(v, dict):
+        return 100 * v["mean"], 100 * (v["std"] or 0.0)
+    return 100 * v, 0.0
+
+
+def read_row(wd: str):
+    """(avg inc mean, std, last mean, std, wall s, seeds) of a finished run, or None."""
+    for fname in ("summary.json", "results.json"):
+        p = os.path.join(wd, fname)
+        if os.path.exists(p):
+            r = json.load(open(p))
+            avg, avg_s = _metric(r, "average_incremental_accuracy")
+            last, last_s = _metric(r, "final_average_accuracy")
+            wall = r["wall_time_s"]["total"]
+            wall = wall["mean"] if isinstance(wall, dict) else wall  # summary.json: one program for all seeds
+            return avg, avg_s, last, last_s, wall, r.get("seeds", [r.get("seed")])
+    return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--setting", default="digits")
+    ap.add_argument("--workdir", default="runs/akr_exp")
+    ap.add_argument("--rows", default="icarl,mixup,attentive")
+    ap.add_argument("--no-run", action="store_true", help="only tabulate existing results")
+    args = ap.parse_args(argv)
+    out = []
+    for replay, label in ROWS:
+        if replay not in args.rows.split(","):
+            continue
+        wd = os.path.join(args.workdir, f"{args.setting}_{replay}")
+        if read_row(wd) is None and not args.no_run:
+            from clj.train import run
+
+            c = load_config(args.setting, replay)
+            c.plots = False
+            run(c, wd)
+        out.append((label, read_row(wd)))
+    paper = PAPER.get(args.setting, {})
+    print(f"setting {args.setting} {LABEL.get(args.setting, '')} (class-IL; ours: mean ± std over seeds)")
+    print(f"{'row':<12} {'avg inc (ours)':>16} {'last (ours)':>16} {'paper avg inc':>14} {'wall s':>8}  seeds")
+    for label, r in out:
+        p = paper.get(label)
+        ps = f"{p:.2f}" if p is not None else "-"
+        if r is None:
+            print(f"{label:<12} {'not run':>16} {'':>16} {ps:>14}")
+            continue
+        avg, avg_s, last, last_s, wall, seeds = r
+        print(f"{label:<12} {avg:9.2f} ± {avg_s:4.2f} {last:9.2f} ± {last_s:4.2f} {ps:>14} {wall:8.0f}  {seeds}")
+    if "iCaRL [paper row]" in paper:
+        print(f"(paper's quoted iCaRL row: {paper['iCaRL [paper row]']:.2f}; Base is the like-for-like row)")
+
+
+if __name__ == "__main__":
+    main()

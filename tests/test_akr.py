@@ -1,0 +1,272 @@
+"""Attentive Knowledge Replay (issue 7): blending invariants, reduction to
+iCaRL, attention gradients, frozen old model, config errors, 4-device run."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from clj.config import ConfigError, base_config
+from clj.data import load_dataset
+from clj.methods import akr, icarl
+from clj.methods import cil_common as cc
+from clj.methods.common import TaskInfo
+from clj.scenarios import make_scenario
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(replay="attentive", model="mlp", **akr_over):
+    """4 synthetic classes of 8x8x3 in 2 tasks; ``model="mlp"`` (fast to
+    compile) or ``"resnet"`` (ResNet-8, with BatchNorm)."""
+    c = base_config()
+    c.method = "akr"
+    c.dataset = "synthetic"
+    c.synthetic.image_shape = (8, 8, 3)
+    c.synthetic.num_classes = 4
+    c.synthetic.train_per_class = 8
+    c.synthetic.test_per_class = 4
+    c.scenario.increment = 2
+    if model == "resnet":
+        c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    else:
+        c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(32, 32)))
+    c.optim.update(dict(lr=0.1, momentum=0.9, weight_decay=5e-4))
+    c.train.batch_size = 8
+    c.train.epochs = 1
+    c.replay.buffer_size = 4  # unused
+    c.cil = cc.cil_config(memory_size=6, update_milestones=(), feature_batch_size=16)
+    c.akr = akr.akr_config(replay=replay, attn_lr=1e-2, warmup_epochs=0, **akr_over)
+    return c
+
+
+def _scenario():
+    ds = load_dataset("synthetic", None, seed=0, image_shape=(8, 8, 3), num_classes=4, train_per_class=8,
+                      test_per_class=4)
+    return make_scenario(ds, "class_il", increment=2)
+
+
+def _info(sc, t, steps=8, spe=1):
+    return TaskInfo(task_id=t, classes=sc.tasks[t].classes, num_steps=steps, steps_per_epoch=spe,
+                    num_classes=sc.num_classes)
+
+
+def _batch(sc, t):
+    idx = sc.tasks[t].train_idx[:8]
+    x = (jnp.asarray(sc.x_train[idx], jnp.float32) / 255.0 - 0.5) / 0.25
+    return {"x": x, "x_raw": jnp.asarray(sc.x_train[idx]), "y": jnp.asarray(sc.y_train[idx], jnp.int32),
+            "task_id": jnp.full((8,), -1, jnp.int32), "new_task": jnp.asarray(False)}
+
+
+def _end(mod, s, sc, t):
+    tr = sc.tasks[t].train_idx
+    return mod.end_task(s, {"x": jnp.asarray(sc.x_train[tr]), "y": jnp.asarray(sc.y_train[tr], jnp.int32),
+                            "info": _info(sc, t)})
+
+
+def _to_phase1(mod, s, sc, train0=0):
+    s = mod.begin_task(s, _info(sc, 0))
+    for k in range(train0):
+        s, _ = jax.jit(mod.train_step)(s, _batch(sc, 0), jax.random.PRNGKey(100 + k))
+    s = _end(mod, s, sc, 0)
+    return mod.begin_task(s, _info(sc, 1))
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(bool(jnp.array_equal(x, y)) for x, y in zip(la, lb))
+
+
+# ------------------------------------------------------------ pure pieces
+def test_pair_weights_normalization():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    s_i, s_j = 3 * jax.random.normal(k1, (257,)), 3 * jax.random.normal(k2, (257,))
+    for norm in akr.ATTN_NORMS:
+        a = akr.pair_weights(s_i, s_j, norm)
+        b = akr.pair_weights(s_j, s_i, norm)
+        np.testing.assert_allclose(np.asarray(a + b), 1.0, atol=1e-6)   # a_i + a_j = 1, a_j from the swap
+        assert float(a.min()) > 0.0 and float(a.max()) < 1.0
+        np.testing.assert_allclose(np.asarray(akr.pair_weights(s_i, s_i, norm)), 0.5, atol=1e-6)
+    # zero-initialised score layer: every pair starts at 0.5
+    z = jnp.zeros((5,))
+    assert np.asarray(akr.pair_weights(z, z)).tolist() == [0.5] * 5
+
+
+def test_blended_targets_sum_to_one_and_support():
+    rng = np.random.default_rng(0)
+    n, C = 500, 10
+    yi = jnp.asarray(rng.integers(0, C, n), jnp.int32)
+    yj = jnp.asarray(rng.integers(0, C, n), jnp.int32)
+    a = jnp.asarray(rng.uniform(0, 1, n), jnp.float32)
+    T = np.asarray(akr.mixed_targets(yi, yj, a, C))
+    np.testing.assert_allclose(T.sum(1), 1.0, atol=1e-6)
+    yi_, yj_, a_ = np.asarray(yi), np.asarray(yj), np.asarray(a)
+    for b in range(n):
+        if yi_[b] == yj_[b]:
+            assert T[b, yi_[b]] == pytest.approx(1.0, abs=1e-6) and np.count_nonzero(T[b]) == 1
+        else:
+            assert T[b, yi_[b]] == pytest.approx(a_[b], abs=1e-6)
+            assert T[b, yj_[b]] == pytest.approx(1 - a_[b], abs=1e-6)
+            assert np.count_nonzero(T[b]) <= 2
+
+
+def test_weight_one_or_zero_reproduces_the_sample_exactly():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+    xi, xj = jax.random.normal(k1, (6, 8, 8, 3)), jax.random.normal(k2, (6, 8, 8, 3))
+    yi, yj = jnp.arange(6, dtype=jnp.int32), jnp.arange(6, dtype=jnp.int32)[::-1] + 1
+    one, zero = jnp.ones((6,)), jnp.zeros((6,))
+    assert bool(jnp.array_equal(akr.blend(xi, xj, one), xi))
+    assert bool(jnp.array_equal(akr.blend(xi, xj, zero), xj))
+    assert bool(jnp.array_equal(akr.mixed_targets(yi, yj, one, 10), jax.nn.one_hot(yi, 10)))
+    assert bool(jnp.array_equal(akr.mixed_targets(yi, yj, zero, 10), jax.nn.one_hot(yj, 10)))
+
+
+def test_drift_and_importance():
+    f = jax.random.normal(jax.random.PRNGKey(2), (7, 16))
+    assert np.asarray(akr.feature_drift(f, f)).tolist() == [0.0] * 7
+    r = akr.importance_targets(jnp.zeros(7), jnp.zeros(7))
+    assert np.asarray(r).tolist() == [0.5] * 7             # 0/0 guarded: no preference
+    g = f + 0.3 * jax.random.normal(jax.random.PRNGKey(3), f.shape)
+    d = akr.feature_drift(g, f)
+    assert float(d.min()) > 0
+    np.testing.assert_allclose(np.asarray(akr.feature_drift(5.0 * g, f)), np.asarray(d), rtol=1e-5)  # scale-free
+    r = akr.importance_targets(d, d[::-1])
+    np.testing.assert_allclose(np.asarray(r + r[::-1]), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(akr.importance_targets(d, d[::-1], sign=-1)), 1 - np.asarray(r))
+    assert bool(jnp.all((r > 0.5) == (d > d[::-1])))      # more drift, more weight
+
+
+# -------------------------------------------------------- full train step
+def test_forced_weight_one_equals_icarl_step():
+    c = tiny_config("mixup")
+    sc = _scenario()
+    rng = jax.random.PRNGKey(0)
+    s_akr = _to_phase1(akr, akr.init(rng, c, sc), sc)
+    k_net, _ = jax.random.split(rng)
+    s_ic = _to_phase1(icarl, icarl.init(k_net, c, sc, "icarl"), sc)
+    assert _leaves_equal(s_akr.net.params, s_ic.net.params)
+    assert s_akr.hp.st.replay > 0 and s_akr.hp.st.known == 2
+    b = _batch(sc, 1)
+    k = jax.random.PRNGKey(5)
+    s1, m1 = jax.jit(lambda s, b, k: akr._step(s, b, k, force_weight=1.0))(s_akr, b, k)
+    s2, m2 = jax.jit(icarl.train_step)(s_ic, b, k)
+    for key in ("loss", "ce", "kd"):
+        np.testing.assert_allclose(float(m1[key]), float(m2[key]), rtol=1e-6, atol=1e-6)
+    for p, q in zip(jax.tree_util.tree_leaves(s1.net.params), jax.tree_util.tree_leaves(s2.net.params)):
+        np.testing.assert_allclose(np.asarray(p), np.asarray(q), atol=1e-6)
+    # replay="none" is iCaRL's step, bit for bit
+    s_none = _to_phase1(akr, akr.init(rng, tiny_config("none"), sc), sc)
+    s3, m3 = jax.jit(akr.train_step)(s_none, b, k)
+    assert float(m3["loss"]) == float(m2["loss"])
+    assert _leaves_equal(s3.net.params, s2.net.params)
+
+
+@pytest.mark.parametrize("arch", akr.ATTN_ARCHS)
+def test_attention_trains_and_old_model_is_frozen(arch):
+    c = tiny_config("attentive", model="resnet" if arch == "trunk_copy" else "mlp", attn_arch=arch)
+    sc = _scenario()
+    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc)
+    old_p, old_bs, attn0 = s.old_params, s.old_batch_stats, s.attn_params
+    if arch == "trunk_copy":  # S starts as the old trunk with a zero score layer
+        assert _leaves_equal(attn0["trunk"], old_p) and float(jnp.abs(attn0["w"]).max()) == 0.0
+    step = jax.jit(akr.train_step)
+    s, m0 = step(s, _batch(sc, 1), jax.random.PRNGKey(1))
+    # first step of a phase: current == old, so the drift is 0 and r = a = 0.5 (zero gradient)
+    assert float(m0["drift"]) == 0.0
+    np.testing.assert_allclose(float(m0["att"]), np.log(2.0), rtol=1e-6)
+    assert float(m0["abs_a"]) == 0.0
+    grads_seen = []
+    for k in range(4):
+        attn_before = s.attn_params
+        s, m = step(s, _batch(sc, 1), jax.random.PRNGKey(2 + k))
+        assert float(m["drift"]) > 0.0
+        grads_seen.append(not _leaves_equal(s.attn_params, attn_before))
+    assert all(grads_seen)                                  # S receives gradients every step after the first
+    head = "w" if arch == "trunk_copy" else "w2"
+    assert float(jnp.abs(s.attn_params[head]).max()) > 0.0
+    assert float(m["abs_a"]) > 0.0                          # its weights are used and no longer 0.5
+    assert _leaves_equal(s.old_params, old_p)               # the old model never changes
+    assert _leaves_equal(s.old_batch_stats, old_bs)
+
+
+def test_bn_statistics_change_only_through_the_training_forward():
+    c_att = tiny_config("attentive", model="resnet", attn_arch="trunk_copy")
+    c_mix = tiny_config("mixup", model="resnet")
+    sc = _scenario()
+    s_att = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_att, sc), sc)
+    s_mix = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c_mix, sc), sc)
+    # at step 0 the attention weights are 0.5 and S, drift and old-model passes run in eval mode:
+    # forcing the same weight in the mixup pipeline must give bit-identical BN statistics
+    b, k = _batch(sc, 1), jax.random.PRNGKey(3)
+    s1, _ = jax.jit(lambda s, b, k: akr._step(s, b, k, force_weight=0.5))(s_att, b, k)
+    s2, _ = jax.jit(lambda s, b, k: akr._step(s, b, k, force_weight=0.5))(s_mix, b, k)
+    assert _leaves_equal(s1.net.batch_stats, s2.net.batch_stats)
+    assert not _leaves_equal(s1.net.batch_stats, s_att.net.batch_stats)
+
+
+def test_config_errors_name_the_value():
+    sc = _scenario()
+    for field, bad in (("replay", "mixupp"), ("target_mode", "bce"), ("attn_arch", "vit"),
+                       ("mix_fraction", 1.5), ("beta_alpha", (1.0, 0.0)), ("importance_sign", 0)):
+        c = tiny_config()
+        c.akr[field] = bad
+        with pytest.raises(ConfigError, match=f"akr.{field}"):
+            akr.init(jax.random.PRNGKey(0), c, sc)
+
+
+def test_bce_target_mode_runs_and_is_finite():
+    c = tiny_config("attentive", target_mode="icarl_bce", bce_over="all", attn_arch="feature_mlp",
+                    attn_objective="max_drift")
+    sc = _scenario()
+    s = _to_phase1(akr, akr.init(jax.random.PRNGKey(0), c, sc), sc)
+    for k in range(2):
+        s, m = jax.jit(akr.train_step)(s, _batch(sc, 1), jax.random.PRNGKey(k))
+        assert all(np.isfinite(float(v)) for v in m.values())
+    # over all outputs, the unseen-class head columns train too (pushed towards 0)
+    assert s.hp.st.total == 4
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, os.path.join({root!r}, "tests"))
+    import jax
+    assert len(jax.devices()) == 4
+    from test_akr import tiny_config
+    from clj.train.loop import Runner
+    out = {{}}
+    for replay in ("attentive",):
+        c = tiny_config(replay)
+        c.train.epochs = 2
+        c.progress = False
+        c.plots = False
+        c.loop.steps_per_call = 1
+        r = Runner(c, os.path.join({tmp!r}, replay))
+        assert r.shard_batch and r.n_dev == 4
+        res = r.run()
+        out[replay] = {{"acc": res["accuracy_matrix"]["class_il"], "ex": res["extra"]["exemplars"],
+                        "dev": res["extra"]["devices"], "abs_a": res["extra"]["last_step_abs_a"],
+                        "replay": res["extra"]["replay"]}}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_akr_runs_sharded_on_four_devices(tmp_path):
+    code = SHARDED.format(root=ROOT, tmp=str(tmp_path))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads([l for l in p.stdout.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
+    for replay, r in out.items():
+        assert r["dev"] == 4 and r["replay"] == replay
+        assert len(r["acc"]) == 2 and all(0.0 <= a <= 1.0 for row in r["acc"] for a in row)
+        assert r["ex"] == 4  # floor(6 / 4) per class x 4 classes
+    assert out["attentive"]["abs_a"] > 0.0  # the attention's weights were used in phase 1
