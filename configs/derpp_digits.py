@@ -2,24 +2,10 @@
 
 The quick-start job: runs on 2 CPU cores in well under a minute.
 
-MLP 64-100-100-10, SGD lr 0.1, batch 16, 5 epochs per task; replay
-minibatch 16; DER alpha 0.3, DER++ beta 0.5.
+Settings: :func:`configs.replay_common.digits_config`.
 """
-from clj.config import base_config
+from configs.replay_common import digits_config
+
 
 def get_config():
-    c = base_config()
-    c.method = "derpp"
-    c.dataset = "digits"
-    c.scenario.kind = "class_il"
-    c.scenario.increment = 2
-    c.model.name = "mlp"
-    c.model.hidden = (100, 100)
-    c.optim.lr = 0.1
-    c.train.epochs = 5
-    c.train.batch_size = 16
-    c.replay.buffer_size = 200
-    c.replay.minibatch_size = 16
-    c.replay.alpha = 0.3
-    c.replay.beta = 0.5
-    return c
+    return digits_config("derpp")
