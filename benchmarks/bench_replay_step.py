@@ -62,15 +62,16 @@ def bench(method, model, batch, K, unroll, calls):
     n = r.scenario.x_train.shape[0]
     idx = jax.random.randint(jax.random.PRNGKey(0), (1, K * (calls + 1), batch), 0, n).astype(jnp.int32)
     keys = jnp.stack([jax.random.PRNGKey(0)])
+    extra = (jnp.int32(n // batch), jnp.int32(n))  # steps_per_epoch, task size
     t0 = time.perf_counter()
-    lowered = fn.lower(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0))
+    lowered = fn.lower(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0), *extra)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    state, m = compiled(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0))  # warm-up
+    state, m = compiled(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0), *extra)  # warm-up
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     for c in range(1, calls + 1):
-        state, m = compiled(state, r.X, r.Y, idx[:, c * K:(c + 1) * K], keys, jnp.int32(c * K), jnp.int32(0))
+        state, m = compiled(state, r.X, r.Y, idx[:, c * K:(c + 1) * K], keys, jnp.int32(c * K), jnp.int32(0), *extra)
     jax.block_until_ready(state)
     dt = time.perf_counter() - t0
     steps = calls * K
