@@ -25,6 +25,11 @@ def small_config(method_name="er", /, **over):
     c.replay.beta = 0.5
     c.progress = False
     c.plots = False
+    return apply_overrides(c, over)
+
+
+def apply_overrides(c, over: dict):
+    """Sets dotted fields (``"replay.buffer_size": 5``) of a ConfigDict."""
     for k, v in over.items():
         node = c
         *path, last = k.split(".")

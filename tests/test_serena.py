@@ -11,6 +11,7 @@ import pytest
 
 from clj.config import ConfigError, validate
 from clj.methods import serena
+from conftest import apply_overrides
 from clj.models.serena_nets import get_serena_model, stateless_batch_norm
 from clj.sparse import layer_densities
 from tests.conftest import ROOT, run_with_devices
@@ -24,13 +25,7 @@ def _cfg(protocol="task_free", **over):
                     baseline_model=dict(name="mlp", hidden=(64, 64)), lr=0.5, weight_decay=5e-7)
     c.progress = False
     c.plots = False
-    for k, v in over.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return apply_overrides(c, over)
 
 
 def _scenario(C=4, shape=(6,), T=2):
