@@ -2,7 +2,6 @@
 iCaRL, attention gradients, frozen old model, config errors, 4-device run."""
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -18,6 +17,7 @@ from clj.methods import akr, icarl
 from clj.methods import cil_common as cc
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
+from conftest import run_with_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -260,11 +260,8 @@ SHARDED = textwrap.dedent("""
 
 def test_akr_runs_sharded_on_four_devices(tmp_path):
     code = SHARDED.format(root=ROOT, tmp=str(tmp_path))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads([l for l in p.stdout.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
+    stdout = run_with_devices(code)  # raises with stderr on failure
+    out = json.loads([l for l in stdout.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     for replay, r in out.items():
         assert r["dev"] == 4 and r["replay"] == replay
         assert len(r["acc"]) == 2 and all(0.0 <= a <= 1.0 for row in r["acc"] for a in row)
