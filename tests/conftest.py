@@ -45,6 +45,10 @@ def run_with_devices(code: str, n: int = 4, timeout: int = 600) -> str:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     env["JAX_PLATFORMS"] = "cpu"
+    # The child imports test modules (which import ``conftest``) as well as ``clj``:
+    # pytest puts tests/ on sys.path only in its own process.
+    extra = [ROOT, os.path.join(ROOT, "tests")]
+    env["PYTHONPATH"] = os.pathsep.join(extra + [p for p in [env.get("PYTHONPATH")] if p])
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=timeout)
     if r.returncode != 0:
