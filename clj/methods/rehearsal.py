@@ -141,23 +141,37 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return common.cross_entropy(logits, batch["y"]), (bs, logits)
 
     def with_replay(params):
+        # Branch-free on purpose (no lax.cond on "buffer empty"): under the loop's
+        # seed vmap a cond becomes a select that runs both branches, and on the CPU a
+        # cond around the backward pass makes XLA fall back to slow convolutions
+        # (benchmarks/README.md).  While the buffer is empty (only the run's very
+        # first step) the replay rows are the stream batch tiled, with zero weight,
+        # and DER's BatchNorm statistics skip them, so the step equals stream-only.
+        empty = state.buffer.is_empty()
+
+        def draw(key):
+            bx, by, blog, valid = _replay_draw(state, key)
+            fill = batch["x"][jnp.arange(bx.shape[0]) % B]
+            return jnp.where(empty, fill, bx), by, blog, valid & ~empty
+
         if hp.objective == "er":
-            bx, by, _, valid = _replay_draw(state, k_r1)
+            bx, by, _, valid = draw(k_r1)
             x = jnp.concatenate([batch["x"], bx])
             y = jnp.concatenate([batch["y"], by])
             w = jnp.concatenate([jnp.ones((B,), bool), valid])
             out, bs = common.forward(net, params, net.batch_stats, x, train=True)
             return common.cross_entropy(out, y, w), (bs, out[:B])
         # DER / DER++: separate forward passes, BatchNorm statistics chained.
-        logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
+        logits, bs_stream = common.forward(net, params, net.batch_stats, batch["x"], train=True)
         loss = common.cross_entropy(logits, batch["y"])
-        bx, _, blog, valid = _replay_draw(state, k_r1)
-        out, bs = common.forward(net, params, bs, bx, train=True)
+        bx, _, blog, valid = draw(k_r1)
+        out, bs = common.forward(net, params, bs_stream, bx, train=True)
         loss = loss + hp.alpha * common.masked_mse(out, blog, valid)
         if hp.objective == "derpp":
-            bx2, by2, _, valid2 = _replay_draw(state, k_r2)
+            bx2, by2, _, valid2 = draw(k_r2)
             out2, bs = common.forward(net, params, bs, bx2, train=True)
             loss = loss + hp.beta * common.cross_entropy(out2, by2, valid2)
+        bs = jax.tree.map(lambda a, b: jnp.where(empty, a, b), bs_stream, bs)
         return loss, (bs, logits)
 
     def update(loss_fn):
@@ -169,8 +183,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     if hp.objective == "finetune" or state.buffer is None:
         loss, bs, logits, grads = update(stream_only)(net.params)
     else:
-        loss, bs, logits, grads = jax.lax.cond(
-            state.buffer.is_empty(), update(stream_only), update(with_replay), net.params)
+        loss, bs, logits, grads = update(with_replay)(net.params)
     new_net = common.apply_gradients(net, grads, bs)
     buf = state.buffer
     if buf is not None:

@@ -203,6 +203,12 @@ class Runner:
                 st, metrics = method.train_step(st, batch, k_step)
                 return st, metrics
 
+            if K == 1:
+                # A length-1 scan is no cheaper than a plain call, and on the CPU it
+                # makes XLA keep the weight-gradient convolutions in a slow layout
+                # (ResNet-18: ~100 s instead of ~1 s per step; benchmarks/README.md).
+                st, metrics = body(state, (jnp.int32(0), idx[0]))
+                return st, jax.tree.map(lambda m: m[None], metrics)
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
         fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None, None, None))
