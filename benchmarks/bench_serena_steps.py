@@ -30,11 +30,12 @@ def steps_per_second(config, steps: int) -> float:
     keys = jnp.stack([jax.random.PRNGKey(s) for s in r.seeds])
     K = r.K if steps % r.K == 0 else 1
     fn = r._chunk_fn(K)
-    st, _ = fn(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0))  # compile
+    extra = (jnp.int32(steps), jnp.int32(pool.shape[0]))  # steps per epoch, task size (loop signature)
+    st, _ = fn(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0), *extra)  # compile
     jax.block_until_ready(st)
     t0 = time.perf_counter()
     for i in range(0, steps, K):
-        st, _ = fn(st, r.X, r.Y, idx[:, i:i + K], keys, jnp.int32(i), jnp.int32(0))
+        st, _ = fn(st, r.X, r.Y, idx[:, i:i + K], keys, jnp.int32(i), jnp.int32(0), *extra)
     jax.block_until_ready(st)
     return steps / (time.perf_counter() - t0)
 
