@@ -130,3 +130,30 @@ def test_empty_buffer_step_equals_stream_only_step(objective):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         else:
             np.testing.assert_array_equal(a, b)
+
+
+def test_any_seed_is_unbatched_or_over_the_seed_axis():
+    """common.any_seed: OR over the loop's seed vmap (an unbatched predicate,
+    so a lax.cond on it stays a conditional); the flag itself outside it."""
+    import jax
+    import jax.numpy as jnp
+
+    from clj.methods.common import SEED_AXIS, any_seed
+
+    f = jax.vmap(any_seed, axis_name=SEED_AXIS)
+    np.testing.assert_array_equal(f(jnp.array([False, True, False])), [True, True, True])
+    np.testing.assert_array_equal(f(jnp.array([False, False])), [False, False])
+    assert bool(jax.jit(any_seed)(jnp.bool_(True))) and not bool(jax.jit(any_seed)(jnp.bool_(False)))
+    calls = []
+
+    def step(flag, x):
+        def costly(x):
+            jax.debug.callback(lambda: calls.append(1))
+            return jnp.where(flag, x + 1, x)
+        return jax.lax.cond(any_seed(flag), costly, lambda x: x, x)
+
+    out = jax.vmap(step, axis_name=SEED_AXIS)(jnp.array([False, True]), jnp.zeros(2))
+    np.testing.assert_array_equal(out, [0.0, 1.0])
+    jax.vmap(step, axis_name=SEED_AXIS)(jnp.array([False, False]), jnp.zeros(2))
+    jax.effects_barrier()
+    assert len(calls) == 1, "the branch must run only when some seed needs it"

@@ -233,3 +233,30 @@ def param_bytes(tree: PyTree) -> int:
 
 
 Loss = Callable[..., tuple[jax.Array, Any]]
+
+
+SEED_AXIS = "seeds"
+"""Name of the loop's seed ``vmap`` axis, as seen inside ``train_step``."""
+
+
+def any_seed(flag: jax.Array) -> jax.Array:
+    """True where ``flag`` holds for at least one seed of the loop's seed ``vmap``.
+
+    A ``lax.cond`` whose predicate differs per seed becomes a select under
+    ``vmap`` and runs both branches every step.  A method whose rare branch is
+    costly (SERENA's cell switch) conditions on ``any_seed(flag)``, an
+    unbatched bool, and selects per seed inside the branch, so the branch runs
+    only on steps where some seed needs it and every seed's result is the same
+    as in a run of its own.
+
+    Args:
+      flag: bool [] (per seed).
+    Returns:
+      bool []: ``flag`` OR-ed over the seed axis
+      (:data:`SEED_AXIS`); ``flag`` itself when called outside
+      the loop's vmap (e.g. a direct ``jit`` of ``train_step``).
+    """
+    try:
+        return jax.lax.psum(flag.astype(jnp.int32), SEED_AXIS) > 0
+    except NameError:  # not under the loop's seed vmap
+        return flag

@@ -65,7 +65,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from clj.methods.common import TaskInfo, cross_entropy
+from clj.methods.common import TaskInfo, any_seed, cross_entropy
 from clj.models.serena_nets import SERENA_MODELS, get_serena_model
 from clj.sparse import init_masks, layer_densities, pack_mask, unpack_mask
 
@@ -498,7 +498,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         (l2, _), g2 = jax.value_and_grad(lambda w: _loss(s, w, x, y), has_aux=True)(s.work)
         return s, l2, g2
 
-    st, loss, grads = jax.lax.cond(fire, switch, lambda s: (s, loss, grads), st)
+    def maybe_switch(s):
+        # Per-seed choice inside a branch taken when any seed fires (common.any_seed):
+        # the costly switch (ERK draw, second gradient) runs only on firing steps.
+        switched = switch(s)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(fire, a, b), switched, (s, loss, grads))
+
+    st, loss, grads = jax.lax.cond(any_seed(fire), maybe_switch, lambda s: (s, loss, grads), st)
     st = masked_step(st, grads).replace(step=st.step + 1, dropped=st.dropped + (det & ~can).astype(jnp.int32))
     metrics = {"loss": loss, "acc": n_correct.astype(jnp.float32) / B, "stat": c,
                "fire": fire.astype(jnp.float32), "n_cells": st.n_cells.astype(jnp.float32)}

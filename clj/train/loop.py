@@ -44,7 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from clj import config as config_lib
 from clj.data.augment import permute_pixels, rotate
 from clj.methods import get_method
-from clj.methods.common import TaskInfo, augment_from_config
+from clj.methods.common import SEED_AXIS, TaskInfo, augment_from_config
 from clj.metrics import MetricsLogger, build_results, summarize_seeds, write_json_atomic
 from clj.scenarios import Scenario, scenario_from_config
 
@@ -211,7 +211,7 @@ class Runner:
                 return st, jax.tree.map(lambda m: m[None], metrics)
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
-        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None, None, None))
+        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0, None, None, None, None), axis_name=SEED_AXIS)
         donate = (0,) if jax.default_backend() != "cpu" else ()
         jfn = jax.jit(fn, donate_argnums=donate)
         self._chunk_fns[K] = jfn
