@@ -286,6 +286,42 @@ def test_official_vote_oracles():
     np.testing.assert_array_equal(jnp.argmax(mc, -1), np.asarray(jnp.argmax(lg, -1))[best, np.arange(64)])
 
 
+def test_nearest_class_mean_statistics_and_routing():
+    """The task-free default rule: train_step accumulates per-class input sums
+    and per-cell class counts exactly; routing picks the nearest seen class
+    mean, then the cell that trained most on that class."""
+    c = _cfg(**{"model.hidden": (16,)})
+    assert serena.resolved(c)["vote"] == "nearest_class_mean"
+    st = serena.init(jax.random.PRNGKey(0), c, _scenario(C=4, shape=(6,)))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 6))
+    y = jnp.array([0, 1, 1, 2, 0, 1, 3, 3])
+    st2, _ = jax.jit(serena.train_step)(st, {"x": x, "y": y}, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(st2.cell_class_count[0], [2, 3, 1, 2])
+    assert int(st2.cell_class_count[1:].sum()) == 0
+    np.testing.assert_allclose(st2.class_sum, jax.nn.one_hot(y, 4).T @ x, rtol=1e-6, atol=1e-6)
+
+    # Hand-built statistics: class c's mean is 10 * e_c; cell 0 trained classes
+    # 0, 1 (and a little of 2), cell 1 trained class 2; class 3 is unseen.
+    counts = jnp.zeros_like(st.cell_class_count).at[0].set(jnp.array([5, 5, 1, 0])).at[1].set(
+        jnp.array([0, 0, 4, 0]))
+    sums = 10.0 * jnp.eye(4, 6) * jnp.sum(counts, 0)[:, None]
+    st3 = st.replace(cell_class_count=counts, class_sum=sums)
+    q = 10.0 * jnp.eye(4, 6) + 0.5
+    route = serena.route_by_class_mean(st3, q)
+    np.testing.assert_array_equal(route[:3], [0, 0, 1])
+    assert int(route[3]) in (0, 1)  # class 3 unseen: routed to a seen class's cell, never crashing
+    lg = jax.random.normal(jax.random.PRNGKey(3), (st.hp.max_cells, 4, 4))
+    out = serena.combine_cells(lg, jnp.int32(2), "nearest_class_mean", route=route)
+    np.testing.assert_array_equal(jnp.argmax(out, -1), np.asarray(jnp.argmax(lg, -1))[np.asarray(route), np.arange(4)])
+    with pytest.raises(ValueError, match="route"):
+        serena.combine_cells(lg, jnp.int32(2), "nearest_class_mean")
+    other = serena.init(jax.random.PRNGKey(0), _cfg(**{"model.hidden": (16,), "serena.vote": "max_confidence"}),
+                        _scenario(C=4, shape=(6,)))
+    assert other.class_sum.shape == (4, 0)
+    with pytest.raises(ValueError, match="nearest_class_mean"):
+        serena.route_by_class_mean(other, q)
+
+
 # ------------------------------------------------------------------ config
 def test_config_errors_name_the_value():
     validate(_cfg())

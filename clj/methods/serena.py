@@ -75,7 +75,8 @@ PROTOCOLS = ("task_free", "official")
 FREEZE_MODES = ("exact", "faithful")
 MASK_DRAWS = ("exact_count", "bernoulli")
 DETECTORS = ("ema_acc", "running_since_task_start", "running_since_detection", "batch_acc")
-VOTES = ("max_confidence", "max_logit", "recency_vote", "mean_prob", "official_task_indexed")
+VOTES = ("max_confidence", "max_logit", "recency_vote", "mean_prob", "nearest_class_mean",
+         "official_task_indexed")
 NEW_CELL_INITS = ("zeros", "reinit_random")
 OPTIMS = ("sgd", "adam")
 
@@ -86,7 +87,7 @@ PROTOCOL_DEFAULTS = {
     "official": dict(freeze="faithful", mask_draw="bernoulli", detector="running_since_task_start",
                      vote="official_task_indexed", new_cell_init="zeros", min_window_mean=0.0),
     "task_free": dict(freeze="exact", mask_draw="exact_count", detector="ema_acc",
-                      vote="max_confidence", new_cell_init="reinit_random", min_window_mean=20.0),
+                      vote="nearest_class_mean", new_cell_init="reinit_random", min_window_mean=20.0),
 }
 
 
@@ -264,6 +265,11 @@ class State:
       step: int32 [] train steps taken.
       cell_start: int32 [M] step at which cell m opened (-1: not yet).
       dropped: int32 [] detections ignored because all M cells were used.
+      class_sum: float32 [C, D] sum of the (normalised, flattened) training
+        inputs of each class, D = H*W*C of the images; D = 0 unless
+        ``vote='nearest_class_mean'`` (the only reader).
+      cell_class_count: int32 [M, C] training examples of class c seen while
+        cell m was open (labels only, never a task id).
       mask_key, init_key: PRNG keys of cell masks (``fold_in(mask_key, m)``)
         and of ``reinit_random`` values.
       hp, model: static settings and the Flax module.
@@ -286,6 +292,8 @@ class State:
     step: jax.Array
     cell_start: jax.Array
     dropped: jax.Array
+    class_sum: jax.Array
+    cell_class_count: jax.Array
     mask_key: jax.Array
     init_key: jax.Array
     hp: Hparams = struct.field(pytree_node=False)
@@ -342,7 +350,11 @@ def init(rng: jax.Array, config, scenario) -> State:
                  opt_state=hp.tx().init(work), n_cells=jnp.ones((), jnp.int32), closed=jnp.zeros((), bool),
                  win=jnp.zeros((W,), jnp.float32), win_count=z, win_pos=z, correct=z, seen=z,
                  ema=jnp.zeros((), jnp.float32), step=z,
-                 cell_start=jnp.full((M,), -1, jnp.int32).at[0].set(0), dropped=z, mask_key=k_mask,
+                 cell_start=jnp.full((M,), -1, jnp.int32).at[0].set(0), dropped=z,
+                 class_sum=jnp.zeros((scenario.num_classes,
+                                      math.prod(scenario.image_shape) if hp.vote == "nearest_class_mean" else 0),
+                                     jnp.float32),
+                 cell_class_count=jnp.zeros((M, scenario.num_classes), jnp.int32), mask_key=k_mask,
                  init_key=k_re, hp=hp, model=model)
 
 
@@ -506,6 +518,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     st, loss, grads = jax.lax.cond(any_seed(fire), maybe_switch, lambda s: (s, loss, grads), st)
     st = masked_step(st, grads).replace(step=st.step + 1, dropped=st.dropped + (det & ~can).astype(jnp.int32))
+    onehot = jax.nn.one_hot(y, st.cell_class_count.shape[1], dtype=jnp.float32)          # [B, C]
+    st = st.replace(cell_class_count=st.cell_class_count.at[st.n_cells - 1].add(
+        jnp.sum(onehot, 0).astype(jnp.int32)))
+    if st.class_sum.shape[1]:
+        st = st.replace(class_sum=st.class_sum + onehot.T @ x.reshape(B, -1).astype(jnp.float32))
     metrics = {"loss": loss, "acc": n_correct.astype(jnp.float32) / B, "stat": c,
                "fire": fire.astype(jnp.float32), "n_cells": st.n_cells.astype(jnp.float32)}
     return st, metrics
@@ -539,7 +556,8 @@ def cell_outputs(state: State, x: jax.Array) -> jax.Array:
     return jax.lax.map(one, cms, batch_size=min(bs, hp.max_cells))
 
 
-def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax.Array | None = None) -> jax.Array:
+def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax.Array | None = None,
+                  route: jax.Array | None = None) -> jax.Array:
     """Combines per-cell logits [M, B, C] into one score [B, C] (argmax = prediction).
 
     Rules:
@@ -550,7 +568,7 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
       ``recency_vote``: the same vote over all cells (no task id): the newest
         cell weighs most, so old tasks' data is mostly judged by cells that
         never saw them.
-      ``max_confidence`` (task-free default): the prediction of the single
+      ``max_confidence``: the prediction of the single
         cell with the highest max-softmax probability.  Why: each cell is
         trained only on its own concept's data, so it is confident on its own
         concept's inputs and not on others; picking the most confident cell
@@ -558,6 +576,12 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
       ``max_logit``: the same routing by the largest raw logit (an
         energy-style score, less saturated than the softmax).
       ``mean_prob``: the average of the cells' softmax probabilities.
+      ``nearest_class_mean`` (task-free default): the prediction of cell ``route[b]``, chosen by
+        :func:`route_by_class_mean` (the nearest class mean in input space,
+        then the cell that trained most on that class).  Why: the cells'
+        own confidences cannot route (each single-head cell is confidently
+        wrong off its concept), while the classes' input means are
+        statistics of the labelled training stream that need no task id.
 
     The vote rules return ``key + 0.5 * mean_prob``: ``key = score * (M + 2)
     + (M + 1 - first_voter)`` is integer and unique among voted classes, so
@@ -566,7 +590,8 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     the task-IL pass).
 
     Raises:
-      ValueError: an unknown rule, or ``official_task_indexed`` without ``task_id``.
+      ValueError: an unknown rule, ``official_task_indexed`` without
+        ``task_id`` or ``nearest_class_mean`` without ``route``.
     """
     M, B, C = logits.shape
     m = jnp.arange(M)
@@ -576,10 +601,15 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     mean_p = jnp.sum(probs * act_f, 0) / jnp.maximum(jnp.sum(act_f, 0), 1.0)
     if rule == "mean_prob":
         return jnp.log(mean_p + 1e-12)
-    if rule in ("max_confidence", "max_logit"):
-        score = jnp.max(probs, -1) if rule == "max_confidence" else jnp.max(logits, -1)
-        conf = jnp.where(active, score, -jnp.inf)                    # [M, B]
-        best = jnp.argmax(conf, 0)                                   # [B] (first on ties)
+    if rule in ("max_confidence", "max_logit", "nearest_class_mean"):
+        if rule == "nearest_class_mean":
+            if route is None:
+                raise ValueError("vote='nearest_class_mean' needs route (the cell per example).")
+            best = jnp.asarray(route, jnp.int32)
+        else:
+            score = jnp.max(probs, -1) if rule == "max_confidence" else jnp.max(logits, -1)
+            conf = jnp.where(active, score, -jnp.inf)                    # [M, B]
+            best = jnp.argmax(conf, 0)                                   # [B] (first on ties)
         return jnp.log(jnp.take_along_axis(probs, best[None, :, None], 0)[0] + 1e-12)
     if rule == "official_task_indexed":
         if task_id is None:
@@ -603,7 +633,34 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     rule = state.hp.vote
     if rule == "official_task_indexed" and task_id is None:
         rule = "recency_vote"  # no task id given: every cell votes
-    return combine_cells(cell_outputs(state, x), state.n_cells, rule, task_id)
+    route = route_by_class_mean(state, x) if rule == "nearest_class_mean" else None
+    return combine_cells(cell_outputs(state, x), state.n_cells, rule, task_id, route)
+
+
+def route_by_class_mean(state: State, x: jax.Array) -> jax.Array:
+    """The cell that judges each input under ``vote='nearest_class_mean'``.
+
+    The class c* whose mean training input (``class_sum / count``, classes
+    seen so far only) is nearest to x in squared Euclidean distance, then the
+    cell m that saw most training examples of c* (``cell_class_count``; the
+    earliest on ties).  Uses labels of the training stream, never a task id.
+
+    Args:
+      state: the State (built with ``vote='nearest_class_mean'``).
+      x: float32 [B, H, W, C] normalised inputs.
+    Returns:
+      int32 [B] cell indices.
+    Raises:
+      ValueError: the State keeps no class sums (another vote rule).
+    """
+    if state.class_sum.shape[1] == 0:
+        raise ValueError("route_by_class_mean needs a State built with serena.vote='nearest_class_mean'.")
+    count = jnp.sum(state.cell_class_count, 0)                                  # [C]
+    means = state.class_sum / jnp.maximum(count, 1)[:, None].astype(jnp.float32)
+    xf = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    d = jnp.sum(xf * xf, 1)[:, None] - 2.0 * xf @ means.T + jnp.sum(means * means, 1)[None, :]
+    cls = jnp.argmin(jnp.where(count[None, :] > 0, d, jnp.inf), 1)             # [B]
+    return jnp.argmax(state.cell_class_count[:, cls], 0).astype(jnp.int32)
 
 
 # ------------------------------------------------------------------ reporting
@@ -613,7 +670,8 @@ def memory_bytes(state: State) -> dict:
     n = int(state.n_cells)
     per_cell = sum(int(c.shape[-1]) for c in jax.tree_util.tree_leaves(state.cell_masks))
     model = sum(int(np.prod(b.shape)) * 4 for b in jax.tree_util.tree_leaves(state.bank))
-    return {"masks": n * per_cell, "model": model, "buffer": 0}
+    stats = int(state.class_sum.size) * 4 + int(state.cell_class_count.size) * 4
+    return {"masks": n * per_cell, "model": model, "buffer": 0, "class_statistics": stats}
 
 
 def result_extras(state: State) -> dict:
