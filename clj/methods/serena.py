@@ -569,10 +569,10 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
         cell weighs most, so old tasks' data is mostly judged by cells that
         never saw them.
       ``max_confidence``: the prediction of the single
-        cell with the highest max-softmax probability.  Why: each cell is
-        trained only on its own concept's data, so it is confident on its own
-        concept's inputs and not on others; picking the most confident cell
-        routes each input to the cell of its concept without a task id.
+        cell with the highest max-softmax probability.  The idea: a cell
+        trained only on its own concept should be most confident there.
+        Measured, it routes poorly (a single-head cell is confidently wrong
+        off its concept; docs/serena.md).
       ``max_logit``: the same routing by the largest raw logit (an
         energy-style score, less saturated than the softmax).
       ``mean_prob``: the average of the cells' softmax probabilities.
