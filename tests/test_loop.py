@@ -157,3 +157,18 @@ def test_any_seed_is_unbatched_or_over_the_seed_axis():
     jax.vmap(step, axis_name=SEED_AXIS)(jnp.array([False, False]), jnp.zeros(2))
     jax.effects_barrier()
     assert len(calls) == 1, "the branch must run only when some seed needs it"
+
+
+def test_class_il_top5_matrix(digits_results):
+    """PyCIL's top-5 curve: y among the 5 highest scores of the seen classes.
+    With <= 5 classes seen (tasks 1-2 of 2 classes) it is exactly 1 on seen
+    tasks; it is never below top-1 and 0 on tasks not yet seen."""
+    res, _ = digits_results["er"]
+    R1 = np.array(res["accuracy_matrix"]["class_il"])
+    R5 = np.array(res["accuracy_matrix"]["class_il_top5"])
+    assert R5.shape == R1.shape == (5, 5)
+    assert np.all(R5 >= R1 - 1e-12)
+    np.testing.assert_array_equal(R5[0, :1], 1.0)
+    np.testing.assert_array_equal(R5[1, :2], 1.0)
+    assert np.all(R5[np.triu_indices(5, 1)] == 0)
+    assert "class_il_top5" in res["metrics"]

@@ -404,3 +404,23 @@ def test_plot_results(tmp_path):
         "accuracy_matrix_task_il.png",
     ]
     assert all(_is_png(p) for p in paths)
+
+
+def test_memory_curve_measures_by_hand():
+    from clj.metrics import memory_curve_measures
+
+    mb = [7.6, 12.4, 16.0]
+    avg = [0.60, 0.66, 0.70]
+    last = [0.45, 0.50, 0.56]
+    m = memory_curve_measures(mb, avg, last)
+    # trapezoids: 4.8 * (0.60 + 0.66) / 2 + 3.6 * (0.66 + 0.70) / 2
+    assert m["auc_a"] == pytest.approx(4.8 * 0.63 + 3.6 * 0.68, rel=1e-12)
+    assert m["auc_l"] == pytest.approx(4.8 * 0.475 + 3.6 * 0.53, rel=1e-12)
+    assert m["apm_s"] == pytest.approx(60.0 / 7.6, rel=1e-12)
+    assert m["apm_e"] == pytest.approx(70.0 / 16.0, rel=1e-12)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        memory_curve_measures([7.6, 7.6], [0.5, 0.5], [0.5, 0.5])
+    with pytest.raises(ValueError, match="not percent"):
+        memory_curve_measures([1.0, 2.0], [60.0, 70.0], [0.5, 0.5])
+    with pytest.raises(ValueError, match="at least 2 points"):
+        memory_curve_measures([1.0], [0.5], [0.5])

@@ -17,6 +17,7 @@ from clj.metrics.accuracy import (
     final_average_accuracy,
     forgetting,
     fwt,
+    memory_curve_measures,
     summarize,
     task_accuracies,
     validate_accuracy_matrix,

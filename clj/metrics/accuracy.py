@@ -51,6 +51,7 @@ __all__ = [
     "fwt",
     "summarize",
     "task_accuracies",
+    "memory_curve_measures",
     "METRIC_NAMES",
 ]
 
@@ -309,3 +310,43 @@ def task_accuracies(pred, labels, task_of_example, num_tasks: int) -> np.ndarray
     has = count > 0
     out[has] = correct[has] / count[has]
     return out
+
+
+def memory_curve_measures(memory_mb, avg_acc, last_acc) -> dict:
+    """MEMO's memory-agnostic measures of one method's performance-memory curve.
+
+    Source: Zhou et al., "A Model or 603 Exemplars", ICLR 2023, Sec. 5 and
+    Table 1 (spec memo.md Sec. 3.3).  The paper gives no formula; the reported
+    magnitudes fit a trapezoid rule with accuracy as a fraction and memory in
+    MB, and APM as accuracy in percent per MB, which is what this computes.
+
+    Args:
+      memory_mb: float [P], total memory (exemplars + models) of each point,
+        MB, strictly increasing, P >= 2.
+      avg_acc: float [P], average incremental accuracy at each point, in [0, 1].
+      last_acc: float [P], last-task (final) accuracy at each point, in [0, 1].
+
+    Returns:
+      ``{"auc_a", "auc_l"}``: areas under average / last accuracy vs MB;
+      ``{"apm_s", "apm_e"}``: average accuracy (%) per MB at the first and
+      the last point.
+
+    Raises:
+      ValueError: mismatched lengths, fewer than 2 points, memory not strictly
+        increasing or not positive, or accuracies outside [0, 1].
+    """
+    x = np.asarray(memory_mb, dtype=np.float64)
+    a = np.asarray(avg_acc, dtype=np.float64)
+    last = np.asarray(last_acc, dtype=np.float64)
+    if not (x.ndim == a.ndim == last.ndim == 1 and x.shape == a.shape == last.shape):
+        raise ValueError(f"memory_mb, avg_acc and last_acc must be 1-D of one length; got shapes "
+                         f"{x.shape}, {a.shape}, {last.shape}")
+    if x.size < 2:
+        raise ValueError(f"a performance-memory curve needs at least 2 points; got {x.size}")
+    if np.any(x <= 0) or np.any(np.diff(x) <= 0):
+        raise ValueError(f"memory_mb must be positive and strictly increasing; got {x.tolist()}")
+    _check_unit_interval(a, "avg_acc")
+    _check_unit_interval(last, "last_acc")
+    area = lambda y: float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))  # noqa: E731  trapezoid rule
+    return {"auc_a": area(a), "auc_l": area(last),
+            "apm_s": float(100.0 * a[0] / x[0]), "apm_e": float(100.0 * a[-1] / x[-1])}

@@ -223,6 +223,7 @@ class Runner:
             method, aug, T = self.method, self.augment, self.scenario.num_tasks
             use_tid = self.task_id_at_test
             tid_cil = self.task_id_class_il
+            top5 = self.scenario.num_classes > 5  # PyCIL's top-5 curve (class-IL)
 
             def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
                 def body(inp):
@@ -230,22 +231,29 @@ class Runner:
                     x = aug(self._domain_per_example(Xt[ix], tk), None, train=False)
                     y = Yt[ix]
                     logits = method.predict(state, x, tk if tid_cil else None).astype(jnp.float32)
-                    cil = jnp.argmax(jnp.where(seen[None, :], logits, -jnp.inf), -1) == y
+                    masked = jnp.where(seen[None, :], logits, -jnp.inf)
+                    cil = jnp.argmax(masked, -1) == y
                     lt = method.predict(state, x, tk).astype(jnp.float32) if use_tid and not tid_cil else logits
                     til = jnp.argmax(jnp.where(task_cls[tk], lt, -jnp.inf), -1) == y
-                    return cil & vd, til & vd
+                    if top5:  # y among the 5 largest scores of the seen classes
+                        c5 = jnp.any(jax.lax.top_k(masked, 5)[1] == y[:, None], -1) & seen[y]
+                    else:
+                        c5 = cil
+                    return cil & vd, til & vd, c5 & vd
 
-                cil, til = jax.lax.map(body, (eidx, etask, evalid))
+                cil, til, c5 = jax.lax.map(body, (eidx, etask, evalid))
                 seg = lambda c: jax.ops.segment_sum(c.reshape(-1).astype(jnp.int32), etask.reshape(-1), T)  # noqa: E731
-                return seg(cil), seg(til)
+                return seg(cil), seg(til), seg(c5)
 
             self._eval_fn = jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 7))
-        cil, til = self._eval_fn(state, self.Xt, self.Yt, self.eval_idx, self.eval_task, self.eval_valid,
-                                 jnp.asarray(seen), self.task_cls)
+        cil, til, c5 = self._eval_fn(state, self.Xt, self.Yt, self.eval_idx, self.eval_task, self.eval_valid,
+                                     jnp.asarray(seen), self.task_cls)
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
             return {"domain_il": out["class_il"]}
+        if self.scenario.num_classes > 5:
+            out["class_il_top5"] = np.asarray(c5) / denom
         return out
 
     # ------------------------------------------------------------ per task
@@ -402,7 +410,9 @@ class Runner:
         for si, seed in enumerate(self.seeds):
             res = build_results(
                 method=cfg.method, dataset=cfg.dataset, seed=seed, scenario=sc.describe(),
-                accuracy_matrices={k: np.stack([r[si] for r in rows]) for k, rows in prog.acc.items()},
+                # (a setting missing from some rows, e.g. one added since a resumed checkpoint, is left out)
+                accuracy_matrices={k: np.stack([r[si] for r in rows]) for k, rows in prog.acc.items()
+                                   if len(rows) == prog.completed_tasks},
                 random_init_accuracy={k: v[si] for k, v in prog.random_init.items()},
                 memory_bytes=mem, wall_time_per_task=prog.wall_time, steps_per_task=prog.steps,
                 extra={"eval_time_s": prog.eval_time, "devices": self.n_dev,
