@@ -45,15 +45,12 @@ def main():
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--steps", type=int, default=200)
     args = ap.parse_args()
-    import importlib.util
-
     import jax
 
-    spec = importlib.util.spec_from_file_location("c", os.path.join(ROOT, "configs", f"serena_{args.dataset}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from clj.config import load_config
+
     for var in ("task_free", "official", "er"):
-        c = mod.get_config(var)
+        c = load_config(f"serena_{args.dataset}", var)
         c.num_seeds = 1
         c.progress = False
         print(f"{args.dataset} {var:10s} {c.model.name:16s} {steps_per_second(c, args.steps):8.1f} steps/s "

@@ -7,6 +7,10 @@ line (``--config.replay.buffer_size=500``).
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+
 import ml_collections
 
 from clj.methods import METHODS
@@ -14,6 +18,35 @@ from clj.methods import METHODS
 
 class ConfigError(ValueError):
     """A config value that cannot run; the message names it and what is valid."""
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """``get_config(variant)`` of a config file, as ``--config=<file>[:variant]`` loads it.
+
+    Args:
+      name: a file path, or a name under ``configs/`` (``"derpp_digits"``).
+      variant: passed to ``get_config`` (e.g. ``"official"``); None calls it
+        with no argument.
+
+    Raises:
+      FileNotFoundError: no such file, naming the path and the configs/ folder.
+    """
+    path = name if name.endswith(".py") else os.path.join(CONFIGS_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config {name!r}: no file {path}; the shipped configs are the .py files "
+                                f"in {CONFIGS_DIR}")
+    # Config files import their shared parts as ``configs.<module>``: make the
+    # folder that holds configs/ importable, as launch.py's own folder is.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(f"clj_config_{os.path.basename(path)[:-3]}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config() if variant is None else mod.get_config(variant)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -17,7 +17,6 @@ setting is one of the paper's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -46,10 +45,9 @@ def load_config(setting: str, replay: str):
     if not os.path.exists(path):
         raise SystemExit(f"setting={setting!r} has no config {path}; valid: digits, "
                          + ", ".join(sorted(PAPER)))
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(replay)
+    from clj.config import load_config as load
+
+    return load(path, replay)
 
 
 def _metric(summary_or_result: dict, key: str) -> tuple[float, float]:

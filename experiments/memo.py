@@ -13,7 +13,6 @@ has the setting.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -28,11 +27,9 @@ PAPER = {"cifar100_b0inc10": {"replay": (69.98, 55.61), "icarl": (70.94, 58.52),
 
 
 def load_config(method: str, setting: str):
-    path = os.path.join(ROOT, "configs", f"{method}_{setting}.py")
-    spec = importlib.util.spec_from_file_location(f"cfg_{method}_{setting}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+    from clj.config import load_config as load
+
+    return load(f"{method}_{setting}")
 
 
 def main(argv=None):

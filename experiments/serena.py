@@ -12,7 +12,6 @@ pooled over all tasks (the mean of the last accuracy-matrix row, class-IL).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -31,11 +30,9 @@ PAPER = {
 
 
 def load_config(dataset: str, variant: str):
-    path = os.path.join(ROOT, "configs", f"serena_{dataset}.py")
-    spec = importlib.util.spec_from_file_location(f"serena_{dataset}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(variant)
+    from clj.config import load_config as load
+
+    return load(f"serena_{dataset}", variant)
 
 
 def main(argv=None):

@@ -17,15 +17,11 @@ def _run(cfg, wd):
 @pytest.fixture(scope="module")
 def digits_results(tmp_path_factory):
     """finetune / ER / DER++ / joint with the shipped digits configs."""
-    from ml_collections import config_flags  # noqa: F401  (configs import clj only)
-    import importlib.util
+    from clj.config import load_config
 
     out = {}
     for m in ("finetune", "er", "derpp", "joint"):
-        spec = importlib.util.spec_from_file_location(m, os.path.join("configs", f"{m}_digits.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        cfg = mod.get_config()
+        cfg = load_config(f"{m}_digits")
         cfg.progress = False
         cfg.plots = m == "derpp"
         wd = str(tmp_path_factory.mktemp(m))
@@ -80,8 +76,7 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
 
 def test_sharded_equals_single_device(tmp_path):
     code = f"""
-import jax, json, numpy as np, sys
-sys.path.insert(0, 'tests')
+import jax, json, numpy as np
 from conftest import small_config
 from clj.train import Runner
 assert jax.device_count() == 4

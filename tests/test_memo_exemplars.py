@@ -1,6 +1,5 @@
 """Exemplar memory, herding, the memory-aligned budget, weight aligning and
 distillation (issue 6)."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -137,24 +136,17 @@ def test_bad_config_values_are_named():
 def test_cifar_configs_resolve_the_fair_budgets():
     """The CIFAR-100 configs' budgets come out of the parameter counts of the
     configured models (no data needed: a scenario stand-in with the shapes)."""
-    import importlib.util
-    import os
-    import sys
     import types
 
+    from clj.config import load_config
     from clj.methods.expand import split_param_counts
     from clj.methods.icarl import resolve_memory_size
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, root)
     got = {}
     for method, setting, T in [("memo", "b0inc10", 10), ("memo", "b0inc5", 20), ("memo", "b50inc10", 6),
                                ("memo", "b50inc5", 11), ("icarl", "b0inc10", 10), ("wa", "b0inc10", 10),
                                ("dynamic_er", "b0inc10", 10)]:
-        spec = importlib.util.spec_from_file_location("c", os.path.join(root, "configs", f"{method}_cifar100_{setting}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        c = mod.get_config()
+        c = load_config(f"{method}_cifar100_{setting}")
         sc = types.SimpleNamespace(image_shape=(32, 32, 3), num_tasks=T, num_classes=100)
         kind = {"memo": "memo", "dynamic_er": "der"}.get(method, "single")
         counts = split_param_counts(kind, c.model, (32, 32, 3)) if kind != "single" else None

@@ -1,8 +1,6 @@
 """Exact properties of NISPA (clj.methods.nispa) and the EWC/SI/MAS baselines."""
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,6 +16,7 @@ from clj.methods.common import TaskInfo
 from clj.models.nispa_nets import LayerSpec, SparseConvNet
 from clj.scenarios import make_scenario
 from configs.nispa_digits import get_config as nispa_digits_config
+from conftest import run_with_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -270,18 +269,14 @@ _SHARDED = textwrap.dedent("""
     c.nispa.phase_epochs = 1; c.nispa.max_phases = 5; c.nispa.eval_chunk = 64
     c.train.epochs = 5
     c.progress = False; c.plots = False; c.num_seeds = 2
-    out = Runner(c, sys.argv[1]).run()
+    out = Runner(c, {workdir!r}).run()
     print("RESULT", json.dumps(out["metrics"]["task_il"]["forgetting"]))
 """)
 
 
 def test_nispa_runs_sharded_on_four_devices(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=REPO)
-    r = subprocess.run([sys.executable, "-c", _SHARDED, str(tmp_path)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    forgetting = json.loads(r.stdout.split("RESULT", 1)[1])
+    stdout = run_with_devices(_SHARDED.format(workdir=str(tmp_path)))  # raises with stderr on failure
+    forgetting = json.loads(stdout.split("RESULT", 1)[1])
     assert forgetting["mean"] == 0.0 and forgetting["std"] == 0.0
     res = json.load(open(tmp_path / "seed_0" / "results.json"))
     assert res["memory_bytes"]["masks"] > 0 and res["memory_bytes"]["unit_states"] > 0

@@ -8,8 +8,6 @@ and sharded over 4 simulated devices (subprocess).
 """
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -23,6 +21,7 @@ from clj.methods import ser_targets as tg
 from clj.models.resnet import ResNet18
 from clj.models.saliency import (ModulatedResNet18, SaliencyNet, _modulate, gaussian_maps, manual_gaussian_init,
                                  square_pool, upsample_bilinear2x, upsample_nearest2x)
+from conftest import run_with_devices
 
 KEY = jax.random.PRNGKey(0)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -360,8 +359,7 @@ _SUBPROCESS = textwrap.dedent("""
     import json, sys
     import jax
     assert len(jax.devices()) == 4, jax.devices()
-    sys.path.insert(0, {repo!r})
-    from tests.test_ser import _config
+    from test_ser import _config
     import ml_collections
     from clj.train.loop import Runner
     c = _config("ser_er_ace")
@@ -377,11 +375,8 @@ _SUBPROCESS = textwrap.dedent("""
 
 
 def test_sharded_four_devices_two_seeds(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    code = _SUBPROCESS.format(repo=REPO, workdir=str(tmp_path / "run"))
-    p = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads(p.stdout.strip().splitlines()[-1])
+    code = _SUBPROCESS.format(workdir=str(tmp_path / "run"))
+    out = json.loads(run_with_devices(code).strip().splitlines()[-1])  # raises with stderr on failure
     assert out["devices"] == 4
     assert out["extra"]["base"] == "er_ace" and out["extra"]["sal_target"] == "spectral_residual"
     acc = np.asarray(out["acc"])

@@ -1,7 +1,6 @@
 """SERENA: backbones, cells, detection, freezing, voting, protocols, the loop
 (spec ``shared/specs/serena.md`` §12 oracles)."""
 import json
-import os
 import types
 
 import jax
@@ -14,7 +13,7 @@ from clj.methods import serena
 from conftest import apply_overrides
 from clj.models.serena_nets import get_serena_model, stateless_batch_norm
 from clj.sparse import layer_densities
-from tests.conftest import ROOT, run_with_devices
+from conftest import run_with_devices
 
 
 def _cfg(protocol="task_free", **over):
@@ -341,13 +340,9 @@ def test_config_errors_name_the_value():
 
 
 def test_cifar100_config_without_data_says_prepare(tmp_path):
-    from ml_collections import config_flags  # noqa: F401
-    import importlib.util
+    from clj.config import load_config
 
-    spec = importlib.util.spec_from_file_location("c100", os.path.join(ROOT, "configs", "serena_cifar100.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config("serena_cifar100")
     c.data_dir = str(tmp_path / "nodata")
     validate(c)
     from clj.train import run

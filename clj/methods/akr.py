@@ -424,7 +424,7 @@ def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None 
     xj, yj, wj = x[partner], y[partner], w[partner]
 
     # --- importance from feature drift, and S's update -------------------
-    old_feats_x = old_feats_xt = None
+    old_feats_x = None
     att_loss, drift_mean = zero, zero
     attn_params, attn_opt = state.attn_params, state.attn_opt_state
     a_att = None

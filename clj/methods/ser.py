@@ -51,7 +51,6 @@ The method refuses data augmentation (SER trains without it, §2).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax

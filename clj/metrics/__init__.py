@@ -40,6 +40,7 @@ __all__ = [
     "final_average_accuracy",
     "forgetting",
     "fwt",
+    "memory_curve_measures",
     "summarize",
     "task_accuracies",
     "validate_accuracy_matrix",

@@ -405,7 +405,6 @@ class Runner:
         if "model" not in mem:
             from clj.methods.common import param_bytes
             mem["model"] = param_bytes(getattr(one, "net", one).params) if hasattr(getattr(one, "net", one), "params") else 0
-        task_sizes = self.eval_counts
         results = []
         for si, seed in enumerate(self.seeds):
             res = build_results(
