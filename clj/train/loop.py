@@ -129,6 +129,7 @@ class Runner:
         self.reveal = self.visible or bool(config.scenario.get("reveal_boundaries", False))
         self.settings = ("domain_il",) if scenario.kind == "domain_il" else ("class_il", "task_il")
         self.mask_unseen = scenario.kind in ("class_il", "task_il")
+        self.top5 = scenario.kind != "domain_il" and scenario.num_classes > 5  # PyCIL's class-IL top-5 curve
         self._replicated = NamedSharding(self.mesh, P())
         self._batch_sharding = NamedSharding(self.mesh, P("data"))
         self._dev_data()
@@ -223,7 +224,7 @@ class Runner:
             method, aug, T = self.method, self.augment, self.scenario.num_tasks
             use_tid = self.task_id_at_test
             tid_cil = self.task_id_class_il
-            top5 = self.scenario.num_classes > 5  # PyCIL's top-5 curve (class-IL)
+            top5 = self.top5
 
             def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
                 def body(inp):
@@ -252,7 +253,7 @@ class Runner:
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
             return {"domain_il": out["class_il"]}
-        if self.scenario.num_classes > 5:
+        if self.top5:
             out["class_il_top5"] = np.asarray(c5) / denom
         return out
 
