@@ -65,7 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
         class_order_seed=1993, domain="", domain_seed=0, rotation_step=15.0, train_fraction=1.0,
         reveal_boundaries=False))
 
-    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(100, 100)))
+    # dtype: computation dtype of every network (float32 | bfloat16); parameters and
+    # optimizer state stay float32, losses are computed in float32.
+    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(100, 100), dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(
         name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", milestones=(),
         gamma=0.1))
@@ -77,7 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
         steps_per_call=0,         # 0 = auto by backend and model (see clj.train.loop.auto_chunking)
         unroll=0,                 # 0 = auto; 1 = rolled scan; n = unroll factor
         eval_batch_size=512,
-        shard_batch=True))        # shard the batch axis over all devices when it divides
+        shard_batch=True,         # shard the batch axis over all devices when it divides
+        mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
+        compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
+        cache_dir=""))
     c.workdir = ""
     c.resume = True               # resume from the workdir's last checkpoint when there is one
     c.stop_after_task = -1        # >=0: stop after that task (simulates a killed run; tests)
