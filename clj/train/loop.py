@@ -452,6 +452,7 @@ class Runner:
                     return {"stopped_after_task": t}
         finally:
             logger.close()
+        self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
 
     def _train_task(self, state, t: int, logger):
