@@ -55,6 +55,11 @@ def test_one_chunk_compile_and_masked_tail_equals_step_by_step(tmp_path):
         for k in ("class_il", "task_il"):
             np.testing.assert_allclose(a["accuracy_matrix"][k], b["accuracy_matrix"][k], atol=1e-6)
         assert a["steps"] == b["steps"]
+        # pooled accuracy by hand: test examples of every task, weighted by count
+        R, n = np.array(a["accuracy_matrix"]["class_il"]), np.array(a["extra"]["test_examples_per_task"])
+        np.testing.assert_allclose(a["metrics"]["class_il"]["final_average_accuracy_pooled"],
+                                   (R[-1] * n).sum() / n.sum())
+        np.testing.assert_allclose(a["metrics"]["class_il"]["final_average_accuracy"], R[-1].mean())
     assert chunked["seeds"] == ref["seeds"] == [0, 1]
 
 

@@ -567,7 +567,7 @@ def _spec():
     from clj.methods.api import Capabilities, MethodSpec
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
-                      predict=predict, capabilities=Capabilities(static_task_info=True),
+                      predict=predict, capabilities=Capabilities(static_task_info=True, heavy_step=True),
                       memory_bytes=memory_bytes, result_extras=result_extras)
 
 

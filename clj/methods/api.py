@@ -62,6 +62,10 @@ class Capabilities:
         see :func:`clj.train.runtime.auto_chunking`); None = what the model
         registry declares for ``config.model.name``
         (:func:`clj.models.is_conv`).
+      heavy_step: one step holds several networks (a saliency branch, an
+        attention module over a trunk copy); on the CPU, where conv chunks
+        are unrolled, such a method runs one step per call so that compiling
+        stays short.
     """
 
     cumulative_data: bool = False
@@ -73,6 +77,7 @@ class Capabilities:
     static_task_info: bool = False
     predict_uses_valid: bool = False
     conv: bool | None = None
+    heavy_step: bool = False
 
 
 def _none(*_args, **_kw):

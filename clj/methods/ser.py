@@ -584,5 +584,5 @@ def make_spec(base: str):
 
     return MethodSpec(init=functools.partial(init, base=base), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
-                      capabilities=Capabilities(conv=True),
+                      capabilities=Capabilities(conv=True, heavy_step=True),
                       memory_bytes=memory_bytes, result_extras=result_extras)

@@ -155,7 +155,7 @@ class Runner:
         if conv is None:
             from clj.models import is_conv
             conv = is_conv(config.model.name)
-        K_max, U = auto_chunking(jax.default_backend(), bool(conv))
+        K_max, U = auto_chunking(jax.default_backend(), bool(conv), self.caps.heavy_step)
         K_max = int(config.loop.steps_per_call) or K_max
         self.K = runtime.choose_chunk([p.steps for p in self.plans], K_max)
         self.unroll = max(1, min(int(config.loop.unroll) or U, self.K))
@@ -536,6 +536,7 @@ class Runner:
                        "backend": jax.default_backend(), "num_seeds_in_program": len(self.seeds),
                        "steps_per_call": self.K, "unroll": self.unroll,
                        "test_examples_per_task": self.eval_counts.tolist(), **extras})
+            _add_pooled(res, self.eval_counts)
             results.append(res)
         if len(results) == 1:
             out_dirs = [self.workdir]
@@ -551,6 +552,24 @@ class Runner:
         summary = summarize_seeds(results)
         write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
         return summary
+
+
+def _add_pooled(res: dict, counts: np.ndarray) -> None:
+    """Adds ``final_average_accuracy_pooled`` and
+    ``average_incremental_accuracy_pooled`` to every setting of
+    ``res["metrics"]``: the same averages weighted by each task's test
+    examples (accuracy over all test examples seen so far, the figure of
+    codes that pool their test sets, e.g. SERENA's)."""
+    from clj.metrics import average_incremental_accuracy, final_average_accuracy
+
+    for setting, R in res["accuracy_matrix"].items():
+        R = np.asarray(R, np.float64)
+        k = R.shape[0]
+        if k == 0 or setting not in res["metrics"] or np.isnan(R[:, :k]).any():
+            continue
+        res["metrics"][setting]["final_average_accuracy_pooled"] = final_average_accuracy(R[:, :k], counts[:k])
+        res["metrics"][setting]["average_incremental_accuracy_pooled"] = average_incremental_accuracy(
+            R[:, :k], counts[:k])
 
 
 def _default_model_bytes(state) -> int:

@@ -19,7 +19,7 @@ DATA_MESH_AXIS = "data"
 MESH_MODES = ("auto", "seeds", "data")
 
 
-def auto_chunking(backend: str, conv: bool) -> tuple[int, int]:
+def auto_chunking(backend: str, conv: bool, heavy_step: bool = False) -> tuple[int, int]:
     """Default (steps_per_call, unroll) for a backend and a kind of network.
 
     On the CPU, XLA runs the weight-gradient convolutions of a conv net inside
@@ -32,13 +32,18 @@ def auto_chunking(backend: str, conv: bool) -> tuple[int, int]:
       backend: ``jax.default_backend()`` (``cpu``, ``gpu``, ``tpu``, ...).
       conv: whether the network is convolutional (declared by the model
         registry or the method's spec, never guessed from a name).
+      heavy_step: the method's step holds several networks (its spec says);
+        unrolled conv chunks of it take minutes to compile on the CPU, so it
+        gets one step per call there.
     Returns:
       (steps_per_call, unroll), both >= 1: the upper bound of the chunk
       length (:func:`choose_chunk` picks the run's length below it) and the
       scan's unroll factor.
     """
     if backend == "cpu":
-        return (4, 4) if conv else (200, 1)
+        if conv:
+            return (1, 1) if heavy_step else (4, 4)
+        return (200, 1)
     return (100, 1)
 
 
