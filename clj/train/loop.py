@@ -318,7 +318,7 @@ class Runner:
     def _evaluate(self, state, seen: np.ndarray) -> dict[str, np.ndarray]:
         """Per-seed, per-task accuracies {setting: float [S, T]}."""
         cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
-                                             self.eval_valid, jnp.asarray(seen), self.task_cls)
+                                             self.eval_valid, np.asarray(seen), self.task_cls)
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
@@ -370,7 +370,7 @@ class Runner:
 
             fn = jax.jit(f, out_shardings=self._state_sharding)
             self._end_fns[key] = fn
-        tidx = jnp.asarray(self.scenario.tasks[t].train_idx, jnp.int32)
+        tidx = np.asarray(self.scenario.tasks[t].train_idx, np.int32)
         return fn(state, self.X, self.Y, tidx, None if static else info)
 
     def _index_stream(self, seed: int, t: int, pool: np.ndarray, steps: int) -> np.ndarray:
@@ -515,6 +515,7 @@ class Runner:
 
     def _write_results(self, state, prog: _Progress) -> dict:
         cfg, sc = self.config, self.scenario
+        state = jax.device_get(state)  # host copies: per-seed slices cost no device ops
         one = jax.tree_util.tree_map(lambda a: a[0], state)
         mem = dict(self.spec.memory_bytes(one)) if self.spec.memory_bytes is not None else {}
         mem.setdefault("buffer", 0)
