@@ -98,22 +98,43 @@ class Runner:
       scenario: a prebuilt :class:`~clj.scenarios.Scenario` (default: loaded
         from the config).
       devices: the devices to use (default: all).
+      points: a hyperparameter grid run as one program: a list of dicts
+        ``{config path: value}`` over the method's ``sweepable`` fields, the
+        same paths in each; every point runs every seed of the config, all
+        of them one vmapped axis.  None = the config's own values.
+      point_workdirs: the results folder of each point (default
+        ``<workdir>/point_<i>``); the group's checkpoints stay in ``workdir``.
 
     Raises:
-      ConfigError: a config value that cannot run (before any work).
+      ConfigError: a config value that cannot run, or a point that sets a
+        field the method cannot sweep (before any work).
     """
 
-    def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None):
+    def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None,
+                 points: list[dict] | None = None, point_workdirs: list[str] | None = None):
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
         self.spec = get_spec(config.method)
         self.caps = self.spec.caps(config)
+        self.grid = points is not None
+        self.points = [dict(p) for p in points] if points is not None else [{}]
+        self._check_points()
+        if point_workdirs is None:
+            point_workdirs = [self.workdir] if not self.grid else \
+                [os.path.join(self.workdir, f"point_{i}") for i in range(len(self.points))]
+        if len(point_workdirs) != len(self.points):
+            raise config_lib.ConfigError(f"point_workdirs has {len(point_workdirs)} folders for "
+                                         f"{len(self.points)} points; give one per point.")
+        self.point_workdirs = [os.path.abspath(d) for d in point_workdirs]
         if scenario is None:
             scenario = load_scenario(config)
         config_lib.validate_with_data(config, scenario)
         self.scenario = scenario
-        self.seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
+        self.config_seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
+        # one vmapped run per (point, seed), point-major
+        self.seeds = [s for _ in self.points for s in self.config_seeds]
+        self.run_point = [i for i in range(len(self.points)) for _ in self.config_seeds]
         self.S = len(self.seeds)
         self.B = int(config.train.batch_size)
         self.augment = augment_from_config(config.augment, scenario)
@@ -169,6 +190,34 @@ class Runner:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
                   f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} seed(s); chunk {self.K} steps "
                   f"(unroll {self.unroll})")
+
+    def _check_points(self):
+        keys = set(self.points[0])
+        allowed = set(self.spec.sweepable)
+        for p in self.points:
+            if set(p) != keys:
+                raise config_lib.ConfigError(f"every point of a grid must set the same fields; got {sorted(p)} "
+                                             f"and {sorted(keys)}.")
+            for k, v in p.items():
+                if k not in allowed:
+                    raise config_lib.ConfigError(
+                        f"{k}={v!r} cannot be a vmapped grid axis of method={self.config.method!r}; its sweepable "
+                        f"fields are: {', '.join(self.spec.sweepable) or 'none'} (run other fields as separate "
+                        "programs).")
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise config_lib.ConfigError(f"{k}={v!r} is invalid in a grid: sweepable values are numbers.")
+
+    def point_config(self, i: int):
+        """The resolved config of point i (the config with its values set)."""
+        c = self.config.copy_and_resolve_references()
+        with c.unlocked():
+            for k, v in self.points[i].items():
+                node = c
+                *path, last = k.split(".")
+                for name in path:
+                    node = node[name]
+                node[last] = type(node[last])(v) if isinstance(node[last], float) else v
+        return c
 
     # ------------------------------------------------------------------ data
     def _plan(self, t: int) -> _TaskPlan:
@@ -388,8 +437,14 @@ class Runner:
         """Every seed's fresh State, stacked on axis 0 and sharded over the
         mesh's seed axis (one jitted call)."""
         keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 0) for s in self.seeds])
-        init = jax.vmap(lambda k: self.spec.init(k, self.config, self.scenario))
-        return jax.jit(init, out_shardings=self._state_sharding)(keys)
+        # a grid's values, one per vmapped run (float32 [R] per swept field)
+        hv = {k: np.asarray([self.points[p][k] for p in self.run_point], np.float32) for k in self.points[0]}
+
+        def init(k, h):
+            st = self.spec.init(k, self.config, self.scenario)
+            return st.replace(hparams={**st.hparams, **h}) if h else st
+
+        return jax.jit(jax.vmap(init), out_shardings=self._state_sharding)(keys, hv)
 
     def run(self) -> dict:
         """Trains and evaluates every task; writes the results folder.
@@ -400,6 +455,11 @@ class Runner:
         cfg, sc = self.config, self.scenario
         os.makedirs(self.workdir, exist_ok=True)
         write_json_atomic(os.path.join(self.workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
+        if self.grid:
+            for i, d in enumerate(self.point_workdirs):
+                os.makedirs(d, exist_ok=True)
+                write_json_atomic(os.path.join(d, "config.json"),
+                                  json.loads(self.point_config(i).to_json_best_effort()))
         from clj.train.checkpoint import Checkpointer
 
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
@@ -521,7 +581,7 @@ class Runner:
         mem.setdefault("buffer", 0)
         mem.setdefault("masks", 0)
         mem.setdefault("model", _default_model_bytes(one))
-        results = []
+        results = []  # one per vmapped run (point-major)
         for si, seed in enumerate(self.seeds):
             this = jax.tree_util.tree_map(lambda a, i=si: a[i], state)  # this seed's state
             extras = dict(self.spec.result_extras(this)) if self.spec.result_extras is not None else {}
@@ -539,20 +599,26 @@ class Runner:
                        "test_examples_per_task": self.eval_counts.tolist(), **extras})
             _add_pooled(res, self.eval_counts)
             results.append(res)
-        if len(results) == 1:
-            out_dirs = [self.workdir]
-        else:
-            out_dirs = [os.path.join(self.workdir, f"seed_{s}") for s in self.seeds]
-        for res, d in zip(results, out_dirs):
-            write_json_atomic(os.path.join(d, "results.json"), res)
-            if cfg.plots:
-                from clj.metrics.plots import plot_results
-                plot_results(res, d)
-        if len(results) == 1:
-            return results[0]
-        summary = summarize_seeds(results)
-        write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
-        return summary
+        outs = []
+        n = len(self.config_seeds)
+        for pi, wd in enumerate(self.point_workdirs):
+            mine = results[pi * n:(pi + 1) * n]
+            for res in mine:
+                if self.grid:
+                    res["hparams"] = dict(self.points[pi])
+            out_dirs = [wd] if n == 1 else [os.path.join(wd, f"seed_{s}") for s in self.config_seeds]
+            for res, d in zip(mine, out_dirs):
+                write_json_atomic(os.path.join(d, "results.json"), res)
+                if cfg.plots:
+                    from clj.metrics.plots import plot_results
+                    plot_results(res, d)
+            if n == 1:
+                outs.append(mine[0])
+            else:
+                summary = summarize_seeds(mine)
+                write_json_atomic(os.path.join(wd, "summary.json"), summary)
+                outs.append(summary)
+        return outs if self.grid else outs[0]
 
 
 def _add_pooled(res: dict, counts: np.ndarray) -> None:
