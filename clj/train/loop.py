@@ -53,6 +53,7 @@ from clj.methods import get_spec
 from clj.methods.common import SEED_AXIS, TaskInfo, augment_from_config, param_bytes
 from clj.metrics import MetricsLogger, build_results, summarize_seeds, write_json_atomic
 from clj.scenarios import Scenario, scenario_from_config
+from clj.train import distributed as dist
 from clj.train import runtime
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
 
@@ -186,7 +187,8 @@ class Runner:
         self._begin_fns: dict = {}
         self._end_fns: dict = {}
         self.chunk_compiles = 0
-        if config.progress:
+        self.main = dist.is_main()  # process 0 alone prints and writes
+        if config.progress and self.main:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
                   f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} seed(s); chunk {self.K} steps "
                   f"(unroll {self.unroll})")
@@ -239,7 +241,7 @@ class Runner:
 
     def _dev_data(self):
         sc = self.scenario
-        put = lambda a: jax.device_put(a, self._replicated)  # noqa: E731
+        put = lambda a: dist.put(a, self._replicated)  # noqa: E731
         self.X = put(sc.x_train)
         self.Y = put(sc.y_train.astype(np.int32))
         self.Xt = put(sc.x_test)
@@ -261,9 +263,9 @@ class Runner:
             tsk.append(np.full(nb * E, t.task_id, np.int32))
             valid.append(np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]))
         shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
-        self.eval_idx = jax.device_put(np.concatenate(idx).reshape(-1, E), shard)
-        self.eval_task = jax.device_put(np.concatenate(tsk).reshape(-1, E), shard)
-        self.eval_valid = jax.device_put(np.concatenate(valid).reshape(-1, E), shard)
+        self.eval_idx = dist.put(np.concatenate(idx).reshape(-1, E), shard)
+        self.eval_task = dist.put(np.concatenate(tsk).reshape(-1, E), shard)
+        self.eval_valid = dist.put(np.concatenate(valid).reshape(-1, E), shard)
         self.eval_counts = counts
         self.task_cls = put(sc.class_task_matrix())
 
@@ -368,6 +370,7 @@ class Runner:
         """Per-seed, per-task accuracies {setting: float [S, T]}."""
         cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
                                              self.eval_valid, np.asarray(seen), self.task_cls)
+        cil, til, c5 = dist.to_host((cil, til, c5))
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
@@ -436,7 +439,8 @@ class Runner:
     def init_state(self):
         """Every seed's fresh State, stacked on axis 0 and sharded over the
         mesh's seed axis (one jitted call)."""
-        keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 0) for s in self.seeds])
+        keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), 0)))
+                         for s in self.seeds])
         # a grid's values, one per vmapped run (float32 [R] per swept field)
         hv = {k: np.asarray([self.points[p][k] for p in self.run_point], np.float32) for k in self.points[0]}
 
@@ -453,6 +457,19 @@ class Runner:
         with ``stop_after_task`` set, returns ``{"stopped_after_task": t}``.
         """
         cfg, sc = self.config, self.scenario
+        if self.main:
+            self._write_configs()
+        from clj.train.checkpoint import Checkpointer
+
+        ckpt_dir = os.path.join(self.workdir, "checkpoints")
+        if self.main and not cfg.resume and os.path.isdir(ckpt_dir):
+            import shutil
+            shutil.rmtree(ckpt_dir)  # resume=False: start over, never mix two runs' checkpoints
+        dist.barrier("clj:workdir-ready")
+        return self._run(ckpt_dir)
+
+    def _write_configs(self):
+        cfg = self.config
         os.makedirs(self.workdir, exist_ok=True)
         write_json_atomic(os.path.join(self.workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
         if self.grid:
@@ -460,28 +477,27 @@ class Runner:
                 os.makedirs(d, exist_ok=True)
                 write_json_atomic(os.path.join(d, "config.json"),
                                   json.loads(self.point_config(i).to_json_best_effort()))
+
+    def _run(self, ckpt_dir: str):
+        cfg, sc = self.config, self.scenario
         from clj.train.checkpoint import Checkpointer
 
-        ckpt_dir = os.path.join(self.workdir, "checkpoints")
-        if not cfg.resume and os.path.isdir(ckpt_dir):
-            import shutil
-            shutil.rmtree(ckpt_dir)  # resume=False: start over, never mix two runs' checkpoints
         ckpt = Checkpointer(ckpt_dir)
         state = self.init_state()
         prog = _Progress()
         in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
         if cfg.resume and ckpt.latest() is not None:
             state, meta = ckpt.restore(state)
-            state = jax.device_put(state, self._state_sharding)
             prog = _Progress.from_json(meta)
             in_task = meta.get("in_task")
             where = f"task {prog.completed_tasks - 1}" if in_task is None else \
                 f"step {in_task['chunks_done'] * self.K} of task {in_task['task']}"
-            print(f"[clj] resumed from {ckpt.directory} after {where}")
+            if self.main:
+                print(f"[clj] resumed from {ckpt.directory} after {where}")
         if prog.completed_tasks == 0 and not prog.random_init:
             prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
 
-        logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl"))
+        logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else _NoLog()
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
@@ -517,7 +533,7 @@ class Runner:
                 prog.completed_tasks = t + 1
                 logger.log(event="task_end", task=t, wall_time_s=t1 - t0,
                            **{f"acc_{k}": v.mean(0)[: t + 1].mean().item() for k, v in accs.items()})
-                if cfg.progress:
+                if cfg.progress and self.main:
                     msg = ", ".join(f"{k} {100 * v[:, : t + 1].mean():.2f}%" for k, v in accs.items())
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
                 ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
@@ -557,14 +573,14 @@ class Runner:
         n_chunks = math.ceil(plan.steps / K)
         idx = np.stack([self._index_stream(s, t, plan.pool, plan.steps) for s in self.seeds])
         idx = np.pad(idx, ((0, 0), (0, n_chunks * K - plan.steps), (0, 0)))  # masked steps read example 0
-        idx = jax.device_put(idx.reshape(self.S, n_chunks, K, self.B),
-                             NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
-                                                        DATA_MESH_AXIS if self.shard_batch else None)))
-        task_keys = jax.device_put(
-            jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), t + 1) for s in self.seeds]), self._state_sharding)
+        idx = dist.put(idx.reshape(self.S, n_chunks, K, self.B),
+                       NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
+                                                  DATA_MESH_AXIS if self.shard_batch else None)))
+        task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
+                                       for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()
         bar = None
-        if self.config.progress:
+        if self.config.progress and self.main:
             from tqdm.auto import tqdm
             bar = tqdm(total=plan.steps, desc=f"task {t + 1}/{self.scenario.num_tasks}", leave=False,
                        dynamic_ncols=True)
@@ -576,8 +592,8 @@ class Runner:
         def read(pending):
             """Logs a finished chunk; returns True when every seed reported task_done."""
             metrics, s0, n = pending
-            metrics = jax.device_get(metrics)  # ready (or nearly): the next chunk is already queued
-            if bar is not None or logger is not None:
+            metrics = dist.to_host(metrics)  # ready (or nearly): the next chunk is already queued
+            if bar is not None or self.main:
                 loss = float(np.mean(metrics["loss"][:, :n]))
                 if bar is not None:
                     bar.update(n)
@@ -613,7 +629,9 @@ class Runner:
 
     def _write_results(self, state, prog: _Progress) -> dict:
         cfg, sc = self.config, self.scenario
-        state = jax.device_get(state)  # host copies: per-seed slices cost no device ops
+        state = dist.to_host(state)  # host copies: per-seed slices cost no device ops
+        if not self.main:
+            return None
         one = jax.tree_util.tree_map(lambda a: a[0], state)
         mem = dict(self.spec.memory_bytes(one)) if self.spec.memory_bytes is not None else {}
         mem.setdefault("buffer", 0)
@@ -659,6 +677,16 @@ class Runner:
         return outs if self.grid else outs[0]
 
 
+class _NoLog:
+    """The metrics log of processes other than 0 (they write nothing)."""
+
+    def log(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
 class _MidTaskSaver:
     """Writes mid-task checkpoints every ``every`` seconds (0 = never) and when
     a SIGTERM/SIGINT arrived (then exits with status 128 + signal)."""
@@ -669,7 +697,16 @@ class _MidTaskSaver:
         self.last = time.perf_counter()
 
     def due(self) -> bool:
-        return self.r._signal is not None or (self.every > 0 and time.perf_counter() - self.last >= self.every)
+        """Whether to save now; with several processes, process 0's answer (all must agree)."""
+        sig = int(self.r._signal or 0)
+        timer = self.every > 0 and time.perf_counter() - self.last >= self.every
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            sig, timer = (int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray([sig, int(timer)])))
+            if sig and self.r._signal is None:
+                self.r._signal = sig  # every process saves, then exits together
+        return bool(sig) or bool(timer)
 
     def __call__(self, state, chunks_done: int) -> None:
         t, K = self.t, self.r.K
@@ -679,7 +716,7 @@ class _MidTaskSaver:
         self.last = time.perf_counter()
         self.logger.log(event="checkpoint", task=t, step=chunks_done * K)
         sig = self.r._signal
-        if sig is not None:
+        if sig is not None and self.r.main:
             print(f"[clj] signal {sig}: checkpoint written at step {chunks_done * K} of task {t}; rerun the "
                   "same command to resume.", flush=True)
             raise SystemExit(128 + int(sig))
