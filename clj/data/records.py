@@ -421,10 +421,18 @@ class PreparedDataset:
                              f"{', '.join(self.metadata['splits'])}")
 
     def source(self, split: str) -> Any:
-        """grain ``ArrayRecordDataSource`` of ``split`` (records as bytes)."""
+        """Random-access source of ``split`` (records as bytes, ``__getitems__``).
+
+        grain's ``ArrayRecordDataSource`` when grain is installed, else
+        array_record's (the class grain's extends).
+        """
         self._check_split(split)
         if split not in self._sources:
-            from grain.python import ArrayRecordDataSource
+            try:  # grain's source (array_record's, with grain's read statistics)
+                from grain.python import ArrayRecordDataSource
+            except ImportError:  # grain not installed: array_record's own
+                from array_record.python.array_record_data_source import (
+                    ArrayRecordDataSource)
 
             files = [os.fspath(self.path / s["file"])
                      for s in self.metadata["splits"][split]["shards"]]
