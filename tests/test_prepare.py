@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clj.data import load_dataset
+from clj.data import load_dataset, sources
 from clj.data import prepare as prep
 from clj.data.records import PreparedDataset, encode_records, decode_records, prepared_dir
 
@@ -145,6 +145,7 @@ def test_cifar10_round_trip_and_load_dataset(tmp_path, layout):
     np.testing.assert_array_equal(ds.x_test, x_te)
     np.testing.assert_array_equal(ds.y_test, y_te)
     assert ds.num_classes == 10 and ds.mean == tuple(meta["mean"])
+    assert ds.mean == sources._channel_stats(x_tr)[0] and ds.std == sources._channel_stats(x_tr)[1]
     with pytest.raises(FileExistsError, match="--overwrite"):
         prep.prepare("cifar10", src, tmp_path / "data", progress=False)
 
@@ -365,6 +366,13 @@ def test_imagefolder_layout_errors(tmp_path):
     _save(root / "val" / "zzz" / "y.png", np.zeros((4, 4, 3), np.uint8), "PNG")
     with pytest.raises(FileNotFoundError, match="class folders not in train/: zzz"):
         prep.prepare("imagefolder", root, tmp_path / "d", size=4, progress=False)
+    import shutil
+
+    shutil.rmtree(root / "val")
+    _save(root / "val" / "a" / "y.png", np.zeros((4, 4, 3), np.uint8), "PNG")
+    (root / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"cannot decode .*broken.jpg"):
+        prep.prepare("imagefolder", root, tmp_path / "d", size=4, workers=0, progress=False)
     with pytest.raises(ValueError, match="needs --size"):
         prep.prepare("imagefolder", root, tmp_path / "d", progress=False)
     with pytest.raises(ValueError, match="unknown dataset 'cifar1000'; valid: cifar10"):
@@ -387,7 +395,7 @@ def test_prepare_load_and_stream_never_import_tensorflow(tmp_path):
         from clj.data.prepare import main
         assert main(['cifar10', '--source', {str(tmp_path / 'src')!r},
                      '--data_dir', {str(tmp_path / 'data')!r}, '--no_progress']) == 0
-        from clj.data import load_dataset
+        from clj.data import load_dataset, sources
         from clj.data.stream import ChunkStream, open_prepared
         ds = load_dataset('cifar10', data_dir={str(tmp_path / 'data')!r})
         with ChunkStream(open_prepared('cifar10', {str(tmp_path / 'data')!r}),
@@ -401,3 +409,17 @@ def test_prepare_load_and_stream_never_import_tensorflow(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_svhn_mat_round_trip(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(8)
+    expect = []
+    for split, n in (("train", 5), ("test", 3)):
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        y = rng.integers(1, 11, n)  # 1..10, 10 is digit 0
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": y[:, None]})
+        expect += [x, y % 10]
+    out = prep.prepare("svhn_cropped", tmp_path, tmp_path / "data", progress=False)
+    check_prepared(out, *expect)

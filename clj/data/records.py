@@ -462,6 +462,9 @@ class PreparedDataset:
           ``(images uint8 [*I, H, W, C], labels int32 [*I])``, equal to
           ``(X[indices], Y[indices])`` for the split's arrays ``X``, ``Y``.
 
+        Each distinct index is read once, in file order, whatever the order
+        or repetitions in ``indices``.
+
         Raises:
           IndexError: an index out of range (message names the bad value).
         """
@@ -475,22 +478,28 @@ class PreparedDataset:
             images_out = np.empty((*shape, *self.image_shape), np.uint8)
         if labels_out is None:
             labels_out = np.empty(shape, np.int32)
-        flat = indices.reshape(-1).tolist()
-        xo = images_out.reshape(-1, *self.image_shape)
-        yo = labels_out.reshape(-1)
+        # Read each distinct record once, in file order (reads close together
+        # on disk are faster), then put them in the requested order.
+        uniq, inverse = np.unique(indices.reshape(-1), return_inverse=True)
+        keys = uniq.tolist()
+        xs = np.empty((len(keys), *self.image_shape), np.uint8)
+        ys = np.empty((len(keys),), np.int32)
         src = self.source(split)
 
         def work(lo: int, hi: int) -> None:
-            decode_records(src.__getitems__(flat[lo:hi]), self.image_shape,
-                           xo[lo:hi], yo[lo:hi])
+            decode_records(src.__getitems__(keys[lo:hi]), self.image_shape,
+                           xs[lo:hi], ys[lo:hi])
 
-        parts = _split_even(len(flat), self.num_threads)
+        parts = _split_even(len(keys), self.num_threads)
         if len(parts) <= 1:
             for lo, hi in parts:
                 work(lo, hi)
         else:
             for f in [self._executor().submit(work, lo, hi) for lo, hi in parts]:
                 f.result()
+        inverse = inverse.reshape(-1)
+        images_out.reshape(-1, *self.image_shape)[...] = xs[inverse]
+        labels_out.reshape(-1)[...] = ys[inverse]
         return images_out, labels_out
 
     def read_all(self, split: str, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:

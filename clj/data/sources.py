@@ -538,8 +538,10 @@ def _load_prepared(path: Path, name: str) -> Dataset:
     with PreparedDataset(path) as ds:
         x_tr, y_tr = ds.read_all("train")
         x_te, y_te = ds.read_all("test")
-        num_classes = ds.num_classes
-    return _make_dataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+        # Labels were range-checked and mean/std computed (the same exact
+        # histogram statistics as _channel_stats) when the data were written.
+        return Dataset(name=name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                       num_classes=ds.num_classes, mean=ds.mean, std=ds.std)
 
 
 def _read_data_source(source: Any, image_key: str, label_key: str,
