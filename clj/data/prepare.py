@@ -35,7 +35,6 @@ Sources (``NAME``):
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing
 import os
 import pickle
@@ -138,17 +137,21 @@ def _unpickle_file(path: Path) -> Any:
 
 
 def _tar_reader(archive: Path, folder: str) -> Callable[[str], Any]:
+    """Reads every file of ``folder/`` in the archive in one pass (a .tar.gz
+    cannot seek), then unpickles members on request."""
+    contents: dict[str, bytes] = {}
     with tarfile.open(archive) as tf:
-        members = {m.name: m for m in tf.getmembers() if m.isfile()}
+        for m in tf:
+            if m.isfile() and m.name.startswith(folder + "/"):
+                f = tf.extractfile(m)
+                assert f is not None
+                contents[m.name[len(folder) + 1:]] = f.read()
 
     def read(member: str) -> Any:
-        key = f"{folder}/{member}"
-        if key not in members:
-            raise SourceLayoutError(f"{archive} has no member {key}")
-        with tarfile.open(archive) as tf:
-            f = tf.extractfile(members[key])
-            assert f is not None
-            return pickle.load(io.BytesIO(f.read()), encoding="bytes")
+        if member not in contents:
+            raise SourceLayoutError(f"{archive} has no member {folder}/{member}; found "
+                                    f"{', '.join(sorted(contents)) or 'nothing'} in {folder}/")
+        return pickle.loads(contents[member], encoding="bytes")
 
     return read
 
