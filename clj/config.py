@@ -55,6 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.method = "finetune"
     c.dataset = "digits"
     c.data_dir = ""               # '' = each source's default locations
+    # placement: device (the dataset on every device) | stream (clj's prepared records read
+    # from disk chunk by chunk) | auto (stream when prepared and too big for the device)
+    c.data = ml_collections.ConfigDict(dict(placement="auto", threads=4, prefetch=2, eval_group=16))
     c.synthetic = ml_collections.ConfigDict(
         dict(image_shape=(32, 32, 3), num_classes=10, train_per_class=100, test_per_class=20))
     c.seed = 0
@@ -118,8 +121,9 @@ def validate(config) -> None:
     if config.method not in METHODS:
         raise ConfigError(f"method={config.method!r} is unknown; valid methods: {', '.join(sorted(METHODS))}.")
     ds = config.dataset
-    if not (ds in _VALID_DATASETS or ds.startswith("tfds:")):
+    if not (ds in _VALID_DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
         raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
+                          f"'clj:<name>' for a dataset prepared with python -m clj.data.prepare, "
                           f"or 'tfds:<name>' for any prepared TFDS dataset.")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr={config.optim.lr} is invalid: the learning rate must be > 0.")
