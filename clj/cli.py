@@ -113,8 +113,14 @@ def _explain_unknown(config, dotted: str) -> str:
             return f"config.{dotted} is not a field (no block {parent!r}; blocks: " \
                    f"{', '.join(k for k in config.keys() if hasattr(config[k], 'keys'))})."
         node = node[part]
-    fields = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
-    return f"config.{dotted} is not a field; fields of {parent or 'the config'}: {fields}."
+    if not hasattr(node, "keys"):
+        return f"config.{dotted} is not a field: config.{parent} is a value, not a block."
+    import difflib
+
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return (f"config.{dotted} is not a field; {hint}fields of {parent or 'the config'}: "
+            f"{', '.join(sorted(node.keys()))}.")
 
 
 def parse(argv: list[str]):
@@ -151,6 +157,12 @@ def parse(argv: list[str]):
         del args[i + 1]
     args[i] = f"--config={path}{sep}{variant}"
 
+    for a in args:  # unknown fields: one line naming the valid ones (absl would raise a traceback)
+        if a.startswith("--config.") or a.startswith("--noconfig."):
+            dotted = a.split("=", 1)[0].split("config.", 1)[1]
+            if not _field_exists(base, dotted):
+                raise ConfigError(_explain_unknown(base, dotted))
+
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "output folder", flag_values=fv)
@@ -169,9 +181,9 @@ def parse(argv: list[str]):
             raise ConfigError(_explain_unknown(base, dotted)) from None
         raise ConfigError(f"unknown flag --{name}; valid: --config, --config.<field>, --workdir, --describe, "
                           "--help.") from None
-    except flags.Error as e:
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        raise ConfigError(lines[-1] if lines else str(e)) from None
+        raise ConfigError(lines[-1] if lines else f"{type(e).__name__} while parsing the flags") from None
     config = fv["config"].value
     validate(config)
     return config, fv["workdir"].value, bool(fv["describe"].value)
@@ -236,3 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _print_metrics(out)
     return 0
+
+
+def main_entry() -> None:
+    """The ``clj`` console script."""
+    sys.exit(main())

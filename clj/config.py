@@ -274,8 +274,8 @@ def validate(config) -> None:
         if (C - sizes[0]) % int(sc.increment) != 0 \
                 and not sc.get("uneven_last_task", False):
             raise ConfigError(
-                f"scenario.increment={sc.increment} does not divide the {C - sizes[0]} classes of {ds} after "
-                f"the first task ({sizes[0]} classes): the last task would have {sizes[-1]}; choose an increment "
+                f"scenario.increment={sc.increment} does not divide the {C - sizes[0]} classes of {ds} left after "
+                f"the first task of {sizes[0]}: the last task would have {sizes[-1]} class(es); choose an increment "
                 f"that divides {C - sizes[0]}, or set scenario.uneven_last_task=True to accept a smaller last task.")
     if sections.declared(config.method):
         sections.check(config)
