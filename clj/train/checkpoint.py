@@ -66,6 +66,16 @@ class Checkpointer:
                                             enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=opts)
 
+    def close(self) -> None:
+        """Releases orbax's resources (the manager's threads)."""
+        self.manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def latest(self) -> int | None:
         """The newest step with a (complete) checkpoint, or None."""
         return self.manager.latest_step()
