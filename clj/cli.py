@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         config, workdir, want_describe = parse(argv)
         workdir = workdir or config.workdir or default_workdir(config)
         if want_describe:
-            print(f"# workdir: {os.path.abspath(workdir)}")
+            print(f"# workdir: {workdir}")
             print(describe(config))
             return 0
         handle = prepare(workdir, config)

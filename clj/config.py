@@ -192,7 +192,7 @@ FIELD_DOCS = {
     "train.epochs": "epochs per task",
     "train.batch_size": "examples per step (per seed)",
     "train.init_epochs": "epochs of task 0 (0 = train.epochs)",
-    "loop.steps_per_call": "steps per compiled call (0 = automatic); does not change results",
+    "loop.steps_per_call": "training steps per compiled call (0 = automatic by backend and model)",
     "loop.unroll": "scan unroll (0 = auto, 1 = rolled)",
     "loop.eval_batch_size": "test examples per evaluation call",
     "loop.shard_batch": "shard the batch axis over all devices when it divides",

@@ -39,7 +39,7 @@ def test_buffer_larger_than_data_refused():
 
 def _launch(*args):
     return subprocess.run([sys.executable, "launch.py", "--config=configs/er_digits.py", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True)
 
 
 def test_launch_reports_unknown_field_and_bad_value(tmp_path):
