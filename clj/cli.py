@@ -13,6 +13,7 @@ refusal is one line ``error: ...`` on stderr and exit status 2.
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import sys
 
@@ -215,17 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
         print(help_text())
         return 0
+    from clj import workdir as workdir_lib
     from clj.config import ConfigError, describe
-    from clj.workdir import default_workdir, prepare
+    from clj.preflight import check_data
 
     try:
         config, workdir, want_describe = parse(argv)
-        workdir = workdir or config.workdir or default_workdir(config)
+        workdir = workdir or config.workdir or workdir_lib.default_workdir(config)
         if want_describe:
             print(f"# workdir: {workdir}")
             print(describe(config))
             return 0
-        handle = prepare(workdir, config)
+        workdir_lib.check(workdir, config)  # read-only: refuse a busy or foreign workdir before loading data
+        scenario = check_data(config)       # the data exists and fits the config (still nothing written)
+        handle = workdir_lib.prepare(workdir, config)
     except ConfigError as e:
         return _error(str(e))
 
@@ -236,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         from clj.train.checkpoint import CheckpointError
 
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        kwargs = {"scenario": scenario} if "scenario" in inspect.signature(run).parameters else {}
         try:
-            out = run(config, handle.path)
-        except ConfigError as e:  # checks that need the data (buffer vs. data size)
+            out = run(config, handle.path, **kwargs)
+        except ConfigError as e:
             return _error(str(e))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -200,6 +200,51 @@ def check_path(workdir: str) -> str:
     return path
 
 
+def _check_identity(path: str, config) -> bool:
+    """Raises WorkdirError when ``path`` holds another config's run and the
+    config asks to resume; returns whether the workdir has no identity yet."""
+    stored, exact = _stored_fields(path)
+    if stored is None:
+        return True
+    if config.resume:
+        new = result_fields(config)
+        if not exact:  # legacy config.json: judge the fields both know
+            common = set(stored) & set(new)
+            stored, new = {k: stored[k] for k in common}, {k: new[k] for k in common}
+        diff = differences(stored, new)
+        if diff:
+            shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+            raise WorkdirError(f"workdir {path} holds a run of a different config ({shown}); use a new "
+                               "--workdir, or --config.resume=False to start over in this one.")
+    return False
+
+
+def check(workdir: str, config) -> str:
+    """The checks of :func:`prepare` without writing anything (no folder, no
+    lock file): path, busy, identity.  Returns the absolute path.
+
+    Raises:
+      WorkdirError, WorkdirBusy: as :func:`prepare`.
+    """
+    path = check_path(workdir)
+    if not os.path.isdir(path):
+        return path
+    lock_path = os.path.join(path, LOCK_FILE)
+    if os.path.exists(lock_path):
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise WorkdirBusy(f"workdir {path} is in use by another run (pid {_read_holder(lock_path)}); "
+                                  "wait for it to end or choose another --workdir.") from None
+            raise
+        finally:
+            os.close(fd)
+    _check_identity(path, config)
+    return path
+
+
 def prepare(workdir: str, config) -> Handle:
     """Makes ``workdir`` this run's: checks the path, takes the lock, checks
     the identity (``config.resume=True``) or takes the workdir over
@@ -216,18 +261,7 @@ def prepare(workdir: str, config) -> Handle:
     os.makedirs(path, exist_ok=True)
     fd = lock(path)
     try:
-        stored, exact = _stored_fields(path)
-        fresh = stored is None
-        if stored is not None and config.resume:
-            new = result_fields(config)
-            if not exact:  # legacy config.json: judge the fields both know
-                common = set(stored) & set(new)
-                stored, new = {k: stored[k] for k in common}, {k: new[k] for k in common}
-            diff = differences(stored, new)
-            if diff:
-                shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
-                raise WorkdirError(f"workdir {path} holds a run of a different config ({shown}); use a new "
-                                   "--workdir, or --config.resume=False to start over in this one.")
+        fresh = _check_identity(path, config)
         fp = write_identity(path, config)
     except BaseException:
         os.close(fd)

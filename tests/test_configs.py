@@ -114,3 +114,11 @@ def test_base_config_fields_documented():
     walk(c, "")
     missing = [k for k in leaves if k not in FIELD_DOCS and not k.startswith("replay.")]
     assert not missing
+
+
+def test_jax_free_block_builders_equal_the_method_modules():
+    from clj.methods import akr, cil_common, ser
+
+    assert sections.akr_config(attn_lr=1e-3).to_dict() == akr.akr_config(attn_lr=1e-3).to_dict()
+    assert sections.cil_config(memory_size=5).to_dict() == cil_common.cil_config(memory_size=5).to_dict()
+    assert sections.ser_config().to_dict() == ser.ser_config().to_dict()

@@ -53,6 +53,8 @@ def _assert_refused(r, pattern):
      "scenario.increment=3 does not divide the 7 classes of digits left after the first task of 3"),
     (["--config=configs/er_digits.py", "--config.method=nope"], "method='nope' is unknown"),
     (["--config=er_digits", "--bogus=1"], "unknown flag --bogus"),
+    (["--config=configs/er_digits.py", "--config.replay.buffer_size=5000"],  # needs the data: loaded first
+     "replay.buffer_size=5000 is larger than the 1347 training examples of digits"),
 ])
 def test_bad_config_refused_before_jax_and_before_writing(tmp_path, args, pattern):
     wd = tmp_path / "run"

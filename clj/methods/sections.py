@@ -407,3 +407,18 @@ def section_config(name: str, **overrides):
         raise ConfigError(f"{name}.{unknown[0]} is not a field; valid fields: {', '.join(sorted(d))}.")
     d.update(overrides)
     return ml_collections.ConfigDict(d)
+
+
+def akr_config(**overrides):
+    """``config.akr`` block (JAX-free twin of ``clj.methods.akr.akr_config``)."""
+    return section_config("akr", **overrides)
+
+
+def cil_config(**overrides):
+    """``config.cil`` block (JAX-free twin of ``clj.methods.cil_common.cil_config``)."""
+    return section_config("cil", **overrides)
+
+
+def ser_config(**overrides):
+    """``config.ser`` block (JAX-free twin of ``clj.methods.ser.ser_config``)."""
+    return section_config("ser", **overrides)
