@@ -55,6 +55,11 @@ def test_sections_match_the_method_modules():
     assert saliency.POOL_MODES == sections.SER_POOL_MODES and saliency.NUM_POINTS == sections.SER_NUM_POINTS
     assert ser_targets.TARGETS == sections.SER_TARGETS
     assert tuple(ser.CLASSIFIERS) == sections.SER_CLASSIFIERS
+    from clj.methods import serena
+    from clj.models import serena_nets
+
+    assert tuple(serena_nets.SERENA_MODELS) == sections.SERENA_MODELS
+    assert serena.default_config().to_dict() == sections.SERENA.defaults
     for s in sections.SECTIONS.values():  # every field documented
         assert set(s.docs) == set(s.defaults), s.name
 

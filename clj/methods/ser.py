@@ -64,7 +64,7 @@ from clj.data.augment import Augment
 from clj.methods import common, er_ace, sections
 from clj.methods import ser_targets as tg
 from clj.methods.common import ModelState, TaskInfo
-from clj.models.saliency import NUM_POINTS, POOL_MODES, ModulatedResNet18, SaliencyNet
+from clj.models.saliency import ModulatedResNet18, SaliencyNet
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
 BASES = ("derpp", "er_ace", "er")
