@@ -130,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
         cache_dir=""))
+    # Checkpoints: mid-task every `every_minutes` of training (0 = only at task ends) and at
+    # SIGTERM/SIGINT; the `keep` newest are kept.  Not a result field (resuming ends the same).
+    c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2))
     c.workdir = ""
     c.resume = True               # resume from the workdir's last checkpoint when there is one
     c.stop_after_task = -1        # >=0: stop after that task (simulates a killed run; tests)
@@ -199,6 +202,8 @@ FIELD_DOCS = {
     "loop.mesh": "what the devices divide: auto | seeds | data",
     "loop.compilation_cache": "use JAX's persistent compilation cache",
     "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
+    "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
+    "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
     "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
     "resume": "resume from the workdir's checkpoint (same config only); False starts over",
     "stop_after_task": ">= 0: stop after that task (simulates a killed run; tests)",
@@ -260,6 +265,13 @@ def validate(config) -> None:
         raise ConfigError(f"train.epochs={config.train.epochs} is invalid: it must be > 0.")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid: it must be >= 1.")
+    ck = config.get("checkpoint", None)
+    if ck is not None:
+        if float(ck.get("every_minutes", 0)) < 0:
+            raise ConfigError(f"checkpoint.every_minutes={ck.every_minutes} is invalid: it must be >= 0 "
+                              "(0 = at task ends only).")
+        if int(ck.get("keep", 1)) < 1:
+            raise ConfigError(f"checkpoint.keep={ck.keep} is invalid: it must be >= 1.")
     sc = config.scenario
     kinds = ("class_il", "task_il", "domain_il", "data_incremental")  # clj.scenarios.KINDS
     if sc.kind not in kinds:
