@@ -24,23 +24,32 @@ from clj.data.augment import Augment
 PyTree = Any
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class TaskInfo:
-    """What the loop tells a method at a task boundary (host values).
+    """What the loop tells a method at a task boundary.
+
+    For a method whose spec declares ``static_task_info`` every field is a host
+    value (Python ints, a tuple of labels, a numpy mask) and the boundary
+    functions are compiled per task.  Otherwise ``task_id``, ``num_steps``,
+    ``steps_per_epoch`` are traced int32 [] and ``class_mask`` a traced
+    bool [C], ``classes`` is ``()``, and the boundary functions compile once
+    for the run.
 
     Attributes:
       task_id: index of the task starting (or ending).
-      classes: labels of the task's classes.
+      classes: labels of the task's classes (host tuple; ``()`` when traced).
       num_steps: train steps the loop will run in this task.
       steps_per_epoch: steps of one pass over the task's training data.
-      num_classes: classes in the whole scenario.
+      num_classes: classes in the whole scenario (host int).
+      class_mask: bool [C], True for the task's classes (None if not given).
     """
 
-    task_id: int
-    classes: tuple[int, ...]
-    num_steps: int
-    steps_per_epoch: int
-    num_classes: int
+    task_id: Any
+    classes: tuple = struct.field(pytree_node=False)
+    num_steps: Any
+    steps_per_epoch: Any
+    num_classes: int = struct.field(pytree_node=False)
+    class_mask: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +164,7 @@ def begin_task_model(ms: ModelState, task: TaskInfo) -> ModelState:
     """Resets the optimizer state and the in-task step counters."""
     return ms.replace(opt_state=ms.tx.init(ms.params), task_step=jnp.zeros((), jnp.int32),
                       task_steps=jnp.asarray(task.num_steps, jnp.int32),
-                      steps_per_epoch=jnp.asarray(max(task.steps_per_epoch, 1), jnp.int32))
+                      steps_per_epoch=jnp.maximum(jnp.asarray(task.steps_per_epoch, jnp.int32), 1))
 
 
 def forward(ms: ModelState, params: PyTree, batch_stats: PyTree, x: jax.Array, train: bool,

@@ -200,3 +200,16 @@ def memory_bytes(state: State) -> dict:
 
     return {"buffer": buffer_nbytes(state.buffer) if state.buffer is not None else 0,
             "model": common.param_bytes(state.net.params)}
+
+
+def make_spec(objective: str, cumulative_data: bool = False):
+    """The :class:`~clj.methods.api.MethodSpec` of one objective (``finetune``,
+    ``er``, ``der``, ``derpp``); ``cumulative_data`` for joint training."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(cumulative_data=cumulative_data),
+                      memory_bytes=memory_bytes)
