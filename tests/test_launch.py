@@ -276,3 +276,35 @@ def test_base_config_unchanged_by_describe():
     before = c.to_json_best_effort()
     text = describe(c)
     assert c.to_json_best_effort() == before and "optim.lr = 0.1" in text
+
+
+def _loop_restores_through_the_fallback() -> bool:
+    import inspect
+
+    from clj.train import loop
+
+    return "restore_latest" in inspect.getsource(loop)
+
+
+@pytest.mark.skipif(not _loop_restores_through_the_fallback(),
+                    reason="the loop does not restore through Checkpointer.restore_latest yet")
+def test_run_with_a_damaged_latest_checkpoint_ends_as_an_uninterrupted_run(tmp_path):
+    from clj.train import run
+
+    def cfg(**over):
+        c = base_config()
+        c.method, c.dataset = "finetune", "synthetic"
+        c.synthetic.update(dict(image_shape=(8, 8, 1), num_classes=6, train_per_class=8, test_per_class=4))
+        c.model.hidden = (16,)
+        c.train.batch_size = 8
+        c.progress = c.plots = False
+        for k, v in over.items():
+            setattr(c, k, v)
+        return c
+
+    full = run(cfg(), str(tmp_path / "full"))
+    wd = str(tmp_path / "cut")
+    assert run(cfg(stop_after_task=1), wd) == {"stopped_after_task": 1}
+    _damage(os.path.join(wd, "checkpoints", "1"))  # task 1's checkpoint; task 0's is intact
+    resumed = run(cfg(), wd)
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
