@@ -338,8 +338,11 @@ def describe(config) -> str:
 
 def validate_with_data(config, scenario) -> None:
     """Checks that need the loaded data (buffer vs. data size)."""
+    from clj.methods import sections
+
     n = int(scenario.x_train.shape[0])
-    if "replay" in config and config.replay.get("buffer_size", 0) > n:
+    uses_buffer = "replay" in sections.METHOD_SECTIONS.get(config.method, ())
+    if uses_buffer and "replay" in config and config.replay.get("buffer_size", 0) > n:
         raise ConfigError(
             f"replay.buffer_size={config.replay.buffer_size} is larger than the {n} training examples of "
             f"{scenario.dataset_name}; valid: 1..{n}.")
