@@ -11,9 +11,8 @@ line ``error: ...`` with exit status 2.  A run whose workdir holds a
 checkpoint of the same config resumes from it (``--config.resume=False``
 starts over).  See :mod:`clj.cli`.
 """
-import sys
 
-from clj.cli import main
+from clj.cli import main_entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_entry()

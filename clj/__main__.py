@@ -1,6 +1,4 @@
 """``python -m clj --config=... [--describe | --help]``: see :mod:`clj.cli`."""
-import sys
+from clj.cli import main_entry
 
-from clj.cli import main
-
-sys.exit(main())
+main_entry()

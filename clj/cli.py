@@ -256,5 +256,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_entry() -> None:
-    """The ``clj`` console script."""
-    sys.exit(main())
+    """The ``clj`` console script (and ``launch.py``, ``python -m clj``):
+    exits with :func:`main`'s status; output cut short by a closed pipe
+    (``clj --help | head``) ends quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
