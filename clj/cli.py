@@ -211,7 +211,9 @@ def _print_metrics(out: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the
-    exit status (0 done, 1 failed during the run, 2 refused before any work)."""
+    exit status (0 done, 1 failed during the run, 2 refused before any work,
+    128 + signal number when the loop stopped at SIGTERM/SIGINT after saving
+    a checkpoint: it returns ``{"interrupted": "SIGTERM", "checkpoint_step": n}``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
         print(help_text())
@@ -248,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    if "interrupted" in out:  # the loop saved a checkpoint at SIGTERM/SIGINT and returned
+        sig = str(out["interrupted"])
+        print(f"[clj] stopped by {sig}; checkpoint written (step {out.get('checkpoint_step')}); rerun the same "
+              "command to resume.", file=sys.stderr)
+        return 128 + {"SIGTERM": 15, "SIGINT": 2}.get(sig, 15)
     if "stopped_after_task" in out:
         print(f"[clj] stopped after task {out['stopped_after_task']} (stop_after_task); rerun to resume.")
         return 0
