@@ -105,6 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
     # placement: device (the dataset on every device) | stream (clj's prepared records read
     # from disk chunk by chunk) | auto (stream when prepared and too big for the device)
     c.data = ml_collections.ConfigDict(dict(placement="auto", threads=4, prefetch=2, eval_group=16))
+    c.tracking = ml_collections.ConfigDict(dict(tensorboard=False))
     c.synthetic = ml_collections.ConfigDict(
         dict(image_shape=(32, 32, 3), num_classes=10, train_per_class=100, test_per_class=20))
     c.seed = 0
@@ -203,6 +204,12 @@ FIELD_DOCS = {
     "loop.eval_batch_size": "test examples per evaluation call",
     "loop.shard_batch": "shard the batch axis over all devices when it divides",
     "loop.mesh": "what the devices divide: auto | seeds | data",
+    "data.placement": "device (the dataset on every device) | stream (clj's prepared records read from disk "
+                      "chunk by chunk) | auto (stream when prepared and too big for one device)",
+    "data.threads": "reader threads of the stream placement",
+    "data.prefetch": "chunks the stream placement reads ahead of the device",
+    "data.eval_group": "evaluation batches per host read in the stream placement",
+    "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
     "loop.compilation_cache": "use JAX's persistent compilation cache",
     "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
     "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",

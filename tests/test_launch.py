@@ -305,6 +305,8 @@ def test_run_with_a_damaged_latest_checkpoint_ends_as_an_uninterrupted_run(tmp_p
     full = run(cfg(), str(tmp_path / "full"))
     wd = str(tmp_path / "cut")
     assert run(cfg(stop_after_task=1), wd) == {"stopped_after_task": 1}
-    _damage(os.path.join(wd, "checkpoints", "1"))  # task 1's checkpoint; task 0's is intact
+    steps = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
+    assert len(steps) == 2
+    _damage(os.path.join(wd, "checkpoints", str(steps[-1])))  # task 1's checkpoint; task 0's is intact
     resumed = run(cfg(), wd)
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]

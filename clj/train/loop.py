@@ -129,7 +129,9 @@ class Runner:
                                          f"{len(self.points)} points; give one per point.")
         self.point_workdirs = [os.path.abspath(d) for d in point_workdirs]
         self.placement, self.prepared = choose_placement(config, devices)
-        if scenario is None:
+        from clj.preflight import is_labels_only
+
+        if scenario is None or (self.placement == "device" and is_labels_only(scenario)):
             scenario = load_scenario(config, self.prepared if self.placement == "stream" else None)
         config_lib.validate_with_data(config, scenario)
         self.scenario = scenario
@@ -524,12 +526,14 @@ class Runner:
         cfg, sc = self.config, self.scenario
         from clj.train.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(ckpt_dir)
+        ckpt = Checkpointer(ckpt_dir, max_to_keep=int((cfg.get("checkpoint") or {}).get("keep", 2)))
         state = self.init_state()
         prog = _Progress()
         in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
-        if cfg.resume and ckpt.latest() is not None:
-            state, meta = ckpt.restore(state)
+        # the newest readable checkpoint (a damaged one is reported in one line and skipped)
+        found = ckpt.restore_latest(state, log=print if self.main else (lambda m: None)) if cfg.resume else None
+        if found is not None:
+            _, state, meta = found
             prog = _Progress.from_json(meta)
             in_task = meta.get("in_task")
             where = f"task {prog.completed_tasks - 1}" if in_task is None else \
@@ -580,13 +584,19 @@ class Runner:
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
                 ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
                 if self._signal is not None and t < T - 1:
-                    print(f"[clj] signal {self._signal}: checkpoint written after task {t}; rerun the same "
-                          "command to resume.", flush=True)
-                    raise SystemExit(128 + int(self._signal))
+                    raise _Interrupted(self._signal, self._ckpt_id(t, None))
                 if 0 <= int(cfg.stop_after_task) == t and t < T - 1:
                     return {"stopped_after_task": t}
+        except _Interrupted as e:
+            import signal as _signal
+
+            if self.main:
+                print(f"[clj] {_signal.Signals(e.signum).name}: checkpoint {e.step} written; rerun the same "
+                      "command to resume.", flush=True)
+            return {"interrupted": _signal.Signals(e.signum).name, "checkpoint_step": e.step}
         finally:
             restore_handlers()
+            ckpt.close()
             logger.close()
         self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
@@ -741,6 +751,14 @@ class Runner:
         return outs if self.grid else outs[0]
 
 
+class _Interrupted(Exception):
+    """SIGTERM/SIGINT arrived and a checkpoint was written: the run returns."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(signum, step)
+        self.signum, self.step = int(signum), int(step)
+
+
 class _NoLog:
     """The metrics log of processes other than 0 (they write nothing)."""
 
@@ -779,11 +797,8 @@ class _MidTaskSaver:
         self.ckpt.save(self.r._ckpt_id(t, chunks_done), state, meta)
         self.last = time.perf_counter()
         self.logger.log(event="checkpoint", task=t, step=chunks_done * K)
-        sig = self.r._signal
-        if sig is not None and self.r.main:
-            print(f"[clj] signal {sig}: checkpoint written at step {chunks_done * K} of task {t}; rerun the "
-                  "same command to resume.", flush=True)
-            raise SystemExit(128 + int(sig))
+        if self.r._signal is not None:
+            raise _Interrupted(self.r._signal, self.r._ckpt_id(t, chunks_done))
 
 
 def _catch_signals(runner):
@@ -888,54 +903,18 @@ def choose_placement(config, devices=None) -> tuple[str, str | None]:
 
 
 def load_scenario(config, prepared: str | None = None) -> Scenario:
-    """Loads the config's dataset and builds its scenario.
+    """Loads the config's dataset and builds its scenario (labels only, with
+    zero-memory image placeholders, from the records in ``prepared``): see
+    :func:`clj.preflight.load_scenario`."""
+    from clj.preflight import load_scenario as load
 
-    With ``prepared`` (a folder of clj's records, the ``stream`` placement)
-    only the labels are read: the images stay on disk and the scenario's
-    image arrays are zero-memory placeholders of the right shape.
-    """
-    from clj.data import load_dataset
-
-    if prepared is not None:
-        return scenario_from_config(_labels_only(prepared), config.scenario)
-
-    kwargs = {}
-    if config.dataset == "synthetic":
-        s = config.synthetic
-        kwargs = dict(image_shape=tuple(s.image_shape), num_classes=int(s.num_classes),
-                      train_per_class=int(s.train_per_class), test_per_class=int(s.test_per_class))
-    if config.dataset == "emnist" and config.get("emnist_split", ""):
-        kwargs["split"] = config.emnist_split
-    ds = load_dataset(config.dataset, config.data_dir or None, seed=int(config.get("data_seed", 0)), **kwargs)
-    return scenario_from_config(ds, config.scenario)
+    return load(config, prepared)
 
 
-def _labels_only(prepared: str):
-    """A :class:`clj.data.Dataset` of a prepared folder whose image arrays are
-    read-only zero-stride views (no memory): labels, shapes and statistics are real."""
-    from clj.data import Dataset
-    from clj.data.records import PreparedDataset
+def run(config, workdir: str | None = None, scenario: Scenario | None = None) -> dict:
+    """Runs a config end to end (see :class:`Runner`); ``scenario``: the one
+    the command line already loaded (not loaded twice)."""
+    from clj.workdir import default_workdir
 
-    with PreparedDataset(prepared) as pd:
-        ys = {}
-        for split in ("train", "test"):
-            n = pd.num_examples(split)
-            y = np.empty(n, np.int32)
-            for lo in range(0, n, 8192):
-                _, y[lo:lo + 8192] = pd.read(split, np.arange(lo, min(n, lo + 8192)))
-            ys[split] = y
-        H, W, C = pd.image_shape
-        ghost = lambda n: np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (n, H, W, C))  # noqa: E731
-        return Dataset(name=pd.name, x_train=ghost(ys["train"].shape[0]), y_train=ys["train"],
-                       x_test=ghost(ys["test"].shape[0]), y_test=ys["test"], num_classes=pd.num_classes,
-                       mean=tuple(pd.mean), std=tuple(pd.std))
-
-
-def run(config, workdir: str | None = None) -> dict:
-    """Runs a config end to end (see :class:`Runner`)."""
     workdir = workdir or config.workdir or default_workdir(config)
-    return Runner(config, workdir).run()
-
-
-def default_workdir(config) -> str:
-    return os.path.join("runs", f"{config.method}_{config.dataset}_seed{config.seed}")
+    return Runner(config, workdir, scenario=scenario).run()
