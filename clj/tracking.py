@@ -91,7 +91,7 @@ def log_results(tracker: Tracker, results: Mapping) -> int:
         for i, row in enumerate(R):
             if row is None or any(v is None for v in row[: i + 1]):
                 continue
-            log_task_accuracies(tracker, {setting: [float(v) for v in row]}, i)
+            log_task_accuracies(tracker, {setting: [float(v) for v in row[: i + 1]]}, i)
             rows += 1
     return rows
 

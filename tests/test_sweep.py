@@ -69,7 +69,7 @@ def test_point_names_are_readable_and_follow_the_resolved_config():
 
 # ----------------------------------------------------------------- end to end (digits, 2 tasks, 1 epoch)
 def _cfg(**over):
-    return small_config("derpp", **{"scenario.increment": 5, "model.hidden": (32,), **over})
+    return small_config("finetune", **{"scenario.increment": 5, "model.hidden": (32,), **over})
 
 
 def _task_ends(point_dir):
@@ -134,7 +134,7 @@ def test_slurm_executor_through_submitit_local_and_report_cli(tmp_path):
     submitit's local executor (a job array of one job), then --report."""
     d = str(tmp_path / "sw")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "clj.sweep", "--config=configs/derpp_digits.py", "--grid", "optim.lr=0.05",
+    cmd = [sys.executable, "-m", "clj.sweep", "--config=configs/finetune_digits.py", "--grid", "optim.lr=0.05",
            "--config.train.epochs=1", "--config.scenario.increment=5", "--config.model.hidden=(32,)",
            "--config.progress=False", "--config.plots=False", "--executor=slurm", "--slurm.cluster=local",
            "--slurm.time=0:10:00", f"--workdir={d}"]

@@ -56,8 +56,11 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
     workdir = os.path.abspath(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir} is a file; give a folder (it is created if missing).")
-    if sweepable is None:
-        sweepable = sweepable_fields(config.method)
+    if sweepable is None:  # (one point: nothing to vmap, and no need to import the loop here)
+        n_points = 1
+        for v in grid.values():
+            n_points *= len(v)
+        sweepable = sweepable_fields(config.method) if n_points > 1 else ()
     points, programs = plan(config, grid, workdir, sweepable, max_points_per_program)
     os.makedirs(workdir, exist_ok=True)
     num_seeds = int(config.num_seeds)
