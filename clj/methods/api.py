@@ -99,6 +99,9 @@ class MethodSpec:
       task_steps: ``(config, n_examples, batch_size, task_index) -> int``
         train steps of a task (default: ``ceil(epochs * n / B)``).
       validate_config: ``config -> None``, raises ``ConfigError``.
+      sweepable: config paths (``"optim.lr"``) whose values the State carries
+        as float32 [] arrays in ``state.hparams`` (no shape depends on them),
+        so the loop can run a grid of them as one vmapped program.
     """
 
     init: Callable
@@ -111,6 +114,7 @@ class MethodSpec:
     result_extras: Callable | None = None
     task_steps: Callable | None = None
     validate_config: Callable | None = None
+    sweepable: tuple = ()
 
     def caps(self, config) -> Capabilities:
         """The capabilities that hold for ``config``."""

@@ -98,22 +98,43 @@ class Runner:
       scenario: a prebuilt :class:`~clj.scenarios.Scenario` (default: loaded
         from the config).
       devices: the devices to use (default: all).
+      points: a hyperparameter grid run as one program: a list of dicts
+        ``{config path: value}`` over the method's ``sweepable`` fields, the
+        same paths in each; every point runs every seed of the config, all
+        of them one vmapped axis.  None = the config's own values.
+      point_workdirs: the results folder of each point (default
+        ``<workdir>/point_<i>``); the group's checkpoints stay in ``workdir``.
 
     Raises:
-      ConfigError: a config value that cannot run (before any work).
+      ConfigError: a config value that cannot run, or a point that sets a
+        field the method cannot sweep (before any work).
     """
 
-    def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None):
+    def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None,
+                 points: list[dict] | None = None, point_workdirs: list[str] | None = None):
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
         self.spec = get_spec(config.method)
         self.caps = self.spec.caps(config)
+        self.grid = points is not None
+        self.points = [dict(p) for p in points] if points is not None else [{}]
+        self._check_points()
+        if point_workdirs is None:
+            point_workdirs = [self.workdir] if not self.grid else \
+                [os.path.join(self.workdir, f"point_{i}") for i in range(len(self.points))]
+        if len(point_workdirs) != len(self.points):
+            raise config_lib.ConfigError(f"point_workdirs has {len(point_workdirs)} folders for "
+                                         f"{len(self.points)} points; give one per point.")
+        self.point_workdirs = [os.path.abspath(d) for d in point_workdirs]
         if scenario is None:
             scenario = load_scenario(config)
         config_lib.validate_with_data(config, scenario)
         self.scenario = scenario
-        self.seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
+        self.config_seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
+        # one vmapped run per (point, seed), point-major
+        self.seeds = [s for _ in self.points for s in self.config_seeds]
+        self.run_point = [i for i in range(len(self.points)) for _ in self.config_seeds]
         self.S = len(self.seeds)
         self.B = int(config.train.batch_size)
         self.augment = augment_from_config(config.augment, scenario)
@@ -169,6 +190,34 @@ class Runner:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
                   f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} seed(s); chunk {self.K} steps "
                   f"(unroll {self.unroll})")
+
+    def _check_points(self):
+        keys = set(self.points[0])
+        allowed = set(self.spec.sweepable)
+        for p in self.points:
+            if set(p) != keys:
+                raise config_lib.ConfigError(f"every point of a grid must set the same fields; got {sorted(p)} "
+                                             f"and {sorted(keys)}.")
+            for k, v in p.items():
+                if k not in allowed:
+                    raise config_lib.ConfigError(
+                        f"{k}={v!r} cannot be a vmapped grid axis of method={self.config.method!r}; its sweepable "
+                        f"fields are: {', '.join(self.spec.sweepable) or 'none'} (run other fields as separate "
+                        "programs).")
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise config_lib.ConfigError(f"{k}={v!r} is invalid in a grid: sweepable values are numbers.")
+
+    def point_config(self, i: int):
+        """The resolved config of point i (the config with its values set)."""
+        c = self.config.copy_and_resolve_references()
+        with c.unlocked():
+            for k, v in self.points[i].items():
+                node = c
+                *path, last = k.split(".")
+                for name in path:
+                    node = node[name]
+                node[last] = type(node[last])(v) if isinstance(node[last], float) else v
+        return c
 
     # ------------------------------------------------------------------ data
     def _plan(self, t: int) -> _TaskPlan:
@@ -388,8 +437,14 @@ class Runner:
         """Every seed's fresh State, stacked on axis 0 and sharded over the
         mesh's seed axis (one jitted call)."""
         keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 0) for s in self.seeds])
-        init = jax.vmap(lambda k: self.spec.init(k, self.config, self.scenario))
-        return jax.jit(init, out_shardings=self._state_sharding)(keys)
+        # a grid's values, one per vmapped run (float32 [R] per swept field)
+        hv = {k: np.asarray([self.points[p][k] for p in self.run_point], np.float32) for k in self.points[0]}
+
+        def init(k, h):
+            st = self.spec.init(k, self.config, self.scenario)
+            return st.replace(hparams={**st.hparams, **h}) if h else st
+
+        return jax.jit(jax.vmap(init), out_shardings=self._state_sharding)(keys, hv)
 
     def run(self) -> dict:
         """Trains and evaluates every task; writes the results folder.
@@ -400,6 +455,11 @@ class Runner:
         cfg, sc = self.config, self.scenario
         os.makedirs(self.workdir, exist_ok=True)
         write_json_atomic(os.path.join(self.workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
+        if self.grid:
+            for i, d in enumerate(self.point_workdirs):
+                os.makedirs(d, exist_ok=True)
+                write_json_atomic(os.path.join(d, "config.json"),
+                                  json.loads(self.point_config(i).to_json_best_effort()))
         from clj.train.checkpoint import Checkpointer
 
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
@@ -409,16 +469,23 @@ class Runner:
         ckpt = Checkpointer(ckpt_dir)
         state = self.init_state()
         prog = _Progress()
+        in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
         if cfg.resume and ckpt.latest() is not None:
             state, meta = ckpt.restore(state)
             state = jax.device_put(state, self._state_sharding)
             prog = _Progress.from_json(meta)
-            print(f"[clj] resumed from {ckpt.directory} after task {prog.completed_tasks - 1}")
+            in_task = meta.get("in_task")
+            where = f"task {prog.completed_tasks - 1}" if in_task is None else \
+                f"step {in_task['chunks_done'] * self.K} of task {in_task['task']}"
+            print(f"[clj] resumed from {ckpt.directory} after {where}")
         if prog.completed_tasks == 0 and not prog.random_init:
             prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
 
         logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl"))
         T = sc.num_tasks
+        every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
+        self._signal = None
+        restore_handlers = _catch_signals(self)
         try:
             for t in range(prog.completed_tasks, T):
                 t0 = time.perf_counter()
@@ -427,9 +494,15 @@ class Runner:
                     info = self._task_info(t, sum(p.steps for p in self.plans), plan.steps_per_epoch)
                 else:
                     info = self._task_info(t, plan.steps, plan.steps_per_epoch)
-                if self.visible or t == 0:
+                start_chunk, elapsed0 = 0, 0.0
+                if in_task is not None and in_task["task"] == t:  # begin_task is inside the checkpoint
+                    start_chunk, elapsed0 = int(in_task["chunks_done"]), float(in_task.get("elapsed", 0.0))
+                elif self.visible or t == 0:
                     state = self._begin_task(state, info)
-                state, steps_done = self._train_task(state, t, logger)
+                in_task = None
+                t0 -= elapsed0
+                mid = _MidTaskSaver(self, ckpt, prog, logger, t, t0, every)
+                state, steps_done = self._train_task(state, t, logger, start_chunk, mid)
                 if self.visible or t == T - 1:
                     state = self._end_task(state, info, t)
                 jax.block_until_ready(state)
@@ -447,21 +520,38 @@ class Runner:
                 if cfg.progress:
                     msg = ", ".join(f"{k} {100 * v[:, : t + 1].mean():.2f}%" for k, v in accs.items())
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
-                ckpt.save(t, state, prog.to_json())
+                ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
+                if self._signal is not None and t < T - 1:
+                    print(f"[clj] signal {self._signal}: checkpoint written after task {t}; rerun the same "
+                          "command to resume.", flush=True)
+                    raise SystemExit(128 + int(self._signal))
                 if 0 <= int(cfg.stop_after_task) == t and t < T - 1:
                     return {"stopped_after_task": t}
         finally:
+            restore_handlers()
             logger.close()
         self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
 
-    def _train_task(self, state, t: int, logger):
-        """Runs task t's steps in chunks of K; returns (state, steps run).
+    def _ckpt_id(self, t: int, chunks_done: int | None) -> int:
+        """Checkpoint number, increasing through the run: mid-task checkpoints
+        of task t (after ``chunks_done`` chunks) come before its end-of-task
+        one, which comes before any of task t + 1."""
+        before = sum(p.steps for p in self.plans[:t])
+        if chunks_done is None:
+            return 2 * (before + self.plans[t].steps) + 1
+        return 2 * (before + chunks_done * self.K)
+
+    def _train_task(self, state, t: int, logger, start_chunk: int = 0, save_mid=None):
+        """Runs task t's steps in chunks of K from chunk ``start_chunk``;
+        returns (state, steps run).
 
         Chunk i+1 is dispatched before chunk i's metrics are read, so the host
         never waits for the device in steady state; a method's early stop
         (``metrics["task_done"]`` of every seed) is seen one chunk late, which
-        changes nothing since steps after the stop are no-ops.
+        changes nothing since steps after the stop are no-ops.  When
+        ``save_mid.due()`` (timer or signal), the pending metrics are read and
+        ``save_mid(state, chunks_done)`` writes a mid-task checkpoint.
         """
         plan, K = self.plans[t], self.K
         n_chunks = math.ceil(plan.steps / K)
@@ -495,8 +585,10 @@ class Runner:
                 logger.log(event="chunk", task=t, step=s0 + n, loss=loss)
             return self.caps.early_stop and bool(np.all(metrics["task_done"][:, n - 1] > 0))
 
+        if bar is not None and start_chunk:
+            bar.update(min(start_chunk * K, plan.steps))
         try:
-            for c in range(n_chunks):
+            for c in range(start_chunk, n_chunks):
                 s0 = c * K
                 state, metrics = fn(state, self.X, self.Y, idx[:, c], task_keys, np.int32(s0), n_steps, tid,
                                     spe, n_task)
@@ -505,6 +597,12 @@ class Runner:
                     pending = None
                     break
                 pending = (metrics, s0, min(K, plan.steps - s0))
+                if save_mid is not None and c + 1 < n_chunks and save_mid.due():
+                    if read(pending):
+                        stopped_at, pending = s0 + pending[2], None
+                        break
+                    pending = None
+                    save_mid(state, c + 1)
             if pending is not None and read(pending):
                 stopped_at = pending[1] + pending[2]
         finally:
@@ -521,7 +619,7 @@ class Runner:
         mem.setdefault("buffer", 0)
         mem.setdefault("masks", 0)
         mem.setdefault("model", _default_model_bytes(one))
-        results = []
+        results = []  # one per vmapped run (point-major)
         for si, seed in enumerate(self.seeds):
             this = jax.tree_util.tree_map(lambda a, i=si: a[i], state)  # this seed's state
             extras = dict(self.spec.result_extras(this)) if self.spec.result_extras is not None else {}
@@ -539,20 +637,81 @@ class Runner:
                        "test_examples_per_task": self.eval_counts.tolist(), **extras})
             _add_pooled(res, self.eval_counts)
             results.append(res)
-        if len(results) == 1:
-            out_dirs = [self.workdir]
-        else:
-            out_dirs = [os.path.join(self.workdir, f"seed_{s}") for s in self.seeds]
-        for res, d in zip(results, out_dirs):
-            write_json_atomic(os.path.join(d, "results.json"), res)
-            if cfg.plots:
-                from clj.metrics.plots import plot_results
-                plot_results(res, d)
-        if len(results) == 1:
-            return results[0]
-        summary = summarize_seeds(results)
-        write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
-        return summary
+        outs = []
+        n = len(self.config_seeds)
+        for pi, wd in enumerate(self.point_workdirs):
+            mine = results[pi * n:(pi + 1) * n]
+            for res in mine:
+                if self.grid:
+                    res["hparams"] = dict(self.points[pi])
+            out_dirs = [wd] if n == 1 else [os.path.join(wd, f"seed_{s}") for s in self.config_seeds]
+            for res, d in zip(mine, out_dirs):
+                write_json_atomic(os.path.join(d, "results.json"), res)
+                if cfg.plots:
+                    from clj.metrics.plots import plot_results
+                    plot_results(res, d)
+            if n == 1:
+                outs.append(mine[0])
+            else:
+                summary = summarize_seeds(mine)
+                write_json_atomic(os.path.join(wd, "summary.json"), summary)
+                outs.append(summary)
+        return outs if self.grid else outs[0]
+
+
+class _MidTaskSaver:
+    """Writes mid-task checkpoints every ``every`` seconds (0 = never) and when
+    a SIGTERM/SIGINT arrived (then exits with status 128 + signal)."""
+
+    def __init__(self, runner, ckpt, prog, logger, t: int, t0: float, every: float):
+        self.r, self.ckpt, self.prog, self.logger = runner, ckpt, prog, logger
+        self.t, self.t0, self.every = t, t0, every
+        self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        return self.r._signal is not None or (self.every > 0 and time.perf_counter() - self.last >= self.every)
+
+    def __call__(self, state, chunks_done: int) -> None:
+        t, K = self.t, self.r.K
+        meta = {**self.prog.to_json(), "in_task": {"task": t, "chunks_done": chunks_done,
+                                                   "elapsed": time.perf_counter() - self.t0}}
+        self.ckpt.save(self.r._ckpt_id(t, chunks_done), state, meta)
+        self.last = time.perf_counter()
+        self.logger.log(event="checkpoint", task=t, step=chunks_done * K)
+        sig = self.r._signal
+        if sig is not None:
+            print(f"[clj] signal {sig}: checkpoint written at step {chunks_done * K} of task {t}; rerun the "
+                  "same command to resume.", flush=True)
+            raise SystemExit(128 + int(sig))
+
+
+def _catch_signals(runner):
+    """Makes SIGTERM / SIGINT set ``runner._signal`` (the chunk loop then saves
+    and exits) instead of killing the run mid-write; returns the function
+    that restores the previous handlers.  A second signal acts at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {}
+
+    def handler(signum, frame):
+        if runner._signal is not None:  # second signal: the default action
+            signal.signal(signum, old.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        runner._signal = signum
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        old[s] = signal.getsignal(s)
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    return restore
 
 
 def _add_pooled(res: dict, counts: np.ndarray) -> None:
