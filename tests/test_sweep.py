@@ -77,35 +77,43 @@ def _task_ends(point_dir):
         return [json.loads(line)["task"] for line in f if '"task_end"' in line]
 
 
-def test_local_sweep_resumes_only_the_missing_point_and_report_rebuilds(tmp_path):
+def test_local_sweep_resumes_only_the_missing_points_and_report_rebuilds(tmp_path):
     from clj.sweep import run_sweep
     from clj.sweep.report import read_csv, write_report
 
     d = str(tmp_path / "sweep")
-    # 1) one point finished
-    out = run_sweep(_cfg(), {"optim.lr": [0.05]}, d, sweepable=())
+    grid = {"optim.lr": [0.05, 0.1, 0.2]}
+    # 1) one point finished, by a sweep of its own (a plain one-point program in its workdir)
+    out = run_sweep(_cfg(), {"optim.lr": [0.05]}, d)
     assert out["ran"] and not out["failed"]
-    # 2) the 2-point grid, killed after task 0 of the new point (stop_after_task does not change the identity)
-    out = run_sweep(_cfg(stop_after_task=0), {"optim.lr": [0.05, 0.1]}, d, sweepable=())
+    # 2) the 3-point grid, killed after task 0 (stop_after_task does not change the points' identity):
+    #    the finished point is skipped, the two others are one vmapped program
+    out = run_sweep(_cfg(stop_after_task=0), grid, d)
     assert len(out["skipped"]) == 1 and len(out["ran"]) == 1
     rec = json.load(open(os.path.join(d, "sweep.json")))
-    assert [p["state"] for p in rec["programs"]] == ["done", "stopped"]
-    a, b = (os.path.join(d, p["dir"]) for p in rec["points"])
-    assert os.path.basename(a).startswith("optim.lr=0.05-") and os.path.basename(b).startswith("optim.lr=0.1-")
+    (prog,) = rec["programs"]
+    assert prog["vmapped"] and prog["points"] == [1, 2] and prog["state"] == "stopped"
+    assert [p["done"] for p in rec["points"]] == [True, False, False]
+    a, b, c = (os.path.join(d, p["dir"]) for p in rec["points"])
+    assert [os.path.basename(x).split("-")[0] for x in (a, b, c)] == ["optim.lr=0.05", "optim.lr=0.1",
+                                                                    "optim.lr=0.2"]
     assert not os.path.exists(os.path.join(b, "results.json"))
     a_mtime = os.path.getmtime(os.path.join(a, "results.json"))
-    # 3) rerun: only the missing point runs, from its checkpoint after task 0
-    out = run_sweep(_cfg(), {"optim.lr": [0.05, 0.1]}, d, sweepable=())
-    assert out["ran"] == [os.path.basename(b)] and out["skipped"] == [os.path.basename(a)]
+    # 3) rerun: only the missing points run, resuming their program from its checkpoint after task 0
+    out = run_sweep(_cfg(), grid, d)
+    assert out["ran"] == [prog["id"]] and out["skipped"] == [os.path.basename(a)]
     assert os.path.getmtime(os.path.join(a, "results.json")) == a_mtime
-    assert _task_ends(b) == [0, 1]  # task 0 was not trained again
+    assert _task_ends(os.path.join(d, prog["workdir"])) == [0, 1]  # task 0 was not trained again
     rec = json.load(open(os.path.join(d, "sweep.json")))
-    assert [p["state"] for p in rec["programs"]] == ["done", "done"]
-    assert rec["grid"] == {"optim.lr": [0.05, 0.1]}
+    assert [p["state"] for p in rec["programs"]] == ["done"] and all(p["done"] for p in rec["points"])
+    assert rec["grid"] == grid
+    for x, lr in ((b, 0.1), (c, 0.2)):
+        res = json.load(open(os.path.join(x, "results.json")))
+        assert len(res["accuracy_matrix"]["class_il"]) == 2 and res["hparams"] == {"optim.lr": lr}
 
     # the table: one row per point, sorted by the metric, values from results.json
     rows = read_csv(os.path.join(d, "sweep.csv"))
-    assert len(rows) == 2 and {r["optim.lr"] for r in rows} == {"0.05", "0.1"}
+    assert len(rows) == 3 and {r["optim.lr"] for r in rows} == {"0.05", "0.1", "0.2"}
     m = "class_il.final_average_accuracy"
     assert float(rows[0][m]) >= float(rows[1][m])
     for r in rows:
@@ -114,7 +122,7 @@ def test_local_sweep_resumes_only_the_missing_point_and_report_rebuilds(tmp_path
         assert float(r[m + ".std"]) == 0.0
     assert os.path.isfile(os.path.join(d, f"sweep_{m}.png"))
     md = open(os.path.join(d, "sweep.md")).read()
-    assert md.count("\n| 0.") == 2
+    assert md.count("\n| 0.") == 3
 
     # rebuilt from the workdirs alone: the same table
     written = {n: open(os.path.join(d, n)).read() for n in ("sweep.csv", "sweep.md")}

@@ -41,8 +41,8 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
       meta: more fields for ``sweep.json`` (e.g. the command line).
 
     Returns:
-      ``{"ran": [program ids run], "skipped": [ids already done], "failed":
-      [ids], "report": write_report's dict}``.
+      ``{"ran": [program ids run], "skipped": [point folders already done],
+      "failed": [program ids], "report": write_report's dict}``.
 
     Raises:
       ConfigError: a bad executor, grid value or sort metric (before any run).
@@ -61,7 +61,7 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
         for v in grid.values():
             n_points *= len(v)
         sweepable = sweepable_fields(config.method) if n_points > 1 else ()
-    points, programs = plan(config, grid, workdir, sweepable, max_points_per_program)
+    points, programs = plan(config, grid, workdir, sweepable, max_points_per_program, skip_done=True)
     os.makedirs(workdir, exist_ok=True)
     num_seeds = int(config.num_seeds)
     write_point_files(points, num_seeds, list(grid))
@@ -69,15 +69,10 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
             "num_seeds": num_seeds, "seed": int(config.seed), "sweepable": list(sweepable),
             "max_points_per_program": int(max_points_per_program), "executor": executor, **(meta or {})}
     record = SweepRecord(workdir, base, points, programs)
-    todo, skipped = [], []
-    for prog in programs:
-        if all(point_done(d, num_seeds) for d in prog.point_workdirs):
-            record.set(prog.id, state="done")
-            skipped.append(prog.id)
-        else:
-            todo.append(prog)
-    print(f"[clj.sweep] {len(points)} point(s) in {len(programs)} program(s); {len(skipped)} done, "
-          f"{len(todo)} to run on {executor}.")
+    todo = programs
+    skipped = [os.path.basename(p["dir"]) for p in points if p["done"]]
+    print(f"[clj.sweep] {len(points)} point(s): {len(skipped)} done, {len(points) - len(skipped)} to run in "
+          f"{len(todo)} program(s) on {executor}.")
 
     def report(pid, **fields):
         if fields.get("state") == "running":

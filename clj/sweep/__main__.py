@@ -70,7 +70,8 @@ def main(argv):
         grid = parse_grid(_GRID.value, config)
         if _DRY_RUN.value:
             points, programs = plan(config, grid, _WORKDIR.value, sweepable_fields(config.method),
-                                    _MAX_POINTS.value)
+                                    _MAX_POINTS.value, skip_done=True)
+            print(f"{sum(p['done'] for p in points)} of {len(points)} point(s) done; to run:")
             for p in programs:
                 print(f"{p.id}: {len(p.points)} point(s)" + (" vmapped" if p.vmapped else ""))
                 for i in p.points:

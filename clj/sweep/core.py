@@ -74,8 +74,13 @@ def point_done(point_dir: str, num_seeds: int) -> bool:
 
 
 def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence[str] = (),
-         max_points_per_program: int = 0) -> tuple[list[dict], list[Program]]:
+         max_points_per_program: int = 0, skip_done: bool = False) -> tuple[list[dict], list[Program]]:
     """The points of a grid (with their workdirs) and the programs that run them.
+
+    With ``skip_done``, points whose results exist get ``"done": True`` and
+    no program; the others are grouped as if they were the whole grid (so a
+    rerun of an interrupted sweep finds the same programs, and their
+    checkpoints, since programs finish all their points together).
 
     Args:
       config: the base config, plain overrides applied.
@@ -83,10 +88,11 @@ def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence
       workdir: the sweep folder.
       sweepable: the method's vmappable fields (``()``: one program per point).
       max_points_per_program: the most points in one vmapped program (0 = all).
+      skip_done: leave finished points out of the programs.
 
     Returns:
       ``(points, programs)``: each point is ``{"index", "overrides", "dir",
-      "fingerprint"}``.
+      "fingerprint", "done"}``.
 
     Raises:
       ConfigError: two points resolving to the same config, or a grid value
@@ -101,14 +107,17 @@ def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence
         c = grid_lib.apply_overrides(config, ov)
         validate(c)
         name = grid_lib.point_dirname(ov, c)
-        points.append({"index": i, "overrides": ov, "dir": os.path.join(workdir, name),
-                       "fingerprint": grid_lib.config_fingerprint(c)})
+        d = os.path.join(workdir, name)
+        points.append({"index": i, "overrides": ov, "dir": d, "fingerprint": grid_lib.config_fingerprint(c),
+                       "done": bool(skip_done) and point_done(d, int(c.num_seeds))})
         configs.append(c)
     dirs = [p["dir"] for p in points]
     if len(set(dirs)) != len(dirs):
         raise ConfigError("two grid points resolve to the same workdir; give each value once.")
     programs = []
-    for g in grid_lib.group_points(raw, sweepable, max_points_per_program):
+    todo = [i for i, p in enumerate(points) if not p["done"]]
+    for g in grid_lib.group_points([raw[i] for i in todo], sweepable, max_points_per_program):
+        g = [todo[j] for j in g]
         if len(g) == 1:
             p = points[g[0]]
             programs.append(Program(id=os.path.basename(p["dir"]), workdir=p["dir"], points=g, config=configs[g[0]],
@@ -117,7 +126,7 @@ def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence
         static, _ = grid_lib.split_point(raw[g[0]], sweepable)
         vm = [grid_lib.split_point(raw[i], sweepable)[1] for i in g]
         ident = hashlib.sha1(json.dumps([points[i]["fingerprint"] for i in g]).encode()).hexdigest()[:8]
-        pid = f"{grid_lib.point_slug(static, 60)}-x{len(g)}-{ident}"
+        pid = f"{grid_lib.point_slug(static, 60) if static else 'grid'}-x{len(g)}-{ident}"
         programs.append(Program(id=pid, workdir=os.path.join(workdir, "programs", pid), points=g,
                                 config=grid_lib.apply_overrides(config, static), vmapped=vm,
                                 point_workdirs=[points[i]["dir"] for i in g]))
@@ -173,8 +182,10 @@ class SweepRecord:
         old = read_json(self.path) if os.path.isfile(self.path) else {}
         old_prog = {p["id"]: p for p in old.get("programs", [])}
         self.data = dict(base)
+        program_of = {i: prog.id for prog in programs for i in prog.points}
         self.data["points"] = [{"index": p["index"], "overrides": p["overrides"], "dir": os.path.basename(p["dir"]),
-                                "fingerprint": p["fingerprint"]} for p in points]
+                                "fingerprint": p["fingerprint"], "done": p["done"],
+                                "program": program_of.get(p["index"])} for p in points]
         self.data["programs"] = []
         for prog in programs:
             prev = old_prog.get(prog.id, {})
@@ -189,7 +200,11 @@ class SweepRecord:
         return next(p for p in self.data["programs"] if p["id"] == pid)
 
     def set(self, pid: str, **fields) -> None:
-        self.program(pid).update(fields)
+        prog = self.program(pid)
+        prog.update(fields)
+        if fields.get("state") == "done":
+            for i in prog["points"]:
+                self.data["points"][i]["done"] = True
         self.save()
 
     def save(self) -> None:
