@@ -5,8 +5,8 @@ column per swept field, ``seeds`` (how many), ``wall_time_s`` (mean over
 seeds of the run's training time; the points of one vmapped program share
 it), then for every metric ``<setting>.<metric>`` (mean over seeds, a
 fraction in [0, 1]) and ``<setting>.<metric>.std`` (sample std, ddof=1; 0
-for one seed).  ``DIR/sweep.md``: the same as a Markdown table, metrics in %
-as ``mean ± std``.  ``DIR/sweep_<metric>.png``: the metric against one swept
+for one seed).  ``DIR/sweep.md``: the same as a Markdown table of the
+headline metrics (:data:`MD_METRICS` of each setting), in % as ``mean ± std``.  ``DIR/sweep_<metric>.png``: the metric against one swept
 field, one line per value of the others.
 """
 from __future__ import annotations
@@ -136,9 +136,23 @@ def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(fields: Sequence[str], rows: Sequence[dict], sort: str | None = None) -> str:
-    """The Markdown table: metrics in % (mean ± std over seeds), wall time in s."""
+MD_METRICS = ("final_average_accuracy", "average_incremental_accuracy", "forgetting")
+"""Metrics of each setting shown in ``sweep.md`` (``sweep.csv`` has them all)."""
+
+
+def to_markdown(fields: Sequence[str], rows: Sequence[dict], sort: str | None = None,
+                metrics: Sequence[str] | None = None) -> str:
+    """The Markdown table: metrics in % (mean ± std over seeds), wall time in s.
+
+    ``metrics``: the ``setting.metric`` columns (default: :data:`MD_METRICS`
+    of every setting but top-5, and the sort metric).
+    """
     names = metric_names(rows)
+    if metrics is None:
+        sort_metric = (sort or "").split(" ")[0]
+        metrics = [n for n in names if n == sort_metric or (n.split(".", 1)[1] in MD_METRICS
+                                                            and not n.split(".")[0].endswith("_top5"))]
+    names = [n for n in names if n in metrics]
     head = [*fields, "seeds", *[f"{n} (%)" for n in names], "wall time (s)"]
     lines = []
     if sort:
@@ -183,7 +197,7 @@ def plot(fields: Sequence[str], rows: Sequence[dict], metric: str, x: str, path:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     xs_all = []
-    for label, pts in lines.items():
+    for label, pts in sorted(lines.items()):
         pts.sort()
         xs, ys, es = zip(*pts)
         xs_all += xs
