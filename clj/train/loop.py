@@ -53,6 +53,7 @@ from clj.methods import get_spec
 from clj.methods.common import SEED_AXIS, TaskInfo, augment_from_config, param_bytes
 from clj.metrics import MetricsLogger, build_results, summarize_seeds, write_json_atomic
 from clj.scenarios import Scenario, scenario_from_config
+from clj.train import distributed as dist
 from clj.train import runtime
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
 
@@ -127,8 +128,9 @@ class Runner:
             raise config_lib.ConfigError(f"point_workdirs has {len(point_workdirs)} folders for "
                                          f"{len(self.points)} points; give one per point.")
         self.point_workdirs = [os.path.abspath(d) for d in point_workdirs]
+        self.placement, self.prepared = choose_placement(config, devices)
         if scenario is None:
-            scenario = load_scenario(config)
+            scenario = load_scenario(config, self.prepared if self.placement == "stream" else None)
         config_lib.validate_with_data(config, scenario)
         self.scenario = scenario
         self.config_seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
@@ -186,10 +188,11 @@ class Runner:
         self._begin_fns: dict = {}
         self._end_fns: dict = {}
         self.chunk_compiles = 0
-        if config.progress:
+        self.main = dist.is_main()  # process 0 alone prints and writes
+        if config.progress and self.main:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
-                  f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} seed(s); chunk {self.K} steps "
-                  f"(unroll {self.unroll})")
+                  f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} run(s); chunk {self.K} steps "
+                  f"(unroll {self.unroll}); data placement {self.placement}")
 
     def _check_points(self):
         keys = set(self.points[0])
@@ -239,11 +242,17 @@ class Runner:
 
     def _dev_data(self):
         sc = self.scenario
-        put = lambda a: jax.device_put(a, self._replicated)  # noqa: E731
-        self.X = put(sc.x_train)
-        self.Y = put(sc.y_train.astype(np.int32))
-        self.Xt = put(sc.x_test)
-        self.Yt = put(sc.y_test.astype(np.int32))
+        put = lambda a: dist.put(a, self._replicated)  # noqa: E731
+        if self.placement == "device":
+            self.X = put(sc.x_train)
+            self.Y = put(sc.y_train.astype(np.int32))
+            self.Xt = put(sc.x_test)
+            self.Yt = put(sc.y_test.astype(np.int32))
+        else:  # stream: read from disk per chunk / per evaluation group / per end_task
+            from clj.data.records import PreparedDataset
+
+            self.records = PreparedDataset(self.prepared, num_threads=int(self.config.data.get("threads", 4)))
+            self.X = self.Y = self.Xt = self.Yt = None
         self.dom = put(sc.domain_params) if sc.domain_params is not None else None
         # Evaluation set: each task's test examples padded to whole batches of E, so
         # no batch mixes two tasks (a method with batch statistics at test time sees
@@ -261,9 +270,12 @@ class Runner:
             tsk.append(np.full(nb * E, t.task_id, np.int32))
             valid.append(np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]))
         shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
-        self.eval_idx = jax.device_put(np.concatenate(idx).reshape(-1, E), shard)
-        self.eval_task = jax.device_put(np.concatenate(tsk).reshape(-1, E), shard)
-        self.eval_valid = jax.device_put(np.concatenate(valid).reshape(-1, E), shard)
+        self.eval_idx_host = np.concatenate(idx).reshape(-1, E)
+        self.eval_task_host = np.concatenate(tsk).reshape(-1, E)
+        self.eval_valid_host = np.concatenate(valid).reshape(-1, E)
+        self.eval_idx = dist.put(self.eval_idx_host, shard)
+        self.eval_task = dist.put(self.eval_task_host, shard)
+        self.eval_valid = dist.put(self.eval_valid_host, shard)
         self.eval_counts = counts
         self.task_cls = put(sc.class_task_matrix())
 
@@ -366,8 +378,12 @@ class Runner:
 
     def _evaluate(self, state, seen: np.ndarray) -> dict[str, np.ndarray]:
         """Per-seed, per-task accuracies {setting: float [S, T]}."""
-        cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
-                                             self.eval_valid, np.asarray(seen), self.task_cls)
+        if self.placement == "device":
+            cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
+                                                 self.eval_valid, np.asarray(seen), self.task_cls)
+            cil, til, c5 = dist.to_host((cil, til, c5))
+        else:
+            cil, til, c5 = self._evaluate_streamed(state, seen)
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
@@ -375,6 +391,31 @@ class Runner:
         if self.top5:
             out["class_il_top5"] = np.asarray(c5) / denom
         return out
+
+    def _evaluate_streamed(self, state, seen):
+        """Evaluation of the ``stream`` placement: groups of G evaluation
+        batches read from disk, each put on the devices and counted by the
+        same compiled function (the last group padded with invalid batches)."""
+        from clj.data.stream import EvalStream
+
+        nb, E = self.eval_idx_host.shape
+        G = max(1, min(nb, int(self.config.data.get("eval_group", 16))))
+        n_groups = math.ceil(nb / G)
+        pad = n_groups * G - nb
+        idx = np.concatenate([self.eval_idx_host, np.repeat(self.eval_idx_host[:1], pad, 0)])
+        tsk = np.concatenate([self.eval_task_host, np.repeat(self.eval_task_host[:1], pad, 0)])
+        vld = np.concatenate([self.eval_valid_host, np.zeros((pad, E), bool)])
+        local = dist.put(np.arange(G * E, dtype=np.int32).reshape(G, E), NamedSharding(self.mesh, P(None, DATA_MESH_AXIS)))
+        shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
+        fn, total = self._eval_counts_fn(), None
+        with EvalStream(self.records, idx.reshape(n_groups, G * E)) as groups:
+            for g, (x, y) in enumerate(groups):
+                sl = slice(g * G, (g + 1) * G)
+                out = fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated), local,
+                         dist.put(tsk[sl], shard), dist.put(vld[sl], shard), np.asarray(seen), self.task_cls)
+                out = dist.to_host(out)
+                total = out if total is None else tuple(a + b for a, b in zip(total, out))
+        return total
 
     def _task_info(self, t: int, steps: int, spe: int) -> TaskInfo:
         """The boundary info of task t: host values for a method that declares
@@ -420,6 +461,10 @@ class Runner:
             fn = jax.jit(f, out_shardings=self._state_sharding)
             self._end_fns[key] = fn
         tidx = np.asarray(self.scenario.tasks[t].train_idx, np.int32)
+        if self.placement == "stream":  # the task's training images, read from disk once
+            x, y = self.records.read("train", tidx)
+            return fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated),
+                      np.arange(tidx.shape[0], dtype=np.int32), None if static else info)
         return fn(state, self.X, self.Y, tidx, None if static else info)
 
     def _index_stream(self, seed: int, t: int, pool: np.ndarray, steps: int) -> np.ndarray:
@@ -436,7 +481,8 @@ class Runner:
     def init_state(self):
         """Every seed's fresh State, stacked on axis 0 and sharded over the
         mesh's seed axis (one jitted call)."""
-        keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 0) for s in self.seeds])
+        keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), 0)))
+                         for s in self.seeds])
         # a grid's values, one per vmapped run (float32 [R] per swept field)
         hv = {k: np.asarray([self.points[p][k] for p in self.run_point], np.float32) for k in self.points[0]}
 
@@ -453,6 +499,19 @@ class Runner:
         with ``stop_after_task`` set, returns ``{"stopped_after_task": t}``.
         """
         cfg, sc = self.config, self.scenario
+        if self.main:
+            self._write_configs()
+        from clj.train.checkpoint import Checkpointer
+
+        ckpt_dir = os.path.join(self.workdir, "checkpoints")
+        if self.main and not cfg.resume and os.path.isdir(ckpt_dir):
+            import shutil
+            shutil.rmtree(ckpt_dir)  # resume=False: start over, never mix two runs' checkpoints
+        dist.barrier("clj:workdir-ready")
+        return self._run(ckpt_dir)
+
+    def _write_configs(self):
+        cfg = self.config
         os.makedirs(self.workdir, exist_ok=True)
         write_json_atomic(os.path.join(self.workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
         if self.grid:
@@ -460,28 +519,27 @@ class Runner:
                 os.makedirs(d, exist_ok=True)
                 write_json_atomic(os.path.join(d, "config.json"),
                                   json.loads(self.point_config(i).to_json_best_effort()))
+
+    def _run(self, ckpt_dir: str):
+        cfg, sc = self.config, self.scenario
         from clj.train.checkpoint import Checkpointer
 
-        ckpt_dir = os.path.join(self.workdir, "checkpoints")
-        if not cfg.resume and os.path.isdir(ckpt_dir):
-            import shutil
-            shutil.rmtree(ckpt_dir)  # resume=False: start over, never mix two runs' checkpoints
         ckpt = Checkpointer(ckpt_dir)
         state = self.init_state()
         prog = _Progress()
         in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
         if cfg.resume and ckpt.latest() is not None:
             state, meta = ckpt.restore(state)
-            state = jax.device_put(state, self._state_sharding)
             prog = _Progress.from_json(meta)
             in_task = meta.get("in_task")
             where = f"task {prog.completed_tasks - 1}" if in_task is None else \
                 f"step {in_task['chunks_done'] * self.K} of task {in_task['task']}"
-            print(f"[clj] resumed from {ckpt.directory} after {where}")
+            if self.main:
+                print(f"[clj] resumed from {ckpt.directory} after {where}")
         if prog.completed_tasks == 0 and not prog.random_init:
             prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
 
-        logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl"))
+        logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else _NoLog()
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
@@ -517,7 +575,7 @@ class Runner:
                 prog.completed_tasks = t + 1
                 logger.log(event="task_end", task=t, wall_time_s=t1 - t0,
                            **{f"acc_{k}": v.mean(0)[: t + 1].mean().item() for k, v in accs.items()})
-                if cfg.progress:
+                if cfg.progress and self.main:
                     msg = ", ".join(f"{k} {100 * v[:, : t + 1].mean():.2f}%" for k, v in accs.items())
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
                 ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
@@ -557,14 +615,28 @@ class Runner:
         n_chunks = math.ceil(plan.steps / K)
         idx = np.stack([self._index_stream(s, t, plan.pool, plan.steps) for s in self.seeds])
         idx = np.pad(idx, ((0, 0), (0, n_chunks * K - plan.steps), (0, 0)))  # masked steps read example 0
-        idx = jax.device_put(idx.reshape(self.S, n_chunks, K, self.B),
-                             NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
-                                                        DATA_MESH_AXIS if self.shard_batch else None)))
-        task_keys = jax.device_put(
-            jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), t + 1) for s in self.seeds]), self._state_sharding)
+        idx = idx.reshape(self.S, n_chunks, K, self.B)
+        idx_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
+                                                  DATA_MESH_AXIS if self.shard_batch else None))
+        stream = None
+        if self.placement == "stream":
+            # Each chunk's images [S, K, B] are read from disk ahead of use (a background
+            # thread), put on the devices, and gathered by the same step code through
+            # local indices: the example order, and so the results, are the device path's.
+            from clj.data.stream import ChunkStream
+
+            chunk_stream = ChunkStream(self.records, idx, start_chunk=start_chunk,
+                                       prefetch=int(self.config.data.get("prefetch", 2)))
+            stream = iter(chunk_stream)
+            local = dist.put(np.arange(self.S * K * self.B, dtype=np.int32).reshape(self.S, 1, K, self.B),
+                             idx_sharding)
+        else:
+            idx = dist.put(idx, idx_sharding)
+        task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
+                                       for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()
         bar = None
-        if self.config.progress:
+        if self.config.progress and self.main:
             from tqdm.auto import tqdm
             bar = tqdm(total=plan.steps, desc=f"task {t + 1}/{self.scenario.num_tasks}", leave=False,
                        dynamic_ncols=True)
@@ -576,8 +648,8 @@ class Runner:
         def read(pending):
             """Logs a finished chunk; returns True when every seed reported task_done."""
             metrics, s0, n = pending
-            metrics = jax.device_get(metrics)  # ready (or nearly): the next chunk is already queued
-            if bar is not None or logger is not None:
+            metrics = dist.to_host(metrics)  # ready (or nearly): the next chunk is already queued
+            if bar is not None or self.main:
                 loss = float(np.mean(metrics["loss"][:, :n]))
                 if bar is not None:
                     bar.update(n)
@@ -590,8 +662,14 @@ class Runner:
         try:
             for c in range(start_chunk, n_chunks):
                 s0 = c * K
-                state, metrics = fn(state, self.X, self.Y, idx[:, c], task_keys, np.int32(s0), n_steps, tid,
-                                    spe, n_task)
+                if stream is None:
+                    X, Y, ix = self.X, self.Y, idx[:, c]
+                else:
+                    xs, ys = next(stream)
+                    X = dist.put(xs.reshape(-1, *xs.shape[3:]), self._replicated)
+                    Y = dist.put(ys.reshape(-1), self._replicated)
+                    ix = local[:, 0]
+                state, metrics = fn(state, X, Y, ix, task_keys, np.int32(s0), n_steps, tid, spe, n_task)
                 if pending is not None and read(pending):
                     stopped_at = pending[1] + pending[2]
                     pending = None
@@ -608,12 +686,16 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+            if stream is not None:
+                chunk_stream.close()
         done = plan.steps if stopped_at is None else stopped_at
         return state, done
 
     def _write_results(self, state, prog: _Progress) -> dict:
         cfg, sc = self.config, self.scenario
-        state = jax.device_get(state)  # host copies: per-seed slices cost no device ops
+        state = dist.to_host(state)  # host copies: per-seed slices cost no device ops
+        if not self.main:
+            return None
         one = jax.tree_util.tree_map(lambda a: a[0], state)
         mem = dict(self.spec.memory_bytes(one)) if self.spec.memory_bytes is not None else {}
         mem.setdefault("buffer", 0)
@@ -659,6 +741,16 @@ class Runner:
         return outs if self.grid else outs[0]
 
 
+class _NoLog:
+    """The metrics log of processes other than 0 (they write nothing)."""
+
+    def log(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
 class _MidTaskSaver:
     """Writes mid-task checkpoints every ``every`` seconds (0 = never) and when
     a SIGTERM/SIGINT arrived (then exits with status 128 + signal)."""
@@ -669,7 +761,16 @@ class _MidTaskSaver:
         self.last = time.perf_counter()
 
     def due(self) -> bool:
-        return self.r._signal is not None or (self.every > 0 and time.perf_counter() - self.last >= self.every)
+        """Whether to save now; with several processes, process 0's answer (all must agree)."""
+        sig = int(self.r._signal or 0)
+        timer = self.every > 0 and time.perf_counter() - self.last >= self.every
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            sig, timer = (int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray([sig, int(timer)])))
+            if sig and self.r._signal is None:
+                self.r._signal = sig  # every process saves, then exits together
+        return bool(sig) or bool(timer)
 
     def __call__(self, state, chunks_done: int) -> None:
         t, K = self.t, self.r.K
@@ -679,7 +780,7 @@ class _MidTaskSaver:
         self.last = time.perf_counter()
         self.logger.log(event="checkpoint", task=t, step=chunks_done * K)
         sig = self.r._signal
-        if sig is not None:
+        if sig is not None and self.r.main:
             print(f"[clj] signal {sig}: checkpoint written at step {chunks_done * K} of task {t}; rerun the "
                   "same command to resume.", flush=True)
             raise SystemExit(128 + int(sig))
@@ -741,9 +842,62 @@ def _default_model_bytes(state) -> int:
     return 0
 
 
-def load_scenario(config) -> Scenario:
-    """Loads the config's dataset and builds its scenario."""
+PLACEMENTS = ("device", "stream", "auto")
+AUTO_DEVICE_FRACTION = 0.3  # auto: the dataset goes on the device if it takes at most this much of its memory
+
+
+def choose_placement(config, devices=None) -> tuple[str, str | None]:
+    """(placement, prepared folder or None) of ``config.data.placement``.
+
+    ``device``: the dataset on every device (today's default for data that
+    fits).  ``stream``: read from clj's prepared records on disk chunk by
+    chunk (``python -m clj.data.prepare``).  ``auto``: ``stream`` when the
+    dataset is prepared on disk and train + test would take more than
+    ``AUTO_DEVICE_FRACTION`` of one device's memory, ``device`` otherwise
+    (always on devices that do not report their memory, e.g. the CPU).
+
+    Raises:
+      ConfigError: an unknown placement, or ``stream`` for a dataset that is
+        not prepared (naming the command that prepares it).
+    """
+    from clj.data.records import find_prepared
+
+    data = config.get("data") or {}
+    placement = str(data.get("placement", "device"))
+    if placement not in PLACEMENTS:
+        raise config_lib.ConfigError(f"data.placement={placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
+    name = str(config.dataset)
+    name = name[4:] if name.startswith("clj:") else name
+    found = find_prepared(config.data_dir or None, name) if name not in ("digits", "synthetic") else None
+    if placement == "stream" and found is None:
+        raise config_lib.ConfigError(
+            f"data.placement='stream' reads clj's prepared records, and dataset={config.dataset!r} is not prepared in "
+            f"data_dir={config.data_dir!r}; prepare it with `python -m clj.data.prepare {name} --source DIR "
+            f"--data_dir {config.data_dir or 'DIR'}` or use data.placement='device'.")
+    if placement == "auto":
+        placement = "device"
+        if found is not None:
+            meta = json.load(open(os.path.join(found, "metadata.json")))
+            n = sum(int(s["num_examples"]) for s in meta["splits"].values())
+            need = n * int(np.prod(meta["image_shape"]))
+            dev = (devices or jax.devices())[0]
+            limit = (dev.memory_stats() or {}).get("bytes_limit") if hasattr(dev, "memory_stats") else None
+            if limit and need > AUTO_DEVICE_FRACTION * limit:
+                placement = "stream"
+    return placement, (str(found) if found is not None else None)
+
+
+def load_scenario(config, prepared: str | None = None) -> Scenario:
+    """Loads the config's dataset and builds its scenario.
+
+    With ``prepared`` (a folder of clj's records, the ``stream`` placement)
+    only the labels are read: the images stay on disk and the scenario's
+    image arrays are zero-memory placeholders of the right shape.
+    """
     from clj.data import load_dataset
+
+    if prepared is not None:
+        return scenario_from_config(_labels_only(prepared), config.scenario)
 
     kwargs = {}
     if config.dataset == "synthetic":
@@ -754,6 +908,27 @@ def load_scenario(config) -> Scenario:
         kwargs["split"] = config.emnist_split
     ds = load_dataset(config.dataset, config.data_dir or None, seed=int(config.get("data_seed", 0)), **kwargs)
     return scenario_from_config(ds, config.scenario)
+
+
+def _labels_only(prepared: str):
+    """A :class:`clj.data.Dataset` of a prepared folder whose image arrays are
+    read-only zero-stride views (no memory): labels, shapes and statistics are real."""
+    from clj.data import Dataset
+    from clj.data.records import PreparedDataset
+
+    with PreparedDataset(prepared) as pd:
+        ys = {}
+        for split in ("train", "test"):
+            n = pd.num_examples(split)
+            y = np.empty(n, np.int32)
+            for lo in range(0, n, 8192):
+                _, y[lo:lo + 8192] = pd.read(split, np.arange(lo, min(n, lo + 8192)))
+            ys[split] = y
+        H, W, C = pd.image_shape
+        ghost = lambda n: np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), (n, H, W, C))  # noqa: E731
+        return Dataset(name=pd.name, x_train=ghost(ys["train"].shape[0]), y_train=ys["train"],
+                       x_test=ghost(ys["test"].shape[0]), y_test=ys["test"], num_classes=pd.num_classes,
+                       mean=tuple(pd.mean), std=tuple(pd.std))
 
 
 def run(config, workdir: str | None = None) -> dict:
