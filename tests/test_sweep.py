@@ -110,6 +110,11 @@ def test_local_sweep_resumes_only_the_missing_points_and_report_rebuilds(tmp_pat
     for x, lr in ((b, 0.1), (c, 0.2)):
         res = json.load(open(os.path.join(x, "results.json")))
         assert len(res["accuracy_matrix"]["class_il"]) == 2 and res["hparams"] == {"optim.lr": lr}
+    # each folder holds its config's identity, whose fingerprint starts the folder's hash
+    for x in (a, b, c):
+        ident = json.load(open(os.path.join(x, "identity.json")))
+        assert ident["fingerprint"].startswith(x.rsplit("-", 1)[1]) and ident["fields"]["optim.lr"] in (0.05, 0.1, 0.2)
+    assert os.path.isfile(os.path.join(d, prog["workdir"], "identity.json"))
 
     # the table: one row per point, sorted by the metric, values from results.json
     rows = read_csv(os.path.join(d, "sweep.csv"))

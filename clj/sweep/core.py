@@ -157,14 +157,23 @@ def run_program(prog: Program | Mapping | str) -> dict:
             prog = pickle.load(f)
     if isinstance(prog, Program):
         prog = dataclasses.asdict(prog)
+    from clj import workdir as workdir_lib
     from clj.train import Runner
 
     t0 = time.perf_counter()
-    if prog["vmapped"] is None:
-        out = Runner(prog["config"], prog["workdir"]).run()
-    else:
-        out = Runner(prog["config"], prog["workdir"], points=prog["vmapped"],
-                     point_workdirs=prog["point_workdirs"]).run()
+    # every folder this program writes is its own: locked, and holding this config's identity
+    handles = [workdir_lib.prepare(prog["workdir"], prog["config"])]
+    try:
+        if prog["vmapped"] is None:
+            out = Runner(prog["config"], prog["workdir"]).run()
+        else:
+            for d, vm in zip(prog["point_workdirs"], prog["vmapped"]):
+                handles.append(workdir_lib.prepare(d, grid_lib.apply_overrides(prog["config"], vm)))
+            out = Runner(prog["config"], prog["workdir"], points=prog["vmapped"],
+                         point_workdirs=prog["point_workdirs"]).run()
+    finally:
+        for h in handles:
+            h.release()
     res = {"id": prog["id"], "wall_time_s": time.perf_counter() - t0}
     if isinstance(out, dict) and "stopped_after_task" in out:
         res["stopped_after_task"] = out["stopped_after_task"]

@@ -6,18 +6,12 @@ Nothing here imports JAX or touches the disk.
 from __future__ import annotations
 
 import ast
-import hashlib
 import itertools
 import json
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from clj.config import ConfigError
-
-# Fields that never change a run's results (they are left out of its fingerprint).
-NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task", "loop.cache_dir",
-                     "loop.compilation_cache", "tracking")
-
 
 # ---------------------------------------------------------------------------- values
 def _field(config, path: str):
@@ -175,19 +169,12 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
 
 # ---------------------------------------------------------------------------- identity
 def config_fingerprint(config, length: int = 6) -> str:
-    """A short hex hash of the fields of a resolved config that affect
-    results (:data:`NON_RESULT_FIELDS` left out): two configs with the same
-    fingerprint give the same results."""
-    d = json.loads(config.to_json_best_effort())
-    for path in NON_RESULT_FIELDS:
-        node = d
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(blob.encode()).hexdigest()[:length]
+    """The first ``length`` hex digits of the config's workdir fingerprint
+    (:func:`clj.workdir.fingerprint`: a hash of every field that can change
+    results), so a point's folder name and its ``identity.json`` agree."""
+    from clj.workdir import fingerprint
+
+    return fingerprint(config)[:length]
 
 
 def _fmt(v) -> str:
