@@ -544,6 +544,13 @@ class Runner:
             prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
 
         logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else _NoLog()
+        from clj.tracking import log_task_accuracies, open_trackers
+
+        n_seeds = len(self.config_seeds)
+        run_dirs = [wd if n_seeds == 1 else os.path.join(wd, f"seed_{s}")
+                    for wd in self.point_workdirs for s in self.config_seeds]  # one per vmapped run
+        self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
+                                       and self.main)
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
@@ -564,6 +571,7 @@ class Runner:
                 in_task = None
                 t0 -= elapsed0
                 mid = _MidTaskSaver(self, ckpt, prog, logger, t, t0, every)
+                self._step0 = sum(prog.steps)  # steps of the finished tasks (TensorBoard's x axis)
                 state, steps_done = self._train_task(state, t, logger, start_chunk, mid)
                 if self.visible or t == T - 1:
                     state = self._end_task(state, info, t)
@@ -573,6 +581,8 @@ class Runner:
                 accs = self._evaluate(state, seen)
                 for k, v in accs.items():
                     prog.acc.setdefault(k, []).append(v)
+                for r, tr in enumerate(self._trackers):
+                    log_task_accuracies(tr, {k: v[r] for k, v in accs.items()}, t)
                 prog.wall_time.append(t1 - t0)
                 prog.eval_time.append(time.perf_counter() - t1)
                 prog.steps.append(int(steps_done))
@@ -598,6 +608,8 @@ class Runner:
             restore_handlers()
             ckpt.close()
             logger.close()
+            for tr in self._trackers:
+                tr.close()
         self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
 
@@ -665,6 +677,9 @@ class Runner:
                     bar.update(n)
                     bar.set_postfix(loss=f"{loss:.4f}")
                 logger.log(event="chunk", task=t, step=s0 + n, loss=loss)
+                per_run = np.mean(metrics["loss"][:, :n], axis=1)
+                for r, tr in enumerate(self._trackers):
+                    tr.scalar("train/loss", per_run[r], self._step0 + s0 + n)
             return self.caps.early_stop and bool(np.all(metrics["task_done"][:, n - 1] > 0))
 
         if bar is not None and start_chunk:
