@@ -27,7 +27,47 @@ USAGE = """usage: python launch.py --config=<file or name>[:variant] [--config.<
   --workdir=D        output folder (default runs/<method>_<dataset>_seed<seed>_<hash of the config>);
                      a workdir belongs to one config: a run resumes in it only with the same config
   --describe         print the resolved config, each field with its meaning, and exit
-  --help             this text"""
+  --help             this text
+
+several processes (hosts) running one program (jax.distributed; the workdir on a shared file system):
+  --coordinator_address=H:P --num_processes=N --process_id=I   (all three, same on every process but I)
+  --distributed      on a cluster JAX detects itself (SLURM, Cloud TPU): no other flag needed"""
+
+DIST_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def split_distributed(argv: list[str]) -> tuple[list[str], dict | None]:
+    """Removes the multi-process flags from ``argv``; returns (rest, the
+    ``clj.train.distributed.initialize`` arguments or None when absent).
+
+    Raises:
+      clj.config.ConfigError: a flag without a value, or a non-integer count.
+    """
+    from clj.config import ConfigError
+
+    rest, got, on = [], {}, False
+    for a in argv:
+        name, eq, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        if name == "distributed" and not eq:
+            on = True
+        elif name in DIST_FLAGS:
+            if not value:
+                raise ConfigError(f"--{name} needs a value (--{name}=...).")
+            got[name] = value
+        else:
+            rest.append(a)
+    if not got and not on:
+        return rest, None
+    try:
+        for k in ("num_processes", "process_id"):
+            if k in got:
+                got[k] = int(got[k])
+    except ValueError:
+        raise ConfigError(f"--num_processes / --process_id must be integers; got {got}.") from None
+    if got and len(got) != 3:
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together; give all three, "
+                          "or --distributed alone where JAX detects the cluster (SLURM, Cloud TPU).")
+    return rest, got
 
 METHOD_DOCS = {
     "finetune": "plain fine-tuning, no protection against forgetting (lower bound)",
@@ -223,15 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     from clj.preflight import check_data
 
     try:
+        argv, dist_args = split_distributed(argv)
         config, workdir, want_describe = parse(argv)
         workdir = workdir or config.workdir or workdir_lib.default_workdir(config)
         if want_describe:
             print(f"# workdir: {workdir}")
             print(describe(config))
             return 0
-        workdir_lib.check(workdir, config)  # read-only: refuse a busy or foreign workdir before loading data
+        main_process = True
+        if dist_args is not None:  # every process runs the same program; process 0 owns the workdir
+            from clj.train import distributed
+
+            distributed.initialize(**dist_args)
+            main_process = distributed.is_main()
+        if main_process:
+            workdir_lib.check(workdir, config)  # read-only: refuse a busy or foreign workdir before loading data
         scenario = check_data(config)       # the data exists and fits the config (still nothing written)
-        handle = workdir_lib.prepare(workdir, config)
+        handle = workdir_lib.prepare(workdir, config) if main_process else _Shared(workdir)
     except ConfigError as e:
         return _error(str(e))
 
@@ -250,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    if out is None:  # a process other than 0: process 0 reports
+        return 0
     if "interrupted" in out:  # the loop saved a checkpoint at SIGTERM/SIGINT and returned
         sig = str(out["interrupted"])
         print(f"[clj] stopped by {sig}; checkpoint written (step {out.get('checkpoint_step')}); rerun the same "
@@ -260,6 +310,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _print_metrics(out)
     return 0
+
+
+class _Shared:
+    """The workdir as seen by processes other than 0 (process 0 holds its lock)."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def main_entry() -> None:

@@ -69,7 +69,19 @@ print(json.dumps(Runner(small_config('derpp', num_seeds=2), {str(tmp_path / 'one
     for k in ("class_il", "task_il"):
         np.testing.assert_allclose(resumed["accuracy_matrix"][k]["mean"], two["accuracy_matrix"][k]["mean"],
                                    atol=1e-6)
-    # resume=False on an existing workdir starts over (process 0 clears, the others wait)
-    again = _two_processes(wd, resume=False)
-    np.testing.assert_allclose(again["accuracy_matrix"]["class_il"]["mean"],
-                               two["accuracy_matrix"]["class_il"]["mean"], atol=1e-6)
+    # the command line, twice into one workdir: the second with resume=False starts over
+    # (process 0 owns the workdir and clears it, the other waits); only process 0 reports
+    wd3 = str(tmp_path / "cli")
+    for extra in ([], ["--config.resume=False"]):
+        port = _free_port()
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        cmd = [sys.executable, "launch.py", "--config=configs/finetune_digits.py", "--config.train.epochs=1",
+               "--config.progress=False", "--config.plots=False", f"--workdir={wd3}",
+               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"] + extra
+        procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+        assert "final avg acc" in outs[0][0] and "final avg acc" not in outs[1][0]
+        res = json.load(open(os.path.join(wd3, "results.json")))
+        assert len(res["accuracy_matrix"]["class_il"]) == 5
