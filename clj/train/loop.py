@@ -170,6 +170,10 @@ class Runner:
         if bool(config.loop.shard_batch) and self.n_data_dev > 1 and not self.shard_batch:
             warnings.warn(f"train.batch_size={self.B} does not divide over the {self.n_data_dev} devices of the "
                           "data axis: the batch is replicated over them, not sharded.")
+        # One device: no sharding annotations at all (the partitioner's passes cost
+        # compile time and change nothing); several: the seed axis and the outputs laid out.
+        self._spmd = SEED_MESH_AXIS if self.n_dev > 1 else None
+        self._out = (lambda sh: {"out_shardings": sh}) if self.n_dev > 1 else (lambda sh: {})
         self._replicated = NamedSharding(self.mesh, P())
         self._state_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS))
         self._batch_sharding = NamedSharding(self.mesh, P(DATA_MESH_AXIS))
@@ -336,10 +340,9 @@ class Runner:
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
         fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0) + (None,) * 5, axis_name=SEED_AXIS,
-                      spmd_axis_name=SEED_MESH_AXIS)
+                      spmd_axis_name=self._spmd)
         donate = (0,) if jax.default_backend() != "cpu" else ()
-        self._chunk = jax.jit(fn, donate_argnums=donate,
-                              out_shardings=(self._state_sharding, self._state_sharding))
+        self._chunk = jax.jit(fn, donate_argnums=donate, **self._out((self._state_sharding, self._state_sharding)))
         return self._chunk
 
     def _eval_counts_fn(self):
@@ -374,8 +377,8 @@ class Runner:
             seg = lambda c: jax.ops.segment_sum(c.reshape(-1).astype(jnp.int32), etask.reshape(-1), T)  # noqa: E731
             return seg(cil), seg(til), seg(c5)
 
-        self._eval_fn = jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 7, spmd_axis_name=SEED_MESH_AXIS),
-                                out_shardings=self._state_sharding)
+        self._eval_fn = jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 7, spmd_axis_name=self._spmd),
+                                **self._out(self._state_sharding))
         return self._eval_fn
 
     def _evaluate(self, state, seen: np.ndarray) -> dict[str, np.ndarray]:
@@ -438,11 +441,11 @@ class Runner:
         fn = self._begin_fns.get(key)
         if fn is None:
             if self.caps.static_task_info:
-                f = jax.vmap(lambda s: self.spec.begin_task(s, info), spmd_axis_name=SEED_MESH_AXIS)
-                fn = jax.jit(lambda s, i: f(s), out_shardings=self._state_sharding)
+                f = jax.vmap(lambda s: self.spec.begin_task(s, info), spmd_axis_name=self._spmd)
+                fn = jax.jit(lambda s, i: f(s), **self._out(self._state_sharding))
             else:
-                fn = jax.jit(jax.vmap(self.spec.begin_task, in_axes=(0, None), spmd_axis_name=SEED_MESH_AXIS),
-                             out_shardings=self._state_sharding)
+                fn = jax.jit(jax.vmap(self.spec.begin_task, in_axes=(0, None), spmd_axis_name=self._spmd),
+                             **self._out(self._state_sharding))
             self._begin_fns[key] = fn
         return fn(state, info)
 
@@ -458,9 +461,9 @@ class Runner:
             def f(state, X, Y, tidx, info_arg):
                 inf = info if static else info_arg
                 data = {"x": self._domain(X[tidx], inf.task_id if not static else t), "y": Y[tidx], "info": inf}
-                return jax.vmap(lambda s: spec.end_task(s, data), spmd_axis_name=SEED_MESH_AXIS)(state)
+                return jax.vmap(lambda s: spec.end_task(s, data), spmd_axis_name=self._spmd)(state)
 
-            fn = jax.jit(f, out_shardings=self._state_sharding)
+            fn = jax.jit(f, **self._out(self._state_sharding))
             self._end_fns[key] = fn
         tidx = np.asarray(self.scenario.tasks[t].train_idx, np.int32)
         if self.placement == "stream":  # the task's training images, read from disk once
@@ -492,7 +495,7 @@ class Runner:
             st = self.spec.init(k, self.config, self.scenario)
             return st.replace(hparams={**st.hparams, **h}) if h else st
 
-        return jax.jit(jax.vmap(init), out_shardings=self._state_sharding)(keys, hv)
+        return jax.jit(jax.vmap(init), **self._out(self._state_sharding))(keys, hv)
 
     def run(self) -> dict:
         """Trains and evaluates every task; writes the results folder.
