@@ -170,10 +170,10 @@ class Runner:
         if bool(config.loop.shard_batch) and self.n_data_dev > 1 and not self.shard_batch:
             warnings.warn(f"train.batch_size={self.B} does not divide over the {self.n_data_dev} devices of the "
                           "data axis: the batch is replicated over them, not sharded.")
-        # One device: no sharding annotations at all (the partitioner's passes cost
-        # compile time and change nothing); several: the seed axis and the outputs laid out.
-        self._spmd = SEED_MESH_AXIS if self.n_dev > 1 else None
-        self._out = (lambda sh: {"out_shardings": sh}) if self.n_dev > 1 else (lambda sh: {})
+        # The seed axis and every output laid out on the mesh (also on one device:
+        # outputs then keep the inputs' sharding, so the chunk's cache key never changes).
+        self._spmd = SEED_MESH_AXIS
+        self._out = lambda sh: {"out_shardings": sh}
         self._replicated = NamedSharding(self.mesh, P())
         self._state_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS))
         self._batch_sharding = NamedSharding(self.mesh, P(DATA_MESH_AXIS))
