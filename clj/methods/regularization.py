@@ -223,3 +223,14 @@ def memory_bytes(state: State) -> dict:
     pb = common.param_bytes(state.net.params)
     extra = {"ewc": 2, "mas": 2, "si": 4}[state.hp.kind]
     return {"model": pb, "regularizer": extra * pb}
+
+
+def make_spec(kind: str):
+    """The :class:`~clj.methods.api.MethodSpec` of ``ewc``, ``si`` or ``mas``."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(static_task_info=True), memory_bytes=memory_bytes)

@@ -10,3 +10,6 @@ from clj.methods.regularization import State, begin_task, end_task, memory_bytes
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.regularization.init`)."""
     return regularization.init(rng, config, scenario, "si")
+
+
+SPEC = regularization.make_spec("si")

@@ -3,7 +3,7 @@
 Written with orbax's ``CheckpointManager`` after every task; orbax writes
 each step into a temporary directory and renames it when complete, so a run
 killed mid-write leaves the previous checkpoint intact (atomic).  The State is
-saved as its state dict (``flax.serialization.to_state_dict``: arrays only;
+saved as its state dict of global ``jax.Array``s (``flax.serialization.to_state_dict``: arrays only;
 the static fields -- model, optimizer spec, hyperparameters -- are rebuilt
 from the config) and restored into a freshly initialised State of the same
 structure.
@@ -30,10 +30,6 @@ def _none_to_empty(tree):
     return tree
 
 
-def _to_numpy(tree):
-    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
-
-
 class Checkpointer:
     """Saves and restores (State, progress dict) per task in ``directory``."""
 
@@ -49,7 +45,8 @@ class Checkpointer:
 
     def save(self, task: int, state, progress: dict) -> None:
         """Writes the checkpoint of task ``task`` (blocking, atomic)."""
-        sd = _none_to_empty(_to_numpy(serialization.to_state_dict(state)))
+        # the global jax arrays themselves: with several processes each writes its shards
+        sd = _none_to_empty(serialization.to_state_dict(state))
         self.manager.save(task, args=ocp.args.Composite(state=ocp.args.StandardSave(sd),
                                                        meta=ocp.args.JsonSave(progress)))
         self.manager.wait_until_finished()
@@ -60,7 +57,8 @@ class Checkpointer:
         task = self.latest() if task is None else task
         if task is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        target = _none_to_empty(_to_numpy(serialization.to_state_dict(target_state)))
+        # restored into the target's shardings (each process reads its shards)
+        target = _none_to_empty(serialization.to_state_dict(target_state))
         out = self.manager.restore(task, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                                  meta=ocp.args.JsonRestore()))
         sd = _restore_nones(serialization.to_state_dict(target_state), out["state"])
