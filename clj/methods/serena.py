@@ -547,9 +547,6 @@ def end_task(state: State, task_data) -> State:
 
 
 # ------------------------------------------------------------------ inference
-PREDICT_USES_VALID = True  # predict(..., valid=) keeps padding rows out of the BN statistics
-
-
 def prepare_predict(state: State) -> State:
     """Loop hook, called once per evaluation before the batches: the union
     network with the open cell merged (:func:`merged_bank`) in ``bank`` and
@@ -801,15 +798,21 @@ def capabilities(config):
     from clj.methods.api import Capabilities
 
     off = _serena_cfg(config).protocol == "official"
-    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off)
+    # predict(valid=) keeps padding rows out of the stateless BN statistics.
+    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off, predict_uses_valid=True)
 
 
 def _spec():
     from clj.methods.api import MethodSpec
 
+    import dataclasses as dc
+
+    # prepare_predict: once per evaluation, where the spec has that optional hook.
+    extra = ({"prepare_predict": prepare_predict}
+             if "prepare_predict" in {f.name for f in dc.fields(MethodSpec)} else {})
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, capabilities=capabilities, memory_bytes=memory_bytes,
-                      result_extras=result_extras, validate_config=validate_config)
+                      result_extras=result_extras, validate_config=validate_config, **extra)
 
 
 SPEC = _spec()
