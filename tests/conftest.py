@@ -39,9 +39,10 @@ def apply_overrides(c, over: dict):
     return c
 
 
-def run_with_devices(code: str, n: int = 4, timeout: int = 600) -> str:
+def run_with_devices(code: str, n: int = 4) -> str:
     """Runs python ``code`` in a subprocess with ``n`` simulated CPU devices;
-    returns its stdout (raises with stderr on failure)."""
+    returns its stdout (raises with stderr on failure).  No wall-clock limit:
+    the code bounds its own work by steps."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     env["JAX_PLATFORMS"] = "cpu"
@@ -49,8 +50,7 @@ def run_with_devices(code: str, n: int = 4, timeout: int = 600) -> str:
     # pytest puts tests/ on sys.path only in its own process.
     extra = [ROOT, os.path.join(ROOT, "tests")]
     env["PYTHONPATH"] = os.pathsep.join(extra + [p for p in [env.get("PYTHONPATH")] if p])
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{r.stderr[-4000:]}")
     return r.stdout

@@ -45,3 +45,21 @@ def test_grid_program_equals_separate_runs(tmp_path):
 def test_grid_refuses_what_cannot_be_vmapped(tmp_path, points, match):
     with pytest.raises(ConfigError, match=match):
         Runner(small_config("derpp"), str(tmp_path / "x"), points=points)
+
+
+def test_tensorboard_tracking_per_vmapped_run(tmp_path):
+    """tracking.tensorboard: each vmapped run (point x seed) gets its own event
+    file with the per-chunk loss and the per-task accuracies of its matrix."""
+    from clj.tracking import read_scalars
+
+    cfg = small_config("derpp", num_seeds=2, **{"tracking.tensorboard": True})
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    Runner(cfg, str(tmp_path / "g"), points=GRID[:2], point_workdirs=dirs).run()
+    for d in dirs:
+        for s in (0, 1):
+            res = json.load(open(f"{d}/seed_{s}/results.json"))
+            sc = read_scalars(f"{d}/seed_{s}")
+            assert len(sc["train/loss"]) >= 5
+            R = np.array(res["accuracy_matrix"]["class_il"])
+            got = [v for _, v in sorted(sc["class_il/acc_task_0"])]
+            np.testing.assert_allclose(got, R[:, 0], atol=1e-6)

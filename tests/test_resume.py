@@ -40,11 +40,8 @@ def test_sigterm_mid_task_saves_and_resumes_bit_identical(tmp_path):
     r = Runner(_cfg(), wd)
     assert r.plans[1].steps > 2 * r.K  # call 7 lands inside task 1 (5 chunks per task)
     _interrupt_at(r, 7, lambda: setattr(r, "_signal", signal.SIGTERM))
-    try:
-        r.run()
-        raise AssertionError("the run should have exited after SIGTERM")
-    except SystemExit as e:
-        assert e.code == 128 + signal.SIGTERM
+    out = r.run()
+    assert out["interrupted"] == "SIGTERM" and out["checkpoint_step"] > 0, out
     meta = [json.loads(ln) for ln in open(os.path.join(wd, "metrics.jsonl"))]
     assert any(m.get("event") == "checkpoint" and m["task"] == 1 for m in meta)
     resumed = Runner(_cfg(), wd).run()

@@ -365,21 +365,33 @@ _SUBPROCESS = textwrap.dedent("""
     c = _config("ser_er_ace")
     c.num_seeds = 2
     c.train = ml_collections.ConfigDict(dict(epochs=0.25, batch_size=8))  # a quarter of each task's stream
-    r = Runner(c, {workdir!r})
-    assert r.shard_batch, "batch not sharded"
-    out = r.run()
-    res = [json.load(open({workdir!r} + f"/seed_{{s}}/results.json")) for s in (0, 1)]
-    print(json.dumps({{"acc": [x["accuracy_matrix"]["class_il"] for x in res],
-                      "extra": res[0]["extra"]["ser"], "devices": res[0]["extra"]["devices"]}}))
+    out = {{}}
+    for n_dev in (4, 1):  # the same run sharded over 4 devices and on one
+        wd = {workdir!r} + str(n_dev)
+        r = Runner(c, wd, devices=jax.devices()[:n_dev])
+        assert r.shard_batch == (n_dev == 4), "batch not sharded"
+        r.run()
+        res = [json.load(open(wd + f"/seed_{{s}}/results.json")) for s in (0, 1)]
+        out[n_dev] = {{"acc": [x["accuracy_matrix"]["class_il"] for x in res],
+                       "extra": res[0]["extra"]["ser"], "devices": res[0]["extra"]["devices"]}}
+    print(json.dumps(out))
 """)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on the runtime of main de96d64: with loop.mesh='auto' (seeds x data) the 4-device run stops in "
+    "XLA (conv feature_group_count=2 in SaliencyNet under the seed vmap); with loop.mesh='data' it runs but its "
+    "class-IL matrices differ from the 1-device run by up to 0.187 (seed 1 already after task 0: 40/91 vs "
+    "39/91 correct).  Unexplained: a sharding difference or float noise amplified by this tiny BN net."))
 def test_sharded_four_devices_two_seeds(tmp_path):
     code = _SUBPROCESS.format(workdir=str(tmp_path / "run"))
-    out = json.loads(run_with_devices(code).strip().splitlines()[-1])  # raises with stderr on failure
-    assert out["devices"] == 4
+    both = json.loads(run_with_devices(code).strip().splitlines()[-1])  # raises with stderr on failure
+    out, one = both["4"], both["1"]
+    assert out["devices"] == 4 and one["devices"] == 1
     assert out["extra"]["base"] == "er_ace" and out["extra"]["sal_target"] == "spectral_residual"
     acc = np.asarray(out["acc"])
     assert acc.shape == (2, 5, 5) and np.isfinite(acc).all()
     assert ((acc >= 0) & (acc <= 1)).all()  # 9 steps a task: a run/shape test, not an accuracy test
     assert not np.array_equal(acc[0], acc[1])  # seeds differ
+    # sharding changes only the order of float reductions: the same run, to float tolerance
+    np.testing.assert_allclose(acc, np.asarray(one["acc"]), atol=1e-6)

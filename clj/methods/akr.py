@@ -92,28 +92,24 @@ from flax import struct
 
 from clj.methods import cil_common as cc
 from clj.methods import common
-from clj.methods import icarl
+from clj.methods import icarl, sections
 from clj.methods.common import ModelState, TaskInfo
 from clj.replay import exemplars as ex
 
-REPLAYS = ("attentive", "mixup", "none")
-TARGET_MODES = ("mixed_ce_kd", "icarl_bce")
-BCE_OVER = ("seen", "all")
-PAIR_MODES = ("union_perm", "exemplar_new")
-ATTN_ARCHS = ("trunk_copy", "feature_mlp")
-ATTN_NORMS = ("softmax", "ratio")
-ATTN_OBJECTIVES = ("importance", "max_drift")
-DRIFT_METRICS = ("l2", "cosine")
-IMPORTANCE_NORMS = ("ratio", "softmax")
-PHASE0_MIX = ("random", "none")
+# The valid values and defaults of config.akr live in the JAX-free clj.methods.sections.
+REPLAYS = sections.AKR_REPLAYS
+TARGET_MODES = sections.AKR_TARGET_MODES
+BCE_OVER = sections.AKR_BCE_OVER
+PAIR_MODES = sections.AKR_PAIR_MODES
+ATTN_ARCHS = sections.AKR_ATTN_ARCHS
+ATTN_NORMS = sections.AKR_ATTN_NORMS
+ATTN_OBJECTIVES = sections.AKR_ATTN_OBJECTIVES
+DRIFT_METRICS = sections.AKR_DRIFT_METRICS
+IMPORTANCE_NORMS = sections.AKR_IMPORTANCE_NORMS
+PHASE0_MIX = sections.AKR_PHASE0_MIX
 EPS = 1e-8
 
-AKR_DEFAULTS = dict(
-    replay="attentive", target_mode="mixed_ce_kd", bce_over="seen", pair_mode="union_perm",
-    mix_fraction=1.0, beta_alpha=(1.0, 1.0), warmup_epochs=20, phase0_mix="random",
-    attn_arch="trunk_copy", attn_hidden=64, attn_norm="softmax", attn_tau=1.0, attn_lr=2e-6,
-    attn_lr_decay=False, attn_objective="importance", attn_reg=0.0, drift_metric="l2", feat_norm=True,
-    importance_norm="ratio", importance_tau=1.0, importance_sign=1)
+AKR_DEFAULTS = dict(sections.AKR.defaults)
 
 
 def akr_config(**overrides) -> ml_collections.ConfigDict:
@@ -123,49 +119,15 @@ def akr_config(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(d)
 
 
-def _choice(name, value, valid):
-    from clj.config import ConfigError
-
-    if value not in valid:
-        raise ConfigError(f"akr.{name}={value!r} is unknown; valid: {', '.join(valid)}.")
-
-
 def get_akr(config) -> ml_collections.ConfigDict:
-    """``config.akr`` filled with defaults for missing fields, validated.
+    """``config.akr`` filled with defaults for missing fields, validated
+    (:data:`clj.methods.sections.AKR`).
 
     Raises:
       clj.config.ConfigError: a bad value, naming it and what is valid.
     """
-    from clj.config import ConfigError
-
-    c = dict(AKR_DEFAULTS)
-    if "akr" in config:
-        c.update(config.akr.to_dict())
-    unknown = sorted(set(c) - set(AKR_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"akr.{unknown[0]} is not a field; valid fields: {', '.join(sorted(AKR_DEFAULTS))}.")
-    for name, valid in (("replay", REPLAYS), ("target_mode", TARGET_MODES), ("bce_over", BCE_OVER),
-                        ("pair_mode", PAIR_MODES), ("attn_arch", ATTN_ARCHS), ("attn_norm", ATTN_NORMS),
-                        ("attn_objective", ATTN_OBJECTIVES), ("drift_metric", DRIFT_METRICS),
-                        ("importance_norm", IMPORTANCE_NORMS), ("phase0_mix", PHASE0_MIX)):
-        _choice(name, c[name], valid)
-    if not 0.0 <= float(c["mix_fraction"]) <= 1.0:
-        raise ConfigError(f"akr.mix_fraction={c['mix_fraction']} is invalid: valid is 0 <= mix_fraction <= 1.")
-    ba = tuple(float(v) for v in c["beta_alpha"])
-    if len(ba) != 2 or min(ba) <= 0:
-        raise ConfigError(f"akr.beta_alpha={c['beta_alpha']} is invalid: two Beta shape parameters, both > 0.")
-    if int(c["warmup_epochs"]) < 0:
-        raise ConfigError(f"akr.warmup_epochs={c['warmup_epochs']} is invalid: it must be >= 0.")
-    for k in ("attn_tau", "importance_tau"):
-        if float(c[k]) <= 0:
-            raise ConfigError(f"akr.{k}={c[k]} is invalid: the temperature must be > 0.")
-    if float(c["attn_lr"]) < 0:
-        raise ConfigError(f"akr.attn_lr={c['attn_lr']} is invalid: it must be >= 0.")
-    if int(c["attn_hidden"]) < 1:
-        raise ConfigError(f"akr.attn_hidden={c['attn_hidden']} is invalid: it must be >= 1.")
-    if int(c["importance_sign"]) not in (1, -1):
-        raise ConfigError(f"akr.importance_sign={c['importance_sign']} is invalid: valid: 1, -1.")
-    c["beta_alpha"] = ba
+    c = sections.get_section("akr", config)
+    c["beta_alpha"] = tuple(float(v) for v in c["beta_alpha"])
     return ml_collections.ConfigDict(c)
 
 

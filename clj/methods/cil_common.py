@@ -32,18 +32,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from clj.methods import sections
 from clj.methods.common import OptimSpec, optim_spec_from_config
 
 NEG = -1e9
 
-CIL_DEFAULTS = dict(
-    memory_size=2000, fixed_memory=False, memory_per_class=20, budget="fixed", base_exemplars=2000,
-    replay_batch_size=-1, max_replay_batch=512, predict="cnn", kd_T=2.0, kd_weight=-1.0,
-    update_lr=0.1, update_weight_decay=2e-4, update_milestones=(80, 120), update_schedule="multistep",
-    train_base=True, alpha_aux=1.0, feature_batch_size=256)
-
-PREDICT_RULES = ("cnn", "nme")
-BUDGETS = ("fixed", "fair")
+# Defaults and checks of config.cil live in the JAX-free clj.methods.sections.
+CIL_DEFAULTS = dict(sections.CIL.defaults)
+PREDICT_RULES = sections.CIL_PREDICT_RULES
+BUDGETS = sections.CIL_BUDGETS
 
 
 def cil_config(**overrides) -> ml_collections.ConfigDict:
@@ -54,34 +51,13 @@ def cil_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def get_cil(config) -> ml_collections.ConfigDict:
-    """``config.cil`` filled with defaults for missing fields, validated.
+    """``config.cil`` filled with defaults for missing fields, validated
+    (:data:`clj.methods.sections.CIL`).
 
     Raises:
       clj.config.ConfigError: a bad value, naming it and what is valid.
     """
-    from clj.config import ConfigError
-
-    c = dict(CIL_DEFAULTS)
-    if "cil" in config:
-        c.update(config.cil.to_dict())
-    if c["predict"] not in PREDICT_RULES:
-        raise ConfigError(f"cil.predict={c['predict']!r} is unknown; valid: {', '.join(PREDICT_RULES)}.")
-    if c["budget"] not in BUDGETS:
-        raise ConfigError(f"cil.budget={c['budget']!r} is unknown; valid: {', '.join(BUDGETS)}.")
-    if int(c["memory_size"]) < 1 and not c["fixed_memory"]:
-        raise ConfigError(f"cil.memory_size={c['memory_size']} is invalid: it must be >= 1.")
-    if c["fixed_memory"] and int(c["memory_per_class"]) < 1:
-        raise ConfigError(f"cil.memory_per_class={c['memory_per_class']} is invalid: it must be >= 1.")
-    if int(c["replay_batch_size"]) < -1:
-        raise ConfigError(f"cil.replay_batch_size={c['replay_batch_size']} is invalid: -1 (auto), 0 or > 0.")
-    if float(c["kd_T"]) <= 0:
-        raise ConfigError(f"cil.kd_T={c['kd_T']} is invalid: the temperature must be > 0.")
-    if float(c["update_lr"]) <= 0:
-        raise ConfigError(f"cil.update_lr={c['update_lr']} is invalid: it must be > 0.")
-    if c["update_schedule"] not in ("constant", "cosine", "multistep"):
-        raise ConfigError(f"cil.update_schedule={c['update_schedule']!r} is unknown; valid: constant, cosine, "
-                          "multistep.")
-    return ml_collections.ConfigDict(c)
+    return ml_collections.ConfigDict(sections.get_section("cil", config))
 
 
 def optim_specs(config, cil) -> tuple[OptimSpec, OptimSpec]:

@@ -72,7 +72,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from clj.config import ConfigError
+from clj.methods import sections
 from clj.data.augment import Augment
 from clj.methods import common
 from clj.methods import nispa_units as nu
@@ -284,27 +284,12 @@ def init(rng: jax.Array, config, scenario) -> State:
       ConfigError: a bad ``config.nispa`` value or optimizer (names it and
         what is valid).
     """
+    sections.get_section("nispa", config)  # every check of config.nispa (JAX-free, run by clj.config too)
     get = _cfg(config)
     density = float(get("density", 0.2))
-    if not 0.0 < density <= 1.0:
-        raise ConfigError(f"nispa.density={density} is invalid: it must be in (0, 1].")
-    mask_init = str(get("mask_init", "exact"))
-    if mask_init not in ("exact", "bernoulli"):
-        raise ConfigError(f"nispa.mask_init={mask_init!r} is unknown; valid: 'exact', 'bernoulli'.")
     e = int(get("phase_epochs", 5))
-    if e < 1:
-        raise ConfigError(f"nispa.phase_epochs={e} is invalid: it must be >= 1.")
-    if float(config.train.epochs) < e:
-        raise ConfigError(f"train.epochs={config.train.epochs} is less than one phase "
-                          f"(nispa.phase_epochs={e}); set train.epochs = max_phases * phase_epochs.")
     vf = float(get("val_fraction", 0.1))
-    if not 0.0 < vf < 1.0:
-        raise ConfigError(f"nispa.val_fraction={vf} is invalid: it must be in (0, 1).")
-    if config.optim.name != "adam":
-        raise ConfigError(f"optim.name={config.optim.name!r} is not supported by nispa; valid: 'adam'.")
-    if scenario.kind not in ("task_il", "class_il"):
-        raise ConfigError(f"scenario.kind={scenario.kind!r} is not supported by nispa; valid: 'task_il' "
-                          "(or 'class_il' data evaluated task-incrementally).")
+    mask_init = str(get("mask_init", "exact"))
     name = config.model.name
     kw = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.model.items() if k != "name"}
     model = get_nispa_model(name, scenario.num_classes, **kw)
@@ -324,8 +309,6 @@ def init(rng: jax.Array, config, scenario) -> State:
         nt.append(int((~v).sum()))
     sel = int(get("select_samples", 0))
     sel_cap = max(nt) if sel <= 0 else min(sel, max(nt))
-    if chunk < 1:
-        raise ConfigError(f"nispa.eval_chunk={chunk} is invalid: it must be >= 1.")
     chunk = max(1, min(chunk, max(nv), sel_cap))
     val_cap = math.ceil(max(max(nv), 1) / chunk) * chunk
     sel_cap = math.ceil(max(sel_cap, 1) / chunk) * chunk

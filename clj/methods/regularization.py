@@ -31,7 +31,7 @@ from flax import struct
 
 from clj.config import ConfigError
 from clj.data.augment import Augment
-from clj.methods import common
+from clj.methods import common, sections
 from clj.methods.common import ModelState, TaskInfo
 
 KINDS = ("ewc", "si", "mas")
@@ -91,17 +91,12 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
     """
     if kind not in KINDS:
         raise ConfigError(f"regularization kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
+    sections.get_section("reg", config)  # every check of config.reg (JAX-free, run by clj.config too)
     r = config.get("reg", None)
     get = (lambda k, d: r.get(k, d)) if r is not None else (lambda k, d: d)
     lam = float(get("lam", 1.0))
-    if lam < 0:
-        raise ConfigError(f"reg.lam={lam} is invalid: it must be >= 0.")
     nf = int(get("n_fisher", 1000))
-    if nf < 1:
-        raise ConfigError(f"reg.n_fisher={nf} is invalid: it must be >= 1.")
     xi = float(get("xi", 0.1))
-    if xi <= 0:
-        raise ConfigError(f"reg.xi={xi} is invalid: it must be > 0.")
     hp = Hparams(kind=kind, lam=lam, n_fisher=nf, xi=xi,
                  multi_head=bool(get("multi_head", scenario.kind == "task_il")),
                  augment=common.augment_from_config(config.augment, scenario), chunk=int(get("chunk", 64)))

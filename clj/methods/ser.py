@@ -61,38 +61,21 @@ import optax
 from flax import struct, traverse_util
 
 from clj.data.augment import Augment
-from clj.methods import common, er_ace
+from clj.methods import common, er_ace, sections
 from clj.methods import ser_targets as tg
 from clj.methods.common import ModelState, TaskInfo
-from clj.models.saliency import NUM_POINTS, POOL_MODES, ModulatedResNet18, SaliencyNet
+from clj.models.saliency import ModulatedResNet18, SaliencyNet
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
 BASES = ("derpp", "er_ace", "er")
-MNP_MODES = ("multiply",)
+MNP_MODES = sections.SER_MNP_MODES
 CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20}
 
 
 def ser_config() -> ml_collections.ConfigDict:
     """Defaults of ``config.ser`` (a config file sets ``c.ser = ser_config()``
     and overrides fields; ser.md §6 for the paper's values)."""
-    return ml_collections.ConfigDict(dict(
-        mnp="multiply",
-        mnp_blocks=(1, 1, 1, 1, 1),
-        pool_mode="mammoth_square",
-        sal_target="spectral_residual",
-        sal_init="pretrain:300",
-        sal_lr=0.005,
-        sal_cnn_lr_factor=0.1,
-        sal_momentum=0.9,
-        sal_weight_decay=1e-4,
-        sal_cnn_weight_decay=1e-5,
-        sal_coeff=1.0,
-        sal_n_gaussians=0,
-        pretrain_lr_mult=4.0,
-        sr_work_size=64,
-        sr_blur_sigma=3.0,
-        center_sigma=0.25,
-    ))
+    return ml_collections.ConfigDict(sections.SER.defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,35 +178,13 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def resolve_config(config) -> ml_collections.ConfigDict:
-    """``config.ser`` merged over :func:`ser_config`, validated.
+    """``config.ser`` merged over :func:`ser_config`, validated
+    (:data:`clj.methods.sections.SER`).
 
     Raises:
-      ValueError: a bad value, named with what is valid.
+      clj.config.ConfigError (a ValueError): a bad value, named with what is valid.
     """
-    sc = ser_config()
-    if "ser" in config:
-        for k, v in config.ser.items():
-            if k not in sc:
-                raise ValueError(f"ser.{k} is unknown; valid fields: {', '.join(sorted(sc))}.")
-            sc[k] = v
-    _check(sc.mnp in MNP_MODES, f"ser.mnp={sc.mnp!r} is not implemented; valid: {', '.join(MNP_MODES)}.")
-    blocks = tuple(sc.mnp_blocks)
-    _check(len(blocks) == NUM_POINTS and all(b in (0, 1, True, False) for b in blocks),
-           f"ser.mnp_blocks={blocks!r} is invalid: five 0/1 flags (stem, stage 1..4).")
-    _check(sc.pool_mode in POOL_MODES, f"ser.pool_mode={sc.pool_mode!r} is unknown; valid: {', '.join(POOL_MODES)}.")
-    _check(sc.sal_target in tg.TARGETS, f"ser.sal_target={sc.sal_target!r} is unknown; valid: {', '.join(tg.TARGETS)}.")
-    si = str(sc.sal_init)
-    ok = si == "scratch" or si.startswith("ckpt:") and len(si) > 5
-    if si.startswith("pretrain:"):
-        try:
-            ok = int(si.split(":", 1)[1]) >= 0
-        except ValueError:
-            ok = False
-    _check(ok, f"ser.sal_init={si!r} is invalid; valid: 'scratch', 'pretrain:<steps>=0..', 'ckpt:<path.npz>'.")
-    _check(sc.sal_lr > 0, f"ser.sal_lr={sc.sal_lr} is invalid: it must be > 0.")
-    _check(sc.sal_coeff >= 0, f"ser.sal_coeff={sc.sal_coeff} is invalid: it must be >= 0.")
-    _check(sc.sal_n_gaussians >= 0, f"ser.sal_n_gaussians={sc.sal_n_gaussians} is invalid: it must be >= 0.")
-    return sc
+    return ml_collections.ConfigDict(sections.get_section("ser", config))
 
 
 def _pad_amounts(n: int) -> int:

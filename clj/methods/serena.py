@@ -67,29 +67,24 @@ import numpy as np
 import optax
 from flax import struct
 
+from clj.methods import sections
 from clj.methods.common import TaskInfo, any_seed, cross_entropy
-from clj.models.serena_nets import SERENA_MODELS, get_serena_model
+from clj.models.serena_nets import get_serena_model
 from clj.sparse import init_masks, layer_densities, pack_mask, unpack_mask
 
 PyTree = Any
 
-PROTOCOLS = ("task_free", "official")
-FREEZE_MODES = ("exact", "faithful")
-MASK_DRAWS = ("exact_count", "bernoulli")
-DETECTORS = ("ema_acc", "running_since_task_start", "running_since_detection", "batch_acc")
-VOTES = ("max_confidence", "max_logit", "recency_vote", "mean_prob", "nearest_class_mean",
-         "official_task_indexed")
-NEW_CELL_INITS = ("zeros", "reinit_random")
-OPTIMS = ("sgd", "adam")
+# The valid values, defaults and checks of config.serena live in the JAX-free clj.methods.sections.
+PROTOCOLS = sections.SERENA_PROTOCOLS
+FREEZE_MODES = sections.SERENA_FREEZE_MODES
+MASK_DRAWS = sections.SERENA_MASK_DRAWS
+DETECTORS = sections.SERENA_DETECTORS
+VOTES = sections.SERENA_VOTES
+NEW_CELL_INITS = sections.SERENA_NEW_CELL_INITS
+OPTIMS = sections.SERENA_OPTIMS
 
 
-# protocol -> the value every "" knob takes.
-PROTOCOL_DEFAULTS = {
-    "official": dict(freeze="faithful", mask_draw="bernoulli", detector="running_since_task_start",
-                     vote="official_task_indexed", new_cell_init="zeros", min_window_mean=0.0),
-    "task_free": dict(freeze="exact", mask_draw="exact_count", detector="ema_acc",
-                      vote="nearest_class_mean", new_cell_init="reinit_random", min_window_mean=20.0),
-}
+PROTOCOL_DEFAULTS = sections.SERENA_PROTOCOL_DEFAULTS  # protocol -> the value every "" knob takes
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -97,18 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     ``""`` / negative values mean "the protocol's choice" (``PROTOCOL_DEFAULTS``).
     """
-    return ml_collections.ConfigDict(dict(
-        protocol="task_free",
-        density=0.05,            # 1 - sparsity (--sparsity 0.95)
-        window=10,               # W (--window_size)
-        threshold=0.5,           # theta (--drift_threshold)
-        ema_decay=0.5,           # ema_acc detector: stat = d * stat + (1 - d) * batch accuracy
-        min_window_mean=-1.0,    # fire only when the window mean (percent) is >= this; <0: protocol's
-        max_cells=0,             # 0: num_tasks + 8 (preallocated masks, static shape)
-        nesterov=True,
-        freeze="", mask_draw="", detector="", vote="", new_cell_init="",
-        eval_cell_batch=0,       # cells per vectorised forward at test time (0 = all at once)
-    ))
+    return ml_collections.ConfigDict(sections.SERENA.defaults)
 
 
 def _serena_cfg(config) -> ml_collections.ConfigDict:
@@ -119,85 +103,32 @@ def _serena_cfg(config) -> ml_collections.ConfigDict:
     return base
 
 
-def _err(msg: str):
-    from clj.config import ConfigError
-    return ConfigError(msg)
-
-
 def resolved(config) -> dict:
     """The effective protocol knobs of a config (protocol defaults filled in).
 
     Raises:
       ConfigError: an unknown protocol or knob value, or an ``official``
-        protocol with a knob set to something else than the official value.
+        protocol with a knob set to something else than the official value
+        (:func:`clj.methods.sections.serena_resolved`).
     """
-    s = _serena_cfg(config)
-    if s.protocol not in PROTOCOLS:
-        raise _err(f"serena.protocol={s.protocol!r} is unknown; valid: {', '.join(PROTOCOLS)}.")
-    out = dict(PROTOCOL_DEFAULTS[s.protocol])
-    valid = dict(freeze=FREEZE_MODES, mask_draw=MASK_DRAWS, detector=DETECTORS, vote=VOTES,
-                 new_cell_init=NEW_CELL_INITS)
-    for k, opts in valid.items():
-        v = s[k]
-        if v == "":
-            continue
-        if v not in opts:
-            raise _err(f"serena.{k}={v!r} is unknown; valid: {', '.join(opts)}.")
-        if s.protocol == "official" and v != out[k] and k != "new_cell_init":
-            raise _err(f"serena.{k}={v!r} contradicts serena.protocol='official' (which uses {out[k]!r}); "
-                       f"use protocol='task_free' to change it.")
-        out[k] = v
-    if s.min_window_mean >= 0:
-        out["min_window_mean"] = float(s.min_window_mean)
-    if s.protocol == "task_free" and out["vote"] == "official_task_indexed":
-        raise _err("serena.vote='official_task_indexed' needs the true task id at test time; "
-                   f"valid with protocol='task_free': {', '.join(v for v in VOTES if v != 'official_task_indexed')}.")
-    if s.protocol == "task_free" and out["detector"] == "running_since_task_start":
-        raise _err("serena.detector='running_since_task_start' needs the true task boundaries; valid with "
-                   "protocol='task_free': ema_acc, running_since_detection, batch_acc.")
-    return out
+    return sections.serena_resolved(sections.merged(sections.SERENA, config))
 
 
 def validate_config(config) -> None:
-    """Checks the SERENA fields of a config (called by ``clj.config.validate``).
+    """Checks the SERENA fields of a config (the checks live in
+    :data:`clj.methods.sections.SERENA`; ``clj.config.validate`` runs them).
 
     Raises:
       ConfigError: naming the bad value and what is valid.
     """
-    s = _serena_cfg(config)
-    r = resolved(config)
-    if config.scenario.kind != "data_incremental":
-        raise _err(f"scenario.kind={config.scenario.kind!r} is invalid for method='serena': SERENA learns "
-                   "an online stream; valid: 'data_incremental'.")
-    if s.protocol == "official" and not config.scenario.get("reveal_boundaries", False):
-        raise _err("serena.protocol='official' resets its statistic at every true task boundary: set "
-                   "scenario.reveal_boundaries=True (or use protocol='task_free').")
-    if config.model.name not in SERENA_MODELS:
-        raise _err(f"model.name={config.model.name!r} is not a SERENA backbone (bias-free, stateless BN); "
-                   f"valid: {', '.join(SERENA_MODELS)}.")
-    if config.optim.name not in OPTIMS:
-        raise _err(f"optim.name={config.optim.name!r} is invalid for SERENA; valid: {', '.join(OPTIMS)}.")
-    if config.optim.get("schedule", "constant") != "constant":
-        raise _err(f"optim.schedule={config.optim.schedule!r} is invalid for SERENA (constant lr, one "
-                   "optimizer per cell); valid: 'constant'.")
-    if not 0.0 < s.density <= 1.0:
-        raise _err(f"serena.density={s.density} is invalid: it must be in (0, 1].")
-    if int(s.window) < 1:
-        raise _err(f"serena.window={s.window} is invalid: it must be >= 1.")
-    if not 0.0 < s.threshold <= 1.0:
-        raise _err(f"serena.threshold={s.threshold} is invalid: it must be in (0, 1].")
-    if not 0.0 <= s.ema_decay < 1.0:
-        raise _err(f"serena.ema_decay={s.ema_decay} is invalid: it must be in [0, 1).")
-    if int(s.max_cells) < 0 or int(s.eval_cell_batch) < 0:
-        raise _err(f"serena.max_cells={s.max_cells} / eval_cell_batch={s.eval_cell_batch} are invalid: "
-                   "they must be >= 0 (0 = automatic).")
+    sections.get_section("serena", config)
+    from clj.config import ConfigError
     from clj.methods.serena_presets import class_order_follows_seed
     if int(config.num_seeds) > 1 and class_order_follows_seed(config):
-        raise _err(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows seed (the "
-                   "official per-seed class order): one program cannot vmap seeds whose tasks differ. Run one "
-                   "process per seed (--config.seed=s --config.num_seeds=1), or fix the order for every seed "
-                   "(--config.scenario.class_order_seed=0).")
-    del r
+        raise ConfigError(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows "
+                          "seed (the official per-seed class order): one program cannot vmap seeds whose tasks "
+                          "differ. Run one process per seed (--config.seed=s --config.num_seeds=1), or fix the "
+                          "order for every seed (--config.scenario.class_order_seed=0).")
 
 
 def task_id_at_test(config) -> tuple[bool, bool]:

@@ -128,8 +128,11 @@ class Runner:
             raise config_lib.ConfigError(f"point_workdirs has {len(point_workdirs)} folders for "
                                          f"{len(self.points)} points; give one per point.")
         self.point_workdirs = [os.path.abspath(d) for d in point_workdirs]
-        if scenario is None:
-            scenario = load_scenario(config)
+        self.placement, self.prepared = choose_placement(config, devices)
+        from clj.preflight import is_labels_only
+
+        if scenario is None or (self.placement == "device" and is_labels_only(scenario)):
+            scenario = load_scenario(config, self.prepared if self.placement == "stream" else None)
         config_lib.validate_with_data(config, scenario)
         self.scenario = scenario
         self.config_seeds = [int(config.seed) + s for s in range(int(config.num_seeds))]
@@ -190,8 +193,8 @@ class Runner:
         self.main = dist.is_main()  # process 0 alone prints and writes
         if config.progress and self.main:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
-                  f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} seed(s); chunk {self.K} steps "
-                  f"(unroll {self.unroll})")
+                  f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} run(s); chunk {self.K} steps "
+                  f"(unroll {self.unroll}); data placement {self.placement}")
 
     def _check_points(self):
         keys = set(self.points[0])
@@ -242,10 +245,16 @@ class Runner:
     def _dev_data(self):
         sc = self.scenario
         put = lambda a: dist.put(a, self._replicated)  # noqa: E731
-        self.X = put(sc.x_train)
-        self.Y = put(sc.y_train.astype(np.int32))
-        self.Xt = put(sc.x_test)
-        self.Yt = put(sc.y_test.astype(np.int32))
+        if self.placement == "device":
+            self.X = put(sc.x_train)
+            self.Y = put(sc.y_train.astype(np.int32))
+            self.Xt = put(sc.x_test)
+            self.Yt = put(sc.y_test.astype(np.int32))
+        else:  # stream: read from disk per chunk / per evaluation group / per end_task
+            from clj.data.records import PreparedDataset
+
+            self.records = PreparedDataset(self.prepared, num_threads=int(self.config.data.get("threads", 4)))
+            self.X = self.Y = self.Xt = self.Yt = None
         self.dom = put(sc.domain_params) if sc.domain_params is not None else None
         # Evaluation set: each task's test examples padded to whole batches of E, so
         # no batch mixes two tasks (a method with batch statistics at test time sees
@@ -263,9 +272,12 @@ class Runner:
             tsk.append(np.full(nb * E, t.task_id, np.int32))
             valid.append(np.concatenate([np.ones(n, bool), np.zeros(pad, bool)]))
         shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
-        self.eval_idx = dist.put(np.concatenate(idx).reshape(-1, E), shard)
-        self.eval_task = dist.put(np.concatenate(tsk).reshape(-1, E), shard)
-        self.eval_valid = dist.put(np.concatenate(valid).reshape(-1, E), shard)
+        self.eval_idx_host = np.concatenate(idx).reshape(-1, E)
+        self.eval_task_host = np.concatenate(tsk).reshape(-1, E)
+        self.eval_valid_host = np.concatenate(valid).reshape(-1, E)
+        self.eval_idx = dist.put(self.eval_idx_host, shard)
+        self.eval_task = dist.put(self.eval_task_host, shard)
+        self.eval_valid = dist.put(self.eval_valid_host, shard)
         self.eval_counts = counts
         self.task_cls = put(sc.class_task_matrix())
 
@@ -368,9 +380,12 @@ class Runner:
 
     def _evaluate(self, state, seen: np.ndarray) -> dict[str, np.ndarray]:
         """Per-seed, per-task accuracies {setting: float [S, T]}."""
-        cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
-                                             self.eval_valid, np.asarray(seen), self.task_cls)
-        cil, til, c5 = dist.to_host((cil, til, c5))
+        if self.placement == "device":
+            cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
+                                                 self.eval_valid, np.asarray(seen), self.task_cls)
+            cil, til, c5 = dist.to_host((cil, til, c5))
+        else:
+            cil, til, c5 = self._evaluate_streamed(state, seen)
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
@@ -378,6 +393,31 @@ class Runner:
         if self.top5:
             out["class_il_top5"] = np.asarray(c5) / denom
         return out
+
+    def _evaluate_streamed(self, state, seen):
+        """Evaluation of the ``stream`` placement: groups of G evaluation
+        batches read from disk, each put on the devices and counted by the
+        same compiled function (the last group padded with invalid batches)."""
+        from clj.data.stream import EvalStream
+
+        nb, E = self.eval_idx_host.shape
+        G = max(1, min(nb, int(self.config.data.get("eval_group", 16))))
+        n_groups = math.ceil(nb / G)
+        pad = n_groups * G - nb
+        idx = np.concatenate([self.eval_idx_host, np.repeat(self.eval_idx_host[:1], pad, 0)])
+        tsk = np.concatenate([self.eval_task_host, np.repeat(self.eval_task_host[:1], pad, 0)])
+        vld = np.concatenate([self.eval_valid_host, np.zeros((pad, E), bool)])
+        local = dist.put(np.arange(G * E, dtype=np.int32).reshape(G, E), NamedSharding(self.mesh, P(None, DATA_MESH_AXIS)))
+        shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
+        fn, total = self._eval_counts_fn(), None
+        with EvalStream(self.records, idx.reshape(n_groups, G * E)) as groups:
+            for g, (x, y) in enumerate(groups):
+                sl = slice(g * G, (g + 1) * G)
+                out = fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated), local,
+                         dist.put(tsk[sl], shard), dist.put(vld[sl], shard), np.asarray(seen), self.task_cls)
+                out = dist.to_host(out)
+                total = out if total is None else tuple(a + b for a, b in zip(total, out))
+        return total
 
     def _task_info(self, t: int, steps: int, spe: int) -> TaskInfo:
         """The boundary info of task t: host values for a method that declares
@@ -423,6 +463,10 @@ class Runner:
             fn = jax.jit(f, out_shardings=self._state_sharding)
             self._end_fns[key] = fn
         tidx = np.asarray(self.scenario.tasks[t].train_idx, np.int32)
+        if self.placement == "stream":  # the task's training images, read from disk once
+            x, y = self.records.read("train", tidx)
+            return fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated),
+                      np.arange(tidx.shape[0], dtype=np.int32), None if static else info)
         return fn(state, self.X, self.Y, tidx, None if static else info)
 
     def _index_stream(self, seed: int, t: int, pool: np.ndarray, steps: int) -> np.ndarray:
@@ -482,12 +526,14 @@ class Runner:
         cfg, sc = self.config, self.scenario
         from clj.train.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(ckpt_dir)
+        ckpt = Checkpointer(ckpt_dir, max_to_keep=int((cfg.get("checkpoint") or {}).get("keep", 2)))
         state = self.init_state()
         prog = _Progress()
         in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
-        if cfg.resume and ckpt.latest() is not None:
-            state, meta = ckpt.restore(state)
+        # the newest readable checkpoint (a damaged one is reported in one line and skipped)
+        found = ckpt.restore_latest(state, log=print if self.main else (lambda m: None)) if cfg.resume else None
+        if found is not None:
+            _, state, meta = found
             prog = _Progress.from_json(meta)
             in_task = meta.get("in_task")
             where = f"task {prog.completed_tasks - 1}" if in_task is None else \
@@ -498,6 +544,13 @@ class Runner:
             prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
 
         logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else _NoLog()
+        from clj.tracking import log_task_accuracies, open_trackers
+
+        n_seeds = len(self.config_seeds)
+        run_dirs = [wd if n_seeds == 1 else os.path.join(wd, f"seed_{s}")
+                    for wd in self.point_workdirs for s in self.config_seeds]  # one per vmapped run
+        self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
+                                       and self.main)
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
@@ -518,6 +571,7 @@ class Runner:
                 in_task = None
                 t0 -= elapsed0
                 mid = _MidTaskSaver(self, ckpt, prog, logger, t, t0, every)
+                self._step0 = sum(prog.steps)  # steps of the finished tasks (TensorBoard's x axis)
                 state, steps_done = self._train_task(state, t, logger, start_chunk, mid)
                 if self.visible or t == T - 1:
                     state = self._end_task(state, info, t)
@@ -527,6 +581,8 @@ class Runner:
                 accs = self._evaluate(state, seen)
                 for k, v in accs.items():
                     prog.acc.setdefault(k, []).append(v)
+                for r, tr in enumerate(self._trackers):
+                    log_task_accuracies(tr, {k: v[r] for k, v in accs.items()}, t)
                 prog.wall_time.append(t1 - t0)
                 prog.eval_time.append(time.perf_counter() - t1)
                 prog.steps.append(int(steps_done))
@@ -538,14 +594,22 @@ class Runner:
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
                 ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
                 if self._signal is not None and t < T - 1:
-                    print(f"[clj] signal {self._signal}: checkpoint written after task {t}; rerun the same "
-                          "command to resume.", flush=True)
-                    raise SystemExit(128 + int(self._signal))
+                    raise _Interrupted(self._signal, self._ckpt_id(t, None))
                 if 0 <= int(cfg.stop_after_task) == t and t < T - 1:
                     return {"stopped_after_task": t}
+        except _Interrupted as e:
+            import signal as _signal
+
+            if self.main:
+                print(f"[clj] {_signal.Signals(e.signum).name}: checkpoint {e.step} written; rerun the same "
+                      "command to resume.", flush=True)
+            return {"interrupted": _signal.Signals(e.signum).name, "checkpoint_step": e.step}
         finally:
             restore_handlers()
+            ckpt.close()
             logger.close()
+            for tr in self._trackers:
+                tr.close()
         self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
 
@@ -573,9 +637,23 @@ class Runner:
         n_chunks = math.ceil(plan.steps / K)
         idx = np.stack([self._index_stream(s, t, plan.pool, plan.steps) for s in self.seeds])
         idx = np.pad(idx, ((0, 0), (0, n_chunks * K - plan.steps), (0, 0)))  # masked steps read example 0
-        idx = dist.put(idx.reshape(self.S, n_chunks, K, self.B),
-                       NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
-                                                  DATA_MESH_AXIS if self.shard_batch else None)))
+        idx = idx.reshape(self.S, n_chunks, K, self.B)
+        idx_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, None,
+                                                  DATA_MESH_AXIS if self.shard_batch else None))
+        stream = None
+        if self.placement == "stream":
+            # Each chunk's images [S, K, B] are read from disk ahead of use (a background
+            # thread), put on the devices, and gathered by the same step code through
+            # local indices: the example order, and so the results, are the device path's.
+            from clj.data.stream import ChunkStream
+
+            chunk_stream = ChunkStream(self.records, idx, start_chunk=start_chunk,
+                                       prefetch=int(self.config.data.get("prefetch", 2)))
+            stream = iter(chunk_stream)
+            local = dist.put(np.arange(self.S * K * self.B, dtype=np.int32).reshape(self.S, 1, K, self.B),
+                             idx_sharding)
+        else:
+            idx = dist.put(idx, idx_sharding)
         task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
                                        for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()
@@ -599,6 +677,9 @@ class Runner:
                     bar.update(n)
                     bar.set_postfix(loss=f"{loss:.4f}")
                 logger.log(event="chunk", task=t, step=s0 + n, loss=loss)
+                per_run = np.mean(metrics["loss"][:, :n], axis=1)
+                for r, tr in enumerate(self._trackers):
+                    tr.scalar("train/loss", per_run[r], self._step0 + s0 + n)
             return self.caps.early_stop and bool(np.all(metrics["task_done"][:, n - 1] > 0))
 
         if bar is not None and start_chunk:
@@ -606,8 +687,14 @@ class Runner:
         try:
             for c in range(start_chunk, n_chunks):
                 s0 = c * K
-                state, metrics = fn(state, self.X, self.Y, idx[:, c], task_keys, np.int32(s0), n_steps, tid,
-                                    spe, n_task)
+                if stream is None:
+                    X, Y, ix = self.X, self.Y, idx[:, c]
+                else:
+                    xs, ys = next(stream)
+                    X = dist.put(xs.reshape(-1, *xs.shape[3:]), self._replicated)
+                    Y = dist.put(ys.reshape(-1), self._replicated)
+                    ix = local[:, 0]
+                state, metrics = fn(state, X, Y, ix, task_keys, np.int32(s0), n_steps, tid, spe, n_task)
                 if pending is not None and read(pending):
                     stopped_at = pending[1] + pending[2]
                     pending = None
@@ -624,6 +711,8 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+            if stream is not None:
+                chunk_stream.close()
         done = plan.steps if stopped_at is None else stopped_at
         return state, done
 
@@ -677,6 +766,14 @@ class Runner:
         return outs if self.grid else outs[0]
 
 
+class _Interrupted(Exception):
+    """SIGTERM/SIGINT arrived and a checkpoint was written: the run returns."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(signum, step)
+        self.signum, self.step = int(signum), int(step)
+
+
 class _NoLog:
     """The metrics log of processes other than 0 (they write nothing)."""
 
@@ -715,11 +812,8 @@ class _MidTaskSaver:
         self.ckpt.save(self.r._ckpt_id(t, chunks_done), state, meta)
         self.last = time.perf_counter()
         self.logger.log(event="checkpoint", task=t, step=chunks_done * K)
-        sig = self.r._signal
-        if sig is not None and self.r.main:
-            print(f"[clj] signal {sig}: checkpoint written at step {chunks_done * K} of task {t}; rerun the "
-                  "same command to resume.", flush=True)
-            raise SystemExit(128 + int(sig))
+        if self.r._signal is not None:
+            raise _Interrupted(self.r._signal, self.r._ckpt_id(t, chunks_done))
 
 
 def _catch_signals(runner):
@@ -778,26 +872,64 @@ def _default_model_bytes(state) -> int:
     return 0
 
 
-def load_scenario(config) -> Scenario:
-    """Loads the config's dataset and builds its scenario."""
-    from clj.data import load_dataset
-
-    kwargs = {}
-    if config.dataset == "synthetic":
-        s = config.synthetic
-        kwargs = dict(image_shape=tuple(s.image_shape), num_classes=int(s.num_classes),
-                      train_per_class=int(s.train_per_class), test_per_class=int(s.test_per_class))
-    if config.dataset == "emnist" and config.get("emnist_split", ""):
-        kwargs["split"] = config.emnist_split
-    ds = load_dataset(config.dataset, config.data_dir or None, seed=int(config.get("data_seed", 0)), **kwargs)
-    return scenario_from_config(ds, config.scenario)
+PLACEMENTS = ("device", "stream", "auto")
+AUTO_DEVICE_FRACTION = 0.3  # auto: the dataset goes on the device if it takes at most this much of its memory
 
 
-def run(config, workdir: str | None = None) -> dict:
-    """Runs a config end to end (see :class:`Runner`)."""
+def choose_placement(config, devices=None) -> tuple[str, str | None]:
+    """(placement, prepared folder or None) of ``config.data.placement``.
+
+    ``device``: the dataset on every device (today's default for data that
+    fits).  ``stream``: read from clj's prepared records on disk chunk by
+    chunk (``python -m clj.data.prepare``).  ``auto``: ``stream`` when the
+    dataset is prepared on disk and train + test would take more than
+    ``AUTO_DEVICE_FRACTION`` of one device's memory, ``device`` otherwise
+    (always on devices that do not report their memory, e.g. the CPU).
+
+    Raises:
+      ConfigError: an unknown placement, or ``stream`` for a dataset that is
+        not prepared (naming the command that prepares it).
+    """
+    from clj.data.records import find_prepared
+
+    data = config.get("data") or {}
+    placement = str(data.get("placement", "device"))
+    if placement not in PLACEMENTS:
+        raise config_lib.ConfigError(f"data.placement={placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
+    name = str(config.dataset)
+    name = name[4:] if name.startswith("clj:") else name
+    found = find_prepared(config.data_dir or None, name) if name not in ("digits", "synthetic") else None
+    if placement == "stream" and found is None:
+        raise config_lib.ConfigError(
+            f"data.placement='stream' reads clj's prepared records, and dataset={config.dataset!r} is not prepared in "
+            f"data_dir={config.data_dir!r}; prepare it with `python -m clj.data.prepare {name} --source DIR "
+            f"--data_dir {config.data_dir or 'DIR'}` or use data.placement='device'.")
+    if placement == "auto":
+        placement = "device"
+        if found is not None:
+            meta = json.load(open(os.path.join(found, "metadata.json")))
+            n = sum(int(s["num_examples"]) for s in meta["splits"].values())
+            need = n * int(np.prod(meta["image_shape"]))
+            dev = (devices or jax.devices())[0]
+            limit = (dev.memory_stats() or {}).get("bytes_limit") if hasattr(dev, "memory_stats") else None
+            if limit and need > AUTO_DEVICE_FRACTION * limit:
+                placement = "stream"
+    return placement, (str(found) if found is not None else None)
+
+
+def load_scenario(config, prepared: str | None = None) -> Scenario:
+    """Loads the config's dataset and builds its scenario (labels only, with
+    zero-memory image placeholders, from the records in ``prepared``): see
+    :func:`clj.preflight.load_scenario`."""
+    from clj.preflight import load_scenario as load
+
+    return load(config, prepared)
+
+
+def run(config, workdir: str | None = None, scenario: Scenario | None = None) -> dict:
+    """Runs a config end to end (see :class:`Runner`); ``scenario``: the one
+    the command line already loaded (not loaded twice)."""
+    from clj.workdir import default_workdir
+
     workdir = workdir or config.workdir or default_workdir(config)
-    return Runner(config, workdir).run()
-
-
-def default_workdir(config) -> str:
-    return os.path.join("runs", f"{config.method}_{config.dataset}_seed{config.seed}")
+    return Runner(config, workdir, scenario=scenario).run()

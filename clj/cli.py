@@ -1,0 +1,339 @@
+"""The command line: ``python launch.py``, ``python -m clj`` or ``clj``.
+
+    clj --config=configs/derpp_digits.py [--config.optim.lr=0.05 ...] [--workdir=runs/x]
+    clj --config=derpp_digits --describe      # the resolved config, each field's meaning
+    clj --help                                # methods, datasets, shipped configs
+
+Everything that can be refused is refused before JAX is imported (when the
+config file itself does not import it) and before anything is written: a
+missing config file, an unknown field, a bad value of any field or method
+block, a workdir that is a file, busy, or holding another config's run.  A
+refusal is one line ``error: ...`` on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+
+USAGE = """usage: python launch.py --config=<file or name>[:variant] [--config.<field>=<value> ...]
+                        [--workdir=<dir>] [--describe]
+       (also: python -m clj ..., or the clj command after pip install)
+
+  --config=F         a config file (configs/derpp_digits.py) or a shipped config's name (derpp_digits);
+                     ':variant' is passed to its get_config (configs/serena_digits.py:official)
+  --config.<field>=V override one field (--config.optim.lr=0.05, --config.num_seeds=3)
+  --workdir=D        output folder (default runs/<method>_<dataset>_seed<seed>_<hash of the config>);
+                     a workdir belongs to one config: a run resumes in it only with the same config
+  --describe         print the resolved config, each field with its meaning, and exit
+  --help             this text
+
+several processes (hosts) running one program (jax.distributed; the workdir on a shared file system):
+  --coordinator_address=H:P --num_processes=N --process_id=I   (all three, same on every process but I)
+  --distributed      on a cluster JAX detects itself (SLURM, Cloud TPU): no other flag needed"""
+
+DIST_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def split_distributed(argv: list[str]) -> tuple[list[str], dict | None]:
+    """Removes the multi-process flags from ``argv``; returns (rest, the
+    ``clj.train.distributed.initialize`` arguments or None when absent).
+
+    Raises:
+      clj.config.ConfigError: a flag without a value, or a non-integer count.
+    """
+    from clj.config import ConfigError
+
+    rest, got, on = [], {}, False
+    for a in argv:
+        name, eq, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        if name == "distributed" and not eq:
+            on = True
+        elif name in DIST_FLAGS:
+            if not value:
+                raise ConfigError(f"--{name} needs a value (--{name}=...).")
+            got[name] = value
+        else:
+            rest.append(a)
+    if not got and not on:
+        return rest, None
+    try:
+        for k in ("num_processes", "process_id"):
+            if k in got:
+                got[k] = int(got[k])
+    except ValueError:
+        raise ConfigError(f"--num_processes / --process_id must be integers; got {got}.") from None
+    if got and len(got) != 3:
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together; give all three, "
+                          "or --distributed alone where JAX detects the cluster (SLURM, Cloud TPU).")
+    return rest, got
+
+METHOD_DOCS = {
+    "finetune": "plain fine-tuning, no protection against forgetting (lower bound)",
+    "joint": "trains on the union of the tasks seen so far (upper bound)",
+    "er": "experience replay, reservoir buffer",
+    "der": "dark experience replay: logit matching on replayed examples",
+    "derpp": "DER++: DER plus cross-entropy on replayed examples",
+    "er_ace": "ER with asymmetric cross-entropy",
+    "icarl": "iCaRL: exemplars by herding, distillation, NME classifier",
+    "wa": "weight aligning of the classifier after each task",
+    "replay": "class-IL replay of exemplars (PyCIL's baseline)",
+    "memo": "MEMO: memory-efficient expandable model (shared shallow, new deep blocks)",
+    "dynamic_er": "DER (Yan et al.): a new backbone per task, dynamically expandable",
+    "serena": "SERENA: a sparse cell per detected concept, task-free online",
+    "nispa": "NISPA: sparse network, stable/plastic units, task-IL",
+    "ewc": "elastic weight consolidation",
+    "si": "synaptic intelligence",
+    "mas": "memory aware synapses",
+    "ser_derpp": "SER on DER++: saliency-modulated ResNet-18",
+    "ser_er_ace": "SER on ER-ACE",
+    "ser_er": "SER on ER",
+    "akr": "attentive knowledge replay on iCaRL (config.akr.replay picks mixup/none)",
+}
+
+
+def _first_doc_line(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+    except (OSError, SyntaxError):
+        return ""
+    line = doc.strip().split("\n\n")[0].replace("\n", " ")
+    return line if len(line) <= 100 else line[:97] + "..."
+
+
+def help_text() -> str:
+    """The ``--help`` text: usage, methods, datasets and shipped configs."""
+    from clj.config import DATASETS, configs_dir, list_configs
+    from clj.methods import METHODS
+
+    out = [USAGE, "", "methods (--config.method):"]
+    w = max(map(len, METHODS))
+    out += [f"  {m.ljust(w)}  {METHOD_DOCS.get(m, '')}" for m in sorted(METHODS)]
+    out += ["", "datasets (--config.dataset):"]
+    w = max(map(len, DATASETS))
+    out += [f"  {d.ljust(w)}  {doc}" for d, doc in DATASETS.items()]
+    out += [f"  {'tfds:<name>'.ljust(w)}  any prepared TFDS dataset"]
+    names = list_configs()
+    out += ["", f"config files ({configs_dir()}):"]
+    w = max(map(len, names), default=0)
+    out += [f"  {n.ljust(w)}  {_first_doc_line(os.path.join(configs_dir(), n + '.py'))}" for n in names]
+    out += ["", "exit status: 0 done, 1 a failure during the run, 2 refused before any work (one line on stderr)."]
+    return "\n".join(out)
+
+
+def _error(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _config_arg(argv: list[str]) -> tuple[int, str] | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return i, a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return i, argv[i + 1]
+    return None
+
+
+def _field_exists(config, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _explain_unknown(config, dotted: str) -> str:
+    parent, _, leaf = dotted.rpartition(".")
+    node = config
+    for part in parent.split(".") if parent else []:
+        if not hasattr(node, "keys") or part not in node:
+            return f"config.{dotted} is not a field (no block {parent!r}; blocks: " \
+                   f"{', '.join(k for k in config.keys() if hasattr(config[k], 'keys'))})."
+        node = node[part]
+    if not hasattr(node, "keys"):
+        return f"config.{dotted} is not a field: config.{parent} is a value, not a block."
+    import difflib
+
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return (f"config.{dotted} is not a field; {hint}fields of {parent or 'the config'}: "
+            f"{', '.join(sorted(node.keys()))}.")
+
+
+def parse(argv: list[str]):
+    """``(config, workdir or None, describe)`` from the command line, the
+    config validated.
+
+    Raises:
+      clj.config.ConfigError: any refusal (one-line message).
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    from clj.config import ConfigError, load_config, resolve_config_path, validate
+
+    found = _config_arg(argv)
+    if found is None:
+        raise ConfigError("--config=<file or name> is required; python launch.py --help lists the shipped configs.")
+    i, value = found
+    path, sep, variant = value.partition(":")
+    path = resolve_config_path(path)
+    try:  # run get_config once here: its own errors become one line
+        base = load_config(path, variant if sep else None)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a config file can raise anything
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"config file {path}: get_config{'(' + repr(variant) + ')' if sep else '()'} raised "
+                          f"{type(e).__name__}: {first}") from None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if root not in sys.path:  # config files import configs.<module>
+        sys.path.insert(0, root)
+    args = list(argv)
+    if args[i] == "--config":
+        del args[i + 1]
+    args[i] = f"--config={path}{sep}{variant}"
+
+    for a in args:  # unknown fields: one line naming the valid ones (absl would raise a traceback)
+        if a.startswith("--config.") or a.startswith("--noconfig."):
+            dotted = a.split("=", 1)[0].split("config.", 1)[1]
+            if not _field_exists(base, dotted):
+                raise ConfigError(_explain_unknown(base, dotted))
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "output folder", flag_values=fv)
+    flags.DEFINE_boolean("describe", False, "print the resolved config and exit", flag_values=fv)
+    try:
+        fv(["clj"] + args)
+    except flags.UnrecognizedFlagError as e:
+        name = e.flagname or ""
+        if name.startswith("config."):
+            dotted = name[len("config."):]
+            if _field_exists(base, dotted):
+                bad = [a for a in args if a.startswith(f"--config.{dotted}=")]
+                shown = bad[0].split("=", 1)[1] if bad else ""
+                raise ConfigError(f"config.{dotted}={shown!r} is not a valid "
+                                  f"{type(_leaf(base, dotted)).__name__} (the field's type).") from None
+            raise ConfigError(_explain_unknown(base, dotted)) from None
+        raise ConfigError(f"unknown flag --{name}; valid: --config, --config.<field>, --workdir, --describe, "
+                          "--help.") from None
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise ConfigError(lines[-1] if lines else f"{type(e).__name__} while parsing the flags") from None
+    config = fv["config"].value
+    validate(config)
+    return config, fv["workdir"].value, bool(fv["describe"].value)
+
+
+def _leaf(config, dotted):
+    node = config
+    for p in dotted.split("."):
+        node = node[p]
+    return node
+
+
+def _print_metrics(out: dict) -> None:
+    m = out["metrics"]
+    for setting, vals in m.items():
+        def fmt(v):
+            if isinstance(v, dict):
+                return "n/a" if v.get("mean") is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}"
+            return "n/a" if v is None else f"{100 * v:.2f}"
+        print(f"[clj] {setting}: final avg acc {fmt(vals['final_average_accuracy'])}%, "
+              f"avg incremental acc {fmt(vals['average_incremental_accuracy'])}%, "
+              f"forgetting {fmt(vals['forgetting'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the
+    exit status (0 done, 1 failed during the run, 2 refused before any work,
+    128 + signal number when the loop stopped at SIGTERM/SIGINT after saving
+    a checkpoint: it returns ``{"interrupted": "SIGTERM", "checkpoint_step": n}``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
+        print(help_text())
+        return 0
+    from clj import workdir as workdir_lib
+    from clj.config import ConfigError, describe
+    from clj.preflight import check_data
+
+    try:
+        argv, dist_args = split_distributed(argv)
+        config, workdir, want_describe = parse(argv)
+        workdir = workdir or config.workdir or workdir_lib.default_workdir(config)
+        if want_describe:
+            print(f"# workdir: {workdir}")
+            print(describe(config))
+            return 0
+        main_process = True
+        if dist_args is not None:  # every process runs the same program; process 0 owns the workdir
+            from clj.train import distributed
+
+            distributed.initialize(**dist_args)
+            main_process = distributed.is_main()
+        if main_process:
+            workdir_lib.check(workdir, config)  # read-only: refuse a busy or foreign workdir before loading data
+        scenario = check_data(config)       # the data exists and fits the config (still nothing written)
+        handle = workdir_lib.prepare(workdir, config) if main_process else _Shared(workdir)
+    except ConfigError as e:
+        return _error(str(e))
+
+    with handle:
+        from absl import logging
+
+        from clj.train import run
+        from clj.train.checkpoint import CheckpointError
+
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        kwargs = {"scenario": scenario} if "scenario" in inspect.signature(run).parameters else {}
+        try:
+            out = run(config, handle.path, **kwargs)
+        except ConfigError as e:
+            return _error(str(e))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    if out is None:  # a process other than 0: process 0 reports
+        return 0
+    if "interrupted" in out:  # the loop saved a checkpoint at SIGTERM/SIGINT and returned
+        sig = str(out["interrupted"])
+        print(f"[clj] stopped by {sig}; checkpoint written (step {out.get('checkpoint_step')}); rerun the same "
+              "command to resume.", file=sys.stderr)
+        return 128 + {"SIGTERM": 15, "SIGINT": 2}.get(sig, 15)
+    if "stopped_after_task" in out:
+        print(f"[clj] stopped after task {out['stopped_after_task']} (stop_after_task); rerun to resume.")
+        return 0
+    _print_metrics(out)
+    return 0
+
+
+class _Shared:
+    """The workdir as seen by processes other than 0 (process 0 holds its lock)."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main_entry() -> None:
+    """The ``clj`` console script (and ``launch.py``, ``python -m clj``):
+    exits with :func:`main`'s status; output cut short by a closed pipe
+    (``clj --help | head``) ends quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,270 @@
+"""A workdir belongs to one config and one running process.
+
+* **Identity**: the workdir stores the resolved config's result-affecting
+  fields and their fingerprint (``identity.json``).  A run resumes only when
+  its config has the same fields; otherwise :func:`prepare` stops before any
+  work, naming the fields that differ and the two ways out (a new
+  ``--workdir``, or ``--config.resume=False`` to start over).  Fields that do
+  not change results (``NON_RESULT_FIELDS``: progress bars, plots, where the
+  output or the compilation cache go, resume itself) are left out.
+* **One run at a time**: :func:`prepare` takes an OS file lock
+  (``fcntl.flock`` on ``<workdir>/.lock``), released by the kernel when the
+  process dies, however it dies; a second process stops at once with the
+  holder's pid.
+
+This module imports neither JAX nor numpy: the checks run before any heavy
+import.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import os
+
+from clj.errors import ConfigError
+
+IDENTITY_FILE = "identity.json"
+LOCK_FILE = ".lock"
+
+# Dotted fields (or whole blocks) that do not change a run's results.
+NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task", "data_dir",
+                     "loop.compilation_cache", "loop.cache_dir", "checkpoint", "tracking", "data.placement",
+                     "data.threads", "data.prefetch", "data.eval_group")
+
+
+class WorkdirError(ConfigError):
+    """A workdir that cannot take this run (a file, another config's run)."""
+
+
+class WorkdirBusy(WorkdirError):
+    """Another live process holds the workdir's lock."""
+
+
+def _excluded(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in NON_RESULT_FIELDS)
+
+
+def _plain(v):
+    # JSON-comparable form: tuples -> lists, ConfigDicts -> dicts
+    return json.loads(json.dumps(v, sort_keys=True, default=lambda o: o.to_dict() if hasattr(o, "to_dict")
+                                 else str(o)))
+
+
+def result_fields(config) -> dict:
+    """``{dotted field: JSON value}`` of every leaf of ``config`` that can
+    change results (all but ``NON_RESULT_FIELDS``)."""
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    out = {}
+
+    def walk(node, prefix):
+        for k in sorted(node):
+            key = f"{prefix}{k}"
+            if _excluded(key):
+                continue
+            if isinstance(node[k], dict):
+                walk(node[k], key + ".")
+            else:
+                out[key] = _plain(node[k])
+
+    walk(d, "")
+    return out
+
+
+def fingerprint(config) -> str:
+    """SHA-256 (hex) of :func:`result_fields` as canonical JSON."""
+    blob = json.dumps(result_fields(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_workdir(config, root: str = "runs") -> str:
+    """``runs/<method>_<dataset>_seed<seed>_<8 hex of the fingerprint>``: two
+    configs that differ in any result-affecting field (a ``--config.*``
+    override included) never share a default workdir."""
+    return os.path.join(root, f"{config.method}_{config.dataset}_seed{config.seed}_{fingerprint(config)[:8]}")
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """``"field: old -> new"`` for every field that differs (a field on one
+    side only shows ``<absent>``)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if a != b:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+@dataclasses.dataclass
+class Handle:
+    """A prepared workdir: holds its lock until :meth:`release` or process exit.
+
+    Attributes:
+      path: absolute workdir path.
+      fingerprint: the config's fingerprint, stored in ``identity.json``.
+      fresh: True when the workdir had no identity (a new run).
+    """
+
+    path: str
+    fingerprint: str
+    fresh: bool
+    _fd: int | None = None
+
+    def release(self) -> None:
+        """Drops the lock (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_holder(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def lock(workdir: str) -> int:
+    """Takes the workdir's exclusive lock (non-blocking); returns its fd.
+
+    Raises:
+      WorkdirBusy: another process holds it (message names its pid).
+    """
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise WorkdirBusy(f"workdir {workdir} is in use by another run (pid {_read_holder(path)}); wait for "
+                              "it to end or choose another --workdir.") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    os.fsync(fd)
+    return fd
+
+
+def _stored_fields(workdir: str) -> tuple[dict | None, bool]:
+    """(stored result fields or None, whether they came from identity.json).
+
+    A workdir written before identity files existed is judged by its
+    ``config.json`` when it holds checkpoints."""
+    p = os.path.join(workdir, IDENTITY_FILE)
+    if os.path.isfile(p):
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)["fields"], True
+    legacy = os.path.join(workdir, "config.json")
+    if os.path.isfile(legacy) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        with open(legacy, encoding="utf-8") as f:
+            cfg = json.load(f)
+        return result_fields(cfg), False
+    return None, False
+
+
+def write_identity(workdir: str, config) -> str:
+    """Writes ``identity.json`` atomically; returns the fingerprint."""
+    fp = fingerprint(config)
+    tmp = os.path.join(workdir, IDENTITY_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"fingerprint": fp, "fields": result_fields(config)}, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(workdir, IDENTITY_FILE))
+    return fp
+
+
+def check_path(workdir: str) -> str:
+    """The absolute workdir path, refused when it cannot be a folder.
+
+    Raises:
+      WorkdirError: the path (or a parent) is a file.
+    """
+    path = os.path.abspath(workdir)
+    p = path
+    while p and not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if os.path.exists(p) and not os.path.isdir(p):
+        what = "is a file" if p == path else f"is inside {p}, which is a file"
+        raise WorkdirError(f"workdir {path} {what}; give a folder with --workdir=<dir>.")
+    return path
+
+
+def _check_identity(path: str, config) -> bool:
+    """Raises WorkdirError when ``path`` holds another config's run and the
+    config asks to resume; returns whether the workdir has no identity yet."""
+    stored, exact = _stored_fields(path)
+    if stored is None:
+        return True
+    if config.resume:
+        new = result_fields(config)
+        if not exact:  # legacy config.json: judge the fields both know
+            common = set(stored) & set(new)
+            stored, new = {k: stored[k] for k in common}, {k: new[k] for k in common}
+        diff = differences(stored, new)
+        if diff:
+            shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+            raise WorkdirError(f"workdir {path} holds a run of a different config ({shown}); use a new "
+                               "--workdir, or --config.resume=False to start over in this one.")
+    return False
+
+
+def check(workdir: str, config) -> str:
+    """The checks of :func:`prepare` without writing anything (no folder, no
+    lock file): path, busy, identity.  Returns the absolute path.
+
+    Raises:
+      WorkdirError, WorkdirBusy: as :func:`prepare`.
+    """
+    path = check_path(workdir)
+    if not os.path.isdir(path):
+        return path
+    lock_path = os.path.join(path, LOCK_FILE)
+    if os.path.exists(lock_path):
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise WorkdirBusy(f"workdir {path} is in use by another run (pid {_read_holder(lock_path)}); "
+                                  "wait for it to end or choose another --workdir.") from None
+            raise
+        finally:
+            os.close(fd)
+    _check_identity(path, config)
+    return path
+
+
+def prepare(workdir: str, config) -> Handle:
+    """Makes ``workdir`` this run's: checks the path, takes the lock, checks
+    the identity (``config.resume=True``) or takes the workdir over
+    (``config.resume=False``: the caller then starts over), writes
+    ``identity.json``.  Call after :func:`clj.config.validate` and before
+    building anything; keep the handle until the run ends.
+
+    Raises:
+      WorkdirError: the path is a file; the workdir belongs to a different
+        config (naming the fields that differ and the two ways out).
+      WorkdirBusy: another process runs in it (naming its pid).
+    """
+    path = check_path(workdir)
+    os.makedirs(path, exist_ok=True)
+    fd = lock(path)
+    try:
+        fresh = _check_identity(path, config)
+        fp = write_identity(path, config)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Handle(path=path, fingerprint=fp, fresh=fresh, _fd=fd)

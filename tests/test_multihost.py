@@ -1,0 +1,87 @@
+"""Two processes on 127.0.0.1 (2 simulated CPU devices each) run one program:
+the same accuracy matrices as one process with 4 devices, one writer, resume."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT, run_with_devices
+
+DRIVER = """
+import json, os, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from clj.train import distributed
+distributed.initialize("127.0.0.1:{port}", 2, int(sys.argv[1]))
+import jax
+from conftest import small_config
+from clj.train import Runner
+assert jax.device_count() == 4 and jax.local_device_count() == 2
+over = json.loads(sys.argv[2])
+out = Runner(small_config('derpp', num_seeds=2, **over), {wd!r}).run()
+if jax.process_index() == 0:
+    print("RESULT", json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(wd: str, **over) -> dict:
+    code = DRIVER.format(root=ROOT, tests=os.path.join(ROOT, "tests"), port=_free_port(), wd=wd)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), json.dumps(over)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate() for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    lines = [ln for ln in outs[0][0].splitlines() if ln.startswith("RESULT ")]
+    assert not any(ln.startswith("RESULT ") for ln in outs[1][0].splitlines())
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_two_processes_equal_one_process_and_write_once(tmp_path):
+    wd = str(tmp_path / "mh")
+    two = _two_processes(wd)
+    code = f"""
+import json
+from conftest import small_config
+from clj.train import Runner
+print(json.dumps(Runner(small_config('derpp', num_seeds=2), {str(tmp_path / 'one')!r}).run()))
+"""
+    one = json.loads(run_with_devices(code).strip().splitlines()[-1])
+    for k in ("class_il", "task_il"):
+        np.testing.assert_allclose(two["accuracy_matrix"][k]["mean"], one["accuracy_matrix"][k]["mean"], atol=1e-6)
+    events = [json.loads(ln) for ln in open(os.path.join(wd, "metrics.jsonl"))]
+    ends = [e["task"] for e in events if e.get("event") == "task_end"]
+    assert ends == [0, 1, 2, 3, 4], ends  # one line per event: a single writer
+
+    # a killed (stopped) two-process run resumes to the same results
+    wd2 = str(tmp_path / "mh_stop")
+    stopped = _two_processes(wd2, stop_after_task=1)
+    assert stopped == {"stopped_after_task": 1}
+    resumed = _two_processes(wd2)
+    for k in ("class_il", "task_il"):
+        np.testing.assert_allclose(resumed["accuracy_matrix"][k]["mean"], two["accuracy_matrix"][k]["mean"],
+                                   atol=1e-6)
+    # the command line, twice into one workdir: the second with resume=False starts over
+    # (process 0 owns the workdir and clears it, the other waits); only process 0 reports
+    wd3 = str(tmp_path / "cli")
+    for extra in ([], ["--config.resume=False"]):
+        port = _free_port()
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        cmd = [sys.executable, "launch.py", "--config=configs/finetune_digits.py", "--config.train.epochs=1",
+               "--config.progress=False", "--config.plots=False", f"--workdir={wd3}",
+               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"] + extra
+        procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+        assert "final avg acc" in outs[0][0] and "final avg acc" not in outs[1][0]
+        res = json.load(open(os.path.join(wd3, "results.json")))
+        assert len(res["accuracy_matrix"]["class_il"]) == 5
