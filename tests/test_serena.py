@@ -483,10 +483,10 @@ def test_class_order_follows_the_seed_as_the_official_code():
         fv(["prog"] + argv)
         assert (fv.config.seed, fv.config.scenario.class_order_seed) == (seed, order_seed), argv
         assert class_order_follows_seed(fv.config) == (order_seed == seed and len(argv) == 1)
-    # vmapped seeds share one scenario: refused while the order follows the seed
+    # vmapped seeds share one scenario: SERENA's config hook refuses them while the order follows the seed
     with pytest.raises(ConfigError, match="num_seeds=3.*one process per seed"):
-        validate(_cfg("official", num_seeds=3))
-    validate(_cfg("official", **{"num_seeds": 3, "scenario.class_order_seed": 0}))
+        serena.validate_config(_cfg("official", num_seeds=3))
+    serena.validate_config(_cfg("official", **{"num_seeds": 3, "scenario.class_order_seed": 0}))
 
 
 def test_official_stream_accuracies_by_hand():

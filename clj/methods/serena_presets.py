@@ -24,13 +24,13 @@ seed 2's order.  Setting ``--config.scenario.class_order_seed=S`` cuts the tie
 and fixes the order (e.g. ``0`` for the seed-0 order in every run) without
 changing ``seed``.  One program cannot vmap seeds over different class orders
 (each seed's tasks hold other examples, in other numbers), so while the order
-follows the seed, SERENA's config check refuses ``num_seeds > 1``
-(:func:`class_order_follows_seed`): run one process per seed.
+follows the seed, ``serena.validate_config`` refuses ``num_seeds > 1``
+(:func:`class_order_follows_seed`; this module is JAX-free, so the JAX-free
+config checks can call it too): run one process per seed.
 """
 from __future__ import annotations
 
 from clj.config import ConfigError, base_config
-from clj.methods.serena import default_config
 
 VARIANTS = ("task_free", "official", "er", "iid_online", "iid_offline")
 
@@ -51,6 +51,8 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     if variant not in VARIANTS:
         raise ConfigError(f"config variant {variant!r} is unknown; valid: {', '.join(VARIANTS)} "
                           "(e.g. --config=configs/serena_digits.py:official).")
+    from clj.methods.serena import default_config  # (imports JAX; the rest of this module does not)
+
     c = base_config()
     c.dataset = dataset
     c.scenario.kind = "data_incremental"
