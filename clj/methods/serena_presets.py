@@ -36,7 +36,8 @@ VARIANTS = ("task_free", "official", "er", "iid_online", "iid_offline")
 
 
 def make_config(variant: str, *, dataset: str, num_classes: int, increment: int, serena_model: dict, baseline_model: dict,
-                class_order: str = "seeded", class_order_seed: int | None = None, lr: float = 0.0005,
+                class_order: str = "seeded", class_order_seed: int | None = None,
+                lr: float = 0.0005,
                 baseline_lr: float = 0.05, weight_decay: float = 5e-4, er_buffer: int = 500, offline_epochs: int = 10,
                 augment: dict | None = None, loop: dict | None = None):
     """A full config of ``variant`` (module doc).
