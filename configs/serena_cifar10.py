@@ -1,7 +1,8 @@
 """SERENA on Split CIFAR-10 (TFDS ``cifar10``, prepared
 on disk; clj never downloads), as an online data-incremental stream: 5
-concepts of 2 classes in the official seed-0 class order
-(``np.random.seed(0); permutation(10)`` = [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]), batch 10, one pass, the paper's
+concepts of 2 classes in the official per-seed class order
+(``np.random.seed(seed); permutation(10)``; seed 0: [2, 8, 4, 9, 1, 6, 7, 3, 0, 5];
+``--config.scenario.class_order_seed=0`` fixes it), batch 10, one pass, the paper's
 ResNet-18 (width 64, stateless BN, no biases), SGD lr 0.0005, Nesterov
 momentum 0.9, weight decay 5e-4, 5 %-dense ERK cells, W = 10, theta = 0.5
 (spec §6).  Augmentation: random crop (pad 4) + flip (the official

@@ -1,7 +1,8 @@
 """SERENA on the paper's 20-task Split CIFAR-100 (TFDS ``cifar100``, prepared
 on disk; clj never downloads), as an online data-incremental stream: 20
-concepts of 5 classes in the official seed-0 class order
-(``np.random.seed(0); permutation(100)``), batch 10, one pass, the paper's
+concepts of 5 classes in the official per-seed class order
+(``np.random.seed(seed); permutation(100)``; ``--config.scenario.class_order_seed=0``
+fixes it), batch 10, one pass, the paper's
 ResNet-18 (width 64, stateless BN, no biases), SGD lr 0.0005, Nesterov
 momentum 0.9, weight decay 5e-4, 5 %-dense ERK cells, W = 10, theta = 0.5
 (spec §6).  Augmentation: random crop (pad 4) + flip (the official

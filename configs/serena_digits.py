@@ -14,7 +14,13 @@ tiny set; the digits job uses lr 0.5 for SERENA (its 5 %-dense cells start
 with tiny activations) and 0.05 for the dense baselines (``--config.optim.lr``
 to change it).  Weight decay 5e-7 keeps the official lr x wd product
 (2.5e-7), which sets how fast the official protocol's frozen-but-shared
-weights decay (spec §4.4).  Three seeds run in one program (``num_seeds``).
+weights decay (spec §4.4).
+
+The class order follows the seed, as in the official code
+(``np.random.seed(seed); permutation(10)``; ``--config.seed=s``), so each
+seed runs in its own process.  ``--config.scenario.class_order_seed=0``
+fixes the seed-0 order, and then seeds can be vmapped in one program
+(``--config.num_seeds=3``).
 """
 from clj.methods.serena_presets import make_config
 
@@ -24,5 +30,4 @@ def get_config(variant: str = "task_free"):
                     serena_model=dict(name="serena_mlp", hidden=(400, 400)),
                     baseline_model=dict(name="mlp", hidden=(400, 400)),
                     lr=0.5, baseline_lr=0.05, weight_decay=5e-7, er_buffer=200, offline_epochs=20)
-    c.num_seeds = 3
     return c

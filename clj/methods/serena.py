@@ -25,7 +25,9 @@ are read-only, §4.3-4.4).  Each train step
    cell (the triggering batch trains the new cell, §5 step 4).
 
 ``end_task`` (called once, at the end of the stream) closes the last cell.
-``predict`` runs every cell (``bank`` restricted to its mask) and combines them.
+``predict`` runs the live cells (``bank`` restricted to each mask) and
+combines them; ``prepare_predict`` builds the union network once per
+evaluation.
 
 Two protocols (config ``serena.protocol``), recorded in results.json:
 
@@ -120,6 +122,13 @@ def validate_config(config) -> None:
       ConfigError: naming the bad value and what is valid.
     """
     sections.get_section("serena", config)
+    from clj.config import ConfigError
+    from clj.methods.serena_presets import class_order_follows_seed
+    if int(config.num_seeds) > 1 and class_order_follows_seed(config):
+        raise ConfigError(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows "
+                          "seed (the official per-seed class order): one program cannot vmap seeds whose tasks "
+                          "differ. Run one process per seed (--config.seed=s --config.num_seeds=1), or fix the "
+                          "order for every seed (--config.scenario.class_order_seed=0).")
 
 
 def task_id_at_test(config) -> tuple[bool, bool]:
@@ -202,6 +211,9 @@ class State:
       mask_key, init_key: PRNG keys of cell masks (``fold_in(mask_key, m)``)
         and of ``reinit_random`` values.
       hp, model: static settings and the Flax module.
+      prepared: static; True on the output of :func:`prepare_predict`
+        (``bank`` already holds the open cell, ``cell_masks`` its mask), which
+        is for prediction only.
     """
 
     bank: PyTree
@@ -227,6 +239,7 @@ class State:
     init_key: jax.Array
     hp: Hparams = struct.field(pytree_node=False)
     model: Any = struct.field(pytree_node=False)
+    prepared: bool = struct.field(pytree_node=False, default=False)
 
 
 def hparams_from_config(config, scenario, params) -> Hparams:
@@ -465,24 +478,68 @@ def end_task(state: State, task_data) -> State:
 
 
 # ------------------------------------------------------------------ inference
-def cell_outputs(state: State, x: jax.Array) -> jax.Array:
-    """Logits of every cell, float32 [M, B, C]: cell m runs the union network
-    (open cell merged) restricted to its mask.  Rows m >= n_cells are
-    computed (static shape) but never used."""
-    hp = state.hp
-    bank = merged_bank(state)
+def prepare_predict(state: State) -> State:
+    """Loop hook, called once per evaluation before the batches: the union
+    network with the open cell merged (:func:`merged_bank`) in ``bank`` and
+    the open cell's packed mask in its ``cell_masks`` row, so that
+    :func:`predict` does not rebuild them per batch.
+
+    The result (``prepared=True``) is for :func:`predict` only; training goes
+    on from the unprepared state.  Idempotent; :func:`predict` on an
+    unprepared state calls it itself, with identical results."""
+    if state.prepared:
+        return state
     row = state.n_cells - 1
     cms = jax.tree_util.tree_map(lambda c, m: c.at[row].set(pack_mask(m)), state.cell_masks, state.mask_cur)
+    return state.replace(bank=merged_bank(state), cell_masks=cms, prepared=True)
+
+
+def cell_outputs(state: State, x: jax.Array, valid: jax.Array | None = None,
+                 n_live: jax.Array | None = None) -> jax.Array:
+    """Logits of the live cells, float32 [M, B, C]: cell m runs the union
+    network (open cell merged) restricted to its mask.
+
+    Args:
+      state: the State (prepared or not, :func:`prepare_predict`).
+      x: float32 [B, H, W, C] normalised inputs.
+      valid: bool [B] rows that enter the BatchNorm statistics (all if None);
+        padding rows get outputs too, but do not change the others'.
+      n_live: int32 [], cells to compute (default ``n_cells``).
+    Returns:
+      float32 [M, B, C]; rows ``m >= n_live`` are zeros: they are not
+      computed.  Cells run ``hp.eval_cell_batch`` at a time (vmapped), for
+      ``ceil(n_live / eval_cell_batch)`` iterations of a loop whose trip
+      count is data-dependent (under a vmap over seeds it runs the largest
+      seed's count).
+    """
+    hp = state.hp
+    st = prepare_predict(state)
+    bank, cms = st.bank, st.cell_masks
+    M = hp.max_cells
+    G = min(hp.eval_cell_batch or M, M)
+    n_groups = -(-M // G)
+    n_live = st.n_cells if n_live is None else n_live
     shapes = jax.tree_util.tree_map(lambda b: b.shape, bank)
+    # Pad the cell axis to whole groups (padding rows are never computed).
+    cms = jax.tree_util.tree_map(lambda c: jnp.pad(c, ((0, n_groups * G - M), (0, 0))), cms)
+    kw = {} if valid is None else {"valid": valid}
 
     def one(packed):
-        masks = jax.tree_util.tree_map(lambda p, s: unpack_mask(p, s), packed, shapes,
+        masks = jax.tree_util.tree_map(lambda p, sh: unpack_mask(p, sh), packed, shapes,
                                        is_leaf=lambda a: isinstance(a, jax.Array))
         params = jax.tree_util.tree_map(lambda w, m: jnp.where(m, w, 0.0), bank, masks)
-        return state.model.apply({"params": params}, x, train=False).astype(jnp.float32)
+        return state.model.apply({"params": params}, x, train=False, **kw).astype(jnp.float32)
 
-    bs = hp.eval_cell_batch or hp.max_cells
-    return jax.lax.map(one, cms, batch_size=min(bs, hp.max_cells))
+    C = jax.eval_shape(one, jax.tree_util.tree_map(lambda c: c[0], cms)).shape[-1]
+    out = jnp.zeros((n_groups, G, x.shape[0], C), jnp.float32)
+
+    def group(g, acc):
+        rows = jax.tree_util.tree_map(lambda c: jax.lax.dynamic_slice_in_dim(c, g * G, G), cms)
+        return acc.at[g].set(jax.vmap(one)(rows))
+
+    out = jax.lax.fori_loop(0, (n_live + G - 1) // G, group, out)
+    live = (jnp.arange(n_groups * G) < n_live)[:, None, None]
+    return jnp.where(live, out.reshape(n_groups * G, x.shape[0], C), 0.0)[:M]
 
 
 def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax.Array | None = None,
@@ -553,17 +610,29 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     return key + 0.5 * mean_p
 
 
-def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
+def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
+            valid: jax.Array | None = None) -> jax.Array:
     """Scores float32 [B, C] (argmax = SERENA's prediction) of normalised
-    inputs x float32 [B, H, W, C]: every cell's forward pass combined by
-    ``hp.vote`` (:func:`combine_cells`).  ``task_id`` (int32 [B]) is used
-    only by the official rule; in ``official`` protocol the loop passes it
-    to both evaluation passes (:func:`task_id_at_test`)."""
+    inputs x float32 [B, H, W, C]: the live cells' forward passes combined by
+    ``hp.vote`` (:func:`combine_cells`).
+
+    Args:
+      task_id: int32 [B], used only by the official rule; in ``official``
+        protocol the loop passes it to both evaluation passes
+        (:func:`task_id_at_test`).
+      valid: bool [B], the rows that are real examples (padding False).  The
+        stateless BatchNorm of the ResNet normalises with the statistics of
+        the valid rows only, so a padded batch predicts its valid rows as the
+        unpadded batch does (spec §10.6).  None: every row is real.
+
+    For speed, call :func:`prepare_predict` once per evaluation and pass its
+    result here; the scores are the same either way.
+    """
     rule = state.hp.vote
     if rule == "official_task_indexed" and task_id is None:
         rule = "recency_vote"  # no task id given: every cell votes
     route = route_by_class_mean(state, x) if rule == "nearest_class_mean" else None
-    return combine_cells(cell_outputs(state, x), state.n_cells, rule, task_id, route)
+    return combine_cells(cell_outputs(state, x, valid), state.n_cells, rule, task_id, route)
 
 
 def route_by_class_mean(state: State, x: jax.Array) -> jax.Array:
@@ -593,6 +662,37 @@ def route_by_class_mean(state: State, x: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------ reporting
+def official_stream_accuracies(final_row, test_counts) -> dict:
+    """The official code's end-of-stream figures (spec §8) from the final
+    model's per-task accuracies.
+
+    "Stream t" is the accuracy pooled over the test examples of tasks 0..t
+    (the official counters are not reset between tasks); the last one is the
+    official final accuracy.  "Incremental Accuracy" is the mean of the
+    Stream t values (the official code rounds them to 2 decimals first; this
+    does not).
+
+    Args:
+      final_row: float [T], the last accuracy-matrix row (fractions).
+      test_counts: int [T], test examples per task.
+    Returns:
+      {"stream": float [T] list, "final_pooled": float,
+       "incremental_accuracy": float} (fractions).
+    Raises:
+      ValueError: lengths differ, or a count is negative or all are 0.
+    """
+    a = np.asarray(final_row, np.float64)
+    n = np.asarray(test_counts, np.float64)
+    if a.shape != n.shape or a.ndim != 1:
+        raise ValueError(f"final_row {a.shape} and test_counts {n.shape} must be 1-D of equal length.")
+    if np.any(n < 0) or n.sum() <= 0:
+        raise ValueError(f"test_counts={n.astype(int).tolist()} must be >= 0 with a positive sum.")
+    cum_n = np.cumsum(n)
+    stream = np.cumsum(a * n) / np.maximum(cum_n, 1)
+    return {"stream": stream.tolist(), "final_pooled": float(stream[-1]),
+            "incremental_accuracy": float(np.mean(stream))}
+
+
 def memory_bytes(state: State) -> dict:
     """Bytes: the union network (float32) and the bit-packed masks of the
     cells used (spec §11.2 (b))."""
@@ -629,15 +729,21 @@ def capabilities(config):
     from clj.methods.api import Capabilities
 
     off = _serena_cfg(config).protocol == "official"
-    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off)
+    # predict(valid=) keeps padding rows out of the stateless BN statistics.
+    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off, predict_uses_valid=True)
 
 
 def _spec():
     from clj.methods.api import MethodSpec
 
+    import dataclasses as dc
+
+    # prepare_predict: once per evaluation, where the spec has that optional hook.
+    extra = ({"prepare_predict": prepare_predict}
+             if "prepare_predict" in {f.name for f in dc.fields(MethodSpec)} else {})
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, capabilities=capabilities, memory_bytes=memory_bytes,
-                      result_extras=result_extras, validate_config=validate_config)
+                      result_extras=result_extras, validate_config=validate_config, **extra)
 
 
 SPEC = _spec()

@@ -13,20 +13,37 @@ Variants (the part after ``:`` in ``--config=configs/serena_<ds>.py:<variant>``)
                          task holding every class (core ``finetune``).
 ``iid_offline``          upper bound: the same single task, ``offline_epochs``
                          passes.
+
+Class order (spec §2): the official code permutes the classes with the run's
+seed (``DataManager(shuffle=True, seed=args.seed)``: ``np.random.seed(seed)``
+then ``np.random.permutation(num_classes)``), i.e. clj's
+``scenario.class_order="seeded"`` with ``class_order_seed`` equal to the run
+seed.  ``make_config`` therefore ties ``scenario.class_order_seed`` to
+``seed`` (a lazy ml_collections reference): ``--config.seed=2`` also draws
+seed 2's order.  Setting ``--config.scenario.class_order_seed=S`` cuts the tie
+and fixes the order (e.g. ``0`` for the seed-0 order in every run) without
+changing ``seed``.  One program cannot vmap seeds over different class orders
+(each seed's tasks hold other examples, in other numbers), so while the order
+follows the seed, ``serena.validate_config`` refuses ``num_seeds > 1``
+(:func:`class_order_follows_seed`; this module is JAX-free, so the JAX-free
+config checks can call it too): run one process per seed.
 """
 from __future__ import annotations
 
 from clj.config import ConfigError, base_config
-from clj.methods.serena import default_config
 
 VARIANTS = ("task_free", "official", "er", "iid_online", "iid_offline")
 
 
 def make_config(variant: str, *, dataset: str, num_classes: int, increment: int, serena_model: dict, baseline_model: dict,
-                class_order: str = "seeded", class_order_seed: int = 0, lr: float = 0.0005,
+                class_order: str = "seeded", class_order_seed: int | None = None,
+                lr: float = 0.0005,
                 baseline_lr: float = 0.05, weight_decay: float = 5e-4, er_buffer: int = 500, offline_epochs: int = 10,
                 augment: dict | None = None, loop: dict | None = None):
     """A full config of ``variant`` (module doc).
+
+    ``class_order_seed=None`` (default) ties the class order to the run seed
+    (the official rule, module doc); an int fixes it.
 
     Raises:
       ConfigError: an unknown variant, listing the valid ones.
@@ -35,12 +52,17 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     if variant not in VARIANTS:
         raise ConfigError(f"config variant {variant!r} is unknown; valid: {', '.join(VARIANTS)} "
                           "(e.g. --config=configs/serena_digits.py:official).")
+    from clj.methods.serena import default_config  # (imports JAX; the rest of this module does not)
+
     c = base_config()
     c.dataset = dataset
     c.scenario.kind = "data_incremental"
     c.scenario.increment = increment
     c.scenario.class_order = class_order          # the official DataManager: np.random.seed(seed) permutation
-    c.scenario.class_order_seed = class_order_seed
+    if class_order_seed is None:
+        follow_seed(c)
+    else:
+        c.scenario.class_order_seed = int(class_order_seed)
     c.train.epochs = 1
     c.train.batch_size = 10
     c.optim.name = "sgd"
@@ -75,6 +97,31 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
         if variant == "iid_offline":
             c.train.epochs = offline_epochs
     return c
+
+
+def follow_seed(config) -> None:
+    """Ties ``config.scenario.class_order_seed`` to ``config.seed`` (in place).
+
+    The field becomes a lazy reference (``seed + 0``): it reads the current
+    ``seed`` whenever it is read, so ``--config.seed=s`` moves the order too.
+    Assigning an int to ``scenario.class_order_seed`` later replaces the
+    reference (ml_collections drops a computed reference's operations on
+    ``set``) and leaves ``seed`` alone.
+    """
+    config.scenario.class_order_seed = config.get_ref("seed") + 0
+
+
+def class_order_follows_seed(config) -> bool:
+    """Whether ``scenario.class_order`` is ``"seeded"`` with a seed that moves
+    with ``seed`` (:func:`follow_seed`).  Probed on a copy: raise ``seed`` by
+    one and see whether ``class_order_seed`` follows."""
+    import copy
+
+    if config.scenario.get("class_order", "fixed") != "seeded":
+        return False
+    probe = copy.deepcopy(config)
+    probe.seed = int(probe.seed) + 1
+    return int(probe.scenario.class_order_seed) != int(config.scenario.class_order_seed)
 
 
 def _model(d: dict):
