@@ -276,6 +276,12 @@ def validate(config) -> None:
         raise ConfigError(f"train.epochs={config.train.epochs} is invalid: it must be > 0.")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid: it must be >= 1.")
+    from clj.methods.serena_presets import class_order_follows_seed  # JAX-free
+
+    if int(config.num_seeds) > 1 and class_order_follows_seed(config):
+        raise ConfigError(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows seed "
+                          "(each seed its own class order, as the official SERENA code): run one process per seed, "
+                          "or set scenario.class_order_seed=<int> for one order shared by every seed.")
     ck = config.get("checkpoint", None)
     if ck is not None:
         if float(ck.get("every_minutes", 0)) < 0:

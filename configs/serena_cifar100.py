@@ -26,7 +26,7 @@ def get_config(variant: str = "task_free"):
                     serena_model=dict(name="serena_resnet18", width=64),
                     baseline_model=dict(name="resnet18"),
                     lr=0.0005, baseline_lr=0.1, er_buffer=1000, offline_epochs=50,
-                    augment=dict(crop_pad=4, flip=True), loop=dict(steps_per_call=4, unroll=4))
+                    augment=dict(crop_pad=4, flip=True))
     c.serena.max_cells = 24          # 20 concepts + 4 spare cells
     c.serena.eval_cell_batch = 4     # cells per vectorised forward at test time
     return c

@@ -102,6 +102,9 @@ class MethodSpec:
       sweepable: config paths (``"optim.lr"``) whose values the State carries
         as float32 [] arrays in ``state.hparams`` (no shape depends on them),
         so the loop can run a grid of them as one vmapped program.
+      prepare_predict: ``state -> state`` called once per evaluation before
+        the evaluation batches (work every ``predict`` would repeat, e.g.
+        SERENA's union network); its output is used only to predict.
     """
 
     init: Callable
@@ -115,6 +118,7 @@ class MethodSpec:
     task_steps: Callable | None = None
     validate_config: Callable | None = None
     sweepable: tuple = ()
+    prepare_predict: Callable | None = None
 
     def caps(self, config) -> Capabilities:
         """The capabilities that hold for ``config``."""

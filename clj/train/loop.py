@@ -354,6 +354,9 @@ class Runner:
         top5 = self.top5
 
         def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
+            if spec.prepare_predict is not None:  # once per evaluation, not per batch
+                state = spec.prepare_predict(state)
+
             def predict(x, tk, vd):
                 return spec.predict(state, x, tk, **({"valid": vd} if kw_valid else {})).astype(jnp.float32)
 
