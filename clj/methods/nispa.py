@@ -314,9 +314,7 @@ def init(rng: jax.Array, config, scenario) -> State:
     vf = float(get("val_fraction", 0.1))
     if not 0.0 < vf < 1.0:
         raise ConfigError(f"nispa.val_fraction={vf} is invalid: it must be in (0, 1).")
-    rule = str(get("task_il_rule", "multiply"))
-    if rule not in TASK_IL_RULES:
-        raise ConfigError(f"nispa.task_il_rule={rule!r} is unknown; valid: {', '.join(TASK_IL_RULES)}.")
+    rule = task_il_rule(config)
     if config.optim.name != "adam":
         raise ConfigError(f"optim.name={config.optim.name!r} is not supported by nispa; valid: 'adam'.")
     if scenario.kind not in ("task_il", "class_il"):
@@ -665,6 +663,19 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     acc = jnp.sum((jnp.argmax(logits, -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)
     return state, {"loss": loss, "acc": acc, "phase": state.phase.astype(jnp.float32),
                    "task_done": state.stopped.astype(jnp.float32)}
+
+
+def task_il_rule(config) -> str:
+    """The task-IL test rule of NISPA's comparisons, ``config.nispa.task_il_rule``
+    (default ``'multiply'``, the official code's; see :func:`task_il_correct`).
+
+    Raises:
+      ConfigError: an unknown rule.
+    """
+    rule = str(_cfg(config)("task_il_rule", "multiply"))
+    if rule not in TASK_IL_RULES:
+        raise ConfigError(f"nispa.task_il_rule={rule!r} is unknown; valid: {', '.join(TASK_IL_RULES)}.")
+    return rule
 
 
 def task_il_correct(logits: jax.Array, y: jax.Array, task_mask: jax.Array, rule: str = "multiply") -> jax.Array:
