@@ -28,9 +28,10 @@ def main():
     ap.add_argument("--grid", default="1:1,4:1,4:4,16:1,16:16")
     ap.add_argument("--calls", type=int, default=4)
     a = ap.parse_args()
+    from clj.models import is_conv
     from clj.train import auto_chunking
 
-    default = auto_chunking(jax.default_backend(), a.model)
+    default = auto_chunking(jax.default_backend(), is_conv(a.model))
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), model {a.model}, "
           f"method {a.method}, batch {a.batch} + replay {a.batch}")
     print("| steps/call | unroll | compile s | ms/step | images/s |\n|---|---|---|---|---|")

@@ -14,8 +14,8 @@ import argparse
 import json
 import os
 import sys
-import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -42,6 +42,7 @@ def build(method, model, batch, steps_per_call, unroll):
     c.train.batch_size = batch
     c.replay.buffer_size = 500
     c.replay.minibatch_size = batch
+    c.train.epochs = 100  # long tasks: the chunk length is exactly steps_per_call
     c.loop.steps_per_call = steps_per_call
     c.loop.unroll = unroll
     c.progress = False
@@ -57,27 +58,14 @@ def build(method, model, batch, steps_per_call, unroll):
 
 
 def bench(method, model, batch, K, unroll, calls):
+    from chunk_timer import time_chunk
+
     r, state = build(method, model, batch, K, unroll)
-    fn = r._chunk_fn(K)
-    n = r.scenario.x_train.shape[0]
-    idx = jax.random.randint(jax.random.PRNGKey(0), (1, K * (calls + 1), batch), 0, n).astype(jnp.int32)
-    keys = jnp.stack([jax.random.PRNGKey(0)])
-    extra = (jnp.int32(n // batch), jnp.int32(n))  # steps_per_epoch, task size
-    t0 = time.perf_counter()
-    lowered = fn.lower(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0), *extra)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state, r.X, r.Y, idx[:, :K], keys, jnp.int32(0), jnp.int32(0), *extra)  # warm-up
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for c in range(1, calls + 1):
-        state, m = compiled(state, r.X, r.Y, idx[:, c * K:(c + 1) * K], keys, jnp.int32(c * K), jnp.int32(0), *extra)
-    jax.block_until_ready(state)
-    dt = time.perf_counter() - t0
-    steps = calls * K
-    return {"method": method, "model": model, "batch": batch, "replay_batch": batch, "steps_per_call": K,
-            "unroll": unroll, "compile_s": round(compile_s, 2), "steps_per_s": round(steps / dt, 3),
-            "images_per_s": round(steps * batch / dt, 1), "ms_per_step": round(1000 * dt / steps, 2),
+    state = r._begin_task(state, r._task_info(0, r.plans[0].steps, r.plans[0].steps_per_epoch))
+    t = time_chunk(r, state, calls)
+    return {"method": method, "model": model, "batch": batch, "replay_batch": batch, "steps_per_call": t["K"],
+            "unroll": t["unroll"], "compile_s": t["compile_s"], "steps_per_s": t["steps_per_s"],
+            "images_per_s": t["images_per_s"], "ms_per_step": round(1000 / t["steps_per_s"], 2),
             "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
 
 

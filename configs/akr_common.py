@@ -52,7 +52,6 @@ def digits_config(replay: str = "attentive"):
     c.train.epochs = 8
     c.train.batch_size = 32
     c.num_seeds = 3
-    c.loop.steps_per_call = 1  # on CPU compile time dominates: one step per call compiles the least
     c.cil = cil_config(budget="fixed", memory_size=100, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=(6,), update_schedule="multistep", predict="cnn")
     c.akr = akr_config(attn_arch="trunk_copy", attn_lr=1e-3, warmup_epochs=2, phase0_mix="random")

@@ -29,8 +29,6 @@ def get_config():
     c.replay.minibatch_size = 8
     c.replay.alpha = 0.1
     c.replay.beta = 0.5
-    c.loop.steps_per_call = 1   # CPU: one compiled step (unrolled chunks of this step take minutes to compile)
-    c.loop.unroll = 1
     c.loop.eval_batch_size = 1000
     c.ser = ser_config()
     c.ser.sal_init = "pretrain:300"

@@ -5,9 +5,9 @@ all seeds vmapped in one program per method, and prints mean +- std.
     python experiments/nispa.py --bench ef_mnist --data_dir /path/to/emnist   # GPU advised
     python experiments/nispa.py --bench cifar10                                # GPU
 
-Budget: each task gets the method's ``task_steps`` (NISPA: whole phases,
-``phases * phase_epochs * ceil(n / B)``; the baselines: whole epochs) when
-the core loop does not yet ask the method for it.
+Budget: the loop gives each task the method spec's ``task_steps`` (NISPA:
+whole phases, ``phases * phase_epochs * ceil(n / B)``; the baselines: whole
+epochs).
 
 Task-IL accuracy is reported under both rules (:func:`clj.methods.nispa.
 task_il_correct`): ``restrict`` (argmax over the task's classes: the core
@@ -72,9 +72,9 @@ def ef_mnist_scenario(data_dir: str | None):
 
 
 def budget_runner(seeds):
-    """A :class:`clj.train.loop.Runner` whose tasks are sized by the method's
-    ``task_steps`` (when it has one), running exactly ``seeds`` (vmapped), and
-    keeping the final State (``final_state``)."""
+    """A :class:`clj.train.loop.Runner` running exactly ``seeds`` (vmapped)
+    and keeping the final State (``final_state``).  The loop sizes each task
+    with the method spec's ``task_steps``."""
     from clj.train.loop import Runner
 
     class BudgetRunner(Runner):
@@ -82,13 +82,6 @@ def budget_runner(seeds):
             super().__init__(*a, **kw)
             self.seeds = [int(s) for s in seeds]
             self.final_state = None
-
-        def _task_steps(self, n, t=1):
-            steps, spe = super()._task_steps(n, t)
-            fn = getattr(self.method, "task_steps", None)
-            if fn is not None:
-                steps = int(fn(self.config, int(n), self.B, int(t)))
-            return steps, spe
 
         def _write_results(self, state, prog):
             self.final_state = state
@@ -105,9 +98,9 @@ def final_task_il(runner) -> dict:
 
     from clj.methods.nispa import TASK_IL_RULES, task_il_correct
 
-    sc, method, state = runner.scenario, runner.method, runner.final_state
+    sc, spec, state = runner.scenario, runner.spec, runner.final_state
     aug = runner.augment
-    pred = jax.jit(jax.vmap(lambda s, x: method.predict(s, x, None), in_axes=(0, None)))
+    pred = jax.jit(jax.vmap(lambda s, x: spec.predict(s, x, None), in_axes=(0, None)))
     out = {r: np.zeros((len(runner.seeds), sc.num_tasks)) for r in TASK_IL_RULES}
     for t, task in enumerate(sc.tasks):
         mask = np.zeros(sc.num_classes, bool)

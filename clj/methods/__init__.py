@@ -51,6 +51,15 @@ METHODS = {
 }
 
 
+def get_spec(name: str):
+    """The :class:`~clj.methods.api.MethodSpec` of the method called ``name``.
+
+    Raises:
+      ValueError: an unknown name, listing the valid ones.
+    """
+    return get_method(name).SPEC
+
+
 def get_method(name: str):
     """The method module called ``name``.
 

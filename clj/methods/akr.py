@@ -561,3 +561,14 @@ def result_extras(state: State) -> dict:
                 "last_step_abs_a": float(state.attn_stats[0]), "last_step_drift": float(state.attn_stats[1]),
                 "last_step_att_loss": float(state.attn_stats[2])})
     return out
+
+
+def _spec():
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
+                      predict=predict, capabilities=Capabilities(static_task_info=True, heavy_step=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras)
+
+
+SPEC = _spec()

@@ -10,3 +10,6 @@ from clj.methods.icarl import (State, begin_task, end_task, memory_bytes, predic
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.icarl.init`)."""
     return icarl.init(rng, config, scenario, "replay")
+
+
+SPEC = icarl.make_spec("replay")

@@ -24,23 +24,32 @@ from clj.data.augment import Augment
 PyTree = Any
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class TaskInfo:
-    """What the loop tells a method at a task boundary (host values).
+    """What the loop tells a method at a task boundary.
+
+    For a method whose spec declares ``static_task_info`` every field is a host
+    value (Python ints, a tuple of labels, a numpy mask) and the boundary
+    functions are compiled per task.  Otherwise ``task_id``, ``num_steps``,
+    ``steps_per_epoch`` are traced int32 [] and ``class_mask`` a traced
+    bool [C], ``classes`` is ``()``, and the boundary functions compile once
+    for the run.
 
     Attributes:
       task_id: index of the task starting (or ending).
-      classes: labels of the task's classes.
+      classes: labels of the task's classes (host tuple; ``()`` when traced).
       num_steps: train steps the loop will run in this task.
       steps_per_epoch: steps of one pass over the task's training data.
-      num_classes: classes in the whole scenario.
+      num_classes: classes in the whole scenario (host int).
+      class_mask: bool [C], True for the task's classes (None if not given).
     """
 
-    task_id: int
-    classes: tuple[int, ...]
-    num_steps: int
-    steps_per_epoch: int
-    num_classes: int
+    task_id: Any
+    classes: tuple = struct.field(pytree_node=False)
+    num_steps: Any
+    steps_per_epoch: Any
+    num_classes: int = struct.field(pytree_node=False)
+    class_mask: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,18 +88,23 @@ class OptimSpec:
 
         return optax.inject_hyperparams(factory)(learning_rate=self.lr)
 
-    def lr_at(self, task_step: jax.Array, task_steps: jax.Array, steps_per_epoch: jax.Array) -> jax.Array:
-        """Learning rate (float32 []) at step ``task_step`` of a task."""
+    def lr_at(self, task_step: jax.Array, task_steps: jax.Array, steps_per_epoch: jax.Array,
+              base_lr: jax.Array | None = None) -> jax.Array:
+        """Learning rate (float32 []) at step ``task_step`` of a task.
+
+        ``base_lr`` (float32 [], e.g. a swept value carried in the State)
+        replaces ``self.lr`` as the schedule's starting rate."""
         t = task_step.astype(jnp.float32)
+        lr0 = jnp.asarray(self.lr if base_lr is None else base_lr, jnp.float32)
         if self.schedule == "constant":
-            return jnp.asarray(self.lr, jnp.float32)
+            return lr0
         if self.schedule == "cosine":
             frac = t / jnp.maximum(task_steps.astype(jnp.float32), 1.0)
-            return jnp.asarray(self.lr, jnp.float32) * 0.5 * (1.0 + jnp.cos(math.pi * frac))
+            return lr0 * 0.5 * (1.0 + jnp.cos(math.pi * frac))
         if self.schedule == "multistep":
             epoch = jnp.floor(t / jnp.maximum(steps_per_epoch.astype(jnp.float32), 1.0))
             n = sum((epoch >= m).astype(jnp.float32) for m in self.milestones) if self.milestones else 0.0
-            return jnp.asarray(self.lr, jnp.float32) * jnp.power(self.gamma, n)
+            return lr0 * jnp.power(self.gamma, n)
         raise ValueError(f"optim.schedule={self.schedule!r} is unknown; valid: constant, cosine, multistep.")
 
 
@@ -155,7 +169,7 @@ def begin_task_model(ms: ModelState, task: TaskInfo) -> ModelState:
     """Resets the optimizer state and the in-task step counters."""
     return ms.replace(opt_state=ms.tx.init(ms.params), task_step=jnp.zeros((), jnp.int32),
                       task_steps=jnp.asarray(task.num_steps, jnp.int32),
-                      steps_per_epoch=jnp.asarray(max(task.steps_per_epoch, 1), jnp.int32))
+                      steps_per_epoch=jnp.maximum(jnp.asarray(task.steps_per_epoch, jnp.int32), 1))
 
 
 def forward(ms: ModelState, params: PyTree, batch_stats: PyTree, x: jax.Array, train: bool,
@@ -178,12 +192,13 @@ def forward(ms: ModelState, params: PyTree, batch_stats: PyTree, x: jax.Array, t
 
 
 def apply_gradients(ms: ModelState, grads: PyTree, batch_stats: PyTree,
-                    update_mask: PyTree | None = None) -> ModelState:
+                    update_mask: PyTree | None = None, base_lr: jax.Array | None = None) -> ModelState:
     """One optimizer step at the scheduled learning rate.
 
     ``update_mask`` (bool, same structure as params) zeroes the optimizer's
-    final update where False (freezing: :func:`clj.sparse.mask_updates`)."""
-    lr = ms.optim.lr_at(ms.task_step, ms.task_steps, ms.steps_per_epoch)
+    final update where False (freezing: :func:`clj.sparse.mask_updates`);
+    ``base_lr`` (float32 []) replaces ``optim.lr`` (a swept learning rate)."""
+    lr = ms.optim.lr_at(ms.task_step, ms.task_steps, ms.steps_per_epoch, base_lr)
     opt_state = ms.opt_state
     opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
     updates, opt_state = ms.tx.update(grads, opt_state, ms.params)

@@ -10,3 +10,6 @@ from clj.methods.expand import (State, begin_task, end_task, memory_bytes, predi
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.expand.init`)."""
     return expand.init(rng, config, scenario, "der")
+
+
+SPEC = expand.make_spec("der")

@@ -10,3 +10,6 @@ from clj.methods.rehearsal import State, begin_task, end_task, memory_bytes, pre
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.rehearsal.init`)."""
     return rehearsal.init(rng, config, scenario, "er")
+
+
+SPEC = rehearsal.make_spec("er")

@@ -181,3 +181,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 def memory_bytes(state: State) -> dict:
     """Bytes of the buffer and of the model's parameters."""
     return {"buffer": buffer_nbytes(state.buffer), "model": common.param_bytes(state.net.params)}
+
+
+def _spec():
+    from clj.methods.api import MethodSpec
+
+    return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
+                      predict=predict, memory_bytes=memory_bytes)
+
+
+SPEC = _spec()

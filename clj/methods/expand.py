@@ -414,3 +414,16 @@ def result_extras(state: State) -> dict:
             "exemplars_per_class": hp.st.quota, "live_blocks": hp.live, "predict": hp.predict,
             "train_base": hp.train_base, "model_params_no_fc": model_param_count(state),
             "head_bytes": common.param_bytes(state.net.params["head"]) + common.param_bytes(state.net.params["aux"])}
+
+
+def make_spec(kind: str):
+    """The :class:`~clj.methods.api.MethodSpec` of ``memo`` or DER (Yan et al.)
+    (host task info: a task boundary grows the network)."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(static_task_info=True, conv=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras)

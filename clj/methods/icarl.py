@@ -280,3 +280,19 @@ def result_extras(state: State) -> dict:
     return {"exemplars": int(state.mem.count()), "memory_size": hp.memory_size,
             "exemplars_per_class": hp.st.quota, "predict": hp.predict,
             "head_bytes": common.param_bytes(state.net.params["head"])}
+
+
+def make_spec(objective: str):
+    """The :class:`~clj.methods.api.MethodSpec` of ``icarl``, ``wa`` or ``replay``
+    (host task info: the known/total class counts are static per task)."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(static_task_info=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras)
+
+
+SPEC = make_spec("icarl")

@@ -11,3 +11,6 @@ from clj.methods.regularization import (  # noqa: F401
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.regularization.init`)."""
     return regularization.init(rng, config, scenario, "mas")
+
+
+SPEC = regularization.make_spec("mas")

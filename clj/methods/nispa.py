@@ -90,7 +90,6 @@ from clj.models.nispa_nets import LayerSpec, get_nispa_model, reinit_kernel
 from clj.sparse import apply_masks, mask_updates, masks_nbytes
 
 PyTree = Any
-USES_TASK_ID_AT_TEST = False  # the loop's task-IL evaluation masks logits to the task's classes
 TASK_IL_RULES = ("multiply", "restrict")
 
 _HASH_SEED = 20220623
@@ -744,3 +743,17 @@ def result_extras(state: State) -> dict:
         "validation_split": "hash of image bytes, %d/1000 of each task" % hp.val_permille,
         "task_il_rule": hp.task_il_rule,
     }}
+
+
+def _spec():
+    from clj.methods.api import Capabilities, MethodSpec
+
+    # step_info: the phase clock needs the in-task step, epoch length and task size;
+    # early_stop: the stopping rule ends a task (metrics["task_done"]).
+    return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
+                      predict=predict,
+                      capabilities=Capabilities(step_info=True, early_stop=True, static_task_info=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps)
+
+
+SPEC = _spec()

@@ -497,3 +497,25 @@ def result_extras(state: State) -> dict:
                     "si_clip": hp.si_clip if hp.kind == "si" else None,
                     "val_permille": hp.val_permille, "patience": hp.patience,
                     "last_task_epochs": int(np.asarray(state.epochs))}}
+
+
+def _capabilities(config):
+    from clj.methods.api import Capabilities
+
+    get = _cfg(config)
+    holdout = float(get("val_fraction", 0.0)) > 0
+    # step_info: the hold-out buffer and the epoch ends need the in-task step, epoch length and
+    # task size; early_stop: with patience the task ends early (metrics["task_done"]).
+    return Capabilities(static_task_info=True, step_info=holdout, early_stop=holdout and int(get("patience", 0)) > 0)
+
+
+def make_spec(kind: str):
+    """The :class:`~clj.methods.api.MethodSpec` of ``ewc``, ``si`` or ``mas``."""
+    import functools
+
+    from clj.methods.api import MethodSpec
+
+    return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=_capabilities, memory_bytes=memory_bytes, result_extras=result_extras,
+                      task_steps=task_steps)

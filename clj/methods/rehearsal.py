@@ -63,12 +63,19 @@ class State:
     Attributes:
       net: the network (params, BN statistics, optimizer state, counters).
       buffer: the replay memory, or None for finetune / joint.
+      hparams: the sweepable hyperparameters as float32 [] arrays
+        (:data:`SWEEPABLE` -> value), so a grid of them is a vmapped axis.
       hp: static hyperparameters.
     """
 
     net: ModelState
     buffer: Buffer | None
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "replay.alpha", "replay.beta")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def hparams_from_config(config, scenario, objective: str) -> Hparams:
@@ -91,7 +98,9 @@ def init(rng: jax.Array, config, scenario, objective: str) -> State:
     if objective != "finetune":
         buf = init_buffer(hp.buffer_size, scenario.image_shape,
                           scenario.num_classes if objective in ("der", "derpp") else 0)
-    return State(net=net, buffer=buf, hp=hp)
+    hparams = {"optim.lr": jnp.float32(config.optim.lr), "replay.alpha": jnp.float32(hp.alpha),
+               "replay.beta": jnp.float32(hp.beta)}
+    return State(net=net, buffer=buf, hparams=hparams, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -166,11 +175,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         loss = common.cross_entropy(logits, batch["y"])
         bx, _, blog, valid = draw(k_r1)
         out, bs = common.forward(net, params, bs_stream, bx, train=True)
-        loss = loss + hp.alpha * common.masked_mse(out, blog, valid)
+        loss = loss + state.hparams["replay.alpha"] * common.masked_mse(out, blog, valid)
         if hp.objective == "derpp":
             bx2, by2, _, valid2 = draw(k_r2)
             out2, bs = common.forward(net, params, bs, bx2, train=True)
-            loss = loss + hp.beta * common.cross_entropy(out2, by2, valid2)
+            loss = loss + state.hparams["replay.beta"] * common.cross_entropy(out2, by2, valid2)
         bs = jax.tree.map(lambda a, b: jnp.where(empty, a, b), bs_stream, bs)
         return loss, (bs, logits)
 
@@ -184,7 +193,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         loss, bs, logits, grads = update(stream_only)(net.params)
     else:
         loss, bs, logits, grads = update(with_replay)(net.params)
-    new_net = common.apply_gradients(net, grads, bs)
+    new_net = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
     buf = state.buffer
     if buf is not None:
         store_logits = logits if hp.objective in ("der", "derpp") else None
@@ -200,3 +209,16 @@ def memory_bytes(state: State) -> dict:
 
     return {"buffer": buffer_nbytes(state.buffer) if state.buffer is not None else 0,
             "model": common.param_bytes(state.net.params)}
+
+
+def make_spec(objective: str, cumulative_data: bool = False):
+    """The :class:`~clj.methods.api.MethodSpec` of one objective (``finetune``,
+    ``er``, ``der``, ``derpp``); ``cumulative_data`` for joint training."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(cumulative_data=cumulative_data),
+                      memory_bytes=memory_bytes, sweepable=SWEEPABLE)

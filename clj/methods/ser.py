@@ -574,3 +574,15 @@ def result_extras(state: State) -> dict:
                     "input_shape": list(hp.in_shape), "padding": list(hp.pad),
                     "sal_coeff": hp.sal_coeff, "sal_steps": int(np.asarray(state.sal.step)),
                     "final_sal_loss_ema": float(np.asarray(state.sal_loss_ema))}}
+
+
+def make_spec(base: str):
+    """The :class:`~clj.methods.api.MethodSpec` of SER over ``base``."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    return MethodSpec(init=functools.partial(init, base=base), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(conv=True, heavy_step=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras)

@@ -7,3 +7,6 @@ from clj.methods.ser import (  # noqa: F401
 def init(rng, config, scenario) -> State:
     """A fresh State (see :func:`clj.methods.ser.init`)."""
     return ser.init(rng, config, scenario, "er")
+
+
+SPEC = ser.make_spec("er")

@@ -80,7 +80,6 @@ VOTES = ("max_confidence", "max_logit", "recency_vote", "mean_prob", "nearest_cl
 NEW_CELL_INITS = ("zeros", "reinit_random")
 OPTIMS = ("sgd", "adam")
 
-USES_TASK_ID_AT_TEST = False  # overridden per config by task_id_at_test()
 
 # protocol -> the value every "" knob takes.
 PROTOCOL_DEFAULTS = {
@@ -691,3 +690,24 @@ def result_extras(state: State) -> dict:
         "layer_densities": dict(hp.densities),
         "optim": {"name": hp.optim, "lr": hp.lr, "momentum": hp.momentum, "nesterov": hp.nesterov,
                   "weight_decay": hp.weight_decay}}}
+
+
+def capabilities(config):
+    """SERENA's capabilities for ``config``: the official protocol sees task
+    boundaries (its statistic resets per task, spec §7) and evaluates with the
+    true task id; the task-free protocol sees neither."""
+    from clj.methods.api import Capabilities
+
+    off = _serena_cfg(config).protocol == "official"
+    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off)
+
+
+def _spec():
+    from clj.methods.api import MethodSpec
+
+    return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
+                      predict=predict, capabilities=capabilities, memory_bytes=memory_bytes,
+                      result_extras=result_extras, validate_config=validate_config)
+
+
+SPEC = _spec()

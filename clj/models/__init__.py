@@ -14,7 +14,7 @@ so ``variables["params"]`` has keys ``"backbone"`` and ``"head"``.
 from clj.models.cnn import SmallCNN, SmallCNNBackbone
 from clj.models.common import batch_norm, classify
 from clj.models.mlp import MLP, MLPBackbone
-from clj.models.registry import MODEL_NAMES, feature_dim, get_model, init_variables
+from clj.models.registry import MODEL_NAMES, feature_dim, get_model, init_variables, is_conv
 from clj.models.resnet import (
     RESNET32_FEATURE_DIM,
     BasicBlock,
@@ -48,6 +48,7 @@ __all__ = [
     "get_model",
     "feature_dim",
     "init_variables",
+    "is_conv",
     "count_params",
     "param_bytes",
     "batch_norm",

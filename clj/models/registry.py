@@ -28,6 +28,16 @@ _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
 
 MODEL_NAMES = tuple(_REGISTRY)
 
+# Backbones built from convolutions, across every model family of clj (the
+# loop's CPU chunking depends on it: clj.train.runtime.auto_chunking).
+CONV_MODELS = frozenset({"small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_resnet18",
+                         "serena_resnet18_reduced", "nispa_conv"})
+
+
+def is_conv(name: str) -> bool:
+    """Whether the backbone called ``name`` (any clj model family) is convolutional."""
+    return name in CONV_MODELS
+
 
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a model by name.
