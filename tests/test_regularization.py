@@ -210,3 +210,37 @@ def test_stopped_task_leaves_state_unchanged_and_holdout_not_trained_on():
     for j in range(2 * spe):                      # a chunk late: epoch ends and first-epoch steps included
         st, _ = step(st, batch(j), jax.random.PRNGKey(1))
     assert all(np.array_equal(a, b) for a, b in zip(before, jax.tree_util.tree_leaves(st)))
+
+
+def test_loop_sizes_tasks_in_whole_epochs_through_the_spec(tmp_path):
+    """The loop sizes a task with the spec's task_steps: 40 whole epochs of
+    ceil(76 / 16) = 5 steps (the loop's own ceil(40 * 76 / 16) would be 190)."""
+    import json
+
+    from clj.methods import get_spec
+    from clj.train.loop import Runner
+
+    c = reg_config("mas")
+    c.dataset = "synthetic"
+    c.synthetic.image_shape = (4, 4, 1)
+    c.synthetic.num_classes = 4
+    c.synthetic.train_per_class = 38
+    c.synthetic.test_per_class = 5
+    c.model.hidden = (8,)
+    c.train.batch_size = 16
+    c.train.epochs = 40
+    c.reg.val_fraction = 0.2
+    c.progress = False
+    c.plots = False
+    c.num_seeds = 2
+    spec = get_spec("mas")
+    assert spec.caps(c).step_info and not spec.caps(c).early_stop
+    c2 = c.copy_and_resolve_references()
+    c2.reg.patience = 3
+    assert spec.caps(c2).early_stop
+    assert spec.task_steps(c, 76, 16, 0) == 40 * 5
+    out = Runner(c, str(tmp_path)).run()
+    res = json.load(open(tmp_path / "seed_0" / "results.json"))
+    assert res["steps"]["per_task"] == [200, 200]
+    assert res["extra"]["reg"]["mas_scale"] == "mean" and res["extra"]["reg"]["val_permille"] == 200
+    assert out["metrics"]["task_il"]["final_average_accuracy"]["mean"] > 0.5
