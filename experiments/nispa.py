@@ -119,6 +119,24 @@ def final_task_il(runner) -> dict:
     return out
 
 
+def summarize_partial(workdir: str) -> dict | None:
+    """What a run has finished so far, from its latest checkpoint's progress
+    record: tasks completed, per-seed task-IL average accuracy over the seen
+    tasks after each completed task (percent, restrict rule), wall time per
+    task and steps per task.  None when no task has finished."""
+    ck = os.path.join(workdir, "checkpoints")
+    done = sorted(int(d) for d in os.listdir(ck) if d.isdigit()) if os.path.isdir(ck) else []
+    if not done:
+        return None
+    meta = json.load(open(os.path.join(ck, str(done[-1]), "meta", "metadata")))
+    acc = np.asarray(meta["acc"]["task_il"])              # [tasks done, seeds, T]
+    T = acc.shape[0]
+    avg = np.stack([acc[t, :, : t + 1].mean(-1) for t in range(T)], 0) * 100   # [tasks done, seeds]
+    return {"completed_tasks": int(meta["completed_tasks"]), "avg_seen_per_seed": avg.tolist(),
+            "avg_seen_mean": avg.mean(1).tolist(), "avg_seen_std": avg.std(1).tolist(),
+            "wall_time_per_task_s": meta["wall_time"], "steps_per_task": meta["steps"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", default="fashion_mnist", choices=sorted(REFERENCE))
@@ -126,7 +144,13 @@ def main():
     ap.add_argument("--seeds", default=",".join(map(str, PAPER_SEEDS)))
     ap.add_argument("--data_dir", default=None)
     ap.add_argument("--out", default="runs/nispa_exp")
+    ap.add_argument("--partial", action="store_true",
+                    help="print what the runs under --out have finished so far (from their checkpoints)")
     args = ap.parse_args()
+    if args.partial:
+        for meth in args.methods.split(","):
+            print(meth, json.dumps(summarize_partial(os.path.join(args.out, f"{args.bench}_{meth}"))))
+        return
     from clj.train.loop import load_scenario
 
     seeds = [int(s) for s in args.seeds.split(",")]
