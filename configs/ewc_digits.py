@@ -25,7 +25,34 @@ def reg_config(method: str, dataset: str = "digits"):
     c.train.epochs = 20
     c.train.batch_size = 256 if dataset != "digits" else 32
     c.reg = ml_collections.ConfigDict(dict(lam=LAMBDAS.get(method, 0.0), n_fisher=1000, xi=0.1,
-                                           multi_head=True, chunk=64))
+                                           multi_head=True, chunk=64, ewc_mode="per_task", mas_scale="mean",
+                                           si_clip=False, importance_samples=0, importance_batch=0,
+                                           val_fraction=0.0, patience=0))
+    return c
+
+
+# The authors' EF-MNIST baseline scripts (Baselines/EWC_SI_MAS/*_experiments.sh of the official NISPA
+# code, GT-RIPL's Continual-Learning-Benchmark): Adam lr 0.01, at most 20 epochs, early stopping with
+# wait 3 on a 10 % hold-out, batch 256 (EWC, 1000 Fisher samples) or 512 (SI, MAS; MAS's importance over
+# the whole training split in batches of 512).
+AUTHORS_BATCH = {"ewc": 256, "si": 512, "mas": 512}
+
+
+def authors_config(method: str, dataset: str):
+    """``reg_config`` with the authors' baseline settings (above).  The loop's
+    batches include the hold-out examples (masked out of the loss), so the
+    batch is ``ceil(B / 0.9)``: about B training examples per step and about
+    ``ceil(0.9 n / B)`` steps per epoch, as the authors' loader over the
+    90 % split gives."""
+    c = reg_config(method, dataset)
+    b = AUTHORS_BATCH[method]
+    c.optim.lr = 0.01
+    c.train.epochs = 20
+    c.reg.val_fraction = 0.1
+    c.reg.patience = 3
+    c.train.batch_size = -(-b * 10 // 9)
+    c.reg.importance_batch = b
+    c.reg.n_fisher = 1000
     return c
 
 

@@ -253,6 +253,106 @@ def test_bad_config_values():
         nispa.init(jax.random.PRNGKey(0), c, sc)
 
 
+# ---------------------------------------------------------------- budget (issue 14 item 7)
+def _official_phase_count(accs, a_f, k, tau_stop=5.0, min_phase=3):
+    """The official task loop's stopping rule (spec §4.6) on phase accuracies."""
+    prev = 0.0
+    for t, acc in enumerate(accs, start=1):
+        p = float(nu.tau(t, k))
+        if (acc < prev - a_f and t >= min_phase) or p <= tau_stop:
+            return t
+        prev = max(prev, acc)
+    return None
+
+
+def test_task_steps_budgets_whole_phases():
+    c = nispa_digits_config()                      # k = 30, tau_stop = 5, max_phases = 26, 5-epoch phases
+    assert nispa.phase_limit(30.0, 5.0) == 26
+    # Split Fashion-MNIST task: 12000 examples, batch 512 -> 24 steps per epoch
+    assert nispa.task_steps(c, 12000, 512, 0) == 26 * 5 * 24 == 3120
+    assert -(-26 * 5 * 12000 // 512) == 3047          # the old ceil(epochs n / B): phase 26 cut short
+    assert nispa.task_steps(c, 360, 32, 3) == 26 * 5 * 12
+    c.nispa.max_phases = 4
+    assert nispa.task_steps(c, 360, 32, 0) == 4 * 5 * 12
+    c.nispa.k, c.nispa.max_phases = 4.0, 26
+    assert nispa.phase_limit(4.0, 5.0) == 4 and nispa.task_steps(c, 100, 16, 0) == 4 * 5 * 7
+    with pytest.raises(ConfigError, match="tau_stop"):
+        nispa.phase_limit(30.0, -1.0)
+    assert nispa.phase_limit(30.0, -1.0, max_phases=40) == 40
+    with pytest.raises(ConfigError, match="batch_size"):
+        nispa.task_steps(c, 100, 0, 0)
+
+
+def test_last_phase_completes_phase_count_is_official_and_late_steps_change_nothing():
+    """k = 4: p = 85.4, 50, 14.6, 0, so the official rule stops after phase 4
+    (a_f = 1000 rules out the accuracy stop).  The whole-phase budget reaches
+    it exactly; the old ceil(phases * epochs * n / B) does not.  Steps after
+    the stop (a loop noticing ``task_done`` a chunk late) change nothing."""
+    assert _official_phase_count([50.0, 60.0, 70.0, 80.0], 1000.0, 4.0) == 4
+    assert _official_phase_count([50.0, 60.0, 70.0, 80.0], -1000.0, 4.0) == 3
+    assert _official_phase_count([50.0, 60.0, 61.0, 59.9, 70.0], 0.75, 30.0) == 4
+    sc = _scenario(num_classes=4, per_class=30)
+    cfg = _config(k=4.0, a_f=1000.0)
+    task, B = sc.tasks[0], 16
+    n = task.num_train
+    spe = -(-n // B)
+    steps = nispa.task_steps(cfg, n, B, 0)
+    old = -(-4 * n // B)
+    assert steps == 4 * spe and old < steps
+    state = nispa.init(jax.random.PRNGKey(0), cfg, sc)
+    state = nispa.begin_task(state, TaskInfo(0, task.classes, steps, spe, sc.num_classes))
+    order = np.concatenate([task.train_idx[np.random.default_rng(t).permutation(n)] for t in range(6)])
+    X, Y = jnp.asarray(sc.x_train), jnp.asarray(sc.y_train, jnp.int32)
+    step_fn = jax.jit(nispa.train_step)
+
+    def step(st, k):
+        ix = jnp.asarray(order[(k % (5 * spe)) * B:(k % (5 * spe) + 1) * B])
+        xr = X[ix]
+        batch = {"x": st.hp.augment(xr, None, train=False), "x_raw": xr, "y": Y[ix], "step": jnp.int32(k),
+                 "steps_per_epoch": jnp.int32(spe), "task_size": jnp.int32(n)}
+        return step_fn(st, batch, jax.random.fold_in(jax.random.PRNGKey(0), k))
+
+    done = []
+    for k in range(steps):
+        state, m = step(state, k)
+        done.append(float(m["task_done"]))
+        if k == old - 1:
+            assert int(state.phase) == 3 and not bool(state.stopped)   # the old budget ends here
+    assert done == [0.0] * (steps - 1) + [1.0] and int(state.phase) == 4
+    before = jax.tree_util.tree_leaves(state)
+    for k in list(range(steps, steps + 2 * spe)) + list(range(spe)):   # epoch/phase ends, buffer-filling steps
+        state, m = step(state, k)
+        assert float(m["task_done"]) == 1.0
+    for a, b in zip(before, jax.tree_util.tree_leaves(state)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    ended = nispa.end_task(state, None)
+    assert int(ended.phases_per_task[0]) == 4
+    assert float(ended.final_p[0]) == pytest.approx(float(nu.tau(2, 4.0)), abs=1e-4)   # p_{T-2}
+
+
+# ---------------------------------------------------------------- task-IL rule (issue 14 item 8)
+def test_task_il_rule_by_hand():
+    logits = jnp.asarray([[2.0, 1.0, 5.0],      # task logit positive: both rules predict 0
+                          [-1.0, -2.0, 3.0],    # all task logits negative: official -> class 2 (wrong)
+                          [-0.5, 0.3, 9.0],     # one positive task logit: both predict 1
+                          [-3.0, -0.1, -7.0]])  # all negative: restrict -> 1, official -> 2 (wrong)
+    y = jnp.asarray([0, 0, 1, 1])
+    mask = jnp.asarray([1.0, 1.0, 0.0])
+    mult = np.asarray(nispa.task_il_correct(logits, y, mask, "multiply"))
+    rest = np.asarray(nispa.task_il_correct(logits, y, mask, "restrict"))
+    assert mult.tolist() == [True, False, True, False]
+    assert rest.tolist() == [True, True, True, True]
+    # task classes {1, 2}: a masked class at index 0 wins when the task's logits are all negative
+    lo = jnp.asarray([[-3.0, -1.0, -2.0], [-3.0, 0.5, -2.0]])
+    m2 = jnp.asarray([False, True, True])
+    assert np.asarray(nispa.task_il_correct(lo, jnp.asarray([1, 1]), m2, "multiply")).tolist() == [False, True]
+    assert np.asarray(nispa.task_il_correct(lo, jnp.asarray([1, 1]), m2, "restrict")).tolist() == [True, True]
+    with pytest.raises(ValueError, match="task_il_rule"):
+        nispa.task_il_correct(lo, jnp.asarray([1, 1]), m2, "argmax")
+    with pytest.raises(ConfigError, match="nispa.task_il_rule"):
+        nispa.init(jax.random.PRNGKey(0), _config(task_il_rule="x"), _scenario())
+
+
 # ---------------------------------------------------------------- the loop, sharded
 _SHARDED = textwrap.dedent("""
     import json, sys

@@ -66,6 +66,10 @@ class Capabilities:
         attention module over a trunk copy); on the CPU, where conv chunks
         are unrolled, such a method runs one step per call so that compiling
         stays short.
+      task_il_rule: how the task-IL evaluation scores: ``restrict`` (argmax
+        over the test example's task classes) or ``multiply`` (logits times
+        the 0/1 task mask, argmax over all classes: an example whose task
+        logits are all negative counts as wrong; NISPA's official code).
     """
 
     cumulative_data: bool = False
@@ -78,6 +82,7 @@ class Capabilities:
     predict_uses_valid: bool = False
     conv: bool | None = None
     heavy_step: bool = False
+    task_il_rule: str = "restrict"
 
 
 def _none(*_args, **_kw):

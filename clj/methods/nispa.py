@@ -29,8 +29,10 @@ Stable units then see only frozen stable paths, so old tasks' logits never
 change (zero forgetting).
 
 How the phases run inside the core loop (a fixed number of steps per task):
-the config gives the task ``max_phases * phase_epochs`` epochs
-(``train.epochs``); phase boundaries fall every ``phase_epochs *
+:func:`task_steps` sizes each task in whole phases, ``max_phases *
+phase_epochs * ceil(n / B)`` steps, so the last phase the stopping rule can
+reach always completes (the loop calls it through the method spec; before
+that, ``train.epochs = max_phases * phase_epochs``); phase boundaries fall every ``phase_epochs *
 steps_per_epoch`` steps and epoch ends every ``steps_per_epoch`` steps, both
 taken inside the jitted step under ``lax.cond``.  The loop passes the in-task
 step index, steps per epoch and task size as ``batch["step"]``,
@@ -38,7 +40,14 @@ step index, steps per epoch and task size as ``batch["step"]``,
 vmapped seeds, so the
 conds stay real branches under ``vmap``; the per-seed decisions (stop or go
 on, the best epoch) are ``jnp.where`` selections.  Once a seed stops, its
-remaining steps change nothing (a ``stopped`` flag).
+remaining steps leave the State bit-identical (a ``stopped`` flag), so a loop
+that notices ``metrics["task_done"]`` a chunk late changes nothing.
+
+Task-IL test metric: the official code multiplies the logits by the task's
+0/1 class mask and takes the argmax over all classes, so a test example whose
+task logits are all negative counts as wrong (a masked class, at 0, wins);
+:func:`task_il_correct` is that rule (``nispa.task_il_rule = 'multiply'``);
+the loop's rule (argmax over the task's classes) is ``'restrict'``.
 
 Validation data: 10 % of each task's training examples, chosen by a fixed
 hash of the image bytes (:func:`is_val`), never enter the loss.  During the
@@ -72,6 +81,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from clj.errors import ConfigError
 from clj.methods import sections
 from clj.data.augment import Augment
 from clj.methods import common
@@ -81,6 +91,7 @@ from clj.models.nispa_nets import LayerSpec, get_nispa_model, reinit_kernel
 from clj.sparse import apply_masks, mask_updates, masks_nbytes
 
 PyTree = Any
+TASK_IL_RULES = ("multiply", "restrict")
 
 _HASH_SEED = 20220623
 
@@ -140,6 +151,8 @@ class Hparams:
       chunk: evaluation batch for the buffers.
       task_sizes: training examples of every task.
       augment: the evaluation transform (uint8 -> float32).
+      task_il_rule: the task-IL test rule of NISPA's comparisons
+        (:func:`task_il_correct`; the official code's is 'multiply').
     """
 
     model: nn.Module
@@ -158,6 +171,7 @@ class Hparams:
     chunk: int = 512
     task_sizes: tuple[int, ...] = ()
     augment: Augment = Augment()
+    task_il_rule: str = "multiply"
 
     @property
     def tx(self) -> optax.GradientTransformation:
@@ -290,6 +304,7 @@ def init(rng: jax.Array, config, scenario) -> State:
     e = int(get("phase_epochs", 5))
     vf = float(get("val_fraction", 0.1))
     mask_init = str(get("mask_init", "exact"))
+    rule = task_il_rule(config)
     name = config.model.name
     kw = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.model.items() if k != "name"}
     model = get_nispa_model(name, scenario.num_classes, **kw)
@@ -317,7 +332,7 @@ def init(rng: jax.Array, config, scenario) -> State:
                  phase_epochs=e, min_phases=int(get("min_phases", 3)), tau_stop=float(get("tau_stop", 5.0)),
                  val_permille=permille, val_cap=val_cap, sel_cap=sel_cap,
                  chunk=chunk, task_sizes=tuple(t.num_train for t in scenario.tasks),
-                 augment=common.augment_from_config(config.augment, scenario))
+                 augment=common.augment_from_config(config.augment, scenario), task_il_rule=rule)
 
     k_init, k_mask, k_state = jax.random.split(rng, 3)
     params = model.init(k_init, jnp.zeros((1, *shape), jnp.float32))["params"]
@@ -348,6 +363,59 @@ def init(rng: jax.Array, config, scenario) -> State:
         val_y=jnp.zeros((val_cap,), jnp.int32), val_n=i0, sel_x=jnp.zeros((sel_cap, *shape), jnp.uint8),
         sel_n=i0, phases_per_task=jnp.zeros((T,), jnp.int32), final_p=jnp.zeros((T,), jnp.float32),
         leftover=jnp.zeros((len(specs),), jnp.int32), key=k_state, hp=hp)
+
+
+# ---------------------------------------------------------------- step budget
+def phase_limit(k: float, tau_stop: float, max_phases: int | None = None) -> int:
+    """The most phases a task can train under the official stopping rule
+    (spec §4.6): the first t >= 1 with p_t = 100 (1 + cos(pi t / k)) / 2 <=
+    ``tau_stop`` (26 for k = 30, tau_stop = 5), capped by ``max_phases`` when
+    given.  Computed in float32 as :func:`nispa_units.tau` does.
+
+    Raises:
+      ConfigError: k <= 0, max_phases < 1, or p_t never reaches tau_stop and
+        no ``max_phases`` bounds the task.
+    """
+    if not k > 0:
+        raise ConfigError(f"nispa.k={k} is invalid: it must be > 0.")
+    if max_phases is not None and int(max_phases) < 1:
+        raise ConfigError(f"nispa.max_phases={max_phases} is invalid: it must be >= 1.")
+    t = np.arange(1, int(math.ceil(2 * k)) + 2, dtype=np.float32)
+    p = np.float32(50.0) * (np.float32(1.0) + np.cos(np.float32(np.pi) * t / np.float32(k)))
+    hit = np.flatnonzero(p <= np.float32(tau_stop))
+    if hit.size == 0 and max_phases is None:
+        raise ConfigError(f"nispa.tau_stop={tau_stop} is never reached by the cosine schedule (k={k}); "
+                          "set nispa.max_phases to bound a task.")
+    limit = int(t[hit[0]]) if hit.size else int(max_phases)
+    return min(limit, int(max_phases)) if max_phases is not None else limit
+
+
+def task_steps(config, n_examples: int, batch_size: int, task_index: int) -> int:
+    """Training steps of one task, in whole phases: ``phases * phase_epochs *
+    ceil(n_examples / batch_size)`` with ``phases`` = :func:`phase_limit`
+    (``config.nispa.k``, ``tau_stop``, ``max_phases``).  An epoch is
+    ``ceil(n / B)`` steps as in the official loader (no ``drop_last``), so
+    the last phase the official stopping rule can reach always completes;
+    ``ceil(phases * epochs * n / B)`` would cut it short.  Host ints; the
+    loop calls this through the method spec; ``task_index`` is unused (every
+    task gets the same rule).
+
+    Raises:
+      ConfigError: n_examples < 1, batch_size < 1, phase_epochs < 1, or a bad
+        schedule (see :func:`phase_limit`).
+    """
+    del task_index
+    if int(n_examples) < 1:
+        raise ConfigError(f"n_examples={n_examples} is invalid: a task needs >= 1 training example.")
+    if int(batch_size) < 1:
+        raise ConfigError(f"train.batch_size={batch_size} is invalid: it must be >= 1.")
+    get = _cfg(config)
+    e = int(get("phase_epochs", 5))
+    if e < 1:
+        raise ConfigError(f"nispa.phase_epochs={e} is invalid: it must be >= 1.")
+    mp = get("max_phases", None)
+    phases = phase_limit(float(get("k", 30.0)), float(get("tau_stop", 5.0)), None if mp is None else int(mp))
+    return phases * e * (-(-int(n_examples) // int(batch_size)))
 
 
 # ---------------------------------------------------------------- task boundaries
@@ -550,7 +618,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     n_task = batch.get("task_size", state.task_n)
     val = is_val(xr, hp.val_permille)
     first = (step * B + jnp.arange(B, dtype=jnp.int32)) < n_task
-    state = jax.lax.cond(step < spe, lambda s: _fill(s, xr, y, val & first, ~val & first),
+    state = jax.lax.cond(step < spe, lambda s: _fill(s, xr, y, val & first & ~s.stopped, ~val & first & ~s.stopped),
                          lambda s: s, state)
 
     tw = ~val
@@ -569,7 +637,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     live = ~state.stopped
     state = state.replace(params=_tree_where(live, params, state.params),
                           opt_state=_tree_where(live, opt_state, state.opt_state),
-                          task_step=state.task_step + 1)
+                          task_step=state.task_step + live.astype(jnp.int32))
     state = jax.lax.cond((step + 1) % spe == 0,
                          lambda s: _tree_where(s.stopped, s, _epoch_end(s)), lambda s: s, state)
     state = jax.lax.cond((step + 1) % (spe * hp.phase_epochs) == 0,
@@ -578,6 +646,45 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     acc = jnp.sum((jnp.argmax(logits, -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)
     return state, {"loss": loss, "acc": acc, "phase": state.phase.astype(jnp.float32),
                    "task_done": state.stopped.astype(jnp.float32)}
+
+
+def task_il_rule(config) -> str:
+    """The task-IL test rule of NISPA's comparisons, ``config.nispa.task_il_rule``
+    (default ``'multiply'``, the official code's; see :func:`task_il_correct`).
+
+    Raises:
+      ConfigError: an unknown rule.
+    """
+    rule = str(_cfg(config)("task_il_rule", "multiply"))
+    if rule not in TASK_IL_RULES:
+        raise ConfigError(f"nispa.task_il_rule={rule!r} is unknown; valid: {', '.join(TASK_IL_RULES)}.")
+    return rule
+
+
+def task_il_correct(logits: jax.Array, y: jax.Array, task_mask: jax.Array, rule: str = "multiply") -> jax.Array:
+    """bool [B]: whether each task-IL prediction is right.
+
+    Args:
+      logits: float [B, C]; y: int [B] labels; task_mask: bool or 0/1 [C]
+        (or [B, C]) marking the test example's task classes.
+      rule: ``'multiply'``: the official code's rule (spec §4.9): the logits
+        times the 0/1 mask, argmax over all C classes, so when every task
+        logit is negative a masked class (at 0) wins and the example counts
+        as wrong; ``'restrict'``: argmax over the task's classes only (the
+        core loop's rule; it differs from 'multiply' exactly on the examples
+        whose task logits are all <= 0).
+
+    Raises:
+      ValueError: unknown ``rule``.
+    """
+    if rule not in TASK_IL_RULES:
+        raise ValueError(f"task_il_rule={rule!r} is unknown; valid: {', '.join(TASK_IL_RULES)}.")
+    m = jnp.broadcast_to(jnp.asarray(task_mask), logits.shape)
+    if rule == "multiply":
+        pred = jnp.argmax(logits * m.astype(logits.dtype), -1)
+    else:
+        pred = jnp.argmax(jnp.where(m.astype(bool), logits, -jnp.inf), -1)
+    return pred == y
 
 
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
@@ -618,6 +725,7 @@ def result_extras(state: State) -> dict:
         "connections_per_layer": layer_counts(state),
         "leftover_growth_budget": [int(v) for v in np.asarray(state.leftover)],
         "validation_split": "hash of image bytes, %d/1000 of each task" % hp.val_permille,
+        "task_il_rule": hp.task_il_rule,
     }}
 
 
@@ -626,10 +734,13 @@ def _spec():
 
     # step_info: the phase clock needs the in-task step, epoch length and task size;
     # early_stop: the stopping rule ends a task (metrics["task_done"]).
+    def capabilities(config):
+        return Capabilities(step_info=True, early_stop=True, static_task_info=True,
+                            task_il_rule=task_il_rule(config))
+
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
-                      predict=predict,
-                      capabilities=Capabilities(step_info=True, early_stop=True, static_task_info=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras)
+                      predict=predict, capabilities=capabilities,
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps)
 
 
 SPEC = _spec()

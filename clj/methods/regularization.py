@@ -1,32 +1,62 @@
 """Quadratic-penalty baselines: EWC, SI and MAS, usable with any scenario.
 
-All three add ``lambda * sum_i Omega_i (theta_i - theta*_i)^2`` to the task
-loss and differ in the importance Omega computed at each task end:
+All three add ``lambda * sum_r sum_i Omega_r,i (theta_i - theta*_r,i)^2`` to
+the task loss and differ in the importance Omega computed at each task end.
+The defaults follow GT-RIPL's Continual-Learning-Benchmark
+(``agents/regularization.py``), the code the NISPA authors ran for their
+baselines (``Baselines/EWC_SI_MAS`` of the official NISPA repository):
 
 * **EWC** (Kirkpatrick et al., PNAS 2017, Eq. 3): the diagonal Fisher
-  information, the mean over ``n_fisher`` training examples of the squared
-  per-example gradient of log p(y_hat | x), y_hat the model's prediction
-  (the GT-RIPL Continual-Learning-Benchmark default the NISPA authors ran).
+  information, the mean over ``n_fisher`` training examples (drawn without
+  replacement; all of them when fewer) of the squared per-example gradient
+  of log p(y_hat | x), y_hat the model's prediction.  ``reg.ewc_mode =
+  'per_task'`` (GT-RIPL's ``EWC``): every task keeps its own Fisher and
+  anchor, the penalty sums over tasks; ``'online'`` (GT-RIPL's
+  ``EWC_online``): one anchor (the last task's parameters) and the summed
+  Fisher.
 * **SI** (Zenke et al., ICML 2017, Eq. 5): the path integral
-  ``omega += -g * delta_theta`` of the unregularised loss gradient along the
-  trajectory, divided by ``(theta_end - theta_start)^2 + xi`` at the task end
-  (negative values clipped to 0).
-* **MAS** (Aljundi et al., ECCV 2018, Eq. 4): the mean absolute gradient of
-  the squared L2 norm of the (task-masked) output.
+  ``w += -g * delta_theta`` of the unregularised loss gradient along the
+  trajectory, divided by ``(theta_end - theta_start)^2 + xi`` at the task end,
+  summed over tasks around one anchor.  GT-RIPL keeps negative values
+  (``reg.si_clip = False``); ``True`` clips them to 0.
+* **MAS** (Aljundi et al., ECCV 2018, Eq. 4): per training batch, the
+  absolute gradient of the mean over the batch's examples and the head's
+  outputs of the squared logits, averaged over the batches of the task's
+  training split (``reg.mas_scale = 'mean'``, GT-RIPL); ``'sum'`` sums the
+  squared logits over the outputs instead (larger by the head width), summed
+  over tasks around one anchor.
 
-Importances accumulate over tasks (summed) around a single anchor, the
-parameters at the end of the previous task (the "online" variant of the
-GT-RIPL benchmark).  With ``reg.multi_head`` (default for task-IL scenarios)
-the training loss only sees the current task's logits (multi-head training,
-as in the NISPA paper's baselines).  Config block ``config.reg``:
-``lam`` (lambda), ``n_fisher`` (EWC), ``xi`` (SI damping), ``multi_head``.
+With ``reg.multi_head`` (default for task-IL scenarios) the losses only see
+the current task's logits (multi-head training, as in the NISPA paper's
+baselines).
+
+Hold-out and early stopping (GT-RIPL as modified by the NISPA authors,
+``--e_stopping_wait``): with ``reg.val_fraction > 0`` that share of each
+task's training examples (a fixed hash of the image bytes,
+:func:`clj.methods.nispa.is_val`) never enters the loss nor the importance;
+they are copied into a buffer during the task's first epoch.  After every
+epoch the (task-masked) validation accuracy is measured; once the last
+``reg.patience`` epochs are all below the task's best and more than
+``patience + 2`` epochs have run, the task stops (the live model is kept, as
+in the original; later steps leave the State unchanged and
+``metrics["task_done"]`` reports it).  Epoch ends come from the loop's
+``batch["step"]`` / ``batch["steps_per_epoch"]``; :func:`task_steps` sizes a
+task in whole epochs.
+
+Config block ``config.reg``: ``lam``, ``n_fisher``, ``xi``, ``multi_head``,
+``ewc_mode``, ``mas_scale``, ``si_clip``, ``importance_samples`` (MAS: 0 =
+the whole training split), ``importance_batch`` (MAS batches: 0 = the
+training batch size), ``val_fraction``, ``patience`` (0 = no early stop),
+``chunk`` (EWC's per-example gradient chunk).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from clj.config import ConfigError
@@ -35,20 +65,44 @@ from clj.methods import common, sections
 from clj.methods.common import ModelState, TaskInfo
 
 KINDS = ("ewc", "si", "mas")
+EWC_MODES = ("per_task", "online")
+MAS_SCALES = ("mean", "sum")
 _NEG = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
 class Hparams:
-    """Static hyperparameters: ``kind`` in KINDS, ``lam``, ``n_fisher``,
-    ``xi``, ``multi_head``, the evaluation transform, the chunk size of the
-    task-end passes."""
+    """Static hyperparameters.
+
+    Attributes:
+      kind: one of KINDS.
+      lam: the penalty's lambda.
+      n_fisher: EWC's example count.
+      xi: SI's damping.
+      multi_head: losses on the current task's logits only.
+      ewc_mode: one of EWC_MODES; mas_scale: one of MAS_SCALES; si_clip:
+        clip negative SI importances to 0.
+      slots: anchors kept (tasks for per-task EWC, else 1).
+      imp_samples: MAS examples (0 = all); imp_batch: MAS batch size.
+      val_permille: hold-out share in 1/1000 (0 = none); val_cap: its
+        buffer's capacity; patience: early-stopping wait (0 = none).
+      augment: the evaluation transform; chunk: EWC's chunk size.
+    """
 
     kind: str
     lam: float
     n_fisher: int = 1000
     xi: float = 0.1
     multi_head: bool = True
+    ewc_mode: str = "per_task"
+    mas_scale: str = "mean"
+    si_clip: bool = False
+    slots: int = 1
+    imp_samples: int = 0
+    imp_batch: int = 256
+    val_permille: int = 0
+    val_cap: int = 0
+    patience: int = 0
     augment: Augment = Augment()
     chunk: int = 64
 
@@ -59,20 +113,32 @@ class State:
 
     Attributes:
       net: params, optimizer state, counters.
-      anchor: theta* (params at the end of the previous task).
-      omega: accumulated importance (params-shaped, float32).
+      anchor: theta*, params-shaped with a leading [slots] axis.
+      omega: importance, params-shaped with a leading [slots] axis.
+      filled: int32 [] anchors written so far (per-task EWC's next slot).
       w: SI's running path integral of this task (zeros for EWC/MAS).
       start: SI's params at the start of this task.
       class_mask: bool [C], the current task's classes.
-      key: PRNG key for EWC's example draw.
+      val_x, val_y, val_n: the hold-out buffer (uint8 images, labels, fill).
+      best_acc, since_best, epochs, stopped: early stopping (best validation
+        accuracy of the task, epochs since it, epochs run, stop flag).
+      key: PRNG key for the importance draws.
     """
 
     net: ModelState
     anchor: object
     omega: object
+    filled: jax.Array
     w: object
     start: object
     class_mask: jax.Array
+    val_x: jax.Array
+    val_y: jax.Array
+    val_n: jax.Array
+    best_acc: jax.Array
+    since_best: jax.Array
+    epochs: jax.Array
+    stopped: jax.Array
     key: jax.Array
     hp: Hparams = struct.field(pytree_node=False)
 
@@ -81,39 +147,107 @@ def _zeros(t):
     return jax.tree_util.tree_map(jnp.zeros_like, t)
 
 
-def init(rng: jax.Array, config, scenario, kind: str) -> State:
-    """A fresh State for ``kind`` (network from ``config.model``, optimizer
-    from ``config.optim``).
+def _stack(t, n: int):
+    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), t)
+
+
+def _cfg(config):
+    r = config.get("reg", None)
+    return (lambda k, d: r.get(k, d)) if r is not None else (lambda k, d: d)
+
+
+def task_steps(config, n_examples: int, batch_size: int, task_index: int) -> int:
+    """Training steps of one task in whole epochs, ``train.epochs *
+    ceil(n / B)`` (host ints), so the early-stopping check falls at every
+    epoch end as in GT-RIPL's loader (no ``drop_last``).
 
     Raises:
-      ConfigError: unknown kind, negative ``reg.lam``, ``reg.n_fisher < 1`` or
-        ``reg.xi <= 0``.
+      ConfigError: n_examples < 1, batch_size < 1 or train.epochs < 1.
+    """
+    del task_index
+    if int(n_examples) < 1:
+        raise ConfigError(f"n_examples={n_examples} is invalid: a task needs >= 1 training example.")
+    if int(batch_size) < 1:
+        raise ConfigError(f"train.batch_size={batch_size} is invalid: it must be >= 1.")
+    e = float(config.train.epochs)
+    if e < 1 or e != int(e):
+        raise ConfigError(f"train.epochs={config.train.epochs} is invalid: it must be a whole number >= 1.")
+    return int(e) * (-(-int(n_examples) // int(batch_size)))
+
+
+def init(rng: jax.Array, config, scenario, kind: str) -> State:
+    """A fresh State for ``kind`` (network from ``config.model``, optimizer
+    from ``config.optim``, options from ``config.reg``; module doc).
+
+    Raises:
+      ConfigError: unknown kind / ewc_mode / mas_scale, negative ``reg.lam``,
+        ``reg.n_fisher < 1``, ``reg.xi <= 0``, ``reg.val_fraction`` outside
+        [0, 1), negative ``reg.patience``, patience without a hold-out, or a
+        negative sample count / batch.
     """
     if kind not in KINDS:
         raise ConfigError(f"regularization kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
     sections.get_section("reg", config)  # every check of config.reg (JAX-free, run by clj.config too)
-    r = config.get("reg", None)
-    get = (lambda k, d: r.get(k, d)) if r is not None else (lambda k, d: d)
+    get = _cfg(config)
     lam = float(get("lam", 1.0))
     nf = int(get("n_fisher", 1000))
     xi = float(get("xi", 0.1))
+    if xi <= 0:
+        raise ConfigError(f"reg.xi={xi} is invalid: it must be > 0.")
+    mode = str(get("ewc_mode", "per_task"))
+    if mode not in EWC_MODES:
+        raise ConfigError(f"reg.ewc_mode={mode!r} is unknown; valid: {', '.join(EWC_MODES)}.")
+    scale = str(get("mas_scale", "mean"))
+    if scale not in MAS_SCALES:
+        raise ConfigError(f"reg.mas_scale={scale!r} is unknown; valid: {', '.join(MAS_SCALES)}.")
+    vf = float(get("val_fraction", 0.0))
+    if not 0.0 <= vf < 1.0:
+        raise ConfigError(f"reg.val_fraction={vf} is invalid: it must be in [0, 1).")
+    pat = int(get("patience", 0))
+    if pat < 0:
+        raise ConfigError(f"reg.patience={pat} is invalid: it must be >= 0.")
+    if pat > 0 and vf == 0.0:
+        raise ConfigError(f"reg.patience={pat} needs a hold-out: set reg.val_fraction > 0.")
+    ns, ib = int(get("importance_samples", 0)), int(get("importance_batch", 0))
+    if ns < 0 or ib < 0:
+        raise ConfigError(f"reg.importance_samples={ns} / reg.importance_batch={ib} are invalid: they must be >= 0.")
+    chunk = int(get("chunk", 64))
+    if chunk < 1:
+        raise ConfigError(f"reg.chunk={chunk} is invalid: it must be >= 1.")
+    permille = int(round(1000 * vf))
+    val_cap = 0
+    if permille > 0:
+        from clj.methods.nispa import is_val_np
+        val_cap = max(int(is_val_np(scenario.x_train[t.train_idx], permille).sum()) for t in scenario.tasks)
+        val_cap = max(val_cap, 1)
+    slots = scenario.num_tasks if (kind == "ewc" and mode == "per_task") else 1
     hp = Hparams(kind=kind, lam=lam, n_fisher=nf, xi=xi,
                  multi_head=bool(get("multi_head", scenario.kind == "task_il")),
-                 augment=common.augment_from_config(config.augment, scenario), chunk=int(get("chunk", 64)))
+                 ewc_mode=mode, mas_scale=scale, si_clip=bool(get("si_clip", False)), slots=slots,
+                 imp_samples=ns, imp_batch=ib or int(config.train.batch_size), val_permille=permille,
+                 val_cap=val_cap, patience=pat,
+                 augment=common.augment_from_config(config.augment, scenario), chunk=chunk)
     k_net, k_state = jax.random.split(rng)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim),
                                   scenario.image_shape)
     z = _zeros(net.params)
-    return State(net=net, anchor=net.params, omega=z, w=z, start=net.params,
-                 class_mask=jnp.ones((scenario.num_classes,), bool), key=k_state, hp=hp)
+    shape = scenario.image_shape
+    i0, f0, b0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32), jnp.zeros((), bool)
+    return State(net=net, anchor=_stack(net.params, slots), omega=_stack(z, slots), filled=i0, w=z,
+                 start=net.params, class_mask=jnp.ones((scenario.num_classes,), bool),
+                 val_x=jnp.zeros((val_cap, *shape), jnp.uint8), val_y=jnp.zeros((val_cap,), jnp.int32),
+                 val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
-    """Resets the optimizer, sets the task's class mask, starts SI's path."""
+    """Resets the optimizer, sets the task's class mask, starts SI's path,
+    empties the hold-out buffer and the early-stopping record."""
     cm = jnp.zeros((task.num_classes,), bool).at[jnp.asarray(task.classes)].set(True)
+    i0, f0, b0 = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32), jnp.zeros((), bool)
     return state.replace(net=common.begin_task_model(state.net, task), class_mask=cm,
-                         w=_zeros(state.net.params), start=state.net.params)
+                         w=_zeros(state.net.params), start=state.net.params, val_n=i0, best_acc=f0,
+                         since_best=i0, epochs=i0, stopped=b0)
 
 
 def _head(state: State, logits):
@@ -121,88 +255,217 @@ def _head(state: State, logits):
 
 
 def penalty(state: State, params) -> jax.Array:
-    """``lam * sum Omega (theta - theta*)^2`` (float32 [])."""
-    terms = jax.tree_util.tree_map(lambda o, p, a: jnp.sum(o * (p - a) ** 2), state.omega, params, state.anchor)
+    """``lam * sum_r sum_i Omega_r,i (theta_i - theta*_r,i)^2`` (float32 [])."""
+    terms = jax.tree_util.tree_map(lambda o, p, a: jnp.sum(o * (p[None] - a) ** 2), state.omega, params,
+                                   state.anchor)
     return state.hp.lam * sum(jax.tree_util.tree_leaves(terms))
 
 
-def train_step(state: State, batch: dict, rng: jax.Array):
-    """CE on the (task-masked) logits + the penalty; SI accumulates its path
-    integral with the unregularised gradient.  Returns (State, {loss, acc})."""
-    del rng
+def early_stop_update(best: jax.Array, since_best: jax.Array, epochs: jax.Array, acc: jax.Array,
+                      patience: int):
+    """One epoch of GT-RIPL's early stopping as the NISPA authors modified it
+    (``agents/default.py`` ``learn_batch``): a new accuracy >= the best resets
+    the count; the task stops when the last ``patience`` epochs are all
+    below the best and more than ``patience + 2`` epochs have run.
+
+    Args: best float32 [], since_best / epochs int32 [] (before this epoch),
+      acc float32 [] (this epoch), patience static int >= 1.
+    Returns: (best, since_best, epochs, stop bool []).
+    """
+    better = acc >= best
+    best = jnp.maximum(best, acc)
+    since_best = jnp.where(better, 0, since_best + 1)
+    epochs = epochs + 1
+    stop = (since_best >= patience) & (epochs > patience + 2)
+    return best, since_best, epochs, stop
+
+
+def val_accuracy(state: State, params) -> jax.Array:
+    """Accuracy (fraction, float32 []) on the hold-out buffer with the head's
+    logits (multi-head: the task's classes)."""
     net = state.net
+    x = state.hp.augment(state.val_x, None, train=False)
+    out, _ = common.forward(net, params, net.batch_stats, x, train=False)
+    ok = (jnp.argmax(_head(state, out), -1) == state.val_y) & (jnp.arange(state.val_y.shape[0]) < state.val_n)
+    return jnp.sum(ok, dtype=jnp.float32) / jnp.maximum(state.val_n, 1).astype(jnp.float32)
+
+
+def _fill(state: State, x_raw, y, sel) -> State:
+    cap = state.val_x.shape[0]
+    pos = state.val_n + jnp.cumsum(sel.astype(jnp.int32)) - 1
+    pos = jnp.where(sel & (pos < cap), pos, cap)
+    return state.replace(val_x=state.val_x.at[pos].set(x_raw, mode="drop"),
+                         val_y=state.val_y.at[pos].set(y, mode="drop"),
+                         val_n=jnp.minimum(state.val_n + jnp.sum(sel, dtype=jnp.int32), cap))
+
+
+def train_step(state: State, batch: dict, rng: jax.Array):
+    """CE on the (task-masked) logits of the training examples + the
+    penalty; SI accumulates its path integral with the unregularised
+    gradient; with a hold-out, its examples are masked out of the loss,
+    buffered in the first epoch and scored at every epoch end (module doc).
+
+    Args: ``batch`` has ``x`` float32 [B, ...], ``y`` int32 [B]; with a
+      hold-out also ``x_raw`` uint8 [B, ...], ``step``, ``steps_per_epoch``
+      and ``task_size`` int32 [] (given by the loop).
+    Returns: (State, {loss, acc, task_done}).
+    """
+    del rng
+    hp, net = state.hp, state.net
+    y = batch["y"]
+    live = ~state.stopped
+    if hp.val_permille > 0:
+        from clj.methods.nispa import is_val
+        xr = batch["x_raw"]
+        val = is_val(xr, hp.val_permille)
+        B = y.shape[0]
+        step, spe = batch["step"], batch["steps_per_epoch"]
+        first = (step * B + jnp.arange(B, dtype=jnp.int32)) < batch["task_size"]
+        state = jax.lax.cond(step < spe, lambda s: _fill(s, xr, y, val & first & live), lambda s: s, state)
+        tw = ~val
+    else:
+        tw = jnp.ones(y.shape, bool)
 
     def task_loss(params):
         logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
-        return common.cross_entropy(_head(state, logits), batch["y"]), (bs, logits)
+        return common.cross_entropy(_head(state, logits), y, tw), (bs, logits)
 
     (loss, (bs, logits)), g_task = jax.value_and_grad(task_loss, has_aux=True)(net.params)
     g_pen = jax.grad(lambda p: penalty(state, p))(net.params)
     grads = jax.tree_util.tree_map(jnp.add, g_task, g_pen)
     new_net = common.apply_gradients(net, grads, bs)
     w = state.w
-    if state.hp.kind == "si":
+    if hp.kind == "si":
         w = jax.tree_util.tree_map(lambda wi, g, a, b: wi - g * (a - b), w, g_task, new_net.params, net.params)
+    twf = tw.astype(jnp.float32)
     metrics = {"loss": loss + penalty(state, net.params),
-               "acc": common.accuracy(_head(state, logits), batch["y"])}
-    return state.replace(net=new_net, w=w), metrics
+               "acc": jnp.sum((jnp.argmax(_head(state, logits), -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)}
+    state = state.replace(net=jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), new_net, net),
+                          w=jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), w, state.w))
+    if hp.patience > 0:
+        def epoch_end(s):
+            best, since, ep, stop = early_stop_update(s.best_acc, s.since_best, s.epochs,
+                                                      val_accuracy(s, s.net.params), hp.patience)
+            new = s.replace(best_acc=best, since_best=since, epochs=ep, stopped=stop)
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(s.stopped, a, b), s, new)
+
+        state = jax.lax.cond((batch["step"] + 1) % batch["steps_per_epoch"] == 0, epoch_end, lambda s: s, state)
+    metrics["task_done"] = state.stopped.astype(jnp.float32)
+    return state, metrics
 
 
-def _chunks(x, n: int, chunk: int):
-    n = (n // chunk) * chunk if n >= chunk else n
-    return x[:n].reshape(-1, min(chunk, n), *x.shape[1:])
+def _order(key, x_raw, hp: Hparams):
+    """A uniform random order of the task's examples with the hold-out ones
+    last, and the number of training (non-hold-out) examples."""
+    n = x_raw.shape[0]
+    if hp.val_permille > 0:
+        from clj.methods.nispa import is_val
+        val = is_val(x_raw, hp.val_permille)
+    else:
+        val = jnp.zeros((n,), bool)
+    order = jnp.argsort(jax.random.uniform(key, (n,)) + 2.0 * val.astype(jnp.float32))
+    return order, n - jnp.sum(val, dtype=jnp.int32)
+
+
+def _pad(order, size: int):
+    return jnp.concatenate([order, jnp.zeros((size - order.shape[0],), order.dtype)]) if size > order.shape[0] \
+        else order[:size]
+
+
+def importance(state: State, params, x_raw: jax.Array, key: jax.Array):
+    """This task's importance Omega_t (params-shaped, float32) on the task's
+    training examples ``x_raw`` uint8 [n, ...] (hold-out excluded; module
+    doc).  EWC: mean over min(n_fisher, n_train) examples of the squared
+    per-example gradient of log p(y_hat|x); MAS: the mean over training
+    batches of |grad of the batch mean of the (mean or summed over the
+    head's outputs) squared logits|; SI: w / ((theta - start)^2 + xi)."""
+    hp, net = state.hp, state.net
+    if hp.kind == "si":
+        w = jax.tree_util.tree_map(lambda a: jnp.maximum(a, 0.0), state.w) if hp.si_clip else state.w
+        return jax.tree_util.tree_map(lambda wi, a, b: wi / ((a - b) ** 2 + hp.xi), w, params, state.start)
+    n = x_raw.shape[0]
+    order, n_tr = _order(key, x_raw, hp)
+
+    def logits_of(p, x):
+        out, _ = common.forward(net, p, net.batch_stats, hp.augment(x, None, train=False), train=False)
+        return out
+
+    if hp.kind == "ewc":
+        m = min(hp.n_fisher, n)
+        E = min(hp.chunk, m)
+        size = math.ceil(m / E) * E
+        idx = _pad(order[:m], size)
+        wt = (jnp.arange(size) < jnp.minimum(m, n_tr)).astype(jnp.float32)
+
+        def per_example(x1):
+            def lp(p):
+                lo = _head(state, logits_of(p, x1[None]))
+                yhat = jax.lax.stop_gradient(jnp.argmax(lo, -1))
+                return -common.cross_entropy(lo, yhat)
+            return jax.tree_util.tree_map(lambda a: a ** 2, jax.grad(lp)(params))
+
+        def body(acc, inp):
+            ix, wc = inp
+            g2 = jax.vmap(per_example)(x_raw[ix])
+            return jax.tree_util.tree_map(lambda a, b: a + jnp.einsum("b...,b->...", b, wc), acc, g2), None
+
+        tot, _ = jax.lax.scan(body, _zeros(params), (idx.reshape(-1, E), wt.reshape(-1, E)))
+        cnt = jnp.maximum(jnp.sum(wt), 1.0)
+        return jax.tree_util.tree_map(lambda a: a / cnt, tot)
+
+    # MAS
+    m = n if hp.imp_samples == 0 else min(hp.imp_samples, n)
+    E = min(hp.imp_batch, m)
+    size = math.ceil(m / E) * E
+    idx = _pad(order[:m], size)
+    m_tr = jnp.minimum(m, n_tr)
+    wt = (jnp.arange(size) < m_tr).astype(jnp.float32)
+    K = jnp.sum(state.class_mask, dtype=jnp.float32) if hp.multi_head else jnp.float32(state.class_mask.shape[0])
+
+    def body(acc, inp):
+        ix, wc = inp
+        cnt = jnp.sum(wc)
+
+        def sq(p):
+            lo = logits_of(p, x_raw[ix])
+            lo = jnp.where(state.class_mask[None, :], lo, 0.0) if hp.multi_head else lo
+            per = jnp.sum(lo ** 2, -1)
+            if hp.mas_scale == "mean":
+                per = per / K
+            return jnp.sum(per * wc) / jnp.maximum(cnt, 1.0)
+
+        g = jax.grad(sq)(params)
+        return jax.tree_util.tree_map(lambda a, b: a + jnp.where(cnt > 0, jnp.abs(b), 0.0), acc, g), None
+
+    tot, _ = jax.lax.scan(body, _zeros(params), (idx.reshape(-1, E), wt.reshape(-1, E)))
+    nb = jnp.maximum(jnp.ceil(m_tr.astype(jnp.float32) / E), 1.0)
+    return jax.tree_util.tree_map(lambda a: a / nb, tot)
+
+
+def absorb(state: State, omega_t, params) -> State:
+    """Stores this task's importance and anchor: per-task EWC writes slot
+    ``filled`` (its own Omega and anchor); the online variants add Omega_t to
+    slot 0 and move its anchor to ``params``."""
+    if state.hp.slots > 1:
+        k = jnp.minimum(state.filled, state.hp.slots - 1)
+        omega = jax.tree_util.tree_map(lambda o, t: o.at[k].set(t), state.omega, omega_t)
+        anchor = jax.tree_util.tree_map(lambda a, p: a.at[k].set(p), state.anchor, params)
+    else:
+        omega = jax.tree_util.tree_map(lambda o, t: o.at[0].add(t), state.omega, omega_t)
+        anchor = jax.tree_util.tree_map(lambda a, p: a.at[0].set(p), state.anchor, params)
+    return state.replace(omega=omega, anchor=anchor, filled=state.filled + 1)
 
 
 def end_task(state: State, task_data) -> State:
-    """Adds this task's importance to Omega and moves the anchor to the
-    current parameters (module doc)."""
-    hp, net = state.hp, state.net
-    params = net.params
-    x_all = task_data["x"]
-    n = x_all.shape[0]
-    key, k_perm = jax.random.split(state.key)
-    if hp.kind == "si":
-        # Negative path integrals (rare) are clipped to 0 importance.
-        omega_t = jax.tree_util.tree_map(lambda wi, a, b: jnp.maximum(wi, 0.0) / ((a - b) ** 2 + hp.xi),
-                                         state.w, params, state.start)
-    else:
-        m = min(hp.n_fisher, n)
-        idx = jax.random.permutation(k_perm, n)[:m]
-        xs = _chunks(x_all[idx], m, hp.chunk)
-
-        def logits_of(p, x):
-            out, _ = common.forward(net, p, net.batch_stats, x, train=False)
-            return _head(state, out)
-
-        if hp.kind == "ewc":
-            def per_example(x1):
-                def lp(p):
-                    lo = logits_of(p, x1[None])
-                    yhat = jnp.argmax(lo, -1)
-                    return -common.cross_entropy(lo, jax.lax.stop_gradient(yhat))
-                g = jax.grad(lp)(params)
-                return jax.tree_util.tree_map(lambda a: a ** 2, g)
-
-            def body(acc, xc):
-                xc = hp.augment(xc, None, train=False)
-                g2 = jax.vmap(per_example)(xc)
-                return jax.tree_util.tree_map(lambda a, b: a + b.sum(0), acc, g2), None
-        else:  # mas
-            def body(acc, xc):
-                xc = hp.augment(xc, None, train=False)
-
-                def sq(p):
-                    lo = logits_of(p, xc)
-                    lo = jnp.where(state.class_mask[None, :], lo, 0.0) if hp.multi_head else lo
-                    return jnp.mean(jnp.sum(lo ** 2, -1))
-                g = jax.grad(sq)(params)
-                return jax.tree_util.tree_map(lambda a, b: a + jnp.abs(b) * xc.shape[0], acc, g), None
-
-        tot, _ = jax.lax.scan(body, _zeros(params), xs)
-        cnt = xs.shape[0] * xs.shape[1]
-        omega_t = jax.tree_util.tree_map(lambda a: a / cnt, tot)
-    omega = jax.tree_util.tree_map(jnp.add, state.omega, omega_t)
-    return state.replace(omega=omega, anchor=params, w=_zeros(params), start=params, key=key)
+    """Computes this task's importance on ``task_data["x"]`` (uint8 [n, ...],
+    the task's training examples) and stores it with the anchor
+    (:func:`absorb`)."""
+    params = state.net.params
+    key, k_imp = jax.random.split(state.key)
+    omega_t = importance(state, params, task_data["x"], k_imp) if state.hp.kind != "si" else \
+        importance(state, params, None, k_imp)
+    state = absorb(state, omega_t, params)
+    return state.replace(w=_zeros(params), start=params, key=key)
 
 
 def predict(state: State, x: jax.Array, task_id=None) -> jax.Array:
@@ -213,19 +476,43 @@ def predict(state: State, x: jax.Array, task_id=None) -> jax.Array:
 
 
 def memory_bytes(state: State) -> dict:
-    """Bytes of the model and of the penalty's stored arrays (anchor, Omega,
-    and SI's path integral and start point)."""
+    """Bytes of the model, of the penalty's stored arrays (anchors and Omegas
+    per slot, and SI's path integral and start point) and of the hold-out
+    buffer."""
     pb = common.param_bytes(state.net.params)
-    extra = {"ewc": 2, "mas": 2, "si": 4}[state.hp.kind]
-    return {"model": pb, "regularizer": extra * pb}
+    extra = 2 * state.hp.slots + (2 if state.hp.kind == "si" else 0)
+    buf = int(state.val_x.size * state.val_x.dtype.itemsize + state.val_y.size * 4)
+    return {"model": pb, "regularizer": extra * pb, "buffer": buf}
+
+
+def result_extras(state: State) -> dict:
+    """The importance options in effect and the epochs trained in the last
+    task (results.json "extra")."""
+    hp = state.hp
+    return {"reg": {"kind": hp.kind, "ewc_mode": hp.ewc_mode if hp.kind == "ewc" else None,
+                    "mas_scale": hp.mas_scale if hp.kind == "mas" else None,
+                    "si_clip": hp.si_clip if hp.kind == "si" else None,
+                    "val_permille": hp.val_permille, "patience": hp.patience,
+                    "last_task_epochs": int(np.asarray(state.epochs))}}
+
+
+def _capabilities(config):
+    from clj.methods.api import Capabilities
+
+    get = _cfg(config)
+    holdout = float(get("val_fraction", 0.0)) > 0
+    # step_info: the hold-out buffer and the epoch ends need the in-task step, epoch length and
+    # task size; early_stop: with patience the task ends early (metrics["task_done"]).
+    return Capabilities(static_task_info=True, step_info=holdout, early_stop=holdout and int(get("patience", 0)) > 0)
 
 
 def make_spec(kind: str):
     """The :class:`~clj.methods.api.MethodSpec` of ``ewc``, ``si`` or ``mas``."""
     import functools
 
-    from clj.methods.api import Capabilities, MethodSpec
+    from clj.methods.api import MethodSpec
 
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
-                      capabilities=Capabilities(static_task_info=True), memory_bytes=memory_bytes)
+                      capabilities=_capabilities, memory_bytes=memory_bytes, result_extras=result_extras,
+                      task_steps=task_steps)

@@ -96,6 +96,7 @@ REPLAY = Section(
 
 # ------------------------------------------------------------------- NISPA
 NISPA_MASK_INITS = ("exact", "bernoulli")
+NISPA_TASK_IL_RULES = ("multiply", "restrict")
 
 
 def _check_nispa(v, config) -> None:
@@ -117,12 +118,14 @@ def _check_nispa(v, config) -> None:
     _need(config.scenario.kind in ("task_il", "class_il"),
           f"scenario.kind={config.scenario.kind!r} is not supported by nispa; valid: 'task_il' "
           "(or 'class_il' data evaluated task-incrementally).")
+    _choice("nispa", "task_il_rule", v["task_il_rule"], NISPA_TASK_IL_RULES)
 
 
 NISPA = Section(
     "nispa",
     dict(density=0.2, a_f=0.75, k=30.0, phase_epochs=5, max_phases=26, min_phases=3, tau_stop=5.0,
-         val_fraction=0.1, select_samples=0, mask_init="exact", dense_first_conv=True, eval_chunk=512),
+         val_fraction=0.1, select_samples=0, mask_init="exact", dense_first_conv=True, eval_chunk=512,
+         task_il_rule="multiply"),
     dict(density="fraction of connections present in each sparse layer (first conv dense unless "
                  "dense_first_conv=False)",
          a_f="accuracy drop (points) below the best earlier phase that stops a task",
@@ -135,7 +138,9 @@ NISPA = Section(
          select_samples="training examples the unit selection averages over (0 = all)",
          mask_init="initial masks: 'exact' (exact counts) or 'bernoulli' (official draw)",
          dense_first_conv="keep the first conv layer dense",
-         eval_chunk="examples per vectorised forward when scoring validation/selection data"),
+         eval_chunk="examples per vectorised forward when scoring validation/selection data",
+         task_il_rule="task-IL test rule: 'multiply' (the official code: logits x 0/1 task mask, argmax over all "
+                      "classes) or 'restrict' (argmax over the task's classes)"),
     _check_nispa)
 
 # ------------------------------------------------------ EWC / SI / MAS
@@ -146,16 +151,34 @@ def _check_reg(v, config) -> None:
     _need(int(v["chunk"]) >= 1, f"reg.chunk={v['chunk']} is invalid: it must be >= 1.")
     _need(v["multi_head"] in (None, True, False),
           f"reg.multi_head={v['multi_head']!r} is invalid; valid: True, False, None (task-IL scenarios).")
+    _choice("reg", "ewc_mode", v["ewc_mode"], ("per_task", "online"))
+    _choice("reg", "mas_scale", v["mas_scale"], ("mean", "sum"))
+    _need(0.0 <= float(v["val_fraction"]) < 1.0,
+          f"reg.val_fraction={v['val_fraction']} is invalid: it must be in [0, 1).")
+    _need(int(v["patience"]) >= 0, f"reg.patience={v['patience']} is invalid: it must be >= 0.")
+    _need(int(v["patience"]) == 0 or float(v["val_fraction"]) > 0,
+          f"reg.patience={v['patience']} needs a hold-out: set reg.val_fraction > 0.")
+    _need(int(v["importance_samples"]) >= 0 and int(v["importance_batch"]) >= 0,
+          f"reg.importance_samples={v['importance_samples']} / reg.importance_batch={v['importance_batch']} are "
+          "invalid: they must be >= 0.")
 
 
 REG = Section(
     "reg",
-    dict(lam=1.0, n_fisher=1000, xi=0.1, multi_head=None, chunk=64),
+    dict(lam=1.0, n_fisher=1000, xi=0.1, multi_head=None, chunk=64, ewc_mode="per_task", mas_scale="mean",
+         si_clip=False, val_fraction=0.0, patience=0, importance_samples=0, importance_batch=0),
     dict(lam="lambda, weight of the quadratic penalty",
          n_fisher="training examples the EWC Fisher / MAS importance averages over",
          xi="SI damping added to the squared parameter change",
          multi_head="train with a head per task (None = when scenario.kind is task_il)",
-         chunk="examples per vectorised per-example-gradient call"),
+         chunk="examples per vectorised per-example-gradient call",
+         ewc_mode="'per_task' (a Fisher and anchor per task, as GT-RIPL) or 'online' (one summed Fisher, one anchor)",
+         mas_scale="MAS importance: 'mean' over examples and outputs (GT-RIPL) or 'sum' over outputs",
+         si_clip="clip negative SI path integrals at 0",
+         val_fraction="fraction of each task held out for early stopping (0 = none)",
+         patience="epochs without hold-out improvement before a task stops (0 = no early stopping)",
+         importance_samples="examples the importance is computed on (0 = the method's default)",
+         importance_batch="batch of the importance pass (0 = the method's default)"),
     _check_reg)
 
 # --------------------------------------------------- class-IL with exemplars

@@ -4,7 +4,8 @@ The protocol functions; the shared implementation is in
 :mod:`clj.methods.regularization`.
 """
 from clj.methods import regularization
-from clj.methods.regularization import State, begin_task, end_task, memory_bytes, predict, train_step  # noqa: F401
+from clj.methods.regularization import (  # noqa: F401
+    State, begin_task, end_task, memory_bytes, predict, result_extras, task_steps, train_step)
 
 
 def init(rng, config, scenario) -> State:

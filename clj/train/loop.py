@@ -52,7 +52,7 @@ from clj.data.augment import permute_pixels, rotate
 from clj.methods import get_spec
 from clj.methods.common import SEED_AXIS, TaskInfo, augment_from_config, param_bytes
 from clj.metrics import MetricsLogger, build_results, summarize_seeds, write_json_atomic
-from clj.scenarios import Scenario, scenario_from_config
+from clj.scenarios import Scenario
 from clj.train import distributed as dist
 from clj.train import runtime
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
@@ -352,6 +352,7 @@ class Runner:
         use_tid, tid_cil = self.caps.task_id_at_test, self.caps.task_id_class_il
         kw_valid = self.caps.predict_uses_valid
         top5 = self.top5
+        multiply = self.caps.task_il_rule == "multiply"
 
         def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
             if spec.prepare_predict is not None:  # once per evaluation, not per batch
@@ -369,7 +370,10 @@ class Runner:
                 masked = jnp.where(seen[None, :], logits, -jnp.inf)
                 cil = jnp.argmax(masked, -1) == y
                 lt = predict(x, tk, vd) if use_tid and not tid_cil else logits
-                til = jnp.argmax(jnp.where(task_cls[tk], lt, -jnp.inf), -1) == y
+                if multiply:  # logits x 0/1 task mask, argmax over all classes (NISPA's official rule)
+                    til = jnp.argmax(lt * task_cls[tk].astype(lt.dtype), -1) == y
+                else:
+                    til = jnp.argmax(jnp.where(task_cls[tk], lt, -jnp.inf), -1) == y
                 if top5:  # y among the 5 largest scores of the seen classes
                     c5 = jnp.any(jax.lax.top_k(masked, 5)[1] == y[:, None], -1) & seen[y]
                 else:
@@ -506,11 +510,9 @@ class Runner:
         Returns the results dict (one seed) or the summary dict (several);
         with ``stop_after_task`` set, returns ``{"stopped_after_task": t}``.
         """
-        cfg, sc = self.config, self.scenario
+        cfg = self.config
         if self.main:
             self._write_configs()
-        from clj.train.checkpoint import Checkpointer
-
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
         if self.main and not cfg.resume and os.path.isdir(ckpt_dir):
             import shutil
