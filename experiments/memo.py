@@ -5,10 +5,15 @@ spec Sec. 7.1): Replay, iCaRL, WA, DER and MEMO at one byte budget.
     python experiments/memo.py --setting=cifar100_b0inc10 --workdir=runs/memo_cifar   # GPU, TFDS CIFAR-100
 
 Runs every method's ``configs/<method>_<setting>.py`` through the loop (a run
-whose workdir has results.json is reused), then prints average incremental
-and last class-IL accuracy (CNN rule), exemplars, exemplar / model / total
-bytes and wall time, with the paper's numbers beside ours where the paper
-has the setting.
+whose workdir has results.json is reused; ``--num_seeds`` seeds in one
+vmapped program), then prints average incremental
+and last class-IL accuracy (CNN rule; mean +- std over seeds), exemplars,
+exemplar / model / total bytes and wall time per task, with the paper's
+numbers beside ours where the paper has the setting.
+
+``cil.batching="pycil"`` needs the loop to take each task's step count and
+new examples per step from the method (``task_steps``); :class:`PlannedRunner`
+does that on top of the loop's Runner.
 """
 from __future__ import annotations
 
@@ -26,45 +31,113 @@ PAPER = {"cifar100_b0inc10": {"replay": (69.98, 55.61), "icarl": (70.94, 58.52),
                               "dynamic_er": (71.47, 60.26), "memo": (72.37, 61.98)}}
 
 
+def planned_runner_class():
+    """A :class:`clj.train.loop.Runner` whose tasks follow the method's
+    ``task_steps(config, n_examples, batch_size, task_index, state)`` plan:
+    ``steps`` and ``steps_per_epoch`` of the task, and an index stream of
+    epoch-wise shuffled passes over the task's data with ``new_per_step``
+    fresh indices at the head of each row of B (the rest of the row repeats
+    them and is not used by the method)."""
+    import numpy as np
+
+    from clj.train.loop import Runner
+
+    class PlannedRunner(Runner):
+        _state_info = None
+        _new_per_step: dict = {}
+
+        def init_state(self):
+            st = super().init_state()
+            self._state_info = st  # only the static hp is read
+            self._new_per_step = {}
+            return st
+
+        def _task_steps(self, n, t=1):
+            hook = getattr(self.method, "task_steps", None)
+            if hook is None or self._state_info is None:
+                return super()._task_steps(n, t)
+            plan = hook(self.config, n, self.B, t, self._state_info)
+            self._new_per_step[t] = int(plan["new_per_step"])
+            return int(plan["steps"]), int(plan["steps_per_epoch"])
+
+        def _index_stream(self, seed, t, pool, steps):
+            b = self._new_per_step.get(t, self.B)
+            if b >= self.B:
+                return super()._index_stream(seed, t, pool, steps)
+            rng = np.random.default_rng([seed, t])
+            need = steps * b
+            parts, have = [], 0
+            while have < need:
+                parts.append(pool[rng.permutation(pool.shape[0])])
+                have += pool.shape[0]
+            rows = np.concatenate(parts)[:need].reshape(steps, b)
+            if b == 0:
+                return np.zeros((steps, self.B), np.int32)
+            return rows[:, np.arange(self.B) % b].astype(np.int32)
+
+    return PlannedRunner
+
+
+def run_planned(config, workdir: str) -> dict:
+    """Runs ``config`` with :func:`planned_runner_class`."""
+    return planned_runner_class()(config, workdir).run()
+
+
 def load_config(method: str, setting: str):
     from clj.config import load_config as load
 
     return load(f"{method}_{setting}")
 
 
+def _seed_results(wd: str) -> list[dict]:
+    """results.json of every seed of a run folder (one file or seed_*/)."""
+    import glob
+
+    one = os.path.join(wd, "results.json")
+    if os.path.exists(one):
+        return [json.load(open(one))]
+    return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(wd, "seed_*", "results.json")))]
+
+
 def main(argv=None):
+    import numpy as np
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", default="fmnist_b0inc2")
     ap.add_argument("--workdir", default="runs/memo_exp")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--num_seeds", type=int, default=3, help="seeds, vmapped in one program")
     ap.add_argument("--no-run", action="store_true", help="only tabulate existing results")
     args = ap.parse_args(argv)
     rows = []
     for m in args.methods.split(","):
         wd = os.path.join(args.workdir, f"{args.setting}_{m}")
-        res_path = os.path.join(wd, "results.json")
-        if not os.path.exists(res_path) and not args.no_run:
-            from clj.train import run
-
+        if not _seed_results(wd) and not args.no_run:
             c = load_config(m, args.setting)
             c.plots = False
-            run(c, wd)
-        if not os.path.exists(res_path):
+            c.num_seeds = args.num_seeds
+            run_planned(c, wd)
+        res = _seed_results(wd)
+        if not res:
             print(f"{m}: no results in {wd}")
             continue
-        r = json.load(open(res_path))
-        met = r["metrics"]["class_il"]
-        rows.append((m, 100 * met["average_incremental_accuracy"], 100 * met["final_average_accuracy"],
-                     r["extra"].get("exemplars"), r["memory_bytes"], r["wall_time_s"]["total"]))
+        avg = np.array([100 * r["metrics"]["class_il"]["average_incremental_accuracy"] for r in res])
+        last = np.array([100 * r["metrics"]["class_il"]["final_average_accuracy"] for r in res])
+        r = res[0]
+        wall = r["wall_time_s"]
+        rows.append((m, avg, last, r["extra"].get("exemplars"), r["memory_bytes"], wall))
     paper = PAPER.get(args.setting, {})
-    print(f"setting {args.setting} (class-IL, CNN rule; bytes: exemplars uint8 + 4 B/param, FC excluded)")
-    print(f"{'method':<11} {'avg inc':>8} {'last':>7} {'paper avg/last':>15} {'exemplars':>9} "
-          f"{'ex. bytes':>10} {'model bytes':>11} {'total':>10} {'wall s':>7}")
+    print(f"setting {args.setting} (class-IL, CNN rule; mean +- sample std over seeds; bytes: exemplars uint8 + "
+          "4 B/param, FC excluded; wall: all seeds in one program)")
+    print(f"{'method':<11} {'seeds':>5} {'avg inc':>14} {'last':>14} {'paper avg/last':>15} {'exemplars':>9} "
+          f"{'ex. bytes':>10} {'model bytes':>11} {'total':>10} {'wall s':>7}  per task s")
     for m, avg, last, n_ex, mem, wall in rows:
         p = paper.get(m)
         ps = f"{p[0]:.2f}/{p[1]:.2f}" if p else "-"
-        print(f"{m:<11} {avg:8.2f} {last:7.2f} {ps:>15} {n_ex:>9} {mem['buffer']:>10} {mem['model']:>11} "
-              f"{mem['total']:>10} {wall:7.1f}")
+        per = " / ".join(f"{w:.0f}" for w in wall.get("per_task", []))
+        print(f"{m:<11} {len(avg):>5} {avg.mean():7.2f}+-{avg.std(ddof=min(1, len(avg) - 1)):5.2f} {last.mean():7.2f}+-{last.std(ddof=min(1, len(last) - 1)):5.2f} "
+              f"{ps:>15} {n_ex:>9} {mem['buffer']:>10} {mem['model']:>11} {mem['total']:>10} "
+              f"{wall['total']:7.1f}  {per}")
 
 
 if __name__ == "__main__":
