@@ -55,8 +55,9 @@ def test_herding_stores_min_of_quota_and_class_size():
     x = jnp.asarray(np.random.default_rng(0).integers(0, 255, (10, 2, 2, 1)), jnp.uint8)
     y = jnp.asarray([0] * 4 + [1] * 6, jnp.int32)
     mem = ex.init_memory(20, (2, 2, 1), 2, 4)
-    mem = ex.update_memory(mem, lambda f: f.reshape(f.shape[0], -1), lambda b: b.astype(jnp.float32) / 255.0,
-                           x, y, (0, 1), 10, 2, 8)
+    mem = jax.jit(lambda mem, x, y: ex.update_memory(mem, lambda f: f.reshape(f.shape[0], -1),
+                                                     lambda b: b.astype(jnp.float32) / 255.0, x, y, (0, 1), 10,
+                                                     2, 8))(mem, x, y)
     assert int(mem.count()) == cc.stored_exemplars((4, 6), 2, 10, 20) == 10
 
 
@@ -144,8 +145,8 @@ def test_wa_loss_variants(wa_loss, weights):
     s = icarl.init(jax.random.PRNGKey(0), _mlp_config("wa", wa_loss=wa_loss), sc, "wa")
     s = icarl.begin_task(s, _info(0, (0, 1), steps=1, spe=2))
     tr = sc.tasks[0].train_idx
-    s = icarl.end_task(s, {"x": jnp.asarray(sc.x_train[tr]), "y": jnp.asarray(sc.y_train[tr]),
-                           "info": _info(0, (0, 1))})
+    s = jax.jit(lambda s, x, y: icarl.end_task(s, {"x": x, "y": y, "info": _info(0, (0, 1))}))(
+        s, jnp.asarray(sc.x_train[tr]), jnp.asarray(sc.y_train[tr]))
     s = icarl.begin_task(s, _info(1, (2, 3), steps=1, spe=2))
     assert icarl.loss_weights(s.hp) == weights  # lambda = known / total = 2 / 4
     idx = sc.tasks[1].train_idx[:8]
@@ -220,7 +221,8 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
     assert s.hp.growth == "loop" and s.hp.live == 3
     idx = sc.tasks[2].train_idx[:8]
     x = jnp.asarray(sc.x_train[idx], jnp.float32) / 255.0
-    np.testing.assert_allclose(expand.features(s, x), expand.features(s_v, x), rtol=1e-5, atol=1e-5)
+    feats = jax.jit(expand.features)
+    np.testing.assert_allclose(feats(s, x), feats(s_v, x), rtol=1e-5, atol=1e-5)
     batch = {"x": x, "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
     out_l, m_l = jax.jit(expand.train_step)(s, batch, jax.random.PRNGKey(1))
     out_v, m_v = jax.jit(expand.train_step)(s_v, batch, jax.random.PRNGKey(1))
