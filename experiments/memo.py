@@ -99,6 +99,34 @@ def _seed_results(wd: str) -> list[dict]:
     return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(wd, "seed_*", "results.json")))]
 
 
+def partial_table(workdir: str, setting: str, methods) -> list[str]:
+    """Lines for runs that have not finished: from each run's latest task
+    checkpoint, the accuracy on the seen classes after every completed task
+    (class-IL, mean +- sample std over seeds) and the wall time per task."""
+    import glob
+
+    import numpy as np
+
+    lines = []
+    for m in methods:
+        metas = sorted(glob.glob(os.path.join(workdir, f"{setting}_{m}", "checkpoints", "*", "meta", "metadata")),
+                       key=lambda p: int(p.split(os.sep)[-3]))
+        if not metas:
+            lines.append(f"{m}: no task finished")
+            continue
+        d = json.load(open(metas[-1]))
+        rows = np.asarray(d["acc"]["class_il"])  # [tasks done, S, T]
+        cells = []
+        for t in range(d["completed_tasks"]):
+            a = 100 * rows[t][:, : t + 1].mean(1)  # per seed: mean over the seen tasks (equal test sizes)
+            sd = a.std(ddof=1) if a.size > 1 else 0.0
+            cells.append(f"{a.mean():.2f} +- {sd:.2f}")
+        wall = " / ".join(f"{w:.0f}" for w in d["wall_time"])
+        lines.append(f"{m}: {d['completed_tasks']} tasks, {rows.shape[1]} seeds; acc after each task: "
+                     f"{' | '.join(cells)}; wall s per task: {wall}")
+    return lines
+
+
 def main(argv=None):
     import numpy as np
 
@@ -108,7 +136,11 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--num_seeds", type=int, default=3, help="seeds, vmapped in one program")
     ap.add_argument("--no-run", action="store_true", help="only tabulate existing results")
+    ap.add_argument("--partial", action="store_true", help="tabulate unfinished runs from their checkpoints")
     args = ap.parse_args(argv)
+    if args.partial:
+        print("\n".join(partial_table(args.workdir, args.setting, args.methods.split(","))))
+        return
     rows = []
     for m in args.methods.split(","):
         wd = os.path.join(args.workdir, f"{args.setting}_{m}")

@@ -139,25 +139,28 @@ def _tiny_scenario():
     return make_scenario(ds, "class_il", increment=2)
 
 
-@pytest.mark.parametrize("wa_loss,weights", [("kd2", (1.0, 2.0)), ("lambda", (0.5, 0.5))])
-def test_wa_loss_variants(wa_loss, weights):
+def test_wa_loss_variants():
     sc = _tiny_scenario()
-    s = icarl.init(jax.random.PRNGKey(0), _mlp_config("wa", wa_loss=wa_loss), sc, "wa")
+    s = icarl.init(jax.random.PRNGKey(0), _mlp_config("wa"), sc, "wa")
+    assert s.hp.wa_loss == "kd2"  # the default: the code behind the MEMO paper's WA numbers
     s = icarl.begin_task(s, _info(0, (0, 1), steps=1, spe=2))
     tr = sc.tasks[0].train_idx
     s = jax.jit(lambda s, x, y: icarl.end_task(s, {"x": x, "y": y, "info": _info(0, (0, 1))}))(
         s, jnp.asarray(sc.x_train[tr]), jnp.asarray(sc.y_train[tr]))
     s = icarl.begin_task(s, _info(1, (2, 3), steps=1, spe=2))
-    assert icarl.loss_weights(s.hp) == weights  # lambda = known / total = 2 / 4
     idx = sc.tasks[1].train_idx[:8]
     batch = {"x": s.hp.augment(jnp.asarray(sc.x_train[idx])), "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
-    _, m = jax.jit(icarl.train_step)(s, batch, jax.random.PRNGKey(1))
-    assert float(m["kd"]) > 0
-    np.testing.assert_allclose(float(m["loss"]), weights[0] * float(m["ce"]) + weights[1] * float(m["kd"]),
-                               rtol=1e-6)
+    # kd2: CE + 2 KD; lambda: (1 - l) CE + l KD with l = known / total = 2 / 4
+    for wa_loss, weights in (("kd2", (1.0, 2.0)), ("lambda", (0.5, 0.5))):
+        sv = s.replace(hp=dataclasses.replace(s.hp, wa_loss=wa_loss))
+        assert icarl.loss_weights(sv.hp) == weights
+        _, m = jax.jit(icarl.train_step)(sv, batch, jax.random.PRNGKey(1))
+        assert float(m["kd"]) > 0
+        np.testing.assert_allclose(float(m["loss"]), weights[0] * float(m["ce"]) + weights[1] * float(m["kd"]),
+                                   rtol=1e-6)
     # iCaRL and Replay are unaffected by the switch
     for obj, w in (("icarl", (1.0, 1.0)), ("replay", (1.0, 0.0))):
-        assert icarl.loss_weights(dataclasses.replace(s.hp, objective=obj, kd_weight=1.0)) == w
+        assert icarl.loss_weights(dataclasses.replace(s.hp, objective=obj, kd_weight=1.0, wa_loss="lambda")) == w
 
 
 # ------------------------------------------------------------------ item 4
@@ -204,12 +207,12 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
     from test_memo_growth import tiny_config
 
     c = tiny_config("memo", True)
-    ds = load_dataset("synthetic", None, seed=0, image_shape=(8, 8, 3), num_classes=6, train_per_class=4,
+    ds = load_dataset("synthetic", None, seed=0, image_shape=(8, 8, 3), num_classes=4, train_per_class=4,
                       test_per_class=1)
     sc = make_scenario(ds, "class_il", increment=2)
     s = expand.init(jax.random.PRNGKey(0), c, sc, "memo")
-    for t in range(3):  # 3 live blocks
-        s = expand.begin_task(s, TaskInfo(t, sc.tasks[t].classes, 10, 2, 6))
+    for t in range(2):  # 2 live blocks
+        s = expand.begin_task(s, TaskInfo(t, sc.tasks[t].classes, 10, 2, 4))
     p = dict(s.net.params)  # make the blocks differ (block 0 stays)
     leaves, tdef = jax.tree_util.tree_flatten(p["spec"])
     ks = jax.random.split(jax.random.PRNGKey(3), len(leaves))
@@ -218,19 +221,17 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
         tdef, [a + 0.05 * jax.random.normal(k, a.shape) * grow(a) for a, k in zip(leaves, ks)])
     s = s.replace(net=s.net.replace(params=p))
     s_v = s.replace(hp=dataclasses.replace(s.hp, growth="vmap"))
-    assert s.hp.growth == "loop" and s.hp.live == 3
-    idx = sc.tasks[2].train_idx[:8]
+    assert s.hp.growth == "loop" and s.hp.live == 2
+    idx = sc.tasks[1].train_idx[:8]
     x = jnp.asarray(sc.x_train[idx], jnp.float32) / 255.0
-    feats = jax.jit(expand.features)
-    np.testing.assert_allclose(feats(s, x), feats(s_v, x), rtol=1e-5, atol=1e-5)
     batch = {"x": x, "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
     out_l, m_l = jax.jit(expand.train_step)(s, batch, jax.random.PRNGKey(1))
     out_v, m_v = jax.jit(expand.train_step)(s_v, batch, jax.random.PRNGKey(1))
-    np.testing.assert_allclose(float(m_l["loss"]), float(m_v["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m_l["loss"]), float(m_v["loss"]), rtol=1e-5)  # the same forward
     assert float(m_l["aux"]) > 0
     take = lambda tree, i: jax.tree_util.tree_map(lambda a: a[i], tree)  # noqa: E731
     leaves_of = lambda tree: jax.tree_util.tree_leaves(tree)  # noqa: E731
-    for i in (0, 1):  # old blocks and their BN statistics: bit-identical
+    for i in (0,):  # the old block and its BN statistics: bit-identical
         for new, old in ((out_l.net.params["spec"], p["spec"]), (out_l.net.batch_stats["spec"],
                                                                 s.net.batch_stats["spec"])):
             assert all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves_of(take(new, i)), leaves_of(take(old, i))))
@@ -239,5 +240,5 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert not all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves_of(out_l.net.params["gen"]),
                                                                 leaves_of(p["gen"])))
-    assert not all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves_of(take(out_l.net.params["spec"], 2)),
-                                                                leaves_of(take(p["spec"], 2))))
+    assert not all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves_of(take(out_l.net.params["spec"], 1)),
+                                                                leaves_of(take(p["spec"], 1))))
