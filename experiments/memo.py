@@ -167,7 +167,9 @@ def main(argv=None):
         p = paper.get(m)
         ps = f"{p[0]:.2f}/{p[1]:.2f}" if p else "-"
         per = " / ".join(f"{w:.0f}" for w in wall.get("per_task", []))
-        print(f"{m:<11} {len(avg):>5} {avg.mean():7.2f}+-{avg.std(ddof=min(1, len(avg) - 1)):5.2f} {last.mean():7.2f}+-{last.std(ddof=min(1, len(last) - 1)):5.2f} "
+        dd = min(1, len(avg) - 1)  # sample std over seeds
+        print(f"{m:<11} {len(avg):>5} {avg.mean():7.2f}+-{avg.std(ddof=dd):5.2f} {last.mean():7.2f}+-"
+              f"{last.std(ddof=dd):5.2f} "
               f"{ps:>15} {n_ex:>9} {mem['buffer']:>10} {mem['model']:>11} {mem['total']:>10} "
               f"{wall['total']:7.1f}  {per}")
 
