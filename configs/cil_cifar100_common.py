@@ -3,11 +3,17 @@
 ResNet-32 (option-A shortcuts), seed-1993 class order, batch 128, SGD momentum
 0.9; task 0: 200 epochs, lr 0.1, wd 5e-4, steps at epochs 60/120/170; later
 tasks: 170 epochs, lr 0.1, wd 2e-4, steps at 80/120/150 (MEMO/DER; iCaRL
-80/120, WA 60/100/140 as PyCIL); crop (pad 4) + flip; memory-aligned budget
+80/120, WA 60/100/140 as PyCIL; Replay 70 epochs with steps at 30/50, PyCIL's
+``models/replay.py``); schedules step once per epoch; PyCIL's batching (new
+data and memory shuffled together into batches of 128,
+``cil.batching="pycil"``: run through ``experiments/memo.py``, whose runner
+takes the step counts from the method); crop (pad 4) + flip; memory-aligned budget
 (cil.budget="fair": DER's T ResNet-32s + 2000 images, so MEMO gets 3312
 exemplars on B0 Inc10, single-backbone methods 7431).  Needs CIFAR-100
 prepared for TFDS (``dataset="cifar100"``).  Set ``cil.update_schedule=
-"cosine"`` for the survey scripts' cosine schedule.
+"cosine"`` for a cosine schedule of tasks >= 1 only, ``cil.scheduler="cosine"``
+for MEMO's ``--scheduler cosine`` (the survey scripts: both phases, T_max =
+the phase's epochs, ``cil.t_max`` to override the later phases').
 """
 import ml_collections
 
@@ -15,7 +21,8 @@ from clj.config import base_config
 from clj.methods.cil_common import cil_config
 
 UPDATE_MILESTONES = {"memo": (80, 120, 150), "dynamic_er": (80, 120, 150), "icarl": (80, 120),
-                     "wa": (60, 100, 140), "replay": (80, 120)}
+                     "wa": (60, 100, 140), "replay": (30, 50)}
+UPDATE_EPOCHS = {"memo": 170, "dynamic_er": 170, "icarl": 170, "wa": 170, "replay": 70}
 
 
 def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
@@ -33,10 +40,10 @@ def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
     c.augment.crop_pad = 4
     c.augment.flip = True
     c.train.init_epochs = 200
-    c.train.epochs = 170
+    c.train.epochs = UPDATE_EPOCHS[method]
     c.train.batch_size = 128
     c.replay.buffer_size = 2000  # unused by these methods
     c.cil = cil_config(budget="fair", base_exemplars=2000, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=UPDATE_MILESTONES[method], update_schedule="multistep",
-                       train_base=train_base)
+                       train_base=train_base, batching="pycil")
     return c

@@ -5,7 +5,10 @@ Fashion-MNIST from Debian's dataset-fashion-mnist files
 (300), all test images; seed-1993 class order; ResNet-8 (the resnet32 family
 with one block per stage; generalized = stem + stages 1-2, specialized =
 stage 3); PyCIL's two-phase SGD (momentum 0.9, lr 0.1, wd 5e-4 then 2e-4,
-step decay per epoch); the memory-aligned byte budget of DER with 5
+step decay per epoch); PyCIL's batching (new data and memory shuffled
+together into batches of B, ``cil.batching="pycil"``: run it through
+``experiments/memo.py``, whose runner takes the step counts from the
+method); the memory-aligned byte budget of DER with 5
 backbones + 200 images (cil.budget="fair").  ``get_config("icarl")`` etc.
 give the other methods at the same budget.
 """
@@ -33,5 +36,5 @@ def get_config(method: str = "memo"):
     c.train.epochs = 8
     c.train.batch_size = 32
     c.cil = cil_config(budget="fair", base_exemplars=200, update_lr=0.1, update_weight_decay=2e-4,
-                       update_milestones=(5, 7), update_schedule="multistep", train_base=True)
+                       update_milestones=(5, 7), update_schedule="multistep", train_base=True, batching="pycil")
     return c

@@ -101,8 +101,12 @@ class MethodSpec:
         of one seed's state (default: the parameters of ``state.params`` or
         ``state.net.params``; buffer and masks 0).
       result_extras: ``state -> dict`` added to one seed's results.json.
-      task_steps: ``(config, n_examples, batch_size, task_index) -> int``
-        train steps of a task (default: ``ceil(epochs * n / B)``).
+      task_steps: ``(config, n_examples, batch_size, task_index, state_info)
+        -> int | dict``: train steps of a task (default: ``ceil(epochs * n /
+        B)``), or ``{"steps", "steps_per_epoch", "new_per_step"}`` when a
+        step takes only ``new_per_step`` fresh examples (the first rows of
+        its batch of B; PyCIL's mixed batches).  ``state_info`` is one seed's
+        State as shapes (``jax.eval_shape``): its static fields are real.
       validate_config: ``config -> None``, raises ``ConfigError``.
       sweepable: config paths (``"optim.lr"``) whose values the State carries
         as float32 [] arrays in ``state.hparams`` (no shape depends on them),

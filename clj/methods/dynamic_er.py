@@ -5,6 +5,7 @@ The protocol functions; the implementation is :mod:`clj.methods.expand`.
 from clj.methods import expand
 from clj.methods.expand import (State, begin_task, end_task, memory_bytes, predict,  # noqa: F401
                                 result_extras, train_step)
+from clj.methods.icarl import task_steps  # noqa: F401
 
 
 def init(rng, config, scenario) -> State:

@@ -20,10 +20,14 @@ Growth as explicit state, static shapes for the whole run:
   statistics included);
 * the head is allocated for T*D features and all C classes; the feature of
   a block that is not live yet is zero and its head rows are zero;
-* the live old blocks run under ``vmap`` over the block axis in eval-mode
-  BN; the newest one runs in train mode; gradients flow through the old
-  blocks into the generalized stem (``train_base``), but an update mask
-  keeps every old block's parameters bit-identical;
+* the live old blocks run one after the other (a Python loop over the static
+  number of live blocks; ``cil.growth="vmap"``, the earlier version, runs
+  them under ``vmap`` over the block axis and is about as slow as all of
+  them together on the CPU) in eval-mode BN; the newest one runs in train
+  mode; gradients flow through the old blocks into the generalized stem
+  (``train_base``) but only the trainable parameters (the newest block, the
+  generalized part while it trains, the heads) are differentiated, and an
+  update mask keeps every old block's parameters bit-identical;
 * the number of live blocks is a static per-task value, so each task
   compiles once (the live blocks are a static slice: no work on the blocks
   of future tasks) and no array is ever reallocated.
@@ -34,7 +38,8 @@ features block copied in, bias of old classes kept) and a fresh auxiliary
 head of n_new + 1 outputs, and resets the optimizer (PyCIL's init / update
 phases).  ``train_step``: CE over the seen classes + ``alpha_aux`` x CE of
 the aux head on the newest block's features (old classes -> 0, new class c
--> c - known + 1; tasks >= 1).  ``end_task``: weight aligning (tasks >= 1),
+-> c - known + 1; tasks >= 1) on the batch of ``cil.batching``
+(:func:`clj.methods.icarl.mixed_batch`).  ``end_task``: weight aligning (tasks >= 1),
 then reduce + herd the memory on the concatenated features and recompute the
 NME means.
 """
@@ -117,6 +122,9 @@ class Hparams:
       init_optim, update_optim: task-0 and later-task optimizers.
       batch_size, replay_batch_size, max_replay_batch: replay share.
       feature_batch_size: chunk of feature extraction at task end.
+      batching, class_sizes, task_classes, init_epochs, epochs: as
+        :class:`clj.methods.icarl.Hparams`.
+      growth: ``"loop"`` or ``"vmap"`` (module doc).
       st: the current task's statics.
     """
 
@@ -140,6 +148,12 @@ class Hparams:
     replay_batch_size: int = -1
     max_replay_batch: int = 512
     feature_batch_size: int = 256
+    batching: str = "concat"
+    class_sizes: tuple = ()
+    task_classes: tuple = ()
+    init_epochs: float = 1.0
+    epochs: float = 1.0
+    growth: str = "loop"
     st: cc.TaskStatics = cc.TaskStatics()
 
     @property
@@ -192,6 +206,7 @@ def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
     counts = split_param_counts(kind, config.model, scenario.image_shape)
     mem_size = resolve_memory_size(config, scenario, kind, cil, counts)
     init_o, upd_o = cc.optim_specs(config, cil)
+    init_ep, ep = cc.phase_epochs(config)
     hp = Hparams(kind=kind, gen=gen, spec=spec, D=D, T=T, num_classes=C,
                  aux_max=max(scenario.classes_per_task) + 1,
                  augment=common.augment_from_config(config.augment, scenario), memory_size=mem_size,
@@ -199,7 +214,10 @@ def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
                  predict=str(cil.predict), train_base=bool(cil.train_base), alpha_aux=float(cil.alpha_aux),
                  init_optim=init_o, update_optim=upd_o, batch_size=int(config.train.batch_size),
                  replay_batch_size=int(cil.replay_batch_size), max_replay_batch=int(cil.max_replay_batch),
-                 feature_batch_size=int(cil.feature_batch_size))
+                 feature_batch_size=int(cil.feature_batch_size), batching=str(cil.batching),
+                 class_sizes=cc.class_sizes(scenario),
+                 task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
+                 init_epochs=init_ep, epochs=ep, growth=str(cil.growth))
     k_gen, k_spec, k_state = jax.random.split(rng, 3)
     x = jnp.zeros((1, *scenario.image_shape), jnp.float32)
     params, stats = {}, {}
@@ -230,7 +248,7 @@ def _take(tree, idx):
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """Grows the network for ``task`` (module doc) and resets the optimizer."""
-    from clj.methods.icarl import task_statics
+    from clj.methods.icarl import begin_phase, task_statics
 
     hp = state.hp
     st = task_statics(hp, task)
@@ -252,13 +270,16 @@ def begin_task(state: State, task: TaskInfo) -> State:
     p["head"] = {"kernel": kern, "bias": bias}
     A = p["aux"]["kernel"]
     p["aux"] = {"kernel": _uniform(k_aux, A.shape, D), "bias": jnp.zeros((A.shape[1],), jnp.float32)}
-    net = state.net.replace(params=p, batch_stats=bs, optim=hp.init_optim if t == 0 else hp.update_optim)
-    return state.replace(net=common.begin_task_model(net, task), hp=hp)
+    net = begin_phase(state.net.replace(params=p, batch_stats=bs), hp, task)
+    return state.replace(net=net, hp=hp)
 
 
-def _features(hp: Hparams, params, stats, x, train: bool):
+def _features(hp: Hparams, params, stats, x, train: bool, new_block=None):
     """(concatenated features float32 [B, T*D], new batch_stats, newest
-    block's features [B, D])."""
+    block's features [B, D]).
+
+    ``new_block``: the newest block's parameters when they are
+    differentiated apart from the stack (``growth="loop"`` training)."""
     n = hp.live
     new_stats = dict(stats)
     b = x
@@ -274,21 +295,26 @@ def _features(hp: Hparams, params, stats, x, train: bool):
         return hp.spec.apply({"params": pp, "batch_stats": ss}, b, train=False).astype(jnp.float32)
 
     sp, ss = params["spec"], stats["spec"]
+    loop = hp.growth == "loop"
+    n_eval = n - 1 if train else n
+    if loop:  # one block after the other (static count): no vmap over the stack
+        old = [run_eval(_take(sp, i), _take(ss, i)) for i in range(n_eval)]
+    else:
+        old = []
+        if n_eval > 0:
+            allf = jax.vmap(run_eval)(_take(sp, slice(0, n_eval)), _take(ss, slice(0, n_eval)))  # [n, B, D]
+            old = [allf[i] for i in range(n_eval)]
     if train:
-        parts = []
-        if n > 1:
-            old = jax.vmap(run_eval)(_take(sp, slice(0, n - 1)), _take(ss, slice(0, n - 1)))  # [n-1, B, D]
-            parts.append(jnp.moveaxis(old, 0, 1).reshape(x.shape[0], -1))
-        f_new, upd = hp.spec.apply({"params": _take(sp, n - 1), "batch_stats": _take(ss, n - 1)}, b, train=True,
+        pn = new_block if new_block is not None else _take(sp, n - 1)
+        f_new, upd = hp.spec.apply({"params": pn, "batch_stats": _take(ss, n - 1)}, b, train=True,
                                    mutable=["batch_stats"])
         f_new = f_new.astype(jnp.float32)
         new_stats["spec"] = jax.tree_util.tree_map(lambda a, u: a.at[n - 1].set(u), ss, upd["batch_stats"])
-        parts.append(f_new)
-        feats = jnp.concatenate(parts, 1)
+        parts = old + [f_new]
     else:
-        allf = jax.vmap(run_eval)(_take(sp, slice(0, n)), _take(ss, slice(0, n)))  # [n, B, D]
-        f_new = allf[n - 1]
-        feats = jnp.moveaxis(allf, 0, 1).reshape(x.shape[0], -1)
+        parts = old
+        f_new = old[n - 1]
+    feats = jnp.concatenate(parts, 1) if len(parts) > 1 else parts[0]
     pad = hp.T * hp.D - feats.shape[1]
     if pad:
         feats = jnp.concatenate([feats, jnp.zeros((feats.shape[0], pad), feats.dtype)], 1)
@@ -326,6 +352,27 @@ def aux_labels(y: jax.Array, known: int) -> jax.Array:
     return jnp.where(y < known, 0, y - known + 1)
 
 
+def trainable(hp: Hparams, params) -> dict:
+    """The parameters a step differentiates (``growth="loop"``): ``new``
+    (the newest block), ``head``, ``aux`` and ``gen`` while it trains."""
+    tp = {"new": _take(params["spec"], hp.live - 1), "head": params["head"], "aux": params["aux"]}
+    if hp.gen_train:
+        tp["gen"] = params["gen"]
+    return tp
+
+
+def full_grads(hp: Hparams, params, g_tp) -> dict:
+    """Gradients of the trainable subtree placed in a zero tree shaped like
+    ``params`` (the frozen blocks get zeros; the update mask stops them)."""
+    g = {k: jax.tree_util.tree_map(jnp.zeros_like, v) for k, v in params.items()}
+    g["head"], g["aux"] = g_tp["head"], g_tp["aux"]
+    if "gen" in g_tp:
+        g["gen"] = g_tp["gen"]
+    n = hp.live
+    g["spec"] = jax.tree_util.tree_map(lambda z, gn: z.at[n - 1].set(gn), g["spec"], g_tp["new"])
+    return g
+
+
 def train_step(state: State, batch: dict, rng: jax.Array):
     """One step: CE(seen classes) + alpha_aux * CE(aux head) (module doc).
 
@@ -335,19 +382,15 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "ce", "aux", "acc"} float32 scalars).
     """
+    from clj.methods.icarl import mixed_batch
+
     hp, st, net = state.hp, state.hp.st, state.net
-    x, y = batch["x"], batch["y"]
-    w = jnp.ones(y.shape, bool)
-    if st.replay > 0:
-        k_idx, k_aug = jax.random.split(rng)
-        idx, valid = ex.sample_exemplars(state.mem, k_idx, st.replay)
-        x = jnp.concatenate([x, hp.augment(state.mem.x[idx], k_aug, train=True)])
-        y = jnp.concatenate([y, state.mem.y[idx]])
-        w = jnp.concatenate([w, valid])
+    x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
+    nb = st.new_per_step if hp.batching == "pycil" else batch["y"].shape[0]
     use_aux = st.task >= 1 and hp.alpha_aux > 0
 
-    def loss_fn(params):
-        feats, bs, f_new = _features(hp, params, net.batch_stats, x, train=True)
+    def loss_from(params, new_block):
+        feats, bs, f_new = _features(hp, params, net.batch_stats, x, train=True, new_block=new_block)
         logits = _head(params, feats)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
         aux = jnp.zeros((), jnp.float32)
@@ -356,10 +399,20 @@ def train_step(state: State, batch: dict, rng: jax.Array):
             aux = common.cross_entropy(cc.mask_logits(al, st.total - st.known + 1), aux_labels(y, st.known), w)
         return ce + hp.alpha_aux * aux, (bs, logits, ce, aux)
 
-    (loss, (bs, logits, ce, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    if hp.growth == "loop":
+        def loss_fn(tp):
+            params = {**net.params, "head": tp["head"], "aux": tp["aux"]}
+            if "gen" in tp:
+                params["gen"] = tp["gen"]
+            return loss_from(params, tp["new"])
+
+        (loss, (bs, logits, ce, aux)), g_tp = jax.value_and_grad(loss_fn, has_aux=True)(trainable(hp, net.params))
+        grads = full_grads(hp, net.params, g_tp)
+    else:
+        (loss, (bs, logits, ce, aux)), grads = jax.value_and_grad(
+            lambda p: loss_from(p, None), has_aux=True)(net.params)
     new_net = common.apply_gradients(net, grads, bs, update_mask(hp, net.params))
-    B = batch["y"].shape[0]
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits[:B], st.total), -1) == batch["y"]).astype(jnp.float32))
+    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits[:nb], st.total), -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "aux": aux, "acc": acc}
 
 
@@ -422,8 +475,9 @@ def make_spec(kind: str):
     import functools
 
     from clj.methods.api import Capabilities, MethodSpec
+    from clj.methods.icarl import task_steps as icarl_task_steps  # the same batch plan (hp fields shared)
 
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=Capabilities(static_task_info=True, conv=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras)
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=icarl_task_steps)

@@ -14,22 +14,31 @@ PyCIL's freshly initialised ``update_fc`` rows).  Per task t:
 
 1. ``begin_task``: the optimizer is reset; task 0 uses ``config.optim``,
    later tasks the ``cil.update_*`` settings (PyCIL's init / update phases).
-2. ``train_step``: the loop's batch of new-task data plus ``R`` exemplars
-   drawn from the memory (augmented), one forward pass (one BatchNorm batch),
-   ``CE`` over the seen classes; iCaRL and WA add ``kd_weight *``
-   :func:`~clj.methods.cil_common.kd_loss` between the current logits of the
-   old classes and a frozen copy of the network from the end of task t-1,
-   temperature ``kd_T`` (iCaRL weight 1, WA 2, as PyCIL).
+2. ``train_step``: a batch of new-task data and exemplars of the memory
+   (augmented), one forward pass (one BatchNorm batch), ``CE`` over the seen
+   classes; iCaRL and WA add :func:`~clj.methods.cil_common.kd_loss`
+   between the current logits of the old classes and a frozen copy of the
+   network from the end of task t-1, temperature ``kd_T``: iCaRL
+   ``CE + KD``; WA ``CE + 2 KD`` (``cil.wa_loss="kd2"``, the PyCIL / CIL-survey
+   code of the MEMO paper's tables) or ``(1 - l) CE + l KD``, l = known /
+   total (``"lambda"``, PyCIL since February 2023).
+   Batch composition (``cil.batching``, :func:`~clj.methods.cil_common.batch_plan`):
+   ``"pycil"``: B examples per step, ``new_per_step`` of them the first rows
+   of the loop's batch and the rest consecutive slots of a per-epoch
+   permutation of the stored exemplars, ``ceil((n_new + n_mem) / B)`` steps
+   per epoch (the loop takes the count from :func:`task_steps`);
+   ``"concat"``: the loop's B new examples plus R exemplars drawn with
+   replacement, R in the proportion of the *stored* exemplars to the new
+   data, ``ceil(n_new / B)`` steps per epoch.
 3. ``end_task``: WA aligns the new classes' head weights (tasks >= 1); the
    memory is reduced and the new classes herded
    (:func:`clj.replay.exemplars.update_memory`); NME means recomputed; the
    old network snapshotted.
 
 ``predict`` returns the head's logits (``cil.predict="cnn"``) or NME scores
-(``"nme"``).  Differences from PyCIL: new data and exemplars come as a batch
-of B new examples plus R exemplars (R static per task, in the union's
-proportion), so a task has ``ceil(n_new / B)`` steps per epoch instead of
-``ceil((n_new + n_mem) / B)``; exemplars are drawn with replacement.
+(``"nme"``).  Differences from PyCIL in ``"pycil"`` mode: every batch has the
+same share of new data (PyCIL's shuffled union varies it around that mean)
+and B examples (PyCIL's last batch of an epoch is smaller).
 """
 from __future__ import annotations
 
@@ -63,6 +72,11 @@ class Hparams:
       feature_batch_size: chunk size of feature extraction in ``end_task``.
       num_classes: C.
       replay_batch_size, max_replay_batch: see :func:`cil_common.replay_batch`.
+      batching: ``"pycil"`` or ``"concat"`` (module doc).
+      wa_loss: ``"kd2"`` or ``"lambda"`` (module doc).
+      class_sizes: training images per class (static).
+      task_classes: the classes of every task (static).
+      init_epochs, epochs: epochs of task 0 and of later tasks.
       st: the current task's :class:`~clj.methods.cil_common.TaskStatics`.
     """
 
@@ -81,6 +95,12 @@ class Hparams:
     num_classes: int = 10
     replay_batch_size: int = -1
     max_replay_batch: int = 512
+    batching: str = "concat"
+    wa_loss: str = "kd2"
+    class_sizes: tuple = ()
+    task_classes: tuple = ()
+    init_epochs: float = 1.0
+    epochs: float = 1.0
     st: cc.TaskStatics = cc.TaskStatics()
 
 
@@ -93,6 +113,7 @@ class State:
       old_params, old_batch_stats: the network at the end of the previous
         task (teacher of the distillation).
       mem: the exemplar memory (:class:`clj.replay.exemplars.ExemplarMemory`).
+      key: PRNG key of the per-epoch memory permutations (``"pycil"``).
       hp: static hyperparameters.
     """
 
@@ -100,6 +121,7 @@ class State:
     old_params: common.PyTree
     old_batch_stats: common.PyTree
     mem: ex.ExemplarMemory
+    key: jax.Array
     hp: Hparams = struct.field(pytree_node=False)
 
 
@@ -140,39 +162,104 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     mem_size = resolve_memory_size(config, scenario, "single", cil)
     init_o, upd_o = cc.optim_specs(config, cil)
     kd_w = float(cil.kd_weight) if float(cil.kd_weight) >= 0 else (2.0 if objective == "wa" else 1.0)
+    init_ep, ep = cc.phase_epochs(config)
     hp = Hparams(objective=objective, augment=common.augment_from_config(config.augment, scenario),
                  memory_size=mem_size, fixed_memory=bool(cil.fixed_memory),
                  memory_per_class=int(cil.memory_per_class), kd_T=float(cil.kd_T), kd_weight=kd_w,
                  predict=str(cil.predict), init_optim=init_o, update_optim=upd_o,
                  batch_size=int(config.train.batch_size), feature_batch_size=int(cil.feature_batch_size),
                  num_classes=scenario.num_classes, replay_batch_size=int(cil.replay_batch_size),
-                 max_replay_batch=int(cil.max_replay_batch))
+                 max_replay_batch=int(cil.max_replay_batch), batching=str(cil.batching),
+                 wa_loss=str(cil.wa_loss), class_sizes=cc.class_sizes(scenario),
+                 task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
+                 init_epochs=init_ep, epochs=ep)
     model = common.model_from_config(config.model, scenario.num_classes)
-    net = common.init_model_state(rng, model, init_o, scenario.image_shape)
+    k_net, k_state = jax.random.split(rng)
+    net = common.init_model_state(k_net, model, init_o, scenario.image_shape)
     D = int(model.feature_dim)
     cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, D)
-    return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, hp=hp)
+    return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state, hp=hp)
+
+
+def _plan(hp, task_id: int, classes, n_new: int | None = None) -> tuple[int, int, int, dict]:
+    """(known, total, n_mem, batch plan) of a task from the static hp."""
+    known, total = int(min(classes)), int(max(classes)) + 1
+    n_mem = 0
+    if known > 0:
+        q = ex.per_class_quota(known, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
+        cap = ex.memory_capacity(hp.num_classes, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
+        sizes = hp.class_sizes or (q,) * known  # without sizes: every class fills its quota
+        n_mem = cc.stored_exemplars(sizes, known, q, cap)
+    if n_new is None:
+        n_new = sum(hp.class_sizes[c] for c in classes) if hp.class_sizes else 0
+    epochs = hp.init_epochs if task_id == 0 else hp.epochs
+    plan = cc.batch_plan(hp.batching, hp.batch_size, int(n_new), n_mem, epochs, hp.replay_batch_size,
+                         hp.max_replay_batch)
+    return known, total, n_mem, plan
 
 
 def task_statics(hp, task: TaskInfo) -> cc.TaskStatics:
-    """Static quantities of ``task`` (known/total classes, replay R, quota m)."""
-    known, total = int(min(task.classes)), int(max(task.classes)) + 1
-    n_mem = 0
-    if known > 0:
-        n_mem = ex.per_class_quota(known, hp.memory_size, hp.fixed_memory, hp.memory_per_class) * known
-    rb = cc.replay_batch(hp.replay_batch_size, hp.max_replay_batch, hp.batch_size,
-                         task.steps_per_epoch * hp.batch_size, n_mem)
+    """Static quantities of ``task``: known/total classes, the stored
+    exemplars n_mem (:func:`~clj.methods.cil_common.stored_exemplars`, what
+    herding kept, not the quota), the batch plan, the quota m after it."""
+    known, total, n_mem, plan = _plan(hp, task.task_id, task.classes)
+    if hp.batching == "concat":  # the loop's count of new-data steps per epoch
+        plan = cc.batch_plan("concat", hp.batch_size, task.steps_per_epoch * hp.batch_size, n_mem, 1.0,
+                             hp.replay_batch_size, hp.max_replay_batch)
+        plan.update(steps=task.num_steps, steps_per_epoch=task.steps_per_epoch)
     quota = ex.per_class_quota(total, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-    return cc.TaskStatics(task=task.task_id, known=known, total=total, replay=rb, quota=quota)
+    n_new = sum(hp.class_sizes[c] for c in task.classes) if hp.class_sizes else 0
+    return cc.TaskStatics(task=task.task_id, known=known, total=total, replay=plan["replay"], quota=quota,
+                          n_new=n_new, n_mem=n_mem, new_per_step=plan["new_per_step"],
+                          steps_per_epoch=plan["steps_per_epoch"], steps=plan["steps"])
+
+
+def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info) -> dict:
+    """The loop's hook: batches of task ``task_index`` (host ints).
+
+    Args:
+      config: the run's config (unused; the static hp has what is needed).
+      n_examples: the task's training images (the loop's pool).
+      batch_size: B.
+      task_index: the task.
+      state_info: the method State (any seed; only its static ``hp``).
+
+    Returns:
+      :func:`~clj.methods.cil_common.batch_plan`'s dict: ``steps``,
+      ``steps_per_epoch`` and ``new_per_step`` (the loop should put that
+      many fresh examples of its epoch-wise shuffled stream in the first rows
+      of each batch of B; the other rows are not used).
+    """
+    del config
+    hp = state_info.hp
+    if int(batch_size) != hp.batch_size:
+        raise ValueError(f"batch_size={batch_size} differs from train.batch_size={hp.batch_size} of the state.")
+    return _plan(hp, task_index, hp.task_classes[task_index], n_examples)[3]
+
+
+def begin_phase(net: ModelState, hp, task: TaskInfo) -> ModelState:
+    """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
+    union epoch in ``"pycil"`` mode) for the per-epoch schedules."""
+    st = hp.st
+    net = net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
+    net = common.begin_task_model(net, task)
+    if hp.batching == "pycil":
+        net = net.replace(steps_per_epoch=jnp.asarray(st.steps_per_epoch, jnp.int32),
+                          task_steps=jnp.asarray(st.steps, jnp.int32))
+        if task.num_steps != st.steps:
+            import warnings
+            warnings.warn(f"task {task.task_id}: the loop runs {task.num_steps} steps, cil.batching='pycil' "
+                          f"plans {st.steps} ({st.steps_per_epoch} per epoch); the loop must take the count "
+                          "from the method's task_steps.")
+    return net
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary: phase optimizer, reset of its state, task statics."""
     hp = state.hp
     hp = dataclasses.replace(hp, st=task_statics(hp, task))
-    net = state.net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
-    return state.replace(net=common.begin_task_model(net, task), hp=hp)
+    return state.replace(net=begin_phase(state.net, hp, task), hp=hp)
 
 
 def head_update_mask(params, total: int, feature_rows: int | None = None):
@@ -191,9 +278,41 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
 
 
 def _draw(state: State, rng: jax.Array, n: int):
+    """``n`` exemplars uniformly with replacement (augmented x, y, valid)."""
     k_idx, k_aug = jax.random.split(rng)
     idx, valid = ex.sample_exemplars(state.mem, k_idx, n)
     return state.hp.augment(state.mem.x[idx], k_aug, train=True), state.mem.y[idx], valid
+
+
+def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
+                rng: jax.Array):
+    """The step's batch (module doc, item 2): ``(x, y, w)`` float32 [N, ...],
+    int32 [N], bool [N] (w: the row counts in the losses), N = B in
+    ``"pycil"`` mode (``new_per_step`` rows of ``batch`` + exemplars), B + R
+    in ``"concat"`` mode."""
+    st = hp.st
+    b = st.new_per_step if hp.batching == "pycil" else batch["y"].shape[0]
+    x, y = batch["x"][:b], batch["y"][:b]
+    w = jnp.ones(y.shape, bool)
+    if st.replay > 0:
+        k_idx, k_aug = jax.random.split(rng)
+        idx, valid = cc.draw_replay(mem, st, hp.batching, key, task_step, k_idx)
+        rx = hp.augment(mem.x[idx], k_aug, train=True)
+        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, mem.y[idx]]), jnp.concatenate([w, valid])
+    return x, y, w
+
+
+def loss_weights(hp) -> tuple[float, float]:
+    """(CE weight, KD weight) of the objective (module doc): Replay (1, 0);
+    iCaRL (1, kd_weight); WA ``kd2`` (1, kd_weight = 2); WA ``lambda``
+    (1 - l, l), l = known / total."""
+    st = hp.st
+    if hp.objective == "replay" or st.known <= 0:
+        return 1.0, 0.0
+    if hp.objective == "wa" and hp.wa_loss == "lambda":
+        lam = st.known / st.total
+        return 1.0 - lam, lam
+    return 1.0, hp.kd_weight
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -207,12 +326,10 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       (State, {"loss", "ce", "kd", "acc"} float32 scalars).
     """
     hp, st, net = state.hp, state.hp.st, state.net
-    x, y = batch["x"], batch["y"]
-    w = jnp.ones(y.shape, bool)
-    if st.replay > 0:
-        rx, ry, rv = _draw(state, rng, st.replay)
-        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, rv])
+    x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
+    nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
     use_kd = hp.objective in ("icarl", "wa") and st.known > 0
+    w_ce, w_kd = loss_weights(hp)
     old_logits = None
     if use_kd:
         old_logits, _ = common.forward(net, state.old_params, state.old_batch_stats, x, train=False)
@@ -222,12 +339,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
         kd = cc.kd_loss(logits, old_logits, st.known, hp.kd_T, w) if use_kd else jnp.zeros((), jnp.float32)
-        return ce + hp.kd_weight * kd, (bs, logits, ce, kd)
+        return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total))
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[: batch["y"].shape[0]], -1)
-                    == batch["y"]).astype(jnp.float32))
+    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "kd": kd, "acc": acc}
 
 
@@ -292,7 +408,7 @@ def make_spec(objective: str):
     return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=Capabilities(static_task_info=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras)
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps)
 
 
 SPEC = make_spec("icarl")

@@ -390,7 +390,7 @@ def phase_limit(k: float, tau_stop: float, max_phases: int | None = None) -> int
     return min(limit, int(max_phases)) if max_phases is not None else limit
 
 
-def task_steps(config, n_examples: int, batch_size: int, task_index: int) -> int:
+def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info=None) -> int:
     """Training steps of one task, in whole phases: ``phases * phase_epochs *
     ceil(n_examples / batch_size)`` with ``phases`` = :func:`phase_limit`
     (``config.nispa.k``, ``tau_stop``, ``max_phases``).  An epoch is

@@ -156,7 +156,7 @@ def _cfg(config):
     return (lambda k, d: r.get(k, d)) if r is not None else (lambda k, d: d)
 
 
-def task_steps(config, n_examples: int, batch_size: int, task_index: int) -> int:
+def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info=None) -> int:
     """Training steps of one task in whole epochs, ``train.epochs *
     ceil(n / B)`` (host ints), so the early-stopping check falls at every
     epoch end as in GT-RIPL's loader (no ``drop_last``).

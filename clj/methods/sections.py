@@ -184,6 +184,10 @@ REG = Section(
 # --------------------------------------------------- class-IL with exemplars
 CIL_PREDICT_RULES = ("cnn", "nme")
 CIL_BUDGETS = ("fixed", "fair")
+CIL_BATCHING = ("concat", "pycil")
+CIL_WA_LOSSES = ("kd2", "lambda")
+CIL_SCHEDULERS = ("", "steplr", "cosine")
+CIL_GROWTH = ("loop", "vmap")
 SCHEDULES = ("constant", "cosine", "multistep")
 
 
@@ -199,6 +203,10 @@ def _check_cil(v, config) -> None:
     _need(float(v["kd_T"]) > 0, f"cil.kd_T={v['kd_T']} is invalid: the temperature must be > 0.")
     _need(float(v["update_lr"]) > 0, f"cil.update_lr={v['update_lr']} is invalid: it must be > 0.")
     _choice("cil", "update_schedule", v["update_schedule"], SCHEDULES)
+    for key, valid in (("batching", CIL_BATCHING), ("wa_loss", CIL_WA_LOSSES), ("scheduler", CIL_SCHEDULERS),
+                       ("growth", CIL_GROWTH)):
+        _choice("cil", key, v[key], valid)
+    _need(int(v["t_max"]) >= 0, f"cil.t_max={v['t_max']} is invalid: 0 (the phase's epochs) or > 0.")
 
 
 CIL = Section(
@@ -206,7 +214,8 @@ CIL = Section(
     dict(memory_size=2000, fixed_memory=False, memory_per_class=20, budget="fixed", base_exemplars=2000,
          replay_batch_size=-1, max_replay_batch=512, predict="cnn", kd_T=2.0, kd_weight=-1.0,
          update_lr=0.1, update_weight_decay=2e-4, update_milestones=(80, 120), update_schedule="multistep",
-         train_base=True, alpha_aux=1.0, feature_batch_size=256),
+         train_base=True, alpha_aux=1.0, feature_batch_size=256, batching="concat", wa_loss="kd2",
+         scheduler="", t_max=0, growth="loop"),
     dict(memory_size="exemplars kept in total (budget='fixed', fixed_memory=False)",
          fixed_memory="keep memory_per_class exemplars per class instead of a total",
          memory_per_class="exemplars per class when fixed_memory=True",
@@ -223,7 +232,15 @@ CIL = Section(
          update_schedule="lr schedule of tasks >= 1: constant, cosine or multistep",
          train_base="MEMO/DER: keep training the shared (generalized) blocks after task 0",
          alpha_aux="MEMO/DER: weight of the auxiliary (new-vs-old) classifier loss",
-         feature_batch_size="examples per forward when computing exemplar features"),
+         feature_batch_size="examples per forward when computing exemplar features",
+         batching="'concat' (each step: B new images plus the replay batch) or 'pycil' (new data and "
+                  "exemplars shuffled together into batches of B, PyCIL's loader)",
+         wa_loss="WA's loss: 'kd2' (CE + 2 KD, the MEMO paper's and CIL survey's numbers) or 'lambda' "
+                 "((1 - l) CE + l KD, l = known/total, PyCIL since Feb. 2023)",
+         scheduler="'' (optim.schedule / cil.update_schedule), 'steplr', or 'cosine' (MEMO's --scheduler "
+                   "cosine: every phase, stepped per epoch)",
+         t_max="cosine period of the phases >= 1 in epochs (0 = the phase's epochs)",
+         growth="old blocks of a grown network: 'loop' over the live blocks or 'vmap' over the stacked axis"),
     _check_cil)
 
 # -------------------------------------------------------------------- AKR

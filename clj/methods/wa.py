@@ -4,7 +4,7 @@ The protocol functions; the implementation is :mod:`clj.methods.icarl`.
 """
 from clj.methods import icarl
 from clj.methods.icarl import (State, begin_task, end_task, memory_bytes, predict,  # noqa: F401
-                               result_extras, train_step)
+                               result_extras, task_steps, train_step)
 
 
 def init(rng, config, scenario) -> State:

@@ -88,6 +88,7 @@ class _TaskPlan:
     pool: np.ndarray       # int32 [n] training examples the task draws from
     steps: int             # train steps
     steps_per_epoch: int
+    new_per_step: int      # fresh examples at the head of each batch (B unless the method plans less)
 
 
 class Runner:
@@ -179,6 +180,7 @@ class Runner:
         self._batch_sharding = NamedSharding(self.mesh, P(DATA_MESH_AXIS))
 
         # --- the plan of every task, then one chunk length for the run
+        self._state_info = None
         self.plans = [self._plan(t) for t in range(scenario.num_tasks)]
         conv = self.caps.conv
         if conv is None:
@@ -236,15 +238,24 @@ class Runner:
         else:
             pool = sc.tasks[t].train_idx
         n = int(pool.shape[0])
+        spe, new = max(1, math.ceil(n / self.B)), self.B
         if self.spec.task_steps is not None:
-            steps = int(self.spec.task_steps(self.config, n, self.B, t))
+            if self._state_info is None:  # one seed's State as shapes: the static fields are real
+                self._state_info = jax.eval_shape(lambda k: self.spec.init(k, self.config, self.scenario),
+                                                  jax.random.PRNGKey(0))
+            plan = self.spec.task_steps(self.config, n, self.B, t, self._state_info)
+            if isinstance(plan, dict):
+                steps, spe, new = int(plan["steps"]), int(plan["steps_per_epoch"]), int(plan["new_per_step"])
+            else:
+                steps = int(plan)
         else:
             epochs = float(self.config.train.epochs)
             init_epochs = float(self.config.train.get("init_epochs", 0) or 0)
             if t == 0 and init_epochs > 0:  # PyCIL's separate epoch count of the first task
                 epochs = init_epochs
             steps = max(1, math.ceil(epochs * n / self.B))
-        return _TaskPlan(pool=np.asarray(pool, np.int32), steps=steps, steps_per_epoch=max(1, math.ceil(n / self.B)))
+        return _TaskPlan(pool=np.asarray(pool, np.int32), steps=steps, steps_per_epoch=spe,
+                         new_per_step=min(new, self.B))
 
     def _dev_data(self):
         sc = self.scenario
@@ -480,14 +491,20 @@ class Runner:
         return fn(state, self.X, self.Y, tidx, None if static else info)
 
     def _index_stream(self, seed: int, t: int, pool: np.ndarray, steps: int) -> np.ndarray:
-        """int32 [steps, B]: shuffled passes over ``pool`` (module doc)."""
+        """int32 [steps, B]: shuffled passes over ``pool`` (module doc).  When
+        the method's plan takes b < B fresh examples per step, each row holds
+        b fresh indices repeated over its B columns (column j -> j mod b)."""
+        b = self.plans[t].new_per_step if t < len(getattr(self, "plans", ())) else self.B
         rng = np.random.default_rng([seed, t])
-        need = steps * self.B
+        need = steps * max(b, 1)
         parts, have = [], 0
         while have < need:
             parts.append(pool[rng.permutation(pool.shape[0])])
             have += pool.shape[0]
-        return np.concatenate(parts)[:need].reshape(steps, self.B).astype(np.int32)
+        if b <= 0:
+            return np.zeros((steps, self.B), np.int32)
+        rows = np.concatenate(parts)[:need].reshape(steps, b)
+        return (rows if b == self.B else rows[:, np.arange(self.B) % b]).astype(np.int32)
 
     # ------------------------------------------------------------ the run
     def init_state(self):
