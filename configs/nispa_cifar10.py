@@ -20,12 +20,11 @@ def get_config():
     c.dataset = "cifar10"
     c.scenario.kind = "task_il"
     c.scenario.increment = 2
-    c.model = ml_collections.ConfigDict(dict(name="nispa_conv", channels=(64, 64, 128, 128), fc_width=1024))
+    c.model = ml_collections.ConfigDict(dict(name="nispa_conv", dtype="float32", channels=(64, 64, 128, 128), fc_width=1024))
     c.optim.name = "adam"
     c.optim.lr = 0.002
     c.augment.normalize = True
     c.train.batch_size = 128
     c.nispa = nispa_section(density=0.1, a_f=0.75, dense_first_conv=True)
     c.train.epochs = c.nispa.max_phases * c.nispa.phase_epochs
-    c.loop.steps_per_call = 50
     return c

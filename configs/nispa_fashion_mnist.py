@@ -18,7 +18,7 @@ def get_config():
     c.dataset = "fashion_mnist"
     c.scenario.kind = "task_il"
     c.scenario.increment = 2
-    c.model = ml_collections.ConfigDict(dict(name="nispa_mlp", hidden=(400, 400, 400)))
+    c.model = ml_collections.ConfigDict(dict(name="nispa_mlp", dtype="float32", hidden=(400, 400, 400)))
     c.optim.name = "adam"
     c.optim.lr = 0.01
     c.augment.normalize = False

@@ -260,6 +260,7 @@ def hparams_from_config(config, scenario, params) -> Hparams:
 
 def model_from_config(config, num_classes: int):
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k != "name"}
+    kw["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.get("dtype", "float32"))]
     return get_serena_model(config.model.name, num_classes, **kw)
 
 

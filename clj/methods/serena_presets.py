@@ -126,5 +126,5 @@ def class_order_follows_seed(config) -> bool:
 
 def _model(d: dict):
     import ml_collections
-    return ml_collections.ConfigDict(dict(d))
+    return ml_collections.ConfigDict({"dtype": "float32", **dict(d)})  # every model block has model.dtype
 

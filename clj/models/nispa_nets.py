@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -84,21 +84,22 @@ class SparseMLP(nn.Module):
 
     num_classes: int
     hidden: Sequence[int] = (400, 400, 400)
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         del train
-        x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+        x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         acts = []
         names = [f"fc{i}" for i in range(len(self.hidden))] + ["out"]
         widths = list(self.hidden) + [self.num_classes]
         for i, (name, h) in enumerate(zip(names, widths)):
             x = nn.Dense(h, kernel_init=_untruncated("fan_out"), bias_init=_torch_bias_init(x.shape[-1]),
-                         name=name)(x)
+                         dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
             if i < len(widths) - 1:
                 x = nn.relu(x)
-                acts.append(x)
-        return x, acts
+                acts.append(x.astype(jnp.float32))
+        return x.astype(jnp.float32), acts
 
     def layer_specs(self, input_shape: Sequence[int], density: float) -> tuple[LayerSpec, ...]:
         """Unit-level description of every weight layer (all at ``density``)."""
@@ -121,26 +122,28 @@ class SparseConvNet(nn.Module):
     num_classes: int
     channels: Sequence[int] = (64, 64, 128, 128)
     fc_width: int = 1024
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         del train
-        x = x.astype(jnp.float32)
+        dt = self.dtype
+        x = x.astype(dt)
         acts = []
         for i, ch in enumerate(self.channels):
             x = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=_untruncated("fan_in"),
-                        bias_init=nn.initializers.zeros, name=f"conv{i}")(x)
+                        bias_init=nn.initializers.zeros, dtype=dt, param_dtype=jnp.float32, name=f"conv{i}")(x)
             x = nn.relu(x)
             if i % 2 == 1:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-            acts.append(x)
+            acts.append(x.astype(jnp.float32))
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.fc_width, kernel_init=_untruncated("fan_in"),
-                             bias_init=nn.initializers.zeros, name="fc0")(x))
-        acts.append(x)
+                             bias_init=nn.initializers.zeros, dtype=dt, param_dtype=jnp.float32, name="fc0")(x))
+        acts.append(x.astype(jnp.float32))
         x = nn.Dense(self.num_classes, kernel_init=_untruncated("fan_in"), bias_init=nn.initializers.zeros,
-                     name="out")(x)
-        return x, acts
+                     dtype=dt, param_dtype=jnp.float32, name="out")(x)
+        return x.astype(jnp.float32), acts
 
     def layer_specs(self, input_shape: Sequence[int], density: float,
                     dense_first: bool = True) -> tuple[LayerSpec, ...]:
@@ -175,9 +178,10 @@ def get_nispa_model(name: str, num_classes: int, **kw) -> nn.Module:
     Raises:
       ValueError: an unknown name (lists the valid ones).
     """
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.get("dtype", "float32"))]
     if name == "nispa_mlp":
-        return SparseMLP(num_classes=num_classes, hidden=tuple(kw.get("hidden", (400, 400, 400))))
+        return SparseMLP(num_classes=num_classes, hidden=tuple(kw.get("hidden", (400, 400, 400))), dtype=dtype)
     if name == "nispa_conv":
         return SparseConvNet(num_classes=num_classes, channels=tuple(kw.get("channels", (64, 64, 128, 128))),
-                             fc_width=int(kw.get("fc_width", 1024)))
+                             fc_width=int(kw.get("fc_width", 1024)), dtype=dtype)
     raise ValueError(f"model.name={name!r} is not a NISPA backbone; valid: 'nispa_mlp', 'nispa_conv'.")

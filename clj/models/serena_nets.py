@@ -24,7 +24,7 @@ spec §4.1).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -57,9 +57,14 @@ def stateless_batch_norm(x: jax.Array, eps: float = 1e-5, valid: jax.Array | Non
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def _conv(features: int, k: int, stride: int, pad: int, name: str) -> nn.Conv:
+def _conv(features: int, k: int, stride: int, pad: int, name: str, dtype=jnp.float32) -> nn.Conv:
     return nn.Conv(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, kernel_init=torch_default_init, name=name)
+                   use_bias=False, kernel_init=torch_default_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def _bn(x, valid, dtype):
+    """Stateless BN: statistics in float32, the result back in the compute dtype."""
+    return stateless_batch_norm(x, valid=valid).astype(dtype)
 
 
 class SerenaBasicBlock(nn.Module):
@@ -68,15 +73,17 @@ class SerenaBasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, valid=None):
-        y = _conv(self.features, 3, self.stride, 1, "conv1")(x)
-        y = nn.relu(stateless_batch_norm(y, valid=valid))
-        y = _conv(self.features, 3, 1, 1, "conv2")(y)
-        y = stateless_batch_norm(y, valid=valid)
+        dt = self.dtype
+        y = _conv(self.features, 3, self.stride, 1, "conv1", dt)(x)
+        y = nn.relu(_bn(y, valid, dt))
+        y = _conv(self.features, 3, 1, 1, "conv2", dt)(y)
+        y = _bn(y, valid, dt)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = stateless_batch_norm(_conv(self.features, 1, self.stride, 0, "shortcut")(x), valid=valid)
+            x = _bn(_conv(self.features, 1, self.stride, 0, "shortcut", dt)(x), valid, dt)
         return nn.relu(y + x)
 
 
@@ -84,17 +91,18 @@ class SerenaResNet18Backbone(nn.Module):
     """Stem + 4 stages + global average pool -> [B, 8 * width]."""
 
     width: int = 64
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False, valid=None):
         del train  # stateless BN: identical in both modes
-        x = _conv(self.width, 7, 2, 3, "conv1")(x.astype(jnp.float32))
-        x = nn.relu(stateless_batch_norm(x, valid=valid))
+        x = _conv(self.width, 7, 2, 3, "conv1", self.dtype)(x.astype(self.dtype))
+        x = nn.relu(_bn(x, valid, self.dtype))
         for s, mult in enumerate((1, 2, 4, 8)):
             for b in range(2):
                 stride = 2 if (s > 0 and b == 0) else 1
-                x = SerenaBasicBlock(self.width * mult, stride, name=f"layer{s + 1}_{b}")(x, valid)
-        return jnp.mean(x, axis=(1, 2))
+                x = SerenaBasicBlock(self.width * mult, stride, self.dtype, name=f"layer{s + 1}_{b}")(x, valid)
+        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
 class SerenaResNet18(nn.Module):
@@ -104,6 +112,7 @@ class SerenaResNet18(nn.Module):
 
     num_classes: int
     width: int = 64
+    dtype: Any = jnp.float32
 
     @property
     def feature_dim(self) -> int:
@@ -111,20 +120,24 @@ class SerenaResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False, valid=None):
-        f = SerenaResNet18Backbone(self.width, name="backbone")(x, train, valid)
-        logits = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, name="head")(f)
+        f = SerenaResNet18Backbone(self.width, self.dtype, name="backbone")(x, train, valid)
+        logits = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, dtype=self.dtype,
+                          param_dtype=jnp.float32, name="head")(f.astype(self.dtype))
+        logits = logits.astype(jnp.float32)
         return (logits, f) if return_features else logits
 
 
 class SerenaMLPBackbone(nn.Module):
     hidden: Sequence[int] = (400, 400)
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train
-        x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+        x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         for i, h in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(h, use_bias=False, kernel_init=torch_default_init, name=f"fc{i}")(x))
+            x = nn.relu(nn.Dense(h, use_bias=False, kernel_init=torch_default_init, dtype=self.dtype,
+                                 param_dtype=jnp.float32, name=f"fc{i}")(x))
         return x
 
 
@@ -134,6 +147,7 @@ class SerenaMLP(nn.Module):
 
     num_classes: int
     hidden: Sequence[int] = (400, 400)
+    dtype: Any = jnp.float32
 
     @property
     def feature_dim(self) -> int:
@@ -142,9 +156,11 @@ class SerenaMLP(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False, valid=None):
         del valid
-        f = SerenaMLPBackbone(tuple(self.hidden), name="backbone")(x, train)
-        logits = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, name="head")(f)
-        return (logits, f) if return_features else logits
+        f = SerenaMLPBackbone(tuple(self.hidden), self.dtype, name="backbone")(x, train)
+        logits = nn.Dense(self.num_classes, use_bias=False, kernel_init=torch_default_init, dtype=self.dtype,
+                          param_dtype=jnp.float32, name="head")(f)
+        logits = logits.astype(jnp.float32)
+        return (logits, f.astype(jnp.float32)) if return_features else logits
 
 
 SERENA_MODELS = {
