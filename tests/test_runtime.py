@@ -163,3 +163,25 @@ print(json.dumps([[json.load(open(f'{tmp_path}/{{d}}/seed_{{s}}/results.json'))[
             np.testing.assert_allclose(a[k], b[k], atol=1e-6)
     for k in e1:
         np.testing.assert_allclose(e4[k], e1[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("name,variant", [("serena_digits", "official"), ("nispa_digits", None)])
+def test_bfloat16_networks_of_serena_and_nispa(name, variant):
+    """model.dtype=bfloat16: SERENA's and NISPA's networks compute in bfloat16,
+    keep float32 parameters, and return float32 logits."""
+    from clj.config import load_config
+    from clj.methods import get_spec
+    from clj.train.loop import load_scenario
+
+    c = load_config(name, variant) if variant else load_config(name)
+    c.model.dtype = "bfloat16"
+    sc = load_scenario(c)
+    spec = get_spec(c.method)
+    st = jax.eval_shape(lambda k: spec.init(k, c, sc), jax.random.PRNGKey(0))
+    floats = {str(a.dtype) for a in jax.tree.leaves(st) if jnp.issubdtype(a.dtype, jnp.floating)}
+    assert floats == {"float32"}, floats
+    x = jnp.zeros((4, *sc.image_shape), jnp.float32)
+    out = jax.eval_shape(lambda k: spec.predict(spec.init(k, c, sc), x, None), jax.random.PRNGKey(0))
+    assert out.dtype == jnp.float32 and out.shape == (4, sc.num_classes)
+    jaxpr = str(jax.make_jaxpr(lambda k: spec.predict(spec.init(k, c, sc), x, None))(jax.random.PRNGKey(0)))
+    assert "bf16" in jaxpr  # the forward pass computes in bfloat16
