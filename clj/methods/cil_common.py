@@ -98,11 +98,13 @@ class EpochOptimSpec(OptimSpec):
 
     t_max: float = 1.0
 
-    def lr_at(self, task_step: jax.Array, task_steps: jax.Array, steps_per_epoch: jax.Array) -> jax.Array:
+    def lr_at(self, task_step: jax.Array, task_steps: jax.Array, steps_per_epoch: jax.Array,
+              base_lr: jax.Array | None = None) -> jax.Array:
         if self.schedule != "cosine":
-            return super().lr_at(task_step, task_steps, steps_per_epoch)
+            return super().lr_at(task_step, task_steps, steps_per_epoch, base_lr)
         epoch = jnp.floor(task_step.astype(jnp.float32) / jnp.maximum(steps_per_epoch.astype(jnp.float32), 1.0))
-        return jnp.asarray(self.lr, jnp.float32) * 0.5 * (1.0 + jnp.cos(math.pi * epoch / self.t_max))
+        lr0 = jnp.asarray(self.lr if base_lr is None else base_lr, jnp.float32)
+        return lr0 * 0.5 * (1.0 + jnp.cos(math.pi * epoch / self.t_max))
 
 
 def phase_epochs(config) -> tuple[float, float]:
