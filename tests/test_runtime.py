@@ -26,7 +26,7 @@ def test_mesh_shape_rules():
     assert mesh_shape(1, 4) == (1, 4)
     assert mesh_shape(4, 4) == (4, 1)
     assert mesh_shape(8, 4) == (4, 1)
-    assert mesh_shape(2, 4) == (2, 2)
+    assert mesh_shape(2, 4) == (1, 4)
     assert mesh_shape(3, 4) == (1, 4)
     assert mesh_shape(4, 4, "data") == (1, 4)
     with pytest.raises(ValueError, match="num_seeds"):

@@ -79,10 +79,13 @@ def choose_chunk(task_steps: Sequence[int], max_len: int) -> int:
 def mesh_shape(num_seeds: int, num_devices: int, mode: str = "auto") -> tuple[int, int]:
     """(seed axis, data axis) sizes of the run's 2-D mesh.
 
-    ``auto``: the seed axis takes the largest divisor of the device count
-    that also divides ``num_seeds`` (each device holds whole seeds' states;
-    e.g. 8 seeds on 4 devices -> (4, 1), 1 seed -> (1, 4), 2 seeds -> (2, 2));
-    the data axis (the batch, and evaluation examples) takes the rest.
+    ``auto``: all devices on the seed axis when ``num_seeds`` is a multiple
+    of the device count (each device holds whole seeds' states: 8 seeds on 4
+    devices -> (4, 1)), otherwise all on the data axis (the batch and the
+    evaluation examples; 1 or 2 seeds on 4 devices -> (1, 4)).  Mixed
+    layouts (2, 2) are not chosen automatically: a method whose step has a
+    conditional around a collective (NISPA's phase ends) deadlocked in them
+    on XLA's CPU backend; ``seeds``/``data`` force a layout.
     ``seeds``: all devices on the seed axis (``num_seeds`` must be a multiple
     of the device count).  ``data``: all devices on the batch axis, each seed's
     state replicated.
@@ -100,8 +103,9 @@ def mesh_shape(num_seeds: int, num_devices: int, mode: str = "auto") -> tuple[in
             raise ValueError(f"loop.mesh='seeds' needs num_seeds a multiple of the {num_devices} devices; "
                              f"got num_seeds={num_seeds} (use loop.mesh='auto' or 'data').")
         return num_devices, 1
-    s = math.gcd(num_seeds, num_devices)
-    return s, num_devices // s
+    if num_seeds % num_devices == 0:
+        return num_devices, 1
+    return 1, num_devices
 
 
 def make_mesh(num_seeds: int = 1, devices=None, mode: str = "auto") -> Mesh:
