@@ -69,10 +69,10 @@ print(json.dumps(Runner(small_config('derpp', num_seeds=2), {str(tmp_path / 'one
     for k in ("class_il", "task_il"):
         np.testing.assert_allclose(resumed["accuracy_matrix"][k]["mean"], two["accuracy_matrix"][k]["mean"],
                                    atol=1e-6)
-    # the command line, twice into one workdir: the second with resume=False starts over
-    # (process 0 owns the workdir and clears it, the other waits); only process 0 reports
-    wd3 = str(tmp_path / "cli")
-    for extra in ([], ["--config.resume=False"]):
+    # the command line with resume=False into a workdir that holds another config's run: it
+    # starts over (process 0 owns the workdir and clears it, the other waits); only process 0 reports
+    wd3 = wd2
+    for extra in (["--config.resume=False"],):
         port = _free_port()
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
         cmd = [sys.executable, "launch.py", "--config=configs/finetune_digits.py", "--config.train.epochs=1",
