@@ -151,7 +151,7 @@ SHARDED = textwrap.dedent("""
 
 def test_four_methods_sharded_on_four_devices(tmp_path):
     code = SHARDED.format(tmp=str(tmp_path))
-    stdout = run_with_devices(code, timeout=None)  # raises with stderr on failure; no wall-clock limit
+    stdout = run_with_devices(code)  # raises with stderr on failure; no wall-clock limit
     line = [l for l in stdout.splitlines() if l.startswith("RESULT")][-1]
     out = json.loads(line[len("RESULT"):])
     for m, r in out.items():

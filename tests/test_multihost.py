@@ -1,5 +1,10 @@
 """Two processes on 127.0.0.1 (2 simulated CPU devices each) run one program:
-the same accuracy matrices as one process with 4 devices, one writer, resume."""
+the same accuracy matrices as one process with 4 devices, one writer, resume.
+
+4 seeds: each device trains its own seed in both layouts, so the two runs do
+the same arithmetic (a batch sharded across processes would sum its
+gradients in another order, and after five tasks one test prediction in 182
+can flip)."""
 import json
 import os
 import socket
@@ -20,7 +25,7 @@ from conftest import small_config
 from clj.train import Runner
 assert jax.device_count() == 4 and jax.local_device_count() == 2
 over = json.loads(sys.argv[2])
-out = Runner(small_config('derpp', num_seeds=2, **over), {wd!r}).run()
+out = Runner(small_config('derpp', num_seeds=4, **over), {wd!r}).run()
 if jax.process_index() == 0:
     print("RESULT", json.dumps(out))
 """
@@ -52,7 +57,7 @@ def test_two_processes_equal_one_process_and_write_once(tmp_path):
 import json
 from conftest import small_config
 from clj.train import Runner
-print(json.dumps(Runner(small_config('derpp', num_seeds=2), {str(tmp_path / 'one')!r}).run()))
+print(json.dumps(Runner(small_config('derpp', num_seeds=4), {str(tmp_path / 'one')!r}).run()))
 """
     one = json.loads(run_with_devices(code).strip().splitlines()[-1])
     for k in ("class_il", "task_il"):
