@@ -10,6 +10,14 @@ from __future__ import annotations
 from clj.errors import ConfigError
 
 
+def prepared_name(config) -> str | None:
+    """The name ``config.dataset`` has in clj's record format (``clj:`` prefix
+    dropped), or None for the sources that are never prepared (digits, synthetic)."""
+    name = str(config.dataset)
+    name = name[4:] if name.startswith("clj:") else name
+    return None if name in ("digits", "synthetic") else name
+
+
 def prepared_for_stream(config):
     """The folder of clj's records of ``config.dataset`` when its placement may
     stream it (``data.placement`` stream or auto and the dataset prepared in
@@ -17,9 +25,8 @@ def prepared_for_stream(config):
     from clj.data.records import find_prepared
 
     placement = str((config.get("data") or {}).get("placement", "device"))
-    name = str(config.dataset)
-    name = name[4:] if name.startswith("clj:") else name
-    if placement == "device" or name in ("digits", "synthetic") or not config.data_dir:
+    name = prepared_name(config)
+    if placement == "device" or name is None or not config.data_dir:
         return None
     found = find_prepared(config.data_dir, name)
     return str(found) if found is not None else None

@@ -924,13 +924,14 @@ def choose_placement(config, devices=None) -> tuple[str, str | None]:
     placement = str(data.get("placement", "device"))
     if placement not in PLACEMENTS:
         raise config_lib.ConfigError(f"data.placement={placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
-    name = str(config.dataset)
-    name = name[4:] if name.startswith("clj:") else name
-    found = find_prepared(config.data_dir or None, name) if name not in ("digits", "synthetic") else None
+    from clj.preflight import prepared_name
+
+    name = prepared_name(config)
+    found = find_prepared(config.data_dir or None, name) if name is not None else None
     if placement == "stream" and found is None:
         raise config_lib.ConfigError(
             f"data.placement='stream' reads clj's prepared records, and dataset={config.dataset!r} is not prepared in "
-            f"data_dir={config.data_dir!r}; prepare it with `python -m clj.data.prepare {name} --source DIR "
+            f"data_dir={config.data_dir!r}; prepare it with `python -m clj.data.prepare {name or config.dataset} --source DIR "
             f"--data_dir {config.data_dir or 'DIR'}` or use data.placement='device'.")
     if placement == "auto":
         placement = "device"
