@@ -123,6 +123,8 @@ class State:
       best_acc, since_best, epochs, stopped: early stopping (best validation
         accuracy of the task, epochs since it, epochs run, stop flag).
       key: PRNG key for the importance draws.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis like the seeds.
     """
 
     net: ModelState
@@ -140,7 +142,12 @@ class State:
     epochs: jax.Array
     stopped: jax.Array
     key: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "reg.lam")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def _zeros(t):
@@ -237,7 +244,8 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
     return State(net=net, anchor=_stack(net.params, slots), omega=_stack(z, slots), filled=i0, w=z,
                  start=net.params, class_mask=jnp.ones((scenario.num_classes,), bool),
                  val_x=jnp.zeros((val_cap, *shape), jnp.uint8), val_y=jnp.zeros((val_cap,), jnp.int32),
-                 val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state, hp=hp)
+                 val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state,
+                 hparams={"optim.lr": jnp.float32(config.optim.lr), "reg.lam": jnp.float32(lam)}, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -258,7 +266,7 @@ def penalty(state: State, params) -> jax.Array:
     """``lam * sum_r sum_i Omega_r,i (theta_i - theta*_r,i)^2`` (float32 [])."""
     terms = jax.tree_util.tree_map(lambda o, p, a: jnp.sum(o * (p[None] - a) ** 2), state.omega, params,
                                    state.anchor)
-    return state.hp.lam * sum(jax.tree_util.tree_leaves(terms))
+    return state.hparams["reg.lam"] * sum(jax.tree_util.tree_leaves(terms))
 
 
 def early_stop_update(best: jax.Array, since_best: jax.Array, epochs: jax.Array, acc: jax.Array,
@@ -333,7 +341,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss, (bs, logits)), g_task = jax.value_and_grad(task_loss, has_aux=True)(net.params)
     g_pen = jax.grad(lambda p: penalty(state, p))(net.params)
     grads = jax.tree_util.tree_map(jnp.add, g_task, g_pen)
-    new_net = common.apply_gradients(net, grads, bs)
+    new_net = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
     w = state.w
     if hp.kind == "si":
         w = jax.tree_util.tree_map(lambda wi, g, a, b: wi - g * (a - b), w, g_task, new_net.params, net.params)
@@ -515,4 +523,4 @@ def make_spec(kind: str):
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=_capabilities, memory_bytes=memory_bytes, result_extras=result_extras,
-                      task_steps=task_steps)
+                      task_steps=task_steps, sweepable=SWEEPABLE)
