@@ -49,6 +49,7 @@ METHODS = {
     # issue 7: attentive knowledge replay (on iCaRL) and its plain-mixup baseline (config.akr.replay)
     "akr": "clj.methods.akr",
     "agem": "clj.methods.agem",
+    "lwf": "clj.methods.lwf",
 }
 
 
