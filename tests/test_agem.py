@@ -165,7 +165,8 @@ def test_bad_config_is_refused_before_any_work():
 
 def test_split_digits_end_to_end(tmp_path):
     """The shipped config, seed 0, 2 epochs per task: A-GEM keeps task-IL near
-    perfect and class-IL well above finetune's 20% (measured: see docs/baselines.md)."""
+    perfect and class-IL well above finetune's 20% (measured: 42.3% class-IL,
+    98.4% task-IL; 5 epochs and 3 seeds in docs/baselines.md)."""
     from clj.train import Runner
 
     c = load_config("agem_digits")
@@ -176,4 +177,4 @@ def test_split_digits_end_to_end(tmp_path):
     cil = res["metrics"]["class_il"]["final_average_accuracy"]
     til = res["metrics"]["task_il"]["final_average_accuracy"]
     assert cil >= 0.30, cil
-    assert til >= 0.97, til
+    assert til >= 0.95, til
