@@ -145,8 +145,9 @@ def test_config_block_and_scenario_checks():
 
 def test_split_digits_end_to_end(tmp_path):
     """The shipped config, seed 0, 2 epochs per task: distillation keeps the
-    task-IL accuracy high (finetune's is about 95% at 5 epochs; see
-    docs/baselines.md); class-IL stays near finetune's 20%, as in the DER paper."""
+    task-IL accuracy high (measured 99.6%; finetune's is about 95% at 5
+    epochs); class-IL stays near finetune's 20% (measured 21.6%), as in the
+    DER paper (docs/baselines.md)."""
     from clj.train import Runner
 
     c = load_config("lwf_digits")
