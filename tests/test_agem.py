@@ -11,6 +11,9 @@ from clj.methods import agem, get_spec
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 
+_train_step = jax.jit(agem.train_step)
+_end_task = jax.jit(agem.end_task)
+
 
 def _tree(a, b):
     """A two-leaf pytree holding the vector a ++ b."""
@@ -80,9 +83,8 @@ def _task_data(sc, t):
 def test_end_task_adds_an_equal_share_of_distinct_task_examples():
     sc, _, st = _setup(buffer_size=13)            # 3 tasks: 13 // 3 = 4 per task
     assert st.hp.per_task == 4
-    end_task = jax.jit(agem.end_task)
     for t in range(3):
-        st = end_task(agem.begin_task(st, _info(sc, t)), _task_data(sc, t))
+        st = _end_task(agem.begin_task(st, _info(sc, t)), _task_data(sc, t))
         assert int(st.buffer.num_seen) == 4 * (t + 1)
     y, tid = np.asarray(st.buffer.y), np.asarray(st.buffer.task_id)
     for t in range(3):  # slots 4t..4t+3 hold task t: nothing of an earlier task was evicted
@@ -96,7 +98,7 @@ def test_end_task_adds_an_equal_share_of_distinct_task_examples():
 
 def test_step_is_sgd_on_the_projected_gradient():
     sc, c, st = _setup()
-    st = jax.jit(agem.end_task)(agem.begin_task(st, _info(sc, 0)), _task_data(sc, 0))
+    st = _end_task(agem.begin_task(st, _info(sc, 0)), _task_data(sc, 0))
     st = agem.begin_task(st, _info(sc, 1))
     idx = sc.tasks[1].train_idx[:5]
     aug = st.hp.augment
@@ -104,7 +106,7 @@ def test_step_is_sgd_on_the_projected_gradient():
              "x_raw": jnp.asarray(sc.x_train[idx]), "y": jnp.asarray(sc.y_train[idx], jnp.int32),
              "task_id": jnp.ones(5, jnp.int32)}
     rng = jax.random.PRNGKey(3)
-    new, m = jax.jit(agem.train_step)(st, batch, rng)
+    new, m = _train_step(st, batch, rng)
 
     # the same update by hand: both gradients, the projection, plain SGD at optim.lr
     from clj.methods import common
@@ -136,7 +138,7 @@ def test_empty_memory_step_is_plain_sgd():
     idx = sc.tasks[0].train_idx[:5]
     batch = {"x": st.hp.augment(jnp.asarray(sc.x_train[idx]), None, train=False),
              "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
-    new, m = jax.jit(agem.train_step)(st, batch, jax.random.PRNGKey(1))
+    new, m = _train_step(st, batch, jax.random.PRNGKey(1))
     assert float(m["loss_ref"]) == 0.0 and float(m["projected"]) == 0.0
     from clj.methods import common
 
