@@ -48,6 +48,8 @@ METHODS = {
     "ser_er": "clj.methods.ser_er",
     # issue 7: attentive knowledge replay (on iCaRL) and its plain-mixup baseline (config.akr.replay)
     "akr": "clj.methods.akr",
+    "agem": "clj.methods.agem",
+    "lwf": "clj.methods.lwf",
 }
 
 
