@@ -76,15 +76,6 @@ class State:
     hp: Hparams = struct.field(pytree_node=False)
 
 
-def validate_config(config) -> None:
-    """Checks the ``replay`` block (``buffer_size`` >= 1, ``minibatch_size`` >= 1).
-
-    Raises:
-      ConfigError: naming the bad field and what is valid.
-    """
-    sections.get_section("replay", config)
-
-
 def init(rng: jax.Array, config, scenario) -> State:
     """A fresh State: network from ``config.model``, optimizer from
     ``config.optim``, an empty memory of ``config.replay.buffer_size`` slots.
@@ -216,7 +207,8 @@ def _spec():
     from clj.methods.api import MethodSpec
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
-                      predict=predict, memory_bytes=memory_bytes, validate_config=validate_config)
+                      predict=predict, memory_bytes=memory_bytes,
+                      sections=(sections.REPLAY,))
 
 
 SPEC = _spec()

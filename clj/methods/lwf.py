@@ -87,11 +87,6 @@ def lwf_values(config) -> dict:
     return v
 
 
-def validate_config(config) -> None:
-    """All of LwF's config checks (:func:`lwf_values`), before any work."""
-    lwf_values(config)
-
-
 @dataclasses.dataclass(frozen=True)
 class Hparams:
     """Static hyperparameters (hashable).
@@ -283,7 +278,7 @@ def _spec():
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, memory_bytes=memory_bytes, task_steps=task_steps,
-                      validate_config=validate_config)
+                      sections=(SECTION,))
 
 
 SPEC = _spec()
