@@ -36,6 +36,7 @@ shapes stay static (at most B - 1 examples are seen once more).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -537,6 +538,9 @@ class Runner:
         cfg = self.config
         if self.main:
             self._write_configs()
+            if cfg.plots:  # matplotlib loads (~0.7 s) in the background while the run compiles and trains
+                import threading
+                threading.Thread(target=importlib.import_module, args=("clj.metrics.plots",), daemon=True).start()
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
         if self.main and not cfg.resume and os.path.isdir(ckpt_dir):
             import shutil
