@@ -56,9 +56,9 @@ def test_sections_match_the_method_modules():
     assert ser_targets.TARGETS == sections.SER_TARGETS
     assert tuple(ser.CLASSIFIERS) == sections.SER_CLASSIFIERS
     from clj.methods import serena
-    from clj.models import serena_nets
+    from clj.models.registry import model_names
 
-    assert tuple(serena_nets.SERENA_MODELS) == sections.SERENA_MODELS
+    assert model_names("serena") == sections.SERENA_MODELS
     assert serena.default_config().to_dict() == sections.SERENA.defaults
     for s in sections.SECTIONS.values():  # every field documented
         assert set(s.docs) == set(s.defaults), s.name
