@@ -15,6 +15,8 @@ the loop's batches carry no per-image maps, so the stream's ground-truth
 masks cannot reach the step).  Run the pretraining command first, or point
 ``ser.sal_init`` elsewhere.
 """
+import ml_collections
+
 from clj.config import base_config
 from clj.methods.ser import ser_config
 
@@ -30,8 +32,7 @@ def clutter_config(method: str):
     c.model = dict(name="resnet18", width=8)
     c.optim.lr = 0.03
     c.augment.normalize = True
-    c.train.epochs = 0.3
-    c.train.batch_size = 8
+    c.train = ml_collections.ConfigDict(dict(epochs=0.3, batch_size=8))  # float epochs: a fraction of each task
     c.replay.buffer_size = 200
     c.replay.minibatch_size = 8
     c.replay.alpha = 0.1

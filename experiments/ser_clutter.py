@@ -6,8 +6,10 @@ encoder and SER, paired over seeds; optional spurious-feature test.
     python experiments/ser_clutter.py --bases=derpp,er_ace --num_seeds=5 --workdir=runs/ser_clutter
 
 Rows per base (``derpp``, ``er_ace``), all from ``configs/ser_<base>_clutter.py``
-with the same seeds (``seed .. seed+num_seeds-1``, vmapped in one program) and
-everything else equal:
+with the same seeds (``seed .. seed+num_seeds-1``, vmapped in one program), the
+same composites (``--canvas``, ``--num_train``, ``--num_test``; the stream's
+scenario is built here, so the sizes need no config field) and everything
+else equal:
 
 * ``base``: the base method on the plain ResNet-18 (``method=<base>``);
 * ``base + sal. encoder init``: the transfer control, ``ser_<base>`` with no
@@ -90,7 +92,7 @@ def per_seed(workdir: str, seeds: list[int]) -> list[dict]:
     return out
 
 
-def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overrides: dict) -> dict:
+def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overrides: dict, data_kw: dict) -> dict:
     from clj.train.loop import Runner
 
     c = row_config(base, row, ckpt, num_seeds, overrides)
@@ -99,29 +101,29 @@ def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overri
     done = os.path.join(wd, "row.json")
     if os.path.exists(done):
         return json.load(open(done))
-    scenario = None
-    if row.endswith("_spurious"):
-        from clj.data.clutter import load_clutter
-        from clj.scenarios import scenario_from_config
+    from clj.data.clutter import load_clutter
+    from clj.scenarios import scenario_from_config
 
-        ds = load_clutter(c.dataset, c.data_dir or None, seed=int(c.get("data_seed", 0)),
-                          spurious_patch=4).dataset
-        scenario = scenario_from_config(ds, c.scenario)
+    ds = load_clutter(c.dataset, c.data_dir or None, seed=int(c.get("data_seed", 0)),
+                      spurious_patch=4 if row.endswith("_spurious") else 0, **data_kw).dataset
+    scenario = scenario_from_config(ds, c.scenario)
     t0 = time.perf_counter()
     Runner(c, wd, scenario=scenario).run()
     wall = time.perf_counter() - t0
-    res = {"base": base, "row": row, "method": c.method, "seeds": seeds, "wall_s": wall,
+    res = {"base": base, "row": row, "method": c.method, "seeds": seeds, "wall_s": wall, "data": data_kw,
            "per_seed": per_seed(wd, seeds)}
     with open(done, "w") as f:
         json.dump(res, f, indent=1)
     return res
 
 
-def paired(a: list[float], b: list[float]) -> dict:
-    """Mean of a - b over paired seeds and its 95 % Student-t interval."""
+def paired(a: dict, b: dict) -> dict:
+    """Mean of a - b over the seeds both rows ran (``{seed: accuracy}``) and its
+    95 % Student-t interval."""
     from scipy import stats
 
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    seeds = sorted(set(a) & set(b))
+    d = np.asarray([a[s] for s in seeds], np.float64) - np.asarray([b[s] for s in seeds], np.float64)
     n = len(d)
     m = float(d.mean())
     if n < 2:
@@ -144,8 +146,8 @@ def tabulate(results: dict, workdir: str) -> str:
     for base in dict.fromkeys(b for b, _ in results):
         for a, b in PAIRS:
             if (base, a) in results and (base, b) in results:
-                d = paired([p["class_il"] for p in results[(base, a)]["per_seed"]],
-                           [p["class_il"] for p in results[(base, b)]["per_seed"]])
+                acc = lambda r: {s: p["class_il"] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
+                d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
                 diffs[f"{base}:{a}-{b}"] = d
                 lines.append(f"| {NAME[base]}: {LABEL[a].format(B='')} − {LABEL[b].format(B='') or 'base'} | "
                              f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
@@ -168,21 +170,29 @@ def main(argv=None):
     ap.add_argument("--pretrain_steps", type=int, default=2000,
                     help="if --ckpt is missing: steps of python -m clj.methods.ser_pretrain")
     ap.add_argument("--spurious", action="store_true", help="add the spurious-patch rows for er_ace")
+    ap.add_argument("--canvas", type=int, default=48, help="side of the composites (the configs' default: 48)")
+    ap.add_argument("--num_train", type=int, default=10000)
+    ap.add_argument("--num_test", type=int, default=2000)
+    ap.add_argument("--no_run", action="store_true", help="only tabulate the rows already run")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     a = ap.parse_args(argv)
     overrides = dict(s.split("=", 1) for s in a.set)
     os.makedirs(a.workdir, exist_ok=True)
-    if not os.path.exists(a.ckpt):
+    needs_ckpt = a.spurious or any(r.strip() in ("transfer", "ser") for r in a.rows.split(","))
+    if needs_ckpt and not a.no_run and not os.path.exists(a.ckpt):
         from clj.methods import ser_pretrain
 
-        ser_pretrain.main([f"--out={a.ckpt}", f"--steps={a.pretrain_steps}"])
+        ser_pretrain.main([f"--out={a.ckpt}", f"--steps={a.pretrain_steps}", f"--canvas={a.canvas}"])
+    data_kw = dict(canvas=a.canvas, num_train=a.num_train, num_test=a.num_test)
     results = {}
     plan = [(b.strip(), r.strip()) for b in a.bases.split(",") for r in a.rows.split(",")]
     if a.spurious:
         plan += [("er_ace", "base_spurious"), ("er_ace", "ser_spurious")]
     for base, row in plan:
+        if a.no_run and not os.path.exists(os.path.join(a.workdir, f"{base}_{row}", "row.json")):
+            continue
         t0 = time.perf_counter()
-        results[(base, row)] = run_row(base, row, a.ckpt, a.num_seeds, a.workdir, overrides)
+        results[(base, row)] = run_row(base, row, a.ckpt, a.num_seeds, a.workdir, overrides, data_kw)
         print(f"{base} {row}: {time.perf_counter() - t0:.0f} s; "
               f"class-IL {[round(p['class_il'], 2) for p in results[(base, row)]['per_seed']]}", flush=True)
         print(tabulate(results, a.workdir), flush=True)

@@ -370,6 +370,31 @@ def test_config_errors():
         ser.init(KEY, c, sc, "icarl")
 
 
+def test_classifier_init_from_saliency_encoder(tmp_path):
+    """The transfer control: with ``cls_init='sal_encoder'`` the classifier's
+    backbone is the (checkpointed) saliency encoder, params and BN stats."""
+    from clj.train.loop import load_scenario
+
+    c = _config()
+    sc = load_scenario(c)
+    shapes = jax.eval_shape(lambda k: ser.init(k, c, sc, "derpp"), KEY)  # no compute
+    fill = lambda t, v: jax.tree_util.tree_map(lambda a: jnp.full(a.shape, v, a.dtype), t)  # noqa: E731
+    enc, stats = fill(shapes.sal.params, 0.25), fill(shapes.sal.batch_stats, 0.5)
+    path = str(tmp_path / "sal.npz")
+    ser.save_saliency_checkpoint(path, enc, stats)
+    cm = _config(sal_init="ckpt:" + path, mnp_blocks=(0, 0, 0, 0, 0), cls_init="sal_encoder")
+    moved = jax.jit(lambda k: ser.init(k, cm, sc, "derpp"))(KEY)  # one compile: cheaper than eager init
+    same = lambda a, b: all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(  # noqa: E731
+        lambda u, v: bool(jnp.array_equal(u, v)), a, b)))
+    assert same(moved.cls.params["backbone"], enc["cnn"]) and same(moved.sal.params, enc)
+    assert same(moved.cls.batch_stats["backbone"], stats["cnn"])
+    head = [a for k, v in moved.cls.params.items() if k != "backbone" for a in jax.tree_util.tree_leaves(v)]
+    assert head and not all(bool(jnp.all(a == 0.25)) for a in head)  # the head keeps its own init
+    assert ser.result_extras(moved)["ser"]["cls_init"] == "sal_encoder"
+    with pytest.raises(ValueError, match="cls_init"):
+        ser.init(KEY, _config(cls_init="imagenet"), sc, "derpp")
+
+
 def test_saliency_checkpoint_roundtrip(tmp_path):
     params = {"cnn": {"stem_conv": {"kernel": jnp.arange(12.0).reshape(3, 4)}}, "adaptation": {"bias": jnp.ones(1)}}
     stats = {"cnn": {"stem_bn": {"mean": jnp.full((4,), 0.5), "var": jnp.full((4,), 2.0)}}}
