@@ -154,6 +154,8 @@ DATASETS = {
     "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
     "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
     "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
+    "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
+    "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
 }
 _VALID_DATASETS = tuple(DATASETS)
 

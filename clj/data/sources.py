@@ -21,6 +21,10 @@ Available names (see :data:`DATASETS`):
     IDX files from ``data_dir`` only (kwarg ``split``, default ``"balanced"``).
 ``"synthetic"``
     Seeded, learnable prototype-plus-noise images of any shape.
+``"clutter_mnist"``, ``"clutter_fashion_mnist"``
+    Objects pasted at random positions and scales on a cluttered canvas
+    (crops of the other dataset, noise), generated once per parameter set and
+    cached; see :mod:`clj.data.clutter` (default 48x48x1, 10,000 / 2,000).
 ``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"tiny_imagenet"``
     clj's own prepared format in ``data_dir`` (``python -m clj.data.prepare``,
     see :mod:`clj.data.prepare`); otherwise, except ``tiny_imagenet``, a
@@ -711,7 +715,7 @@ def _clj_dir(data_dir: Path, name: str) -> Path:
 
 DATASETS: tuple[str, ...] = (
     "digits", "mnist", "fashion_mnist", "emnist", "synthetic",
-    *TFDS_DATASETS, "tiny_imagenet",
+    *TFDS_DATASETS, "tiny_imagenet", "clutter_mnist", "clutter_fashion_mnist",
 )
 """Valid names for :func:`load_dataset` (plus any ``"tfds:<name>"``, any
 ``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
@@ -732,6 +736,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
         splits and ignore it.
       **kwargs: per-dataset options:
         * emnist: ``split`` in :data:`EMNIST_SPLITS` (default ``"balanced"``).
+        * clutter_mnist, clutter_fashion_mnist: the fields of
+          :class:`clj.data.clutter.ClutterParams` (``canvas=48``,
+          ``num_train=10000``, ``num_test=2000``, ...); ``seed`` seeds them.
         * synthetic: ``image_shape=(32, 32, 3)``, ``num_classes=10``,
           ``train_per_class=100``, ``test_per_class=20``, ``noise_std=48.0``
           (Gaussian noise, in 0..255 units, added to each class's random uint8
@@ -763,6 +770,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
         if kwargs:
             raise TypeError(f"dataset {name!r} takes no options, got {sorted(kwargs)}")
 
+    if name in ("clutter_mnist", "clutter_fashion_mnist"):
+        from clj.data.clutter import load_clutter
+
+        return load_clutter(name, data_dir, seed=seed, **kwargs).dataset
     # clj's prepared format in data_dir comes first, for any name.
     if name not in ("digits", "synthetic"):
         from clj.data.records import find_prepared

@@ -312,6 +312,7 @@ SER_MNP_MODES = ("multiply",)
 SER_NUM_POINTS = 5                      # stem + four stages (clj.models.saliency.NUM_POINTS)
 SER_POOL_MODES = ("mammoth_square", "global")
 SER_TARGETS = ("spectral_residual", "center", "center_sr", "teacher")
+SER_CLS_INITS = ("random", "sal_encoder")
 
 
 def _check_ser(v, config) -> None:
@@ -333,6 +334,7 @@ def _check_ser(v, config) -> None:
     _need(float(v["sal_coeff"]) >= 0, f"ser.sal_coeff={v['sal_coeff']} is invalid: it must be >= 0.")
     _need(int(v["sal_n_gaussians"]) >= 0,
           f"ser.sal_n_gaussians={v['sal_n_gaussians']} is invalid: it must be >= 0.")
+    _choice("ser", "cls_init", v["cls_init"], SER_CLS_INITS)
 
 
 SER = Section(
@@ -340,7 +342,7 @@ SER = Section(
     dict(mnp="multiply", mnp_blocks=(1, 1, 1, 1, 1), pool_mode="mammoth_square", sal_target="spectral_residual",
          sal_init="pretrain:300", sal_lr=0.005, sal_cnn_lr_factor=0.1, sal_momentum=0.9, sal_weight_decay=1e-4,
          sal_cnn_weight_decay=1e-5, sal_coeff=1.0, sal_n_gaussians=0, pretrain_lr_mult=4.0, sr_work_size=64,
-         sr_blur_sigma=3.0, center_sigma=0.25),
+         sr_blur_sigma=3.0, center_sigma=0.25, cls_init="random"),
     dict(mnp="how saliency modulates the classifier's features: 'multiply'",
          mnp_blocks="five 0/1 flags: modulate the stem and stages 1..4",
          pool_mode="pooling of the saliency map to each stage: 'mammoth_square' or 'global'",
@@ -356,7 +358,9 @@ SER = Section(
          pretrain_lr_mult="lr multiplier of the saliency pretraining steps",
          sr_work_size="side (pixels) the spectral residual is computed at",
          sr_blur_sigma="Gaussian blur sigma of the spectral-residual map",
-         center_sigma="width of the center prior (fraction of the image side)"),
+         center_sigma="width of the center prior (fraction of the image side)",
+         cls_init="classifier backbone start: 'random' or 'sal_encoder' (a copy of the saliency encoder "
+                  "after sal_init: the transfer control)"),
     _check_ser)
 
 # ------------------------------------------------------------------ SERENA

@@ -127,6 +127,7 @@ class Hparams:
     sr_work_size: int
     sr_blur_sigma: float
     center_sigma: float
+    cls_init: str = "random"
 
 
 @struct.dataclass
@@ -245,7 +246,11 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     The classifier is ``config.model`` = ``resnet18`` / ``resnet18_reduced``
     (``width`` honoured) made modulatable; the saliency net has the same
     width.  The encoder starts as a copy of the classifier's initial backbone
-    (ser.md §9 item 15), then ``sal_init`` applies.
+    (ser.md §9 item 15), then ``sal_init`` applies; with
+    ``ser.cls_init='sal_encoder'`` the classifier's backbone (parameters and
+    BN statistics) is then replaced by a copy of the saliency encoder (the
+    "base initialised from the saliency encoder" control; with
+    ``mnp_blocks`` all 0 the classifier is the plain base network).
 
     Raises:
       ValueError: an unknown base, a classifier other than the ResNet-18s,
@@ -269,7 +274,8 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
                  beta=float(config.replay.get("beta", 0.0)), augment=aug, in_shape=in_shape, pad=(ph, pw),
                  sal_target=str(sc.sal_target), sal_init=str(sc.sal_init), sal_coeff=float(sc.sal_coeff),
                  mnp_blocks=tuple(bool(b) for b in sc.mnp_blocks), sr_work_size=int(sc.sr_work_size),
-                 sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma))
+                 sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma),
+                 cls_init=str(sc.cls_init))
     k_cls, k_sal, k_pre = jax.random.split(rng, 3)
     model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=hp.mnp_blocks, pool_mode=sc.pool_mode)
     cls = common.init_model_state(k_cls, model, common.optim_spec_from_config(config.optim), in_shape)
@@ -290,6 +296,9 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
                                          float(sc.pretrain_lr_mult))
     sal = SalState(params=sparams, batch_stats=sbs, opt_state=sopt.make().init(sparams),
                    step=jnp.zeros((), jnp.int32), model=smodel, optim=sopt)
+    if sc.cls_init == "sal_encoder":  # transfer control: the classifier starts from the saliency encoder
+        cls = cls.replace(params={**cls.params, "backbone": sparams["cnn"]},
+                          batch_stats={**cls.batch_stats, "backbone": sbs["cnn"]})
     teacher = {"params": sparams, "batch_stats": sbs} if hp.sal_target == "teacher" else None
     buf = init_buffer(hp.buffer_size, in_shape, scenario.num_classes if base == "derpp" else 0)
     return State(cls=cls, sal=sal, teacher=teacher, buffer=buf, seen=jnp.zeros((scenario.num_classes,), bool),
@@ -533,7 +542,7 @@ def result_extras(state: State) -> dict:
     return {"ser": {"base": hp.base, "sal_target": hp.sal_target, "sal_init": hp.sal_init,
                     "mnp": "multiply", "mnp_blocks": [int(b) for b in hp.mnp_blocks],
                     "input_shape": list(hp.in_shape), "padding": list(hp.pad),
-                    "sal_coeff": hp.sal_coeff, "sal_steps": int(np.asarray(state.sal.step)),
+                    "cls_init": hp.cls_init, "sal_coeff": hp.sal_coeff, "sal_steps": int(np.asarray(state.sal.step)),
                     "final_sal_loss_ema": float(np.asarray(state.sal_loss_ema))}}
 
 

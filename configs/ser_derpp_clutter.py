@@ -1,0 +1,11 @@
+"""DER++ + SER on the cluttered-MNIST benchmark (settings:
+:mod:`configs.ser_clutter_common`).  Needs the saliency checkpoint of
+``python -m clj.methods.ser_pretrain --out=runs/ser_clutter/sal_clutter_fashion_mnist_w8.npz``.
+The baseline is ``--config.method=derpp``; ``experiments/ser_clutter.py`` runs
+every row of docs/ser.md's clutter table.
+"""
+from configs.ser_clutter_common import clutter_config
+
+
+def get_config():
+    return clutter_config("ser_derpp")
