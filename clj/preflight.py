@@ -65,6 +65,8 @@ def load_scenario(config, labels_only: str | None = None):
         s = config.synthetic
         kwargs = dict(image_shape=tuple(s.image_shape), num_classes=int(s.num_classes),
                       train_per_class=int(s.train_per_class), test_per_class=int(s.test_per_class))
+    if config.dataset.startswith("clutter_") and config.get("clutter", None) is not None:
+        kwargs = config.clutter.to_dict()   # clj.data.clutter.ClutterParams fields (canvas, num_train, ...)
     if config.dataset == "emnist" and config.get("emnist_split", ""):
         kwargs["split"] = config.emnist_split
     ds = load_dataset(config.dataset, config.data_dir or None, seed=int(config.get("data_seed", 0)), **kwargs)

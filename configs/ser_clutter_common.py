@@ -18,7 +18,7 @@ masks cannot reach the step).  Run the pretraining command first, or point
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.ser import ser_config
+from clj.methods.sections import ser_config
 
 SAL_CKPT = "runs/ser_clutter/sal_clutter_fashion_mnist_w8.npz"
 
@@ -27,6 +27,8 @@ def clutter_config(method: str):
     c = base_config()
     c.method = method
     c.dataset = "clutter_mnist"
+    # the generator's sizes (clj.data.clutter.ClutterParams; the other fields keep their defaults)
+    c.clutter = ml_collections.ConfigDict(dict(canvas=48, num_train=10000, num_test=2000, spurious_patch=0))
     c.scenario.kind = "class_il"
     c.scenario.increment = 2
     c.model = dict(name="resnet18", width=8)
