@@ -88,7 +88,7 @@ from clj.methods import common
 from clj.methods import nispa_units as nu
 from clj.methods.common import TaskInfo
 from clj.models.nispa_nets import LayerSpec, get_nispa_model, reinit_kernel
-from clj.sparse import apply_masks, mask_updates, masks_nbytes
+from clj.sparse import apply_masks, masked_optimizer, masks_nbytes
 
 PyTree = Any
 TASK_IL_RULES = ("multiply", "restrict")
@@ -174,8 +174,10 @@ class Hparams:
     task_il_rule: str = "multiply"
 
     @property
-    def tx(self) -> optax.GradientTransformation:
-        return optax.adam(self.lr)
+    def tx(self) -> optax.GradientTransformationExtraArgs:
+        """Adam through the masked update (frozen and absent connections get
+        exactly zero gradient, moments and update; spec §4.3, §9.3)."""
+        return masked_optimizer(optax.adam(self.lr))
 
     @property
     def n_layers(self) -> int:
@@ -631,9 +633,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return common.cross_entropy(logits, y, tw), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = mask_updates(grads, upd_mask)
-    updates, opt_state = hp.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, mask_updates(updates, upd_mask))
+    updates, opt_state = hp.tx.update(grads, state.opt_state, state.params, update_mask=upd_mask)
+    params = optax.apply_updates(state.params, updates)
     live = ~state.stopped
     state = state.replace(params=_tree_where(live, params, state.params),
                           opt_state=_tree_where(live, opt_state, state.opt_state),

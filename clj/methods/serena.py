@@ -70,7 +70,7 @@ from flax import struct
 from clj.methods import sections
 from clj.methods.common import TaskInfo, any_seed, cross_entropy
 from clj.models.serena_nets import get_serena_model
-from clj.sparse import init_masks, layer_densities, pack_mask, unpack_mask
+from clj.sparse import init_masks, layer_densities, masked_optimizer, pack_mask, trainable_mask, unpack_mask
 
 PyTree = Any
 
@@ -166,9 +166,10 @@ class Hparams:
     eval_cell_batch: int
     image_shape: tuple[int, ...]
 
-    def tx(self) -> optax.GradientTransformation:
+    def tx(self) -> optax.GradientTransformationExtraArgs:
         """PyTorch's SGD (coupled weight decay, Nesterov momentum) or Adam, as
-        an optax chain (spec §11.4); the masking is done by the caller."""
+        an optax chain (spec §11.4), through the masked update (its masks are
+        passed by :func:`masked_step`)."""
         parts = []
         if self.weight_decay > 0:
             parts.append(optax.add_decayed_weights(self.weight_decay))
@@ -178,7 +179,7 @@ class Hparams:
         else:
             parts.append(optax.scale_by_adam())
         parts.append(optax.scale(-self.lr))
-        return optax.chain(*parts)
+        return masked_optimizer(optax.chain(*parts))
 
 
 @struct.dataclass
@@ -403,26 +404,19 @@ def _loss(state: State, work: PyTree, x, y):
 
 
 def masked_step(state: State, grads: PyTree) -> State:
-    """One optimizer step of the open cell (spec §4.4, §11.4).
+    """One optimizer step of the open cell through the one masked update
+    (:func:`clj.sparse.masked_optimizer`; spec §4.4, §11.4).
 
-    ``exact``: gradient and update are applied only at ``mask_cur & ~frozen``
-    (``jnp.where``, so frozen weights keep their bits, whatever the
-    optimizer).  ``faithful``: the gradient is zeroed at frozen positions,
-    then coupled weight decay and momentum act on every weight and the result
-    is re-masked, so frozen weights inside the cell drift (as in the official
-    code)."""
-    hp = state.hp
-    tx = hp.tx()
-    if hp.freeze == "exact":
-        train_m = jax.tree_util.tree_map(lambda m, f: m & ~f, state.mask_cur, state.frozen)
-        grads = jax.tree_util.tree_map(lambda g, t: jnp.where(t, g, 0.0), grads, train_m)
-        upd, opt = tx.update(grads, state.opt_state, state.work)
-        work = jax.tree_util.tree_map(lambda w, u, t: jnp.where(t, w + u, w), state.work, upd, train_m)
-    else:
-        grads = jax.tree_util.tree_map(lambda g, f: jnp.where(f, 0.0, g), grads, state.frozen)
-        upd, opt = tx.update(grads, state.opt_state, state.work)
-        work = jax.tree_util.tree_map(lambda w, u, m: jnp.where(m, w + u, 0.0), state.work, upd, state.mask_cur)
-    return state.replace(work=work, opt_state=opt)
+    ``exact``: only the open cell's trainable weights ``mask_cur & ~frozen``
+    move; frozen weights keep their bits whatever the optimizer.
+    ``faithful``: the gradient is zeroed at frozen positions, but the update
+    mask is the whole open cell, so coupled weight decay and momentum move
+    the frozen weights inside the cell (the official code's leak)."""
+    trainable = trainable_mask(state.mask_cur, state.frozen)
+    update_mask = trainable if state.hp.freeze == "exact" else state.mask_cur
+    upd, opt = state.hp.tx().update(grads, state.opt_state, state.work, update_mask=update_mask,
+                                    grad_mask=trainable)
+    return state.replace(work=optax.apply_updates(state.work, upd), opt_state=opt)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
