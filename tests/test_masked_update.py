@@ -12,7 +12,6 @@ weight, which turns a -0.0 into +0.0 (NISPA's pruned positions hold -0.0 after
 Methods that freeze nothing (DER++, ER, ER-ACE, LwF-style replay) pass no
 update mask and are not cases here.
 """
-import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -49,7 +48,7 @@ def _serena():
     c = _cfg(**{"model.hidden": (16,), "optim.lr": 0.1, "optim.momentum": 0.9, "optim.weight_decay": 5e-3,
                 "serena.density": 0.3})
     spec = get_spec("serena")
-    from clj.methods import serena
+    from clj.methods import serena_cells
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(4, 6)) * 3
 
@@ -62,7 +61,7 @@ def _serena():
     step = jax.jit(spec.train_step)
     for k in range(3):
         st, _ = step(st, batch(k), jax.random.PRNGKey(k))
-    st = serena.open_cell(serena.close_cell(st))        # cell 0 closed: its weights are frozen
+    st = serena_cells.open_cell(serena_cells.close_cell(st))        # cell 0 closed: its weights are frozen
     assert st.hp.freeze == "exact"
     return Case(st, step, [batch(10 + k) for k in range(4)], lambda s: s.work, lambda s: s.opt_state,
                 lambda s: _tm(lambda m, f: ~(m & ~f), s.mask_cur, s.frozen))
@@ -72,7 +71,7 @@ def _nispa():
     """NISPA in its second task with a third of every hidden layer's units
     stable (as a task end leaves them): frozen = stable->stable connections
     and stable biases; Adam."""
-    from clj.methods import nispa
+    from clj.methods import nispa, nispa_state
     from clj.methods import nispa_units as nu
     from test_nispa import _config, _scenario
 
@@ -95,7 +94,7 @@ def _nispa():
 
     def frozen(s):
         hp = s.hp
-        sf = nispa._stable_full(hp, s.stable)
+        sf = nispa_state.stable_full(hp, s.stable)
         return {sp.name: {"kernel": nu.expand(sp, nu.frozen_matrix(sp, sf[l], sf[l + 1]),
                                               s.params[sp.name]["kernel"].shape),
                           "bias": sf[l + 1]} for l, sp in enumerate(hp.specs)}
