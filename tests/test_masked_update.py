@@ -9,7 +9,11 @@ Zeros are compared by value: the update adds an exact +0.0 to a frozen
 weight, which turns a -0.0 into +0.0 (NISPA's pruned positions hold -0.0 after
 ``w * mask``); every other bit pattern is kept.
 
-Methods that freeze nothing (DER++, ER, ER-ACE, LwF-style replay) pass no
+Cases: SERENA (``freeze='exact'``; the official ``'faithful'`` leak is
+tested in test_serena.py), NISPA, iCaRL (WA and Replay take the same step),
+AKR, DER (Yan).  MEMO takes DER's step, expand.train_step (its frozen blocks:
+test_memo_growth.py).  Methods that
+freeze nothing (ER, DER, DER++, ER-ACE, finetune, the regularisers) pass no
 update mask and are not cases here.
 """
 from typing import Any, Callable, NamedTuple
@@ -175,9 +179,9 @@ def _akr():
 
 
 def _expand(kind):
-    """MEMO (or DER (Yan), ``kind='dynamic_er'``) in task 1: block 0, the head rows of the blocks not
+    """DER (Yan) or MEMO in task 1: block 0, the head rows of the blocks not
     yet live, the head columns of unseen classes and the unused aux columns
-    stay; the generalized stages and block 1 train."""
+    stay; block 1 (and MEMO's generalized stages) train."""
     from clj.methods import expand
     from test_memo_growth import tiny_config
 
@@ -203,7 +207,8 @@ CASES = {
     "nispa": _nispa,
     "icarl": lambda: _icarl_like("icarl"),
     "akr": _akr,
-    "memo": lambda: _expand("memo"),      # DER (Yan, ``dynamic_er``) runs the same expand.train_step
+    # DER (Yan): expand.train_step, as MEMO (whose frozen blocks test_memo_growth checks over real steps)
+    "dynamic_er": lambda: _expand("dynamic_er"),
 }
 
 
@@ -265,8 +270,8 @@ def test_masked_optimizer_any_optimizer(tx):
     a loss that pushes every weight; the state is ``tx``'s own; without a
     mask the wrapper is ``tx``."""
     model, params = _mlp_params()
-    task = sparse.init_masks(jax.random.PRNGKey(3), params, 0.5, "uniform")
-    frozen = sparse.init_masks(jax.random.PRNGKey(4), params, 0.3, "uniform")
+    task = _tm(lambda w: jax.random.bernoulli(jax.random.PRNGKey(w.size), 0.5, w.shape), params)
+    frozen = _tm(lambda w: jax.random.bernoulli(jax.random.PRNGKey(w.size + 1), 0.3, w.shape), params)
     upd = sparse.trainable_mask(task, frozen)
     full = sparse.masked_optimizer(tx)
     state = full.init(params)
