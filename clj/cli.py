@@ -69,28 +69,6 @@ def split_distributed(argv: list[str]) -> tuple[list[str], dict | None]:
                           "or --distributed alone where JAX detects the cluster (SLURM, Cloud TPU).")
     return rest, got
 
-METHOD_DOCS = {
-    "finetune": "plain fine-tuning, no protection against forgetting (lower bound)",
-    "joint": "trains on the union of the tasks seen so far (upper bound)",
-    "er": "experience replay, reservoir buffer",
-    "der": "dark experience replay: logit matching on replayed examples",
-    "derpp": "DER++: DER plus cross-entropy on replayed examples",
-    "er_ace": "ER with asymmetric cross-entropy",
-    "icarl": "iCaRL: exemplars by herding, distillation, NME classifier",
-    "wa": "weight aligning of the classifier after each task",
-    "replay": "class-IL replay of exemplars (PyCIL's baseline)",
-    "memo": "MEMO: memory-efficient expandable model (shared shallow, new deep blocks)",
-    "dynamic_er": "DER (Yan et al.): a new backbone per task, dynamically expandable",
-    "serena": "SERENA: a sparse cell per detected concept, task-free online",
-    "nispa": "NISPA: sparse network, stable/plastic units, task-IL",
-    "ewc": "elastic weight consolidation",
-    "si": "synaptic intelligence",
-    "mas": "memory aware synapses",
-    "ser_derpp": "SER on DER++: saliency-modulated ResNet-18",
-    "ser_er_ace": "SER on ER-ACE",
-    "ser_er": "SER on ER",
-    "akr": "attentive knowledge replay on iCaRL (config.akr.replay picks mixup/none)",
-}
 
 
 def _first_doc_line(path: str) -> str:
@@ -110,7 +88,7 @@ def help_text() -> str:
 
     out = [USAGE, "", "methods (--config.method):"]
     w = max(map(len, METHODS))
-    out += [f"  {m.ljust(w)}  {METHOD_DOCS.get(m, '')}" for m in sorted(METHODS)]
+    out += [f"  {m.ljust(w)}  {METHODS[m].doc}" for m in sorted(METHODS)]
     out += ["", "datasets (--config.dataset):"]
     w = max(map(len, DATASETS))
     out += [f"  {d.ljust(w)}  {doc}" for d, doc in DATASETS.items()]

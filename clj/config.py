@@ -308,12 +308,14 @@ def validate(config) -> None:
                 f"that divides {C - sizes[0]}, or set scenario.uneven_last_task=True to accept a smaller last task.")
     if sections.declared(config.method):
         sections.check(config)
-    else:  # a method whose checks are still in its module (imports JAX)
-        import importlib
+    else:  # a method whose blocks and checks are declared in its spec (imports JAX)
+        from clj.methods import get_spec
 
-        hook = getattr(importlib.import_module(METHODS[config.method]), "validate_config", None)
-        if hook is not None:
-            hook(config)
+        spec = get_spec(config.method)
+        for sec in spec.sections:
+            sec.check(sections.merged(sec, config), config)
+        if spec.validate_config is not None:
+            spec.validate_config(config)
 
 
 def describe(config) -> str:
@@ -336,10 +338,10 @@ def describe(config) -> str:
 
     walk(config, "")
     defaults = {}
-    for name in sections.METHOD_SECTIONS.get(config.method, ()):
-        for k, v in sections.SECTIONS[name].defaults.items():
-            if f"{name}.{k}" not in flat:
-                defaults[f"{name}.{k}"] = v
+    for sec in sections.method_sections(config.method):
+        for k, v in sec.defaults.items():
+            if f"{sec.name}.{k}" not in flat:
+                defaults[f"{sec.name}.{k}"] = v
     keys = list(flat) + list(defaults)
     width = max(len(f"{k} = {flat.get(k, defaults.get(k))!r}") for k in keys)
     lines = []

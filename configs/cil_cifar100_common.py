@@ -18,7 +18,7 @@ the phase's epochs, ``cil.t_max`` to override the later phases').
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.cil_common import cil_config
+from clj.methods.sections import cil_config
 
 UPDATE_MILESTONES = {"memo": (80, 120, 150), "dynamic_er": (80, 120, 150), "icarl": (80, 120),
                      "wa": (60, 100, 140), "replay": (30, 50)}

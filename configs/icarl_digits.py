@@ -10,7 +10,7 @@ configs.
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.cil_common import cil_config
+from clj.methods.sections import cil_config
 
 
 def get_config(method: str = "icarl"):

@@ -15,7 +15,7 @@ give the other methods at the same budget.
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.cil_common import cil_config
+from clj.methods.sections import cil_config
 
 
 def get_config(method: str = "memo"):

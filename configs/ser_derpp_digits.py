@@ -6,7 +6,7 @@ A reduced ResNet-18 (width 8) keeps it to well under a minute on 2 CPU cores.
 The baseline is the same config with ``--config.method=derpp``.
 """
 from clj.config import base_config
-from clj.methods.ser import ser_config
+from clj.methods.sections import ser_config
 
 
 def get_config():

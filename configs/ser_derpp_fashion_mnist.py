@@ -13,7 +13,7 @@ The baseline is the same config with ``--config.method=derpp``;
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.ser import ser_config
+from clj.methods.sections import ser_config
 
 
 def get_config():

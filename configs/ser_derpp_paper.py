@@ -16,7 +16,7 @@ from that frozen predictor, ``--config.ser.sal_target=teacher``).  Meant for
 a GPU; on CPU it takes hours.
 """
 from clj.config import base_config
-from clj.methods.ser import ser_config
+from clj.methods.sections import ser_config
 
 
 def get_config():

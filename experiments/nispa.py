@@ -81,6 +81,7 @@ def budget_runner(seeds):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             self.seeds = [int(s) for s in seeds]
+            self.config_seeds = list(self.seeds)   # results folders and labels: the seeds really run
             self.final_state = None
 
         def _write_results(self, state, prog):

@@ -242,3 +242,16 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
                                                                 leaves_of(p["gen"])))
     assert not all(bool(jnp.array_equal(a, b)) for a, b in zip(leaves_of(take(out_l.net.params["spec"], 1)),
                                                                 leaves_of(take(p["spec"], 1))))
+
+
+@pytest.mark.parametrize("name", ["icarl_digits", "memo_digits"])
+def test_fair_budget_configs_plan_their_tasks(name, tmp_path):
+    """The shipped fair-budget configs build the loop's task plans (the plan
+    reads one seed's State as shapes, so ``init`` is traced: the budget must
+    come from host integers)."""
+    from clj.config import load_config
+    from clj.train import Runner
+
+    r = Runner(load_config(name), str(tmp_path / name))
+    assert len(r.plans) == 5 and all(p.steps > 0 for p in r.plans)
+    assert r._state_info.hp.memory_size > 0

@@ -56,9 +56,9 @@ def test_sections_match_the_method_modules():
     assert ser_targets.TARGETS == sections.SER_TARGETS
     assert tuple(ser.CLASSIFIERS) == sections.SER_CLASSIFIERS
     from clj.methods import serena
-    from clj.models import serena_nets
+    from clj.models.registry import model_names
 
-    assert tuple(serena_nets.SERENA_MODELS) == sections.SERENA_MODELS
+    assert model_names("serena") == sections.SERENA_MODELS
     assert serena.default_config().to_dict() == sections.SERENA.defaults
     for s in sections.SECTIONS.values():  # every field documented
         assert set(s.docs) == set(s.defaults), s.name
@@ -127,3 +127,21 @@ def test_jax_free_block_builders_equal_the_method_modules():
     assert sections.akr_config(attn_lr=1e-3).to_dict() == akr.akr_config(attn_lr=1e-3).to_dict()
     assert sections.cil_config(memory_size=5).to_dict() == cil_common.cil_config(memory_size=5).to_dict()
     assert sections.ser_config().to_dict() == ser.ser_config().to_dict()
+
+
+def test_config_files_load_without_jax():
+    """Every config file builds its config without importing JAX (the blocks come
+    from the JAX-free sections), so --help, --describe and the checks run before
+    any accelerator start-up.  (AKR's are still built through its module.)"""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys\nfrom clj.config import list_configs, load_config\nbad = []\n"
+            "for n in list_configs():\n"
+            "    if n.startswith('akr_'):\n        continue\n"
+            "    load_config(n)\n"
+            "    if 'jax' in sys.modules:\n        bad.append(n)\n        break\n"
+            "print('BAD', bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "BAD []" in out, out

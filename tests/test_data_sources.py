@@ -136,6 +136,37 @@ def test_mnist_from_data_dir(tmp_path, compress, dot):
     assert ds.num_classes == 10
 
 
+def test_decoded_cache_equal_keyed_and_off(tmp_path, monkeypatch):
+    """Compressed IDX files are decoded once into the cache; the cached load is
+    identical; a changed source is decoded again; CLJ_DATA_CACHE=0 writes nothing."""
+    rng = np.random.default_rng(2)
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    xtr = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    xte = rng.integers(0, 256, size=(2, 28, 28), dtype=np.uint8)
+    ytr, yte = np.array([0, 1, 2, 3, 4], np.uint8), np.array([5, 6], np.uint8)
+    _write_mnist_like(src, "", "t10k", xtr, ytr, xte, yte, True, False)
+    monkeypatch.setenv("CLJ_DATA_CACHE", str(cache))
+    first = load_dataset("mnist", data_dir=src)
+    assert len(list(cache.glob("idx-*.npz"))) == 1
+    monkeypatch.setattr(sources, "_decode_idx_set", lambda files: pytest.fail("decoded again"))
+    second = load_dataset("mnist", data_dir=src)
+    for a, b in ((first.x_train, second.x_train), (first.y_train, second.y_train),
+                 (first.x_test, second.x_test), (first.y_test, second.y_test)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    monkeypatch.undo()
+    monkeypatch.setenv("CLJ_DATA_CACHE", str(cache))
+    _write_mnist_like(src, "", "t10k", xtr[::-1].copy(), ytr, xte, yte, True, False)
+    third = load_dataset("mnist", data_dir=src)           # a new file: a new key
+    np.testing.assert_array_equal(third.x_train[..., 0], xtr[::-1])
+    monkeypatch.setenv("CLJ_DATA_CACHE", "0")
+    off = tmp_path / "off"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(off))
+    load_dataset("mnist", data_dir=src)
+    assert not off.exists()
+
+
 # ---------------------------------------------------------------- fashion / mnist
 
 def test_fashion_mnist_debian():

@@ -63,3 +63,34 @@ def test_tensorboard_tracking_per_vmapped_run(tmp_path):
             R = np.array(res["accuracy_matrix"]["class_il"])
             got = [v for _, v in sorted(sc["class_il/acc_task_0"])]
             np.testing.assert_allclose(got, R[:, 0], atol=1e-6)
+
+
+def test_ewc_lambda_grid_equals_separate_runs(tmp_path):
+    """EWC's lambda and learning rate as vmapped axes: 2 points in one program;
+    the second equals its run alone and differs from the first (the
+    regularisation family declares ``reg.lam`` and ``optim.lr`` sweepable)."""
+    import ml_collections
+
+    def ewc(lr=0.1, lam=1.0):
+        c = small_config("ewc", **{"optim.lr": lr})
+        c.reg = ml_collections.ConfigDict({"lam": lam, "n_fisher": 32})
+        return c
+
+    grid = [{"optim.lr": 0.1, "reg.lam": 1.0}, {"optim.lr": 0.05, "reg.lam": 100.0}]
+    dirs = [str(tmp_path / f"p{i}") for i in range(len(grid))]
+    r = Runner(ewc(), str(tmp_path / "grid"), points=grid, point_workdirs=dirs)
+    r.run()
+    assert r._chunk_fn()._cache_size() == 1
+    mats = []
+    for i, p in enumerate(grid):
+        if i == 0:  # (CI time: one point run alone; the other must differ from it)
+            mats.append(np.asarray(json.load(open(tmp_path / "p0" / "results.json"))["accuracy_matrix"]["class_il"]))
+            continue
+        Runner(ewc(p["optim.lr"], p["reg.lam"]), str(tmp_path / f"alone{i}")).run()
+        a = json.load(open(tmp_path / f"p{i}" / "results.json"))
+        b = json.load(open(tmp_path / f"alone{i}" / "results.json"))
+        assert a["hparams"] == p
+        for k in ("class_il", "task_il"):
+            np.testing.assert_allclose(a["accuracy_matrix"][k], b["accuracy_matrix"][k], atol=1e-6)
+        mats.append(np.asarray(a["accuracy_matrix"]["class_il"]))
+    assert not np.allclose(mats[0], mats[1])  # lambda changes the run: the axis is really swept

@@ -68,7 +68,7 @@ def test_quota_and_errors():
     assert ex.per_class_quota(50, 2000, fixed_memory=True, memory_per_class=20) == 20
     with pytest.raises(ValueError, match="memory_size=5"):
         ex.per_class_quota(10, 5)
-    with pytest.raises(ValueError, match="valid: der, single, memo"):
+    with pytest.raises(ValueError, match="valid: dynamic_er, single, memo"):
         ex.fair_exemplars("dual", 1, 2, 3)
 
 
@@ -86,7 +86,7 @@ def test_resnet32_counts_and_fair_budget_table():
     # CIFAR-100 settings: B0 Inc10 (T=10), B0 Inc5 (20), B50 Inc10 (6), B50 Inc5 (11)
     assert [memo(T) for T in (10, 20, 6, 11)] == [3312, 4771, 2729, 3458]
     assert ex.fair_exemplars("single", c["total"], 10, 3072) == 7431
-    assert ex.fair_exemplars("der", c["total"], 10, 3072) == 2000
+    assert ex.fair_exemplars("dynamic_er", c["total"], 10, 3072) == 2000
     # 603 CIFAR images per ResNet-32
     assert (c["total"] * 4) // 3072 == 603
 
@@ -148,7 +148,7 @@ def test_cifar_configs_resolve_the_fair_budgets():
                                ("dynamic_er", "b0inc10", 10)]:
         c = load_config(f"{method}_cifar100_{setting}")
         sc = types.SimpleNamespace(image_shape=(32, 32, 3), num_tasks=T, num_classes=100)
-        kind = {"memo": "memo", "dynamic_er": "der"}.get(method, "single")
+        kind = {"memo": "memo", "dynamic_er": "dynamic_er"}.get(method, "single")
         counts = split_param_counts(kind, c.model, (32, 32, 3)) if kind != "single" else None
         got[(method, setting)] = resolve_memory_size(c, sc, kind, cc.get_cil(c), counts)
     assert [got[("memo", s)] for s in ("b0inc10", "b0inc5", "b50inc10", "b50inc5")] == [3312, 4771, 2729, 3458]

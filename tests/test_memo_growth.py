@@ -113,7 +113,7 @@ def test_memo_growth_and_freezing(train_base):
 def test_memory_quota_after_two_tasks():
     c = tiny_config("dynamic_er")
     sc = _scenario(c)
-    s = expand.init(jax.random.PRNGKey(1), c, sc, "der")
+    s = expand.init(jax.random.PRNGKey(1), c, sc, "dynamic_er")
     for t in range(2):
         s = expand.begin_task(s, _info(sc, t))
         s, _ = jax.jit(expand.train_step)(s, _batch(sc, t, 0), jax.random.PRNGKey(t))
@@ -121,7 +121,7 @@ def test_memory_quota_after_two_tasks():
     # floor(6 / 4) = 1 per class after task 1, 4 classes
     assert np.bincount(np.asarray(s.mem.y[: int(s.mem.count())]), minlength=4).tolist() == [1, 1, 1, 1]
     # DER: the live model is two whole backbones, FC excluded
-    assert expand.model_param_count(s) == 2 * expand.split_param_counts("der", c.model, (8, 8, 3))["total"]
+    assert expand.model_param_count(s) == 2 * expand.split_param_counts("dynamic_er", c.model, (8, 8, 3))["total"]
 
 
 SHARDED = textwrap.dedent("""

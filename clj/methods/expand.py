@@ -61,7 +61,7 @@ from clj.models.resnet import RESNET32_FEATURE_DIM, ResNet32Backbone, ResNet32De
 from clj.models.utils import count_params
 from clj.replay import exemplars as ex
 
-KINDS = ("memo", "der")
+KINDS = ("memo", "dynamic_er")  # "der" elsewhere in clj is Dark Experience Replay
 MODELS = ("resnet32",)
 
 
@@ -85,7 +85,7 @@ def split_modules(kind: str, model_cfg) -> tuple[nn.Module | None, nn.Module, in
         raise ConfigError(f"model.num_blocks={nb} is invalid: it must be >= 1.")
     if kind == "memo":
         return ResNet32Shallow(nb), ResNet32Deep(nb), RESNET32_FEATURE_DIM
-    if kind == "der":
+    if kind == "dynamic_er":
         return None, ResNet32Backbone(nb), RESNET32_FEATURE_DIM
     raise ConfigError(f"kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
 
@@ -110,7 +110,7 @@ class Hparams:
     """Static hyperparameters (hashable).
 
     Attributes:
-      kind: ``"memo"`` or ``"der"``.
+      kind: ``"memo"`` or ``"dynamic_er"`` (DER of Yan et al.).
       gen, spec: the generalized (None for DER) and specialized modules.
       D: features per block; T: blocks allocated (tasks of the scenario).
       num_classes: C; aux_max: width of the aux head (largest task + 1).

@@ -43,6 +43,7 @@ and B examples (PyCIL's last batch of an epoch is smaller).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -142,7 +143,7 @@ def resolve_memory_size(config, scenario, kind: str, cil, counts: dict | None = 
         return int(cil.memory_size)
     if counts is None:
         counts = {"total": backbone_param_count(config, scenario)}
-    img = int(jnp.prod(jnp.asarray(scenario.image_shape)))
+    img = math.prod(int(d) for d in scenario.image_shape)  # host ints (init is also traced: eval_shape)
     return ex.fair_exemplars(kind, counts["total"], scenario.num_tasks, img, int(cil.base_exemplars),
                              counts.get("shallow", 0), counts.get("deep", 0))
 

@@ -52,7 +52,6 @@ training batch size), ``val_fraction``, ``patience`` (0 = no early stop),
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -63,11 +62,12 @@ from clj.config import ConfigError
 from clj.data.augment import Augment
 from clj.methods import common, sections
 from clj.methods.common import ModelState, TaskInfo
+from clj.methods.reg_importance import _order, absorb, importance  # noqa: F401 (tests and callers use these names here)
+from clj.methods.reg_importance import task_head as _head, zeros as _zeros
 
 KINDS = ("ewc", "si", "mas")
 EWC_MODES = ("per_task", "online")
 MAS_SCALES = ("mean", "sum")
-_NEG = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +123,8 @@ class State:
       best_acc, since_best, epochs, stopped: early stopping (best validation
         accuracy of the task, epochs since it, epochs run, stop flag).
       key: PRNG key for the importance draws.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis like the seeds.
     """
 
     net: ModelState
@@ -140,11 +142,12 @@ class State:
     epochs: jax.Array
     stopped: jax.Array
     key: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
 
 
-def _zeros(t):
-    return jax.tree_util.tree_map(jnp.zeros_like, t)
+SWEEPABLE = ("optim.lr", "reg.lam")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def _stack(t, n: int):
@@ -237,7 +240,8 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
     return State(net=net, anchor=_stack(net.params, slots), omega=_stack(z, slots), filled=i0, w=z,
                  start=net.params, class_mask=jnp.ones((scenario.num_classes,), bool),
                  val_x=jnp.zeros((val_cap, *shape), jnp.uint8), val_y=jnp.zeros((val_cap,), jnp.int32),
-                 val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state, hp=hp)
+                 val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state,
+                 hparams={"optim.lr": jnp.float32(config.optim.lr), "reg.lam": jnp.float32(lam)}, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -250,15 +254,11 @@ def begin_task(state: State, task: TaskInfo) -> State:
                          since_best=i0, epochs=i0, stopped=b0)
 
 
-def _head(state: State, logits):
-    return jnp.where(state.class_mask[None, :], logits, _NEG) if state.hp.multi_head else logits
-
-
 def penalty(state: State, params) -> jax.Array:
     """``lam * sum_r sum_i Omega_r,i (theta_i - theta*_r,i)^2`` (float32 [])."""
     terms = jax.tree_util.tree_map(lambda o, p, a: jnp.sum(o * (p[None] - a) ** 2), state.omega, params,
                                    state.anchor)
-    return state.hp.lam * sum(jax.tree_util.tree_leaves(terms))
+    return state.hparams["reg.lam"] * sum(jax.tree_util.tree_leaves(terms))
 
 
 def early_stop_update(best: jax.Array, since_best: jax.Array, epochs: jax.Array, acc: jax.Array,
@@ -333,7 +333,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss, (bs, logits)), g_task = jax.value_and_grad(task_loss, has_aux=True)(net.params)
     g_pen = jax.grad(lambda p: penalty(state, p))(net.params)
     grads = jax.tree_util.tree_map(jnp.add, g_task, g_pen)
-    new_net = common.apply_gradients(net, grads, bs)
+    new_net = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
     w = state.w
     if hp.kind == "si":
         w = jax.tree_util.tree_map(lambda wi, g, a, b: wi - g * (a - b), w, g_task, new_net.params, net.params)
@@ -352,108 +352,6 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         state = jax.lax.cond((batch["step"] + 1) % batch["steps_per_epoch"] == 0, epoch_end, lambda s: s, state)
     metrics["task_done"] = state.stopped.astype(jnp.float32)
     return state, metrics
-
-
-def _order(key, x_raw, hp: Hparams):
-    """A uniform random order of the task's examples with the hold-out ones
-    last, and the number of training (non-hold-out) examples."""
-    n = x_raw.shape[0]
-    if hp.val_permille > 0:
-        from clj.methods.nispa import is_val
-        val = is_val(x_raw, hp.val_permille)
-    else:
-        val = jnp.zeros((n,), bool)
-    order = jnp.argsort(jax.random.uniform(key, (n,)) + 2.0 * val.astype(jnp.float32))
-    return order, n - jnp.sum(val, dtype=jnp.int32)
-
-
-def _pad(order, size: int):
-    return jnp.concatenate([order, jnp.zeros((size - order.shape[0],), order.dtype)]) if size > order.shape[0] \
-        else order[:size]
-
-
-def importance(state: State, params, x_raw: jax.Array, key: jax.Array):
-    """This task's importance Omega_t (params-shaped, float32) on the task's
-    training examples ``x_raw`` uint8 [n, ...] (hold-out excluded; module
-    doc).  EWC: mean over min(n_fisher, n_train) examples of the squared
-    per-example gradient of log p(y_hat|x); MAS: the mean over training
-    batches of |grad of the batch mean of the (mean or summed over the
-    head's outputs) squared logits|; SI: w / ((theta - start)^2 + xi)."""
-    hp, net = state.hp, state.net
-    if hp.kind == "si":
-        w = jax.tree_util.tree_map(lambda a: jnp.maximum(a, 0.0), state.w) if hp.si_clip else state.w
-        return jax.tree_util.tree_map(lambda wi, a, b: wi / ((a - b) ** 2 + hp.xi), w, params, state.start)
-    n = x_raw.shape[0]
-    order, n_tr = _order(key, x_raw, hp)
-
-    def logits_of(p, x):
-        out, _ = common.forward(net, p, net.batch_stats, hp.augment(x, None, train=False), train=False)
-        return out
-
-    if hp.kind == "ewc":
-        m = min(hp.n_fisher, n)
-        E = min(hp.chunk, m)
-        size = math.ceil(m / E) * E
-        idx = _pad(order[:m], size)
-        wt = (jnp.arange(size) < jnp.minimum(m, n_tr)).astype(jnp.float32)
-
-        def per_example(x1):
-            def lp(p):
-                lo = _head(state, logits_of(p, x1[None]))
-                yhat = jax.lax.stop_gradient(jnp.argmax(lo, -1))
-                return -common.cross_entropy(lo, yhat)
-            return jax.tree_util.tree_map(lambda a: a ** 2, jax.grad(lp)(params))
-
-        def body(acc, inp):
-            ix, wc = inp
-            g2 = jax.vmap(per_example)(x_raw[ix])
-            return jax.tree_util.tree_map(lambda a, b: a + jnp.einsum("b...,b->...", b, wc), acc, g2), None
-
-        tot, _ = jax.lax.scan(body, _zeros(params), (idx.reshape(-1, E), wt.reshape(-1, E)))
-        cnt = jnp.maximum(jnp.sum(wt), 1.0)
-        return jax.tree_util.tree_map(lambda a: a / cnt, tot)
-
-    # MAS
-    m = n if hp.imp_samples == 0 else min(hp.imp_samples, n)
-    E = min(hp.imp_batch, m)
-    size = math.ceil(m / E) * E
-    idx = _pad(order[:m], size)
-    m_tr = jnp.minimum(m, n_tr)
-    wt = (jnp.arange(size) < m_tr).astype(jnp.float32)
-    K = jnp.sum(state.class_mask, dtype=jnp.float32) if hp.multi_head else jnp.float32(state.class_mask.shape[0])
-
-    def body(acc, inp):
-        ix, wc = inp
-        cnt = jnp.sum(wc)
-
-        def sq(p):
-            lo = logits_of(p, x_raw[ix])
-            lo = jnp.where(state.class_mask[None, :], lo, 0.0) if hp.multi_head else lo
-            per = jnp.sum(lo ** 2, -1)
-            if hp.mas_scale == "mean":
-                per = per / K
-            return jnp.sum(per * wc) / jnp.maximum(cnt, 1.0)
-
-        g = jax.grad(sq)(params)
-        return jax.tree_util.tree_map(lambda a, b: a + jnp.where(cnt > 0, jnp.abs(b), 0.0), acc, g), None
-
-    tot, _ = jax.lax.scan(body, _zeros(params), (idx.reshape(-1, E), wt.reshape(-1, E)))
-    nb = jnp.maximum(jnp.ceil(m_tr.astype(jnp.float32) / E), 1.0)
-    return jax.tree_util.tree_map(lambda a: a / nb, tot)
-
-
-def absorb(state: State, omega_t, params) -> State:
-    """Stores this task's importance and anchor: per-task EWC writes slot
-    ``filled`` (its own Omega and anchor); the online variants add Omega_t to
-    slot 0 and move its anchor to ``params``."""
-    if state.hp.slots > 1:
-        k = jnp.minimum(state.filled, state.hp.slots - 1)
-        omega = jax.tree_util.tree_map(lambda o, t: o.at[k].set(t), state.omega, omega_t)
-        anchor = jax.tree_util.tree_map(lambda a, p: a.at[k].set(p), state.anchor, params)
-    else:
-        omega = jax.tree_util.tree_map(lambda o, t: o.at[0].add(t), state.omega, omega_t)
-        anchor = jax.tree_util.tree_map(lambda a, p: a.at[0].set(p), state.anchor, params)
-    return state.replace(omega=omega, anchor=anchor, filled=state.filled + 1)
 
 
 def end_task(state: State, task_data) -> State:
@@ -515,4 +413,4 @@ def make_spec(kind: str):
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=_capabilities, memory_bytes=memory_bytes, result_extras=result_extras,
-                      task_steps=task_steps)
+                      task_steps=task_steps, sweepable=SWEEPABLE)

@@ -211,13 +211,22 @@ def memory_bytes(state: State) -> dict:
             "model": common.param_bytes(state.net.params)}
 
 
-def make_spec(objective: str, cumulative_data: bool = False):
-    """The :class:`~clj.methods.api.MethodSpec` of one objective (``finetune``,
-    ``er``, ``der``, ``derpp``); ``cumulative_data`` for joint training."""
+def make_spec(variant: str):
+    """The :class:`~clj.methods.api.MethodSpec` of one variant: ``finetune``,
+    ``er``, ``der``, ``derpp``, or ``joint`` (finetune's step on the union of
+    the tasks seen so far: the loop gives it cumulative data).
+
+    Raises:
+      ValueError: an unknown variant.
+    """
     import functools
 
     from clj.methods.api import Capabilities, MethodSpec
 
+    if variant not in OBJECTIVES + ("joint",):
+        raise ValueError(f"rehearsal variant {variant!r} is unknown; valid: {', '.join(OBJECTIVES + ('joint',))}.")
+    cumulative_data = variant == "joint"
+    objective = "finetune" if cumulative_data else variant
     return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=Capabilities(cumulative_data=cumulative_data),

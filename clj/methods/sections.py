@@ -502,6 +502,17 @@ METHOD_CHECKS = {"memo": (_check_expand_model,), "dynamic_er": (_check_expand_mo
                  "ser_er": (_check_ser_model,)}
 
 
+def method_sections(method: str) -> tuple:
+    """The :class:`Section` s ``method`` reads: those declared here, else the
+    ones its :class:`~clj.methods.api.MethodSpec` declares (importing the
+    method's module, and so JAX)."""
+    if method in METHOD_SECTIONS:
+        return tuple(SECTIONS[n] for n in METHOD_SECTIONS[method])
+    from clj.methods import METHODS, get_spec
+
+    return tuple(get_spec(method).sections) if method in METHODS else ()
+
+
 def declared(method: str) -> bool:
     """Whether ``method``'s checks live here (else its module's hook runs)."""
     return method in METHOD_SECTIONS
@@ -523,9 +534,10 @@ def field_docs(config) -> dict:
     """``"<block>.<field>" -> meaning`` for the blocks ``config.method`` reads
     and any declared block present in ``config``."""
     out = {}
-    names = set(METHOD_SECTIONS.get(config.method, ())) | {n for n in SECTIONS if n in config}
-    for n in names:
-        for k, d in SECTIONS[n].docs.items():
+    blocks = {s.name: s for s in method_sections(config.method)}
+    blocks.update({n: SECTIONS[n] for n in SECTIONS if n in config and n not in blocks})
+    for n, sec in blocks.items():
+        for k, d in sec.docs.items():
             out[f"{n}.{k}"] = d
     return out
 

@@ -52,7 +52,7 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     if variant not in VARIANTS:
         raise ConfigError(f"config variant {variant!r} is unknown; valid: {', '.join(VARIANTS)} "
                           "(e.g. --config=configs/serena_digits.py:official).")
-    from clj.methods.serena import default_config  # (imports JAX; the rest of this module does not)
+    from clj.methods.sections import section_config
 
     c = base_config()
     c.dataset = dataset
@@ -69,7 +69,7 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     c.optim.lr = lr
     c.optim.momentum = 0.9
     c.optim.weight_decay = weight_decay
-    c.serena = default_config()
+    c.serena = section_config("serena")   # the official code's defaults (spec §6)
     c.variant = variant
     for k, v in (augment or {}).items():
         c.augment[k] = v

@@ -152,6 +152,20 @@ def _as_partial_matrix(M, name: str) -> np.ndarray:
     return arr
 
 
+def _task_vector(v, T: int, what: str):
+    """``v`` as float64 [T] (None stays None).
+
+    Raises:
+      ValueError: another shape, naming ``what``.
+    """
+    if v is None:
+        return None
+    v = np.asarray(v, dtype=np.float64)
+    if v.shape != (T,):
+        raise ValueError(f"{what} must have shape ({T},); got {v.shape}")
+    return v
+
+
 def _per_setting(value, setting: str):
     """``value`` may be one vector shared by all settings or a dict per setting."""
     if value is None:
@@ -222,21 +236,10 @@ def build_results(
                 f"accuracy matrix {setting!r} has {T} columns but scenario['num_tasks'] "
                 f"= {num_tasks}"
             )
-        b = _per_setting(random_init_accuracy, setting)
+        b = _task_vector(_per_setting(random_init_accuracy, setting), T, f"random_init_accuracy[{setting!r}]")
         if b is not None:
-            b = np.asarray(b, dtype=np.float64)
-            if b.shape != (T,):
-                raise ValueError(
-                    f"random_init_accuracy[{setting!r}] must have shape ({T},); got {b.shape}"
-                )
             rand_out[setting] = b
-        sizes = _per_setting(task_sizes, setting)
-        if sizes is not None:
-            sizes = np.asarray(sizes, dtype=np.float64)
-            if sizes.shape != (T,):
-                raise ValueError(
-                    f"task_sizes for {setting!r} must have shape ({T},); got {sizes.shape}"
-                )
+        sizes = _task_vector(_per_setting(task_sizes, setting), T, f"task_sizes for {setting!r}")
         if k == 0:
             metrics_out[setting] = {name: None for name in METRIC_NAMES}
         else:

@@ -173,15 +173,12 @@ def reinit_kernel(key: jax.Array, shape: Sequence[int]) -> jax.Array:
 
 
 def get_nispa_model(name: str, num_classes: int, **kw) -> nn.Module:
-    """``nispa_mlp`` -> :class:`SparseMLP`, ``nispa_conv`` -> :class:`SparseConvNet`.
+    """``nispa_mlp`` -> :class:`SparseMLP`, ``nispa_conv`` -> :class:`SparseConvNet`
+    (from the model registry).
 
     Raises:
       ValueError: an unknown name (lists the valid ones).
     """
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.get("dtype", "float32"))]
-    if name == "nispa_mlp":
-        return SparseMLP(num_classes=num_classes, hidden=tuple(kw.get("hidden", (400, 400, 400))), dtype=dtype)
-    if name == "nispa_conv":
-        return SparseConvNet(num_classes=num_classes, channels=tuple(kw.get("channels", (64, 64, 128, 128))),
-                             fc_width=int(kw.get("fc_width", 1024)), dtype=dtype)
-    raise ValueError(f"model.name={name!r} is not a NISPA backbone; valid: 'nispa_mlp', 'nispa_conv'.")
+    from clj.models.registry import get_family_model
+
+    return get_family_model(name, num_classes, "nispa", **kw)

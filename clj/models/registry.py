@@ -1,7 +1,9 @@
-"""Model registry: build a model by name."""
+"""Model registry: every backbone of clj, by name (one registry for the
+standard classifiers, SERENA's cells and NISPA's sparse networks)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, Sequence
 
 import flax.linen as nn
@@ -18,33 +20,92 @@ def _resnet18_reduced(num_classes: int, **kwargs: Any) -> nn.Module:
     return ResNet18(num_classes=num_classes, **kwargs)
 
 
-_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
-    "mlp": MLP,
-    "small_cnn": SmallCNN,
-    "resnet18": ResNet18,
-    "resnet18_reduced": _resnet18_reduced,
-    "resnet32": ResNet32,
+def _dtype(kw: dict):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.pop("dtype", "float32"))]
+
+
+def _serena(width_default: int | None = None, mlp: bool = False) -> Callable[..., nn.Module]:
+    def build(num_classes: int, **kw: Any) -> nn.Module:
+        from clj.models.serena_nets import SerenaMLP, SerenaResNet18
+
+        if mlp:
+            return SerenaMLP(num_classes, **kw)
+        if width_default is not None:
+            kw.setdefault("width", width_default)
+        return SerenaResNet18(num_classes, **kw)
+    return build
+
+
+def _nispa_mlp(num_classes: int, **kw: Any) -> nn.Module:
+    from clj.models.nispa_nets import SparseMLP
+
+    return SparseMLP(num_classes=num_classes, hidden=tuple(kw.get("hidden", (400, 400, 400))), dtype=_dtype(kw))
+
+
+def _nispa_conv(num_classes: int, **kw: Any) -> nn.Module:
+    from clj.models.nispa_nets import SparseConvNet
+
+    return SparseConvNet(num_classes=num_classes, channels=tuple(kw.get("channels", (64, 64, 128, 128))),
+                         fc_width=int(kw.get("fc_width", 1024)), dtype=_dtype(kw))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One backbone of the registry.
+
+    Attributes:
+      build: ``build(num_classes, **kwargs) -> nn.Module``.
+      conv: built from convolutions (the loop's CPU chunking depends on it:
+        :func:`clj.train.runtime.auto_chunking`).
+      family: ``"standard"`` (the shared classifier signature of
+        :mod:`clj.models`, used by the replay, class-IL and regularisation
+        methods), ``"serena"`` (bias-free, stateless BatchNorm: SERENA's
+        cells) or ``"nispa"`` (NISPA's sparse networks with their torch
+        initialisation).
+    """
+
+    build: Callable[..., nn.Module]
+    conv: bool
+    family: str
+
+
+_REGISTRY: Dict[str, ModelEntry] = {
+    "mlp": ModelEntry(MLP, False, "standard"),
+    "small_cnn": ModelEntry(SmallCNN, True, "standard"),
+    "resnet18": ModelEntry(ResNet18, True, "standard"),
+    "resnet18_reduced": ModelEntry(_resnet18_reduced, True, "standard"),
+    "resnet32": ModelEntry(ResNet32, True, "standard"),
+    "serena_mlp": ModelEntry(_serena(mlp=True), False, "serena"),
+    "serena_resnet18": ModelEntry(_serena(), True, "serena"),
+    "serena_resnet18_reduced": ModelEntry(_serena(width_default=20), True, "serena"),
+    "nispa_mlp": ModelEntry(_nispa_mlp, False, "nispa"),
+    "nispa_conv": ModelEntry(_nispa_conv, True, "nispa"),
 }
 
-MODEL_NAMES = tuple(_REGISTRY)
+MODEL_NAMES = tuple(n for n, e in _REGISTRY.items() if e.family == "standard")
+"""The standard classifiers (one call signature; see :mod:`clj.models`)."""
 
-# Backbones built from convolutions, across every model family of clj (the
-# loop's CPU chunking depends on it: clj.train.runtime.auto_chunking).
-CONV_MODELS = frozenset({"small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_resnet18",
-                         "serena_resnet18_reduced", "nispa_conv"})
+
+def model_names(family: str | None = None) -> tuple:
+    """Every registered backbone name, or those of one ``family``."""
+    return tuple(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
 def is_conv(name: str) -> bool:
-    """Whether the backbone called ``name`` (any clj model family) is convolutional."""
-    return name in CONV_MODELS
+    """Whether the backbone called ``name`` (any family) is convolutional."""
+    e = _REGISTRY.get(name)
+    return bool(e is not None and e.conv)
 
 
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a model by name.
 
     Args:
-      name: one of ``"mlp"``, ``"small_cnn"``, ``"resnet18"``,
-        ``"resnet18_reduced"`` (ResNet18 with ``width=20``), ``"resnet32"``.
+      name: a registered backbone (:func:`model_names`): the standard
+        ``"mlp"``, ``"small_cnn"``, ``"resnet18"``, ``"resnet18_reduced"``
+        (ResNet18 with ``width=20``), ``"resnet32"``; SERENA's
+        ``"serena_mlp"``, ``"serena_resnet18"``, ``"serena_resnet18_reduced"``;
+        NISPA's ``"nispa_mlp"``, ``"nispa_conv"``.
       num_classes: number of output logits.
       **kwargs: forwarded to the model constructor (e.g. ``hidden``,
         ``width``, ``use_bn``, ``dtype``).
@@ -56,13 +117,20 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     Raises:
       ValueError: unknown ``name`` (the message lists the valid names).
     """
-    try:
-        ctor = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown model name {name!r}; valid names are: {', '.join(MODEL_NAMES)}"
-        ) from None
-    return ctor(num_classes=num_classes, **kwargs)
+    return get_family_model(name, num_classes, None, **kwargs)
+
+
+def get_family_model(name: str, num_classes: int, family: str | None, **kwargs: Any) -> nn.Module:
+    """:func:`get_model` restricted to one ``family`` (``None``: any).
+
+    Raises:
+      ValueError: ``name`` unknown or of another family, listing the valid names.
+    """
+    e = _REGISTRY.get(name) if isinstance(name, str) else None
+    if e is None or (family is not None and e.family != family):
+        what = f"a {family} backbone" if family else "a registered model"
+        raise ValueError(f"model.name={name!r} is not {what}; valid names are: {', '.join(model_names(family))}")
+    return e.build(num_classes=num_classes, **kwargs)
 
 
 def feature_dim(model: nn.Module) -> int:

@@ -163,21 +163,14 @@ class SerenaMLP(nn.Module):
         return (logits, f.astype(jnp.float32)) if return_features else logits
 
 
-SERENA_MODELS = {
-    "serena_mlp": lambda num_classes, **kw: SerenaMLP(num_classes, **kw),
-    "serena_resnet18": lambda num_classes, **kw: SerenaResNet18(num_classes, **kw),
-    "serena_resnet18_reduced": lambda num_classes, width=20, **kw: SerenaResNet18(num_classes, width=width, **kw),
-}
-
-
 def get_serena_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """A SERENA backbone by name: ``serena_mlp`` (kw ``hidden``),
-    ``serena_resnet18`` (kw ``width``, default 64) or
+    """A SERENA backbone by name from the model registry: ``serena_mlp`` (kw
+    ``hidden``), ``serena_resnet18`` (kw ``width``, default 64) or
     ``serena_resnet18_reduced`` (width 20).
 
     Raises:
       ValueError: an unknown name, listing the valid ones.
     """
-    if name not in SERENA_MODELS:
-        raise ValueError(f"model.name={name!r} is not a SERENA backbone; valid: {', '.join(SERENA_MODELS)}.")
-    return SERENA_MODELS[name](num_classes, **kwargs)
+    from clj.models.registry import get_family_model
+
+    return get_family_model(name, num_classes, "serena", **kwargs)

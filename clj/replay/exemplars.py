@@ -326,7 +326,7 @@ def fair_exemplars(kind: str, backbone_params: int, num_tasks: int, image_bytes:
 
     DER's budget is ``num_tasks`` backbones plus ``base_exemplars``:
 
-    * ``"der"``: ``base_exemplars``;
+    * ``"dynamic_er"`` (DER of Yan et al.): ``base_exemplars``;
     * ``"single"`` (iCaRL, WA, Replay...): ``base + floor(P (T-1) 4 / I)``;
     * ``"memo"``: ``base + floor((T P - (P_g + T P_s)) 4 / I)``.
 
@@ -334,10 +334,10 @@ def fair_exemplars(kind: str, backbone_params: int, num_tasks: int, image_bytes:
       ValueError: an unknown kind, naming the valid ones.
     """
     P, T, Ib = int(backbone_params), int(num_tasks), int(image_bytes)
-    if kind == "der":
+    if kind == "dynamic_er":
         return int(base_exemplars)
     if kind == "single":
         return int(base_exemplars) + (P * (T - 1) * 4) // Ib
     if kind == "memo":
         return int(base_exemplars) + ((T * P - (int(generalized_params) + T * int(specialized_params))) * 4) // Ib
-    raise ValueError(f"fair budget kind={kind!r} is unknown; valid: der, single, memo.")
+    raise ValueError(f"fair budget kind={kind!r} is unknown; valid: dynamic_er, single, memo.")

@@ -177,18 +177,20 @@ def config_fingerprint(config, length: int = 6) -> str:
     return fingerprint(config)[:length]
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A grid value as the sweep writes it (names, tables): floats by ``repr``,
+    sequences as ``(a,b)``."""
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, (tuple, list)):
-        return "(" + ",".join(_fmt(x) for x in v) + ")"
+        return "(" + ",".join(format_value(x) for x in v) + ")"
     return str(v)
 
 
 def point_slug(overrides: Mapping[str, Any], max_len: int = 120) -> str:
     """A readable, filesystem-safe name of a point's overrides:
     ``{"optim.lr": 0.03, "replay.alpha": 0.1}`` -> ``"optim.lr=0.03,replay.alpha=0.1"``."""
-    s = ",".join(f"{k}={_fmt(v)}" for k, v in overrides.items()) or "base"
+    s = ",".join(f"{k}={format_value(v)}" for k, v in overrides.items()) or "base"
     s = re.sub(r"[^A-Za-z0-9._=,()+-]", "_", s)
     return s[:max_len]
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from clj.config import ConfigError
 from clj.metrics.results import read_json
+from clj.sweep.grid import format_value
 
 DEFAULT_SORT = ("class_il.final_average_accuracy", "domain_il.final_average_accuracy",
                 "task_il.final_average_accuracy")
@@ -111,12 +112,6 @@ def sort_rows(rows: list[dict], metric: str | None, descending: bool = True) -> 
     return sorted(rows, key=key)
 
 
-def _fmt_value(v) -> str:
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "(" + ",".join(_fmt_value(x) for x in v) + ")"
-    return str(v)
 
 
 def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
@@ -127,7 +122,7 @@ def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
     w.writerow(["point", *fields, "seeds", "wall_time_s", "wall_time_s.std",
                 *[c for n in names for c in (n, f"{n}.std")]])
     for r in rows:
-        vals = [r["point"], *[_fmt_value(r["overrides"].get(f, "")) for f in fields], r["seeds"],
+        vals = [r["point"], *[format_value(r["overrides"].get(f, "")) for f in fields], r["seeds"],
                 *["" if v is None else repr(float(v)) for v in r["wall_time_s"]]]
         for n in names:
             m, s = r["metrics"].get(n, (None, None))
@@ -159,7 +154,7 @@ def to_markdown(fields: Sequence[str], rows: Sequence[dict], sort: str | None = 
         lines.append(f"Sorted by {sort}. Mean ± std over seeds.\n")
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [_fmt_value(r["overrides"].get(f, "")) for f in fields] + [str(r["seeds"])]
+        cells = [format_value(r["overrides"].get(f, "")) for f in fields] + [str(r["seeds"])]
         for n in names:
             m, s = r["metrics"].get(n, (None, None))
             cells.append("n/a" if m is None else f"{100 * m:.2f} ± {100 * (s or 0.0):.2f}")
@@ -191,7 +186,7 @@ def plot(fields: Sequence[str], rows: Sequence[dict], metric: str, x: str, path:
         m, s = r["metrics"].get(metric, (None, None))
         if not isinstance(xv, (int, float)) or isinstance(xv, bool) or m is None:
             continue
-        label = ", ".join(f"{f}={_fmt_value(r['overrides'].get(f))}" for f in others) or metric
+        label = ", ".join(f"{f}={format_value(r['overrides'].get(f))}" for f in others) or metric
         lines.setdefault(label, []).append((xv, 100 * m, 100 * (s or 0.0)))
     if not lines:
         return None

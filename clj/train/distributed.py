@@ -51,6 +51,41 @@ def put(array, sharding) -> jax.Array:
     return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 
 
+def local_box(shape, sharding) -> tuple[slice, ...]:
+    """The block of a global array of ``shape`` that this process's devices
+    hold under ``sharding``: one ``slice`` per axis (the whole array alone).
+
+    A process reading its part of a batch from disk reads exactly this block
+    and builds the global array with :func:`put_local`.
+
+    Raises:
+      ValueError: the process's shards do not form one block (a mesh whose
+        devices interleave processes along a sharded axis).
+    """
+    shape = tuple(int(n) for n in shape)
+    blocks = {tuple(s.indices(n)[:2] for s, n in zip(idx, shape))
+              for idx in sharding.addressable_devices_indices_map(shape).values()}
+    box = tuple(slice(min(b[d][0] for b in blocks), max(b[d][1] for b in blocks)) for d in range(len(shape)))
+    volume = lambda b: int(np.prod([hi - lo for lo, hi in b]))  # noqa: E731
+    if sum(volume(b) for b in blocks) != int(np.prod([s.stop - s.start for s in box])):
+        raise ValueError(f"this process's shards of an array {shape} under {sharding} do not form one block")
+    return box
+
+
+def put_local(local, box: tuple[slice, ...], shape, sharding) -> jax.Array:
+    """A global ``jax.Array`` of ``shape`` from this process's block ``local``
+    (the part of the global array at ``box``, see :func:`local_box`); axes past
+    ``len(box)`` are whole."""
+    local = np.asarray(local)
+
+    def part(idx):
+        return local[tuple(slice(s.indices(n)[0] - b.start, s.indices(n)[1] - b.start) if d < len(box) else s
+                           for d, (s, n, b) in enumerate(zip(idx, shape, box + (None,) * len(shape)))
+                           )]
+
+    return jax.make_array_from_callback(tuple(shape), sharding, part)
+
+
 def to_host(tree):
     """Every leaf of ``tree`` as a full numpy array on every process (an
     all-gather across processes where arrays span several)."""

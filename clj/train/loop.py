@@ -36,6 +36,7 @@ shapes stay static (at most B - 1 examples are seen once more).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -321,14 +322,20 @@ class Runner:
         unroll = self.unroll
         give_new_task, give_step_info, reveal = self.give_new_task, self.give_step_info, self.reveal
 
+        streamed = self.placement == "stream"
+
         def seed_chunk(state, X, Y, idx, task_key, step0, n_steps, task_id, spe, n_task):
+            # device placement: X [N, ...] / Y [N] the whole split (shared by the seeds),
+            # idx int32 [K, B] this seed's examples; stream placement: X [K, B, ...] /
+            # Y [K, B] this seed's chunk as read from disk, idx unused.
             def body(st, inp):
                 k, ix = inp
                 step = step0 + k
                 key = jax.random.fold_in(task_key, step)
                 k_aug, k_step = jax.random.split(key)
-                x_raw = self._constrain_batch(self._domain(X[ix], task_id))
-                y = self._constrain_batch(Y[ix])
+                xb, yb = (X[k], Y[k]) if streamed else (X[ix], Y[ix])
+                x_raw = self._constrain_batch(self._domain(xb, task_id))
+                y = self._constrain_batch(yb)
                 x = aug(x_raw, k_aug, train=True)
                 batch = {"x": x, "x_raw": x_raw, "y": y,
                          "task_id": jnp.full((B,), jnp.where(reveal, task_id, -1), jnp.int32)}
@@ -350,7 +357,8 @@ class Runner:
                 return st, jax.tree.map(lambda m: m[None], metrics)
             return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
 
-        fn = jax.vmap(seed_chunk, in_axes=(0, None, None, 0, 0) + (None,) * 5, axis_name=SEED_AXIS,
+        data_axis = 0 if streamed else None
+        fn = jax.vmap(seed_chunk, in_axes=(0, data_axis, data_axis, 0, 0) + (None,) * 5, axis_name=SEED_AXIS,
                       spmd_axis_name=self._spmd)
         donate = (0,) if jax.default_backend() != "cpu" else ()
         self._chunk = jax.jit(fn, donate_argnums=donate, **self._out((self._state_sharding, self._state_sharding)))
@@ -530,6 +538,9 @@ class Runner:
         cfg = self.config
         if self.main:
             self._write_configs()
+            if cfg.plots:  # matplotlib loads (~0.7 s) in the background while the run compiles and trains
+                import threading
+                threading.Thread(target=importlib.import_module, args=("clj.metrics.plots",), daemon=True).start()
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
         if self.main and not cfg.resume and os.path.isdir(ckpt_dir):
             import shutil
@@ -671,15 +682,18 @@ class Runner:
         stream = None
         if self.placement == "stream":
             # Each chunk's images [S, K, B] are read from disk ahead of use (a background
-            # thread), put on the devices, and gathered by the same step code through
-            # local indices: the example order, and so the results, are the device path's.
+            # thread) and put on the devices laid out like the state (seeds) and the batch
+            # (data): the example order, and so the results, are the device path's.  Each
+            # process reads only the block its own devices hold.
             from clj.data.stream import ChunkStream
 
-            chunk_stream = ChunkStream(self.records, idx, start_chunk=start_chunk,
+            x_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if self.shard_batch else None))
+            box = dist.local_box((self.S, K, self.B), x_sharding)
+            self.stream_block = box
+            chunk_stream = ChunkStream(self.records, idx[box[0], :, :, box[2]], start_chunk=start_chunk,
                                        prefetch=int(self.config.data.get("prefetch", 2)))
             stream = iter(chunk_stream)
-            local = dist.put(np.arange(self.S * K * self.B, dtype=np.int32).reshape(self.S, 1, K, self.B),
-                             idx_sharding)
+            no_idx = dist.put(np.zeros((self.S, 1, K, self.B), np.int32), idx_sharding)
         else:
             idx = dist.put(idx, idx_sharding)
         task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
@@ -718,10 +732,10 @@ class Runner:
                 if stream is None:
                     X, Y, ix = self.X, self.Y, idx[:, c]
                 else:
-                    xs, ys = next(stream)
-                    X = dist.put(xs.reshape(-1, *xs.shape[3:]), self._replicated)
-                    Y = dist.put(ys.reshape(-1), self._replicated)
-                    ix = local[:, 0]
+                    xs, ys = next(stream)   # this process's block: [S', K, B', ...]
+                    X = dist.put_local(xs, box, (self.S, K, self.B) + xs.shape[3:], x_sharding)
+                    Y = dist.put_local(ys, box, (self.S, K, self.B), x_sharding)
+                    ix = no_idx[:, 0]
                 state, metrics = fn(state, X, Y, ix, task_keys, np.int32(s0), n_steps, tid, spe, n_task)
                 if pending is not None and read(pending):
                     stopped_at = pending[1] + pending[2]
