@@ -10,7 +10,7 @@ import pytest
 
 from clj.config import ConfigError
 from clj.data import load_dataset
-from clj.methods import nispa
+from clj.methods import nispa, nispa_phases, nispa_rewiring, nispa_state
 from clj.methods import nispa_units as nu
 from clj.methods.common import TaskInfo
 from clj.models.nispa_nets import LayerSpec, SparseConvNet
@@ -132,7 +132,7 @@ def test_rewire_density_drop_and_growth_targets(arch):
     key = jax.random.PRNGKey(3)
     params, conn = _rand_state(specs, key, 0.3)
     before = {s.name: int(nu.count(s, conn[s.name])) for s in specs}
-    rw = jax.jit(lambda p, c, S, k: nispa.rewire(hp, k, p, c, S))
+    rw = jax.jit(lambda p, c, S, k: nispa_rewiring.rewire(hp, k, p, c, S))
     for it in range(3):  # several rewirings with shrinking plastic sets
         S = []
         for j, s in enumerate(specs):
@@ -170,11 +170,11 @@ def test_phase_loop_stops_by_accuracy_drop():
     t0 = sc.tasks[0]
     state = nispa.begin_task(state, TaskInfo(0, t0.classes, 10, 1, sc.num_classes))
     x = jnp.asarray(sc.x_train[t0.train_idx])
-    state = nispa._fill(state, x, jnp.asarray(sc.y_train[t0.train_idx]), jnp.zeros(x.shape[0], bool),
+    state = nispa_phases.fill_buffers(state, x, jnp.asarray(sc.y_train[t0.train_idx]), jnp.zeros(x.shape[0], bool),
                         jnp.ones(x.shape[0], bool))
     accs = [50.0, 60.0, 61.0, 59.9, 70.0]
     snaps, selections = [], []
-    pe = jax.jit(nispa.phase_end)
+    pe = jax.jit(nispa_phases.phase_end)
     for t, a in enumerate(accs, start=1):
         # a distinct "best epoch" snapshot per phase
         snap = jax.tree_util.tree_map(lambda w: w + t, state.params)
@@ -196,7 +196,7 @@ def test_no_accuracy_stop_before_phase_three():
     state = nispa.init(jax.random.PRNGKey(0), _config(max_phases=10), sc)
     t0 = sc.tasks[0]
     state = nispa.begin_task(state, TaskInfo(0, t0.classes, 10, 1, sc.num_classes))
-    pe = jax.jit(nispa.phase_end)
+    pe = jax.jit(nispa_phases.phase_end)
     for t, a in enumerate([90.0, 10.0], start=1):
         state = state.replace(best_acc=jnp.float32(a), have_best=jnp.ones((), bool))
         state = pe(state, jax.random.PRNGKey(t))
@@ -212,7 +212,7 @@ def test_frozen_weights_bit_identical_and_zero_forgetting():
     state, m0 = _run_task(state, sc, 0, 16, 6)
     assert int(state.phases_per_task[0]) >= 3
     hp = state.hp
-    sf = nispa._stable_full(hp, state.stable)
+    sf = nispa_state.stable_full(hp, state.stable)
     frozen = {s.name: (np.asarray(nu.expand(s, nu.frozen_matrix(s, sf[l], sf[l + 1]),
                                              state.params[s.name]["kernel"].shape)),
                        np.asarray(sf[l + 1])) for l, s in enumerate(hp.specs)}
@@ -233,7 +233,7 @@ def test_frozen_weights_bit_identical_and_zero_forgetting():
         # stable sets only grow; stable units receive input only from stable units
         for a, b in zip(stable0, state.stable):
             assert not np.any(a & ~np.asarray(b))
-        sf2 = nispa._stable_full(hp, state.stable)
+        sf2 = nispa_state.stable_full(hp, state.stable)
         for l, s in enumerate(hp.specs):
             u = np.asarray(state.conn[s.name])
             src = np.asarray(nu.source_vector(s, sf2[l]))

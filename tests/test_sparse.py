@@ -1,8 +1,8 @@
-"""Exact properties of clj.sparse: densities, the masked update, rewiring."""
+"""Exact properties of clj.sparse: densities, random masks, regrowth, storage
+(the masked update: tests/test_masked_update.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from clj import sparse
@@ -54,77 +54,19 @@ def test_bad_density_refused(d):
         sparse.layer_densities(_params(), d)
 
 
-@pytest.mark.parametrize("tx", [
-    optax.sgd(0.1, momentum=0.9),
-    optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1)),
-    optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9, nesterov=True)),
-    optax.adam(1e-2),
-])
-def test_frozen_weights_bit_identical(tx):
-    params = _params()
-    task = sparse.init_masks(jax.random.PRNGKey(3), params, 0.5, "uniform")
-    frozen = sparse.init_masks(jax.random.PRNGKey(4), params, 0.3, "uniform")
-    upd = sparse.trainable_mask(task, frozen)
-    full = optax.chain(tx, sparse.masked_updates())
-    state = full.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        x = jax.random.normal(key, (16, 8, 8, 1))
-        def loss(p):
-            y = get_model("mlp", 10, hidden=(64, 32)).apply({"params": sparse.apply_masks(p, task)}, x)
-            return jnp.mean(y ** 2) + 0.1 * sum(jnp.sum(w) for w in jax.tree_util.tree_leaves(p))
-        g = jax.grad(loss)(params)
-        u, state = full.update(g, state, params, update_mask=upd)
-        return optax.apply_updates(params, u), state
-
-    p = params
-    for i in range(25):
-        p, state = step(p, state, jax.random.PRNGKey(i))
-    moved = False
-    for w0, w1, m in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(p),
-                         jax.tree_util.tree_leaves(upd)):
-        np.testing.assert_array_equal(np.asarray(w0)[~np.asarray(m)], np.asarray(w1)[~np.asarray(m)])
-        moved |= bool(np.any(np.asarray(w0)[np.asarray(m)] != np.asarray(w1)[np.asarray(m)]))
-    assert moved  # the trainable weights did train
-
-
-def test_reset_moments_zeroes_selected_entries():
-    params = _params()
-    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-    state = tx.init(params)
-    g = jax.tree_util.tree_map(jnp.ones_like, params)
-    _, state = tx.update(g, state, params)
-    reset = jax.tree_util.tree_map(lambda w: jnp.arange(w.size).reshape(w.shape) < 5, params)
-    new = sparse.reset_moments(tx, state, reset)
-    trace, old = new[1][0].trace, state[1][0].trace
-    for t, o, r in zip(jax.tree_util.tree_leaves(trace), jax.tree_util.tree_leaves(old),
-                       jax.tree_util.tree_leaves(reset)):
-        assert bool(jnp.all(t[r] == 0)) and bool(jnp.all(t[~r] == o[~r])) and bool(jnp.all(o != 0))
-
-
-@pytest.mark.parametrize("mode", ["set", "rigl"])
-def test_prune_regrow_keeps_exact_count(mode):
-    key = jax.random.PRNGKey(0)
-    w = jax.random.normal(key, (40, 30))
-    g = jax.random.normal(jax.random.PRNGKey(1), (40, 30))
-    mask = sparse.random_mask(jax.random.PRNGKey(2), (40, 30), 300)
-    frozen = sparse.random_mask(jax.random.PRNGKey(3), (40, 30), 100) & mask
-    fn = jax.jit(lambda r, w, m: sparse.prune_and_regrow(r, w, m, 50, mode, grads=g, prunable=~frozen))
-    res = fn(jax.random.PRNGKey(4), w, mask)
-    assert int(res.mask.sum()) == 300
-    assert int(res.dropped.sum()) == 50 and int(res.grown.sum()) == 50
-    assert not bool((res.grown & res.dropped).any())
-    assert not bool((res.dropped & frozen).any())  # frozen connections are never dropped
-    # dropped weights are the 50 smallest-magnitude droppable ones
-    droppable = np.asarray(mask & ~frozen)
-    mags = np.abs(np.asarray(w))[droppable]
-    thr = np.sort(mags)[49]
-    assert np.all(np.abs(np.asarray(w))[np.asarray(res.dropped)] <= thr)
-    if mode == "rigl":
-        cand = np.asarray(~mask)
-        best = np.sort(np.abs(np.asarray(g))[cand])[::-1][:50]
-        np.testing.assert_allclose(np.sort(np.abs(np.asarray(g))[np.asarray(res.grown)])[::-1], best)
+def test_random_regrow_count_traced_and_within_allowed():
+    """NISPA's growth: min(k, #candidates) new positions, all inactive and
+    allowed, for a traced k (one compile for every k)."""
+    mask = sparse.random_mask(jax.random.PRNGKey(0), (20, 10), 50)
+    allowed = jnp.arange(200).reshape(20, 10) % 3 != 0
+    grow = jax.jit(lambda k: sparse.random_regrow_count(jax.random.PRNGKey(1), mask, k, allowed))
+    n_cand = int((~mask & allowed).sum())
+    for k in (0, 7, 10_000):
+        new = grow(jnp.int32(k))
+        grown = new & ~mask
+        assert bool(jnp.all(new >= mask)) and not bool((grown & ~allowed).any())
+        assert int(grown.sum()) == min(k, n_cand)
+    assert grow._cache_size() == 1
 
 
 def test_pack_unpack_and_bytes():
@@ -133,10 +75,3 @@ def test_pack_unpack_and_bytes():
     assert packed.dtype == jnp.uint8 and packed.shape == (12,)
     np.testing.assert_array_equal(sparse.unpack_mask(packed, (13, 7)), m)
     assert sparse.masks_nbytes({"a": m, "b": jnp.ones((16,), bool)}) == 12 + 2
-
-
-def test_ownership_first_owner_kept():
-    own = sparse.init_ownership({"w": jnp.zeros((4,))})
-    own = sparse.update_ownership(own, {"w": jnp.array([1, 1, 0, 0], bool)}, 0)
-    own = sparse.update_ownership(own, {"w": jnp.array([0, 1, 1, 0], bool)}, 1)
-    np.testing.assert_array_equal(own["w"], [0, 0, 1, -1])

@@ -193,18 +193,21 @@ def forward(ms: ModelState, params: PyTree, batch_stats: PyTree, x: jax.Array, t
 
 def apply_gradients(ms: ModelState, grads: PyTree, batch_stats: PyTree,
                     update_mask: PyTree | None = None, base_lr: jax.Array | None = None) -> ModelState:
-    """One optimizer step at the scheduled learning rate.
+    """One optimizer step at the scheduled learning rate, through the one
+    masked update (:func:`clj.sparse.masked_optimizer`).
 
-    ``update_mask`` (bool, same structure as params) zeroes the optimizer's
-    final update where False (freezing: :func:`clj.sparse.mask_updates`);
-    ``base_lr`` (float32 []) replaces ``optim.lr`` (a swept learning rate)."""
+    ``update_mask`` (bool pytree with the structure of params, leaves
+    broadcastable to theirs; None = every weight trains) freezes the weights
+    where it is False: their gradient, moments, decay and update are exactly
+    zero, so they stay bit-identical (head and branch freezing of iCaRL, WA,
+    AKR, MEMO, DER).  ``base_lr`` (float32 []) replaces ``optim.lr`` (a swept
+    learning rate)."""
+    from clj.sparse import masked_optimizer
+
     lr = ms.optim.lr_at(ms.task_step, ms.task_steps, ms.steps_per_epoch, base_lr)
     opt_state = ms.opt_state
     opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    updates, opt_state = ms.tx.update(grads, opt_state, ms.params)
-    if update_mask is not None:
-        from clj.sparse import mask_updates  # the one masked-update piece
-        updates = mask_updates(updates, update_mask)
+    updates, opt_state = masked_optimizer(ms.tx).update(grads, opt_state, ms.params, update_mask=update_mask)
     params = optax.apply_updates(ms.params, updates)
     return ms.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
                       step=ms.step + 1, task_step=ms.task_step + 1)

@@ -326,24 +326,22 @@ def _head(params, feats):
 
 
 def update_mask(hp: Hparams, params):
-    """1 where parameters may move this task: the generalized part when it
-    trains, the newest block only, head rows of live blocks x seen classes,
-    aux columns of the task; 0 elsewhere (old blocks stay bit-identical)."""
+    """The update mask (bool, leaves broadcastable to params) of
+    :func:`clj.methods.common.apply_gradients`: True where parameters may
+    move this task: the generalized part when it trains, the newest block
+    only, head rows of live blocks x seen classes, aux columns of the task
+    (old blocks stay bit-identical)."""
     st, n = hp.st, hp.live
     m = {}
     if "gen" in params:
-        g = 1.0 if hp.gen_train else 0.0
-        m["gen"] = jax.tree_util.tree_map(lambda a: jnp.full((), g, a.dtype), params["gen"])
+        m["gen"] = jax.tree_util.tree_map(lambda a: jnp.full((), hp.gen_train), params["gen"])
     m["spec"] = jax.tree_util.tree_map(
-        lambda a: (jnp.arange(a.shape[0]) == n - 1).astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1)),
-        params["spec"])
+        lambda a: (jnp.arange(a.shape[0]) == n - 1).reshape((-1,) + (1,) * (a.ndim - 1)), params["spec"])
     K = params["head"]["kernel"]
     col = jnp.arange(K.shape[1]) < st.total
-    m["head"] = {"kernel": ((jnp.arange(K.shape[0]) < n * hp.D)[:, None] & col[None, :]).astype(K.dtype),
-                 "bias": col.astype(K.dtype)}
-    A = params["aux"]["kernel"]
-    acol = jnp.arange(A.shape[1]) < (st.total - st.known + 1)
-    m["aux"] = {"kernel": jnp.broadcast_to(acol[None, :], A.shape).astype(A.dtype), "bias": acol.astype(A.dtype)}
+    m["head"] = {"kernel": (jnp.arange(K.shape[0]) < n * hp.D)[:, None] & col[None, :], "bias": col}
+    acol = jnp.arange(params["aux"]["kernel"].shape[1]) < (st.total - st.known + 1)
+    m["aux"] = {"kernel": acol[None, :], "bias": acol}
     return m
 
 

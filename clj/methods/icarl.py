@@ -264,17 +264,17 @@ def begin_task(state: State, task: TaskInfo) -> State:
 
 
 def head_update_mask(params, total: int, feature_rows: int | None = None):
-    """Update mask (same structure as params): 1 everywhere except the head
-    columns of classes >= ``total`` (and, with ``feature_rows``, kernel rows
-    >= it), which stay at their initial values."""
-    mask = jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
-    mask = dict(mask)
+    """The update mask (bool, same structure as params, leaves broadcastable
+    to theirs) of :func:`clj.methods.common.apply_gradients`: True everywhere
+    except the head columns of classes >= ``total`` (and, with
+    ``feature_rows``, kernel rows >= it), which stay at their initial values."""
+    mask = dict(jax.tree_util.tree_map(lambda p: jnp.ones((), bool), params))
     k = params["head"]["kernel"]
-    col = (jnp.arange(k.shape[1]) < total)
+    col = jnp.arange(k.shape[1]) < total
     km = col[None, :]
     if feature_rows is not None:
         km = km & (jnp.arange(k.shape[0]) < feature_rows)[:, None]
-    mask["head"] = {"kernel": km.astype(k.dtype), "bias": col.astype(params["head"]["bias"].dtype)}
+    mask["head"] = {"kernel": km, "bias": col}
     return mask
 
 

@@ -1,6 +1,5 @@
 """Binary weight masks: densities (uniform, ERK), exact-count random masks,
-the masked update, prune/regrow (magnitude, SET, RigL), ownership, and
-bit-packed storage.
+the one masked update, random regrowth, and bit-packed storage.
 
 Sparse methods keep dense weight arrays and a boolean mask of the same shape.
 Two kinds of mask (DESIGN.md, "Two kinds of mask"):
@@ -8,12 +7,12 @@ Two kinds of mask (DESIGN.md, "Two kinds of mask"):
 * a **weight mask** says which connections exist: the forward pass uses
   ``w * mask`` (:func:`apply_masks`);
 * an **update mask** says which existing connections may move, normally
-  ``mask_task & ~mask_frozen`` (:func:`trainable_mask`).  It multiplies the
-  optimizer's *final* update (:func:`masked_updates` /
-  :func:`mask_updates`), so gradient, momentum and weight decay of a frozen
-  or pruned weight are exactly zero and it stays bit-identical.  Weights that
-  become trainable again get their optimizer moments reset
-  (:func:`reset_moments`).
+  ``mask_task & ~mask_frozen`` (:func:`trainable_mask`).
+  :func:`masked_optimizer` wraps any optax optimizer so that gradient,
+  momentum, weight decay and final update of every weight outside the update
+  mask are exactly zero: frozen weights stay bit-identical.  SERENA, NISPA and
+  every head or branch freeze of the class-incremental methods
+  (:func:`clj.methods.common.apply_gradients`) update through it.
 
 Masks are pytrees with the structure of the params: a bool array for every
 leaf (all-True for leaves that are never masked, e.g. biases and norms).
@@ -23,7 +22,7 @@ inside ``jit``, ``vmap`` and ``lax.cond``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,17 +40,9 @@ def default_maskable(path: tuple, leaf) -> bool:
     return name == "kernel" and getattr(leaf, "ndim", 0) >= 2
 
 
-def _paths(tree) -> list[tuple]:
-    return [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
 def path_name(path: tuple) -> str:
     """'backbone/Dense_0/kernel' style name of a key path."""
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
-def maskable_names(params: PyTree, maskable: Callable = default_maskable) -> list[str]:
-    return [path_name(p) for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if maskable(p, leaf)]
 
 
 # ---------------------------------------------------------------- densities
@@ -204,73 +195,74 @@ def trainable_mask(task_mask: PyTree, frozen_mask: PyTree | None = None) -> PyTr
     return jax.tree_util.tree_map(lambda t, f: jnp.logical_and(t, jnp.logical_not(f)), task_mask, frozen_mask)
 
 
-def mask_updates(updates: PyTree, update_mask: PyTree) -> PyTree:
-    """Multiplies an optimizer's final updates by the update mask: frozen and
-    pruned weights receive an update of exactly zero."""
-    return jax.tree_util.tree_map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, update_mask)
+def _where_mask(tree: PyTree, mask: PyTree) -> PyTree:
+    """``where(mask, x, 0)`` for every leaf (mask leaves bool or 0/1,
+    broadcastable to the leaf)."""
+    return jax.tree_util.tree_map(lambda x, m: jnp.where(m, x, jnp.zeros_like(x)), tree, mask)
 
 
-def masked_updates() -> optax.GradientTransformationExtraArgs:
-    """An optax transformation that zeroes the update of every weight whose
-    ``update_mask`` entry is False.  Put it **last** in the chain, and pass
-    the mask at each step::
+def masked_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``tx`` restricted to the trainable weights: the one masked update of
+    every sparse or freezing method (DESIGN.md, "Two kinds of mask").
 
-        tx = optax.chain(optax.sgd(0.1, momentum=0.9), clj.sparse.masked_updates())
+    The masks are extra arguments of each update::
+
+        tx = clj.sparse.masked_optimizer(optax.sgd(0.1, momentum=0.9))
         updates, s = tx.update(grads, s, params, update_mask=mask)
+        params = optax.apply_updates(params, updates)
 
-    Because it acts on the final update (after momentum, Adam moments and
-    weight decay), a frozen weight is bit-identical after any number of
-    steps.  Without ``update_mask`` it is the identity.
+    With ``update_mask`` (bool pytree with the structure of ``params``, each
+    leaf broadcastable to its parameter; True = may move) one update
+
+    1. zeroes the gradient where ``grad_mask`` is False (default:
+       ``update_mask``);
+    2. runs ``tx`` on the masked gradient and on ``where(update_mask, params,
+       0)``, so weight decay (coupled or decoupled) sees 0 at a frozen weight;
+    3. zeroes ``tx``'s final update where ``update_mask`` is False.
+
+    A weight outside ``update_mask`` therefore receives an update of exactly
+    +0.0 (it keeps its value; a -0.0 becomes +0.0), and its momentum, Adam
+    moments and decay stay exactly 0 from a fresh ``tx.init``.  Every method
+    re-creates its optimizer when its masks change (SERENA per cell, NISPA per
+    phase, the class-incremental methods per task), so no moment of a weight
+    that becomes trainable again needs resetting.  At the weights that may
+    move, the update is ``tx``'s, bit for bit, for any elementwise ``tx``
+    (SGD, momentum, Adam, weight decay, schedules); a ``tx`` that mixes
+    weights (global-norm clipping, trust ratios) sees frozen weights as 0.
+
+    ``grad_mask`` wider or narrower than ``update_mask`` expresses a leak on
+    purpose: SERENA's ``freeze='faithful'`` passes ``update_mask`` = the open
+    cell and ``grad_mask`` = its trainable weights, so coupled weight decay and
+    momentum move the frozen weights inside the cell as in the official code
+    (spec serena.md §4.4).
+
+    Without masks the wrapper is ``tx``.  Its state is ``tx``'s own (same
+    pytree), so checkpoints and code reading ``tx``'s state (e.g.
+    ``optax.inject_hyperparams``' ``hyperparams``) are unchanged.
     """
+    inner = optax.with_extra_args_support(tx)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
+    def update_fn(updates, state, params=None, *, update_mask=None, grad_mask=None, **extra):
+        gm = update_mask if grad_mask is None else grad_mask
+        if gm is not None:
+            updates = _where_mask(updates, gm)
+        if update_mask is not None and params is not None:
+            params = _where_mask(params, update_mask)
+        updates, state = inner.update(updates, state, params, **extra)
+        if update_mask is not None:
+            updates = _where_mask(updates, update_mask)
+        return updates, state
 
-    def update_fn(updates, state, params=None, *, update_mask=None, **extra):
-        del params, extra
-        if update_mask is None:
-            return updates, state
-        return mask_updates(updates, update_mask), state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def reset_moments(tx: optax.GradientTransformation, opt_state: PyTree, reset_mask: PyTree) -> PyTree:
-    """Zeroes the optimizer state (momentum, Adam's mu/nu, ...) of the weights
-    where ``reset_mask`` is True: newly freed or regrown weights start with
-    fresh moments.  Uses ``optax.tree_utils.tree_map_params`` to find the
-    params-shaped parts of ``opt_state``."""
-    return optax.tree_utils.tree_map_params(
-        tx, lambda s, r: jnp.where(r, jnp.zeros_like(s), s), opt_state, reset_mask,
-        transform_non_params=lambda x: x)
+    return optax.GradientTransformationExtraArgs(tx.init, update_fn)
 
 
-# ---------------------------------------------------------------- prune / regrow
-def magnitude_prune(weights: jax.Array, mask: jax.Array, k: int, allowed: jax.Array | None = None) -> jax.Array:
-    """Drops the ``k`` active weights of smallest magnitude (among ``allowed``
-    ones, e.g. not frozen).  Returns the new mask (exactly k fewer when k
-    droppable weights exist)."""
-    active = mask if allowed is None else mask & allowed
-    # Largest score = smallest magnitude among droppable weights.
-    scores = jnp.where(active.reshape(-1), 1.0 / (1.0 + jnp.abs(weights.reshape(-1)).astype(jnp.float32)), -1.0)
-    drop = _top_k_mask(scores, k).reshape(mask.shape)
-    return mask & ~drop
-
-
-def random_regrow(rng: jax.Array, mask: jax.Array, k: int, allowed: jax.Array | None = None) -> jax.Array:
-    """SET (Mocanu et al. 2018): activates ``k`` inactive positions chosen
-    uniformly among ``allowed`` ones.  Returns the new mask."""
-    cand = ~mask if allowed is None else ~mask & allowed
-    return mask | random_mask(rng, mask.shape, k, cand)
-
-
+# ---------------------------------------------------------------- regrowth
 def random_regrow_count(rng: jax.Array, mask: jax.Array, k: jax.Array | int,
                         allowed: jax.Array | None = None) -> jax.Array:
-    """:func:`random_regrow` with a *traced* count: activates ``min(k,
-    #candidates)`` inactive positions drawn uniformly without replacement
-    among ``allowed`` ones (NISPA's growth, whose budget is only known inside
-    the jitted step; Gurbuz & Dovrolis 2022, Sec. 3.5).
+    """Random regrowth with a *traced* count (SET's growth rule, Mocanu et
+    al. 2018; NISPA's ``full_random`` growth, Gurbuz & Dovrolis 2022, Sec.
+    3.5): activates ``min(k, #candidates)`` inactive positions drawn
+    uniformly without replacement among ``allowed`` ones.
 
     Static shapes for any ``k`` (int32 []): the positions are ranked by a
     full ``argsort`` of uniform scores, so no recompile when ``k`` changes.
@@ -285,63 +277,7 @@ def random_regrow_count(rng: jax.Array, mask: jax.Array, k: jax.Array | int,
     return mask | grown.reshape(mask.shape)
 
 
-def gradient_regrow(grads: jax.Array, mask: jax.Array, k: int, allowed: jax.Array | None = None) -> jax.Array:
-    """RigL (Evci et al. 2020, Sec. 3): activates the ``k`` inactive positions
-    with the largest gradient magnitude among ``allowed`` ones."""
-    cand = ~mask if allowed is None else ~mask & allowed
-    g = jnp.abs(grads.reshape(-1)).astype(jnp.float32)
-    scores = jnp.where(cand.reshape(-1), g / (1.0 + g), -1.0)  # in [0, 1); -1 = not a candidate
-    return mask | _top_k_mask(scores, k).reshape(mask.shape)
-
-
-class RewireResult(NamedTuple):
-    mask: jax.Array      # bool, the new mask
-    grown: jax.Array     # bool, positions activated by this rewiring
-    dropped: jax.Array   # bool, positions removed
-
-
-def prune_and_regrow(rng: jax.Array, weights: jax.Array, mask: jax.Array, k: int, mode: str = "set",
-                     grads: jax.Array | None = None, prunable: jax.Array | None = None,
-                     growable: jax.Array | None = None) -> RewireResult:
-    """One fixed-count topology update of a layer: drop ``k`` by magnitude,
-    grow ``k`` (``set``: random; ``rigl``: by gradient).  A position dropped
-    now is not regrown in the same update.  Density stays exact whenever k
-    droppable and k growable positions exist.
-
-    Raises:
-      ValueError: unknown mode, or ``rigl`` without grads.
-    """
-    if mode not in ("set", "rigl"):
-        raise ValueError(f"mode={mode!r} is unknown; valid: 'set', 'rigl'.")
-    pruned = magnitude_prune(weights, mask, k, prunable)
-    dropped = mask & ~pruned
-    grow_ok = ~dropped if growable is None else growable & ~dropped
-    if mode == "set":
-        new = random_regrow(rng, pruned, k, grow_ok)
-    else:
-        if grads is None:
-            raise ValueError("mode='rigl' needs grads.")
-        new = gradient_regrow(grads, pruned, k, grow_ok)
-    return RewireResult(new, new & ~pruned, dropped)
-
-
-def cosine_drop_fraction(step: jax.Array, total_steps: int, initial: float = 0.3) -> jax.Array:
-    """RigL's drop-fraction schedule ``initial/2 * (1 + cos(pi * step / T))``."""
-    return initial / 2.0 * (1.0 + jnp.cos(jnp.pi * step / max(total_steps, 1)))
-
-
-# ---------------------------------------------------------------- ownership & storage
-def update_ownership(owner: PyTree, mask: PyTree, owner_id: int | jax.Array) -> PyTree:
-    """Ownership map (int32 per weight, -1 = free): weights in ``mask`` that
-    are still free become owned by ``owner_id``; owned ones keep their owner."""
-    return jax.tree_util.tree_map(lambda o, m: jnp.where((o < 0) & m, jnp.asarray(owner_id, o.dtype), o),
-                                  owner, mask)
-
-
-def init_ownership(params: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda w: jnp.full(w.shape, -1, jnp.int32), params)
-
-
+# ---------------------------------------------------------------- storage
 def pack_mask(mask: jax.Array) -> jax.Array:
     """Bit-packs a bool mask to uint8 [ceil(n / 8)] (8 weights per byte)."""
     return jnp.packbits(mask.reshape(-1).astype(jnp.uint8))

@@ -1,0 +1,152 @@
+"""SERENA's config plumbing: the ``config.serena`` section (defaults and
+checks live in the JAX-free :mod:`clj.methods.sections`), the protocol knobs
+resolved, the static :class:`Hparams` of a run (with its optimizer), the
+backbone and the loop hooks that depend on the config.
+
+Source: spec ``shared/specs/serena.md`` §6 (defaults), §11 (protocols).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from clj.methods import sections
+from clj.models.serena_nets import get_serena_model
+from clj.sparse import layer_densities, masked_optimizer
+
+# The valid values, defaults and checks of config.serena live in the JAX-free clj.methods.sections.
+PROTOCOLS = sections.SERENA_PROTOCOLS
+FREEZE_MODES = sections.SERENA_FREEZE_MODES
+MASK_DRAWS = sections.SERENA_MASK_DRAWS
+DETECTORS = sections.SERENA_DETECTORS
+VOTES = sections.SERENA_VOTES
+NEW_CELL_INITS = sections.SERENA_NEW_CELL_INITS
+OPTIMS = sections.SERENA_OPTIMS
+
+
+PROTOCOL_DEFAULTS = sections.SERENA_PROTOCOL_DEFAULTS  # protocol -> the value every "" knob takes
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The ``config.serena`` block with the official code's defaults (spec §6).
+
+    ``""`` / negative values mean "the protocol's choice" (``PROTOCOL_DEFAULTS``).
+    """
+    return ml_collections.ConfigDict(sections.SERENA.defaults)
+
+
+def serena_cfg(config) -> ml_collections.ConfigDict:
+    """``config.serena`` over :func:`default_config` (missing fields default)."""
+    base = default_config()
+    if "serena" in config:
+        for k, v in config.serena.items():
+            base[k] = v
+    return base
+
+
+def resolved(config) -> dict:
+    """The effective protocol knobs of a config (protocol defaults filled in).
+
+    Raises:
+      ConfigError: an unknown protocol or knob value, or an ``official``
+        protocol with a knob set to something else than the official value
+        (:func:`clj.methods.sections.serena_resolved`).
+    """
+    return sections.serena_resolved(sections.merged(sections.SERENA, config))
+
+
+def validate_config(config) -> None:
+    """Checks the SERENA fields of a config (the checks live in
+    :data:`clj.methods.sections.SERENA`; ``clj.config.validate`` runs them).
+
+    Raises:
+      ConfigError: naming the bad value and what is valid.
+    """
+    sections.get_section("serena", config)
+    from clj.config import ConfigError
+    from clj.methods.serena_presets import class_order_follows_seed
+    if int(config.num_seeds) > 1 and class_order_follows_seed(config):
+        raise ConfigError(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows "
+                          "seed (the official per-seed class order): one program cannot vmap seeds whose tasks "
+                          "differ. Run one process per seed (--config.seed=s --config.num_seeds=1), or fix the "
+                          "order for every seed (--config.scenario.class_order_seed=0).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Static (hashable) settings; see :func:`default_config` and the module doc."""
+
+    protocol: str
+    freeze: str
+    mask_draw: str
+    detector: str
+    vote: str
+    new_cell_init: str
+    density: float
+    densities: tuple[tuple[str, float], ...]
+    window: int
+    threshold: float
+    ema_decay: float
+    min_window_mean: float
+    max_cells: int
+    optim: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    eval_cell_batch: int
+    image_shape: tuple[int, ...]
+
+    def tx(self) -> optax.GradientTransformationExtraArgs:
+        """PyTorch's SGD (coupled weight decay, Nesterov momentum) or Adam, as
+        an optax chain (spec §11.4), through the masked update (its masks are
+        passed by :func:`masked_step`)."""
+        parts = []
+        if self.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(self.weight_decay))
+        if self.optim == "sgd":
+            if self.momentum > 0:
+                parts.append(optax.trace(decay=self.momentum, nesterov=self.nesterov))
+        else:
+            parts.append(optax.scale_by_adam())
+        parts.append(optax.scale(-self.lr))
+        return masked_optimizer(optax.chain(*parts))
+
+
+def hparams_from_config(config, scenario, params) -> Hparams:
+    """The static settings of a run: ``config.serena`` resolved for its
+    protocol, ERK densities of ``params``, the optimizer of ``config.optim``."""
+    s = serena_cfg(config)
+    r = resolved(config)
+    dens = layer_densities(params, float(s.density), "erk")
+    max_cells = int(s.max_cells) or scenario.num_tasks + 8
+    return Hparams(protocol=s.protocol, freeze=r["freeze"], mask_draw=r["mask_draw"], detector=r["detector"],
+                   vote=r["vote"], new_cell_init=r["new_cell_init"], density=float(s.density),
+                   densities=tuple(sorted((k, float(v)) for k, v in dens.items())), window=int(s.window),
+                   threshold=float(s.threshold), ema_decay=float(s.ema_decay),
+                   min_window_mean=float(r["min_window_mean"]), max_cells=max_cells,
+                   optim=config.optim.name, lr=float(config.optim.lr),
+                   momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
+                   weight_decay=float(config.optim.get("weight_decay", 0.0)),
+                   eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape))
+
+
+def model_from_config(config, num_classes: int):
+    """The backbone of ``config.model`` (:mod:`clj.models.serena_nets`)."""
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k != "name"}
+    kw["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.get("dtype", "float32"))]
+    return get_serena_model(config.model.name, num_classes, **kw)
+
+
+def capabilities(config):
+    """SERENA's capabilities for ``config``: the official protocol sees task
+    boundaries (its statistic resets per task, spec §7) and evaluates with the
+    true task id; the task-free protocol sees neither."""
+    from clj.methods.api import Capabilities
+
+    off = serena_cfg(config).protocol == "official"
+    # predict(valid=) keeps padding rows out of the stateless BN statistics.
+    return Capabilities(task_id_at_test=off, task_id_class_il=off, sees_boundaries=off, predict_uses_valid=True)
