@@ -96,6 +96,26 @@ def seed_rows(wd: str) -> dict:
     return out
 
 
+def partial_seed_rows(wd: str, seeds) -> tuple[dict, int]:
+    """({seed: dict(avg, last)}, phases) from the newest phase checkpoint of an unfinished run:
+    class-IL accuracy (%) after the last completed phase and the mean over completed phases
+    (tasks weighted equally; Fashion-MNIST's test tasks have equal sizes)."""
+    import numpy as np
+
+    best = None
+    for meta in glob.glob(os.path.join(wd, "checkpoints", "*", "meta", "metadata")):
+        d = json.load(open(meta))
+        if best is None or d["completed_tasks"] > best["completed_tasks"]:
+            best = d
+    if best is None or not best["completed_tasks"]:
+        return {}, 0
+    acc = np.asarray(best["acc"]["class_il"], np.float64)  # [phases, seeds, tasks]
+    per_phase = np.stack([acc[t, :, : t + 1].mean(-1) for t in range(acc.shape[0])])  # [phases, seeds]
+    return ({int(s): dict(avg=100 * per_phase[:, i].mean(), last=100 * per_phase[-1, i], abs_a=None, ex_w=None,
+                          wall=float(sum(best["wall_time"]) + sum(best["eval_time"])))
+             for i, s in enumerate(seeds)}, int(best["completed_tasks"]))
+
+
 def t_interval(diffs) -> tuple[float, float, float]:
     """(mean, lower, upper) of the 95 % Student-t interval of the mean of paired differences."""
     import numpy as np
@@ -114,7 +134,7 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> s
     import numpy as np
 
     setting = f"fmnist_b0inc2_m{memory}_e{epochs}"
-    runs = {}
+    runs, phases = {}, {}
     for replay, _ in FMNIST_ROWS:
         wd = os.path.join(workdir, f"{setting}_{replay}")
         if not seed_rows(wd) and run_missing:
@@ -124,9 +144,17 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> s
             c.plots = False
             run(c, wd)
         runs[replay] = seed_rows(wd)
+        phases[replay] = 5
+        if not runs[replay] and os.path.exists(os.path.join(wd, "config.json")):
+            cfg = json.load(open(os.path.join(wd, "config.json")))
+            seeds = [int(cfg.get("seed", 0)) + i for i in range(int(cfg.get("num_seeds", 1)))]
+            runs[replay], phases[replay] = partial_seed_rows(wd, seeds)
+    done = min(phases.values()) if phases else 0
     lines = [f"Fashion-MNIST B0 Inc2, memory {memory}, {epochs} epochs per phase "
              f"(`configs/akr_fmnist_b0inc2.py:<row>,{memory},{epochs}`); class-IL accuracy in %, "
-             "mean ± std over seeds",
+             "mean ± std over seeds" + ("" if done == 5 else
+                                        f"; UNFINISHED runs: phases completed per row {phases}, accuracy after "
+                                        "the last completed phase and the mean over completed phases"),
              "",
              "| row | seeds | avg incremental | last | mean \|a − 0.5\| (phases ≥ 1) | exemplar's weight "
              "in new/exemplar pairs | wall time of the program (s) |",
