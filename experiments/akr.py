@@ -1,5 +1,6 @@
 """AKR against its Base (iCaRL) and Mixup rows: the paper's table beside ours.
 
+    python experiments/akr.py --setting=fmnist_b0inc2 --memory=200 --epochs=4 --workdir=runs/akr_fmnist
     python experiments/akr.py --setting=digits --workdir=runs/akr_exp            # CPU, minutes per run
     python experiments/akr.py --setting=cifar100_b0inc10 --workdir=runs/akr_c    # GPU + TFDS CIFAR-100
     python experiments/akr.py --setting=digits --no-run                          # only tabulate
@@ -17,6 +18,8 @@ setting is one of the paper's.
 from __future__ import annotations
 
 import argparse
+import glob
+import math
 import json
 import os
 import sys
@@ -38,8 +41,14 @@ LABEL = {"cifar100_b0inc20": "TFS N=5", "cifar100_b0inc10": "TFS N=10", "cifar10
          "cifar100_b50inc10": "TFH N=5", "cifar100_b50inc5": "TFH N=10", "cifar100_b50inc2": "TFH N=25"}
 
 
-def load_config(setting: str, replay: str):
-    """The config of ``setting`` ("digits" or "cifar100_<split>") for ``replay``."""
+# Fashion-MNIST B0 Inc2 (issue 15): Base = the akr module with replay="none" (same loss, no blending).
+FMNIST_ROWS = (("none", "Base (no blending)"), ("mixup", "Mixup"), ("attentive", "AKR"))
+FMNIST_PAIRS = (("mixup", "none"), ("attentive", "none"), ("attentive", "mixup"))
+
+
+def load_config(setting: str, replay: str, variant: str | None = None):
+    """The config of ``setting`` ("digits", "fmnist_b0inc2" or "cifar100_<split>") for
+    ``replay`` (``variant``, when given, is passed instead: e.g. ``"mixup,200,4"``)."""
     name = "akr_digits" if setting == "digits" else f"akr_{setting}"
     path = os.path.join(ROOT, "configs", f"{name}.py")
     if not os.path.exists(path):
@@ -47,7 +56,7 @@ def load_config(setting: str, replay: str):
                          + ", ".join(sorted(PAPER)))
     from clj.config import load_config as load
 
-    return load(path, replay)
+    return load(path, variant or replay)
 
 
 def _metric(summary_or_result: dict, key: str) -> tuple[float, float]:
@@ -71,13 +80,133 @@ def read_row(wd: str):
     return None
 
 
+def seed_rows(wd: str) -> dict:
+    """{seed: dict(avg, last (class-IL, %), abs_a, ex_w)} of the per-seed results of a run."""
+    out = {}
+    files = sorted(glob.glob(os.path.join(wd, "seed_*", "results.json")))
+    if not files and os.path.exists(os.path.join(wd, "results.json")):
+        files = [os.path.join(wd, "results.json")]
+    for f in files:
+        r = json.load(open(f))
+        m = r["metrics"]["class_il"]
+        e = r.get("extra", {})
+        out[int(r["seed"])] = dict(avg=100 * m["average_incremental_accuracy"], last=100 * m["final_average_accuracy"],
+                                   abs_a=e.get("abs_a_mean"), ex_w=e.get("exemplar_weight_mean"),
+                                   wall=r["wall_time_s"]["total"])
+    return out
+
+
+def partial_seed_rows(wd: str, seeds) -> tuple[dict, int]:
+    """({seed: dict(avg, last)}, phases) from the newest phase checkpoint of an unfinished run:
+    class-IL accuracy (%) after the last completed phase and the mean over completed phases
+    (tasks weighted equally; Fashion-MNIST's test tasks have equal sizes)."""
+    import numpy as np
+
+    best = None
+    for meta in glob.glob(os.path.join(wd, "checkpoints", "*", "meta", "metadata")):
+        d = json.load(open(meta))
+        if best is None or d["completed_tasks"] > best["completed_tasks"]:
+            best = d
+    if best is None or not best["completed_tasks"]:
+        return {}, 0
+    acc = np.asarray(best["acc"]["class_il"], np.float64)  # [phases, seeds, tasks]
+    per_phase = np.stack([acc[t, :, : t + 1].mean(-1) for t in range(acc.shape[0])])  # [phases, seeds]
+    return ({int(s): dict(avg=100 * per_phase[:, i].mean(), last=100 * per_phase[-1, i], abs_a=None, ex_w=None,
+                          wall=float(sum(best["wall_time"]) + sum(best["eval_time"])))
+             for i, s in enumerate(seeds)}, int(best["completed_tasks"]))
+
+
+def t_interval(diffs) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the 95 % Student-t interval of the mean of paired differences."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, np.float64)
+    n = len(d)
+    if n < 2:
+        return float(d.mean()) if n else math.nan, math.nan, math.nan
+    h = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    return float(d.mean()), float(d.mean() - h), float(d.mean() + h)
+
+
+def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> str:
+    """Runs (if asked) and tabulates the Fashion-MNIST B0 Inc2 rows; returns markdown."""
+    import numpy as np
+
+    setting = f"fmnist_b0inc2_m{memory}_e{epochs}"
+    runs, phases = {}, {}
+    for replay, _ in FMNIST_ROWS:
+        wd = os.path.join(workdir, f"{setting}_{replay}")
+        if not seed_rows(wd) and run_missing:
+            from clj.train import run
+
+            c = load_config("fmnist_b0inc2", replay, f"{replay},{memory},{epochs}")
+            c.plots = False
+            run(c, wd)
+        runs[replay] = seed_rows(wd)
+        phases[replay] = 5
+        if not runs[replay] and os.path.exists(os.path.join(wd, "config.json")):
+            cfg = json.load(open(os.path.join(wd, "config.json")))
+            seeds = [int(cfg.get("seed", 0)) + i for i in range(int(cfg.get("num_seeds", 1)))]
+            runs[replay], phases[replay] = partial_seed_rows(wd, seeds)
+    done = min(phases.values()) if phases else 0
+    lines = [f"Fashion-MNIST B0 Inc2, memory {memory}, {epochs} epochs per phase "
+             f"(`configs/akr_fmnist_b0inc2.py:<row>,{memory},{epochs}`); class-IL accuracy in %, "
+             "mean ± std over seeds" + ("" if done == 5 else
+                                        f"; UNFINISHED runs: phases completed per row {phases}, accuracy after "
+                                        "the last completed phase and the mean over completed phases"),
+             "",
+             "| row | seeds | avg incremental | last | mean \|a − 0.5\| (phases ≥ 1) | exemplar's weight "
+             "in new/exemplar pairs | wall time of the program (s) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def ms(v):
+        v = [x for x in v if x is not None]
+        if not v:
+            return "—"
+        return f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.2f}"
+
+    def m3(v):
+        v = [x for x in v if x is not None]
+        return f"{np.mean(v):.3f}" if v else "—"
+
+    for replay, label in FMNIST_ROWS:
+        r = runs[replay]
+        if not r:
+            lines.append(f"| {label} | — | not run | | | | |")
+            continue
+        rs = [r[k] for k in sorted(r)]
+        wall = max(x["wall"] for x in rs)
+        lines.append(f"| {label} | {sorted(r)} | {ms([x['avg'] for x in rs])} | {ms([x['last'] for x in rs])} | "
+                     f"{m3([x['abs_a'] for x in rs])} | {m3([x['ex_w'] for x in rs])} | {wall:.0f} |")
+    lines += ["", "Paired differences (same seeds; 95 % t interval of the mean difference, n − 1 dof):", "",
+              "| difference | n | avg incremental | last |", "|---|---|---|---|"]
+    names = dict(FMNIST_ROWS)
+    for a, b in FMNIST_PAIRS:
+        common_seeds = sorted(set(runs[a]) & set(runs[b]))
+        if not common_seeds:
+            lines.append(f"| {names[a]} − {names[b]} | 0 | — | — |")
+            continue
+        cells = []
+        for key in ("avg", "last"):
+            m, lo, hi = t_interval([runs[a][s][key] - runs[b][s][key] for s in common_seeds])
+            cells.append(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        lines.append(f"| {names[a]} − {names[b]} | {len(common_seeds)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", default="digits")
+    ap.add_argument("--memory", type=int, default=200, help="fmnist_b0inc2: exemplars in total (200 or 2000)")
+    ap.add_argument("--epochs", type=int, default=30, help="fmnist_b0inc2: epochs per phase")
     ap.add_argument("--workdir", default="runs/akr_exp")
     ap.add_argument("--rows", default="icarl,mixup,attentive")
     ap.add_argument("--no-run", action="store_true", help="only tabulate existing results")
     args = ap.parse_args(argv)
+    if args.setting == "fmnist_b0inc2":
+        print(fmnist_table(args.workdir, args.memory, args.epochs, not args.no_run))
+        return
     out = []
     for replay, label in ROWS:
         if replay not in args.rows.split(","):

@@ -31,8 +31,10 @@ with a partner pi(b) of the same batch; then
 2. current model in eval BN, stop-gradient: current features of x; drift
    ``d_b = ||n(f_cur(x_b)) - n(f_old(x_b))||``;
 3. S on x: scores s, weights ``a_b = sigmoid((s_b - s_pi(b)) / tau)``,
-   importance target ``r_b = d_b / (d_b + d_pi(b) + eps)``; L_att =
-   BCE(a_b; r_b); one Adam step on S's params only;
+   importance target r_b from the pair's drifts (default ``zscore``: the
+   drifts standardised over the batch, ``r_b = sigmoid((z_b - z_pi(b)) /
+   importance_tau)``); L_att = BCE(a_b; r_b); one optax Adam step on S's
+   trainable params only (``attn_train``);
 4. classifier: one training forward on the blended images with weights
    ``stop_gradient(a)``, loss of ``target_mode``, one SGD step.
 
@@ -66,15 +68,26 @@ switch, defaults in :data:`AKR_DEFAULTS`):
 * ``attn_objective``: ``"importance"`` (reading A: predict the normalised
   drift r) or ``"max_drift"`` (reading B: maximise the old/current feature
   disagreement of the blended image, gradient through the blend into a).
+* ``attn_train``: ``"head"`` (default: only S's score layer trains; the
+  trunk copy stays the frozen old model, so its eval-mode BN statistics are
+  the ones its weights were trained with, and its features are the old
+  model's features already computed for the drift) or ``"all"`` (the whole
+  trunk copy trains while its BN statistics stay the old ones).
 * ``drift_metric`` ``"l2"`` / ``"cosine"``, ``feat_norm`` (L2-normalise
-  features first), ``importance_norm`` ``"ratio"`` / ``"softmax"``,
-  ``importance_sign`` +1 (more drift, more weight) / -1 (inverted).
+  features first), ``importance_norm``: ``"zscore"`` (default; drifts
+  standardised over the batch's valid rows, then the pair's softmax at
+  ``importance_tau``), ``"softmax"`` (the pair's softmax of the raw drifts)
+  or ``"ratio"`` (``d_i / (d_i + d_j)``; the drifts of a batch are close to
+  one another, so this stays within a few hundredths of 0.5 and the learned
+  weight with it), ``importance_sign`` +1 (more drift, more weight) / -1
+  (inverted).
 * ``warmup_epochs``: in phases >= 1, the first epochs blend with Beta
   weights while S already trains (drift is 0 when a phase starts);
   ``phase0_mix``: ``"random"`` (Beta mixup in phase 0, no old model) or
   ``"none"``.
-* S's optimizer: Adam(``attn_lr``), moments reset at every phase start;
-  ``attn_lr_decay`` follows the classifier's schedule.  The classification
+* S's optimizer: ``optax.adam(attn_lr)``, state reset at every phase start;
+  ``attn_lr_decay`` follows the classifier's schedule (through
+  ``optax.inject_hyperparams``).  The classification
   loss does not train S (``a`` is stop-gradient there).
 
 Gradients of L_att reach only S; the old model is never updated; BN running
@@ -106,6 +119,7 @@ ATTN_NORMS = sections.AKR_ATTN_NORMS
 ATTN_OBJECTIVES = sections.AKR_ATTN_OBJECTIVES
 DRIFT_METRICS = sections.AKR_DRIFT_METRICS
 IMPORTANCE_NORMS = sections.AKR_IMPORTANCE_NORMS
+ATTN_TRAINS = sections.AKR_ATTN_TRAINS
 PHASE0_MIX = sections.AKR_PHASE0_MIX
 EPS = 1e-8
 
@@ -153,7 +167,8 @@ class Hparams(icarl.Hparams):
     attn_reg: float = 0.0
     drift_metric: str = "l2"
     feat_norm: bool = True
-    importance_norm: str = "ratio"
+    attn_train: str = "head"
+    importance_norm: str = "zscore"
     importance_tau: float = 1.0
     importance_sign: int = 1
     feat_dim: int = 64
@@ -165,12 +180,19 @@ class State:
 
     Attributes:
       net, old_params, old_batch_stats, mem: as :class:`clj.methods.icarl.State`.
-      attn_params: S's parameters (``trunk_copy``: ``{"trunk": backbone+head
-        params, "w": [D], "b": []}``; ``feature_mlp``: ``{"w1": [D, H],
-        "b1": [H], "w2": [H], "b2": []}``).
-      attn_opt_state: Adam moments of S (reset at each phase start).
-      attn_stats: float32 [3] of the last step: mean |a - 0.5| of the
-        blended rows, mean drift, L_att (diagnostics for ``result_extras``).
+      attn_params: S's trainable parameters (``trunk_copy``: ``{"w": [D],
+        "b": []}`` on the old model's features with ``attn_train="head"``,
+        plus ``"trunk"`` (backbone+head params) with ``"all"``;
+        ``feature_mlp``: ``{"w1": [D, H], "b1": [H], "w2": [H], "b2": []}``).
+      attn_opt_state: optax Adam state of S (reset at each phase start).
+      attn_stats: float32 [5] of the last step: mean |a - 0.5| of the
+        blended rows, mean drift, L_att, the exemplar's mean weight in
+        new/exemplar pairs (NaN without such pairs), corr(a, r) over the
+        valid pairs (0 when undefined).
+      weight_acc: float32 [T, 4] per phase, over the steps whose blending
+        weights were used (mixup: every step; AKR: after the warm-up):
+        sum of |a - 0.5| over blended rows, their count, sum of the
+        exemplar's weight over blended new/exemplar pairs, their count.
       hp: static hyperparameters.
     """
 
@@ -181,6 +203,7 @@ class State:
     attn_params: common.PyTree
     attn_opt_state: common.PyTree
     attn_stats: jax.Array
+    weight_acc: jax.Array
     hp: Hparams = struct.field(pytree_node=False)
 
 
@@ -245,15 +268,41 @@ def feature_drift(f_cur: jax.Array, f_old: jax.Array, metric: str = "l2", normal
     return jnp.sqrt(jnp.sum((f_cur - f_old) ** 2, -1) + 1e-12) * (jnp.any(f_cur != f_old, -1))
 
 
-def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "ratio", tau: float = 1.0,
-                       sign: int = 1) -> jax.Array:
+def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau: float = 1.0,
+                       sign: int = 1, valid: jax.Array | None = None) -> jax.Array:
     """Importance r_i of the first image of each pair (r_j = 1 - r_i), float32 [N].
 
-    ``ratio``: ``d_i / (d_i + d_j + eps)``, 0.5 when both drifts are 0;
-    ``softmax``: ``sigmoid((d_i - d_j) / tau)``.  ``sign=-1`` gives ``1 - r``
-    (less drift, more weight).
+    Args:
+      d_i: float32 [N] drift of every row of the batch; d_j: float32 [N]
+        drift of each row's partner (``d_i[partner]``).
+      norm: ``"zscore"``: both drifts standardised with the mean and std of
+        ``d_i`` over the ``valid`` rows, then ``sigmoid((z_i - z_j) / tau)``
+        (0.5 everywhere when the valid drifts are equal, e.g. all 0 at a
+        phase start); a pair one batch-std apart gets
+        0.73 at tau = 1, and for normal drifts E|r - 0.5| = 0.23 at tau = 1,
+        close to Beta(1, 1) mixup's 0.25.  ``"softmax"``:
+        ``sigmoid((d_i - d_j) / tau)`` on the raw drifts.  ``"ratio"``:
+        ``d_i / (d_i + d_j + eps)``, 0.5 when both drifts are 0.
+      tau: temperature (> 0) of ``zscore`` and ``softmax``.
+      sign: ``-1`` gives ``1 - r`` (less drift, more weight).
+      valid: bool [N] rows that count in the batch statistics (``zscore``).
+
+    The paper says the weights follow each sample's relative importance from
+    its feature change across phases (AKR abstract); the mapping from drift
+    to a pair weight is not given (spec Sec. 4.6, open), hence the options.
+
+    Raises:
+      ValueError: unknown ``norm``.
     """
-    if norm == "ratio":
+    if norm == "zscore":
+        d_all = d_i.astype(jnp.float32)
+        v = jnp.ones(d_all.shape, jnp.float32) if valid is None else valid.astype(jnp.float32)
+        n = jnp.maximum(jnp.sum(v), 1.0)
+        mu = jnp.sum(d_all * v) / n
+        sd = jnp.sqrt(jnp.sum(v * (d_all - mu) ** 2) / n)
+        scale = jnp.where(sd > 1e-6, sd, jnp.inf)  # equal drifts: no preference
+        r = jax.nn.sigmoid((d_i - d_j) / scale / tau)
+    elif norm == "ratio":
         tot = d_i + d_j
         r = jnp.where(tot > EPS, d_i / (tot + EPS), 0.5)
     elif norm == "softmax":
@@ -292,16 +341,89 @@ def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weig
     return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+# ------------------------------------------------------ attention module S
+def head_scores(attn_params, feats: jax.Array) -> jax.Array:
+    """S's scores on features, float32 [N]: a linear score layer (``{"w": [D],
+    "b": []}``, the ``trunk_copy`` head) or a 2-layer MLP (``{"w1", "b1",
+    "w2", "b2"}``, ``feature_mlp``) on float [N, D] features."""
+    f = feats.astype(jnp.float32)
+    if "w1" in attn_params:
+        f = jax.nn.relu(f @ attn_params["w1"] + attn_params["b1"])
+        return f @ attn_params["w2"] + attn_params["b2"]
+    return f @ attn_params["w"] + attn_params["b"]
+
+
+def importance_loss(a: jax.Array, r: jax.Array, valid: jax.Array, reg: float = 0.0) -> jax.Array:
+    """L_att: BCE between the pair weights a and the importance targets r
+    (both float32 [N]), mean over the ``valid`` (float [N]) rows, minus
+    ``reg`` x the weights' binary entropy; float32 [].  Its minimum over a
+    is at a = r (spec Sec. 4.7, reading A)."""
+    la = jnp.log(jnp.clip(a, EPS, 1.0))
+    lb = jnp.log(jnp.clip(1.0 - a, EPS, 1.0))
+    per = -(r * la + (1.0 - r) * lb)
+    if reg:
+        per = per + reg * (a * la + (1 - a) * lb)
+    v = valid.astype(jnp.float32)
+    return jnp.sum(per * v) / jnp.maximum(jnp.sum(v), 1.0)
+
+
+def attention_tx(lr: float) -> optax.GradientTransformation:
+    """S's optimizer: ``optax.adam`` with an injectable learning rate (for
+    ``attn_lr_decay``)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+
+
+def update_attention(tx: optax.GradientTransformation, attn_params, opt_state, loss_fn, lr=None):
+    """One optimizer step of S on ``loss_fn(attn_params) -> (loss, aux)``.
+
+    Args:
+      tx: :func:`attention_tx`; opt_state: its state.
+      lr: float32 [] learning rate for this step (None: the one in the state).
+
+    Returns:
+      (new params, new opt_state, loss before the step, aux).
+    """
+    (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(attn_params)
+    if lr is not None:
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                                    "learning_rate": jnp.asarray(lr, jnp.float32)})
+    upd, opt_state = tx.update(g, opt_state, attn_params)
+    return optax.apply_updates(attn_params, upd), opt_state, loss, aux
+
+
+def exemplar_share(a: jax.Array, partner: jax.Array, B: int, counted: jax.Array):
+    """(sum, count) of the exemplar's weight over the ``counted`` (bool [N])
+    rows that blend a new-task image (rows < B) with an exemplar (rows >= B).
+    Row b's image has weight a_b, its partner 1 - a_b."""
+    N = a.shape[0]
+    row_mem = jnp.arange(N) >= B
+    part_mem = partner >= B
+    mixed = counted & (row_mem != part_mem)
+    w_ex = jnp.where(row_mem, a, 1.0 - a)
+    return jnp.sum(jnp.where(mixed, w_ex, 0.0)), jnp.sum(mixed.astype(jnp.float32))
+
+
+def weighted_corr(a: jax.Array, r: jax.Array, valid: jax.Array) -> jax.Array:
+    """Pearson correlation of a and r over the ``valid`` rows, float32 [];
+    0 when either is constant there."""
+    v = valid.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(v), 1.0)
+    da, dr = a - jnp.sum(a * v) / n, r - jnp.sum(r * v) / n
+    cov = jnp.sum(v * da * dr)
+    den = jnp.sqrt(jnp.sum(v * da * da) * jnp.sum(v * dr * dr))
+    return jnp.where(den > 1e-12, cov / jnp.where(den > 1e-12, den, 1.0), 0.0)
+
+
 # --------------------------------------------------------------- protocol
 def _zero_head(D: int):
     return {"w": jnp.zeros((D,), jnp.float32), "b": jnp.zeros((), jnp.float32)}
 
 
 def init_attention(rng: jax.Array, hp: Hparams, net: ModelState):
-    """S's initial parameters (see :class:`State`)."""
+    """S's initial trainable parameters (see :class:`State`)."""
     D = hp.feat_dim
     if hp.attn_arch == "trunk_copy":
-        return {"trunk": net.params, **_zero_head(D)}
+        return {"trunk": net.params, **_zero_head(D)} if hp.attn_train == "all" else _zero_head(D)
     H = hp.attn_hidden
     w1 = jax.random.normal(rng, (D, H), jnp.float32) * jnp.sqrt(2.0 / D)
     return {"w1": w1, "b1": jnp.zeros((H,), jnp.float32), "w2": jnp.zeros((H,), jnp.float32),
@@ -324,35 +446,39 @@ def init(rng: jax.Array, config, scenario) -> State:
     net = base.net
     attn = init_attention(k_att, hp, net)
     return State(net=net, old_params=base.old_params, old_batch_stats=base.old_batch_stats, mem=base.mem,
-                 attn_params=attn, attn_opt_state=optax.scale_by_adam().init(attn),
-                 attn_stats=jnp.zeros((3,), jnp.float32), hp=hp)
+                 attn_params=attn, attn_opt_state=attention_tx(hp.attn_lr).init(attn),
+                 attn_stats=jnp.zeros((5,), jnp.float32),
+                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
-    """iCaRL's phase start, then S re-initialised: ``trunk_copy`` copies the
-    old model's params and zeroes the score layer; ``feature_mlp`` zeroes its
-    output layer; Adam moments reset."""
+    """iCaRL's phase start, then S re-initialised: ``trunk_copy`` zeroes the
+    score layer (and, with ``attn_train="all"``, copies the old model's
+    params into the trunk); ``feature_mlp`` zeroes its output layer; the
+    optimizer state is reset."""
     hp = dataclasses.replace(state.hp, st=icarl.task_statics(state.hp, task))
     net = state.net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
     net = common.begin_task_model(net, task)
     attn = dict(state.attn_params)
     if hp.attn_arch == "trunk_copy":
-        attn.update({"trunk": state.old_params, **_zero_head(hp.feat_dim)})
+        attn.update(_zero_head(hp.feat_dim))
+        if hp.attn_train == "all":
+            attn["trunk"] = state.old_params
     else:
         attn.update({"w2": jnp.zeros_like(attn["w2"]), "b2": jnp.zeros_like(attn["b2"])})
-    return state.replace(net=net, hp=hp, attn_params=attn, attn_opt_state=optax.scale_by_adam().init(attn))
+    return state.replace(net=net, hp=hp, attn_params=attn, attn_opt_state=attention_tx(hp.attn_lr).init(attn))
 
 
 def attention_scores(state: State, attn_params, x: jax.Array, old_feats: jax.Array) -> jax.Array:
-    """S's scores float32 [N]: ``trunk_copy`` on the images x (eval BN with
-    the old statistics), ``feature_mlp`` on the old model's features."""
-    hp = state.hp
-    if hp.attn_arch == "trunk_copy":
+    """S's scores float32 [N]: on the old model's features (``feature_mlp``,
+    and ``trunk_copy`` with ``attn_train="head"``, whose frozen trunk is the
+    old model), or the trained trunk copy on the images x (``"all"``; eval
+    BN with the old statistics)."""
+    if "trunk" in attn_params:
         (_, f), _ = common.forward(state.net, attn_params["trunk"], state.old_batch_stats, x, train=False,
                                    return_features=True)
-        return f.astype(jnp.float32) @ attn_params["w"] + attn_params["b"]
-    h = jax.nn.relu(old_feats.astype(jnp.float32) @ attn_params["w1"] + attn_params["b1"])
-    return h @ attn_params["w2"] + attn_params["b2"]
+        return head_scores({"w": attn_params["w"], "b": attn_params["b"]}, f)
+    return head_scores(attn_params, old_feats)
 
 
 def _pairs(hp: Hparams, key: jax.Array, B: int, N: int) -> jax.Array:
@@ -366,8 +492,8 @@ def _pairs(hp: Hparams, key: jax.Array, B: int, N: int) -> jax.Array:
     return jax.random.permutation(key, N).astype(jnp.int32)
 
 
-def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None = None):
-    """The train step; ``force_weight`` (tests) fixes every blending weight."""
+def _step(state: State, batch: dict, rng: jax.Array):
+    """The train step (module doc, items 1-4)."""
     hp, st, net = state.hp, state.hp.st, state.net
     x, y = batch["x"], batch["y"]
     B = y.shape[0]
@@ -378,16 +504,16 @@ def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None 
     N = y.shape[0]
     k_pair, k_beta, k_frac = jax.random.split(jax.random.fold_in(rng, 7), 3)
     has_old = st.known > 0
-    mixing = hp.replay != "none" and (has_old or hp.phase0_mix == "random" or force_weight is not None)
+    mixing = hp.replay != "none" and (has_old or hp.phase0_mix == "random")
     attentive = hp.replay == "attentive" and has_old
     zero = jnp.zeros((), jnp.float32)
 
     partner = _pairs(hp, k_pair, B, N) if mixing else jnp.arange(N, dtype=jnp.int32)
     xj, yj, wj = x[partner], y[partner], w[partner]
+    pw = w & wj
 
     # --- importance from feature drift, and S's update -------------------
-    old_feats_x = None
-    att_loss, drift_mean = zero, zero
+    att_loss, drift_mean, corr = zero, zero, zero
     attn_params, attn_opt = state.attn_params, state.attn_opt_state
     a_att = None
     if attentive:
@@ -400,52 +526,49 @@ def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None 
         d = feature_drift(cur_feats_x, old_feats_x, hp.drift_metric, hp.feat_norm)
         drift_mean = jnp.mean(d)
         r = jax.lax.stop_gradient(importance_targets(d, d[partner], hp.importance_norm, hp.importance_tau,
-                                                     hp.importance_sign))
-        pw = (w & wj).astype(jnp.float32)
+                                                     hp.importance_sign, valid=w))
 
         def att_loss_fn(ap):
             s = attention_scores(state, ap, x, old_feats_x)
             a = pair_weights(s, s[partner], hp.attn_norm, hp.attn_tau)
             if hp.attn_objective == "importance":
-                la = jnp.log(jnp.clip(a, EPS, 1.0))
-                lb = jnp.log(jnp.clip(1.0 - a, EPS, 1.0))
-                per = -(r * la + (1.0 - r) * lb)
-            else:  # reading B: maximise the disagreement of old and current features on the blend
-                xt = blend(x, xj, a)
-                (_, fo), _ = common.forward(net, state.old_params, state.old_batch_stats, xt, train=False,
-                                            return_features=True)
-                (_, fc), _ = common.forward(net, jax.lax.stop_gradient(net.params), net.batch_stats, xt,
-                                            train=False, return_features=True)
-                per = -jnp.sum((ex.l2_normalize(fc) - ex.l2_normalize(jax.lax.stop_gradient(fo))) ** 2, -1)
+                return importance_loss(a, r, pw, hp.attn_reg), a
+            # reading B: maximise the disagreement of old and current features on the blend
+            xt = blend(x, xj, a)
+            (_, fo), _ = common.forward(net, state.old_params, state.old_batch_stats, xt, train=False,
+                                        return_features=True)
+            (_, fc), _ = common.forward(net, jax.lax.stop_gradient(net.params), net.batch_stats, xt,
+                                        train=False, return_features=True)
+            per = -jnp.sum((ex.l2_normalize(fc) - ex.l2_normalize(jax.lax.stop_gradient(fo))) ** 2, -1)
             if hp.attn_reg:
-                ent = -(a * jnp.log(jnp.clip(a, EPS, 1.0)) + (1 - a) * jnp.log(jnp.clip(1 - a, EPS, 1.0)))
-                per = per - hp.attn_reg * ent
-            return jnp.sum(per * pw) / jnp.maximum(jnp.sum(pw), 1.0), a
+                per = per + hp.attn_reg * (a * jnp.log(jnp.clip(a, EPS, 1.0))
+                                           + (1 - a) * jnp.log(jnp.clip(1 - a, EPS, 1.0)))
+            v = pw.astype(jnp.float32)
+            return jnp.sum(per * v) / jnp.maximum(jnp.sum(v), 1.0), a
 
-        (att_loss, a_att), g = jax.value_and_grad(att_loss_fn, has_aux=True)(attn_params)
-        lr = jnp.asarray(hp.attn_lr, jnp.float32)
+        lr = None
         if hp.attn_lr_decay:
-            base_lr = net.optim.lr
-            lr = lr * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / base_lr
-        upd, attn_opt = optax.scale_by_adam().update(g, attn_opt, attn_params)
-        attn_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, attn_params, upd)
+            lr = hp.attn_lr * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
+        attn_params, attn_opt, att_loss, a_att = update_attention(attention_tx(hp.attn_lr), attn_params,
+                                                                  attn_opt, att_loss_fn, lr)
+        corr = weighted_corr(a_att, r, pw)
 
     # --- blending weights --------------------------------------------------
-    if force_weight is not None:
-        a = jnp.full((N,), force_weight, jnp.float32)
-    elif mixing:
+    in_use = jnp.asarray(mixing and has_old)
+    if mixing:
         a_beta = jax.random.beta(k_beta, hp.beta_alpha[0], hp.beta_alpha[1], (N,)).astype(jnp.float32)
         a = a_beta
         if attentive:
             epoch = net.task_step // jnp.maximum(net.steps_per_epoch, 1)
-            a = jnp.where(epoch >= hp.warmup_epochs, jax.lax.stop_gradient(a_att), a_beta)
+            in_use = epoch >= hp.warmup_epochs
+            a = jnp.where(in_use, jax.lax.stop_gradient(a_att), a_beta)
         if hp.mix_fraction < 1.0:
             a = jnp.where(jax.random.bernoulli(k_frac, hp.mix_fraction, (N,)), a, 1.0)
     else:
         a = jnp.ones((N,), jnp.float32)
     a = jax.lax.stop_gradient(a)
     blended = a < 1.0
-    xt = blend(x, xj, a) if mixing or force_weight is not None else x
+    xt = blend(x, xj, a) if mixing else x
     T = mixed_targets(y, yj, a, hp.num_classes)
     rw = w & jnp.where(a < 1.0, wj, True)
 
@@ -458,7 +581,7 @@ def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, xt, train=True)
         if hp.target_mode == "mixed_ce_kd":
-            if mixing or force_weight is not None:
+            if mixing:
                 ce = soft_cross_entropy(logits, T, st.total, rw)
             else:  # plain iCaRL: exactly icarl.train_step's loss
                 ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, rw)
@@ -473,13 +596,22 @@ def _step(state: State, batch: dict, rng: jax.Array, force_weight: float | None 
     mask = None if (hp.target_mode == "icarl_bce" and hp.bce_over == "all") else \
         icarl.head_update_mask(net.params, st.total)
     new_net = common.apply_gradients(net, grads, bs, mask)
-    nb = jnp.sum(blended)
-    abs_a = jnp.sum(jnp.where(blended, jnp.abs(a - 0.5), 0.0)) / jnp.maximum(nb, 1)
+
+    # --- diagnostics: spread of the used weights, the exemplars' share ------
+    counted = blended & pw
+    nb = jnp.sum(counted.astype(jnp.float32))
+    abs_sum = jnp.sum(jnp.where(counted, jnp.abs(a - 0.5), 0.0))
+    abs_a = abs_sum / jnp.maximum(nb, 1)
+    ex_sum, ex_n = exemplar_share(a, partner, B, counted)
+    share = jnp.where(ex_n > 0, ex_sum / jnp.maximum(ex_n, 1.0), jnp.nan)
+    add = jnp.where(in_use, jnp.stack([abs_sum, nb, ex_sum, ex_n]), 0.0)
+    weight_acc = state.weight_acc.at[st.task].add(add.astype(jnp.float32))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:B], -1) == batch["y"]).astype(jnp.float32))
-    stats = jnp.stack([abs_a, drift_mean, att_loss]).astype(jnp.float32)
-    new = state.replace(net=new_net, attn_params=attn_params, attn_opt_state=attn_opt, attn_stats=stats)
+    stats = jnp.stack([abs_a, drift_mean, att_loss, share, corr]).astype(jnp.float32)
+    new = state.replace(net=new_net, attn_params=attn_params, attn_opt_state=attn_opt, attn_stats=stats,
+                        weight_acc=weight_acc)
     return new, {"loss": loss, "ce": ce, "kd": kd, "acc": acc, "att": att_loss, "abs_a": abs_a,
-                 "drift": drift_mean}
+                 "drift": drift_mean, "exemplar_weight": share, "corr_a_r": corr}
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -494,7 +626,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, metrics): ``loss``, ``ce``, ``kd``, ``acc``, ``att`` (L_att),
       ``abs_a`` (mean |a - 0.5| of the blended rows), ``drift`` (mean feature
-      drift of the batch); float32 scalars.
+      drift of the batch), ``exemplar_weight`` (the exemplar's mean weight
+      in blended new/exemplar pairs; NaN without such pairs), ``corr_a_r``
+      (corr of S's weights and the importance targets); float32 scalars.
     """
     return _step(state, batch, rng)
 
@@ -516,12 +650,30 @@ def memory_bytes(state: State) -> dict:
 
 
 def result_extras(state: State) -> dict:
+    """iCaRL's extras plus the blending diagnostics of one seed's host State:
+    per phase, the mean |a - 0.5| of the blended rows and the exemplar's mean
+    weight in new/exemplar pairs, over the steps whose weights were used
+    (None where nothing was counted), their means over phases >= 1, and
+    the last step's values."""
+    import numpy as np
+
     hp = state.hp
     out = icarl.result_extras(state)
+    acc = np.asarray(state.weight_acc, np.float64)
+    abs_a = [float(s / n) if n > 0 else None for s, n in acc[:, :2]]
+    share = [float(s / n) if n > 0 else None for s, n in acc[:, 2:]]
+    tot = acc[1:].sum(0) if len(acc) > 1 else np.zeros(4)
+    st = np.asarray(state.attn_stats, np.float64)
     out.update({"replay": hp.replay, "target_mode": hp.target_mode, "attn_arch": hp.attn_arch,
+                "attn_train": hp.attn_train, "importance_norm": hp.importance_norm,
                 "attn_param_bytes": common.param_bytes(state.attn_params),
-                "last_step_abs_a": float(state.attn_stats[0]), "last_step_drift": float(state.attn_stats[1]),
-                "last_step_att_loss": float(state.attn_stats[2])})
+                "abs_a_per_task": abs_a, "exemplar_weight_per_task": share,
+                "abs_a_mean": float(tot[0] / tot[1]) if tot[1] > 0 else None,
+                "exemplar_weight_mean": float(tot[2] / tot[3]) if tot[3] > 0 else None,
+                "last_step_abs_a": float(st[0]), "last_step_drift": float(st[1]),
+                "last_step_att_loss": float(st[2]),
+                "last_step_exemplar_weight": None if np.isnan(st[3]) else float(st[3]),
+                "last_step_corr_a_r": float(st[4])})
     return out
 
 

@@ -252,7 +252,8 @@ AKR_ATTN_ARCHS = ("trunk_copy", "feature_mlp")
 AKR_ATTN_NORMS = ("softmax", "ratio")
 AKR_ATTN_OBJECTIVES = ("importance", "max_drift")
 AKR_DRIFT_METRICS = ("l2", "cosine")
-AKR_IMPORTANCE_NORMS = ("ratio", "softmax")
+AKR_IMPORTANCE_NORMS = ("zscore", "softmax", "ratio")
+AKR_ATTN_TRAINS = ("head", "all")
 AKR_PHASE0_MIX = ("random", "none")
 
 
@@ -261,7 +262,8 @@ def _check_akr(v, config) -> None:
                        ("bce_over", AKR_BCE_OVER), ("pair_mode", AKR_PAIR_MODES),
                        ("attn_arch", AKR_ATTN_ARCHS), ("attn_norm", AKR_ATTN_NORMS),
                        ("attn_objective", AKR_ATTN_OBJECTIVES), ("drift_metric", AKR_DRIFT_METRICS),
-                       ("importance_norm", AKR_IMPORTANCE_NORMS), ("phase0_mix", AKR_PHASE0_MIX)):
+                       ("importance_norm", AKR_IMPORTANCE_NORMS), ("phase0_mix", AKR_PHASE0_MIX),
+                       ("attn_train", AKR_ATTN_TRAINS)):
         _choice("akr", key, v[key], valid)
     _need(0.0 <= float(v["mix_fraction"]) <= 1.0,
           f"akr.mix_fraction={v['mix_fraction']} is invalid: valid is 0 <= mix_fraction <= 1.")
@@ -281,9 +283,9 @@ AKR = Section(
     "akr",
     dict(replay="attentive", target_mode="mixed_ce_kd", bce_over="seen", pair_mode="union_perm",
          mix_fraction=1.0, beta_alpha=(1.0, 1.0), warmup_epochs=20, phase0_mix="random",
-         attn_arch="trunk_copy", attn_hidden=64, attn_norm="softmax", attn_tau=1.0, attn_lr=2e-6,
-         attn_lr_decay=False, attn_objective="importance", attn_reg=0.0, drift_metric="l2", feat_norm=True,
-         importance_norm="ratio", importance_tau=1.0, importance_sign=1),
+         attn_arch="trunk_copy", attn_train="head", attn_hidden=64, attn_norm="softmax", attn_tau=1.0,
+         attn_lr=2e-6, attn_lr_decay=False, attn_objective="importance", attn_reg=0.0, drift_metric="l2",
+         feat_norm=True, importance_norm="zscore", importance_tau=1.0, importance_sign=1),
     dict(replay="'attentive' (AKR), 'mixup' (Beta weights) or 'none' (no blending: the Base row)",
          target_mode="'mixed_ce_kd' (mixed CE + KD) or 'icarl_bce' (official iCaRL sigmoid BCE)",
          bce_over="icarl_bce: outputs the BCE covers, 'seen' classes or 'all'",
@@ -293,6 +295,8 @@ AKR = Section(
          warmup_epochs="epochs per phase >= 1 that blend with Beta weights while S trains",
          phase0_mix="'random' (Beta mixup in phase 0) or 'none'",
          attn_arch="attention net S: 'trunk_copy' or 'feature_mlp'",
+         attn_train="what of S trains: 'head' (the score layer; a trunk copy stays the frozen old model, "
+                    "whose BN statistics match it) or 'all' (the whole trunk copy, BN statistics kept old)",
          attn_hidden="hidden width of the feature_mlp attention net",
          attn_norm="pair weight from scores: 'softmax' or 'ratio'",
          attn_tau="temperature of the pair weight",
@@ -302,8 +306,10 @@ AKR = Section(
          attn_reg="weight of the regulariser on S's scores",
          drift_metric="feature drift between old and current model: 'l2' or 'cosine'",
          feat_norm="L2-normalise features before the drift",
-         importance_norm="drift to importance: 'ratio' or 'softmax'",
-         importance_tau="temperature of the importance softmax",
+         importance_norm="drift to pair importance: 'zscore' (drifts standardised over the batch, then "
+                         "the pair's softmax), 'softmax' (pair softmax of raw drifts) or 'ratio' "
+                         "(d_i / (d_i + d_j); stays near 0.5)",
+         importance_tau="temperature of the zscore / softmax importance",
          importance_sign="+1: more drift, more weight; -1: inverted"),
     _check_akr)
 
