@@ -69,7 +69,7 @@ def test_ewc_fisher_is_mean_squared_gradient_of_log_prob():
     st, x, t0 = _task0(st, sc)
     om = reg.importance(st, st.net.params, x, jax.random.PRNGKey(1))
     xf, lo, name = _np_logits(st, x)
-    from clj.methods.nispa import is_val_np
+    from clj.data.holdout import is_val_np
     keep = ~is_val_np(np.asarray(x), 100)
     assert 0 < (~keep).sum() < keep.sum()
     cls = list(t0.classes)
@@ -204,7 +204,7 @@ def test_stopped_task_leaves_state_unchanged_and_holdout_not_trained_on():
             st = st.replace(best_acc=jnp.float32(2.0))
         assert k <= 40 * spe
     assert float(m["task_done"]) == 1.0 and k == 4 * spe and int(st.epochs) == 4
-    from clj.methods.nispa import is_val_np
+    from clj.data.holdout import is_val_np
     assert int(st.val_n) == int(is_val_np(np.asarray(x), 300).sum())
     before = jax.tree_util.tree_leaves(st)
     for j in range(2 * spe):                      # a chunk late: epoch ends and first-epoch steps included

@@ -72,7 +72,7 @@ The parts: :mod:`clj.methods.nispa_units` (unit sets, drop, fix-up, growth,
 freezing as array code), :mod:`clj.methods.nispa_rewiring` (selection
 statistic and rewiring), :mod:`clj.methods.nispa_phases` (the phase loop and
 the step budget), :mod:`clj.methods.nispa_state` (settings, State, masks,
-init), :mod:`clj.methods.nispa_validation` (the validation split).  This
+init), :mod:`clj.data.holdout` (the validation split).  This
 module holds the method protocol and its ``SPEC``.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ from clj.methods.common import TaskInfo
 from clj.methods.nispa_phases import epoch_end, fill_buffers, phase_end, phase_limit, task_steps  # noqa: F401
 from clj.methods.nispa_state import (TASK_IL_RULES, State, forward, init, stable_full,  # noqa: F401
                                      task_il_rule, trainable, tree_where)
-from clj.methods.nispa_validation import is_val, is_val_np  # noqa: F401
+from clj.data.holdout import is_val, is_val_np  # noqa: F401
 from clj.models.nispa_nets import reinit_kernel
 from clj.sparse import masks_nbytes
 

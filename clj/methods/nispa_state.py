@@ -18,7 +18,7 @@ from clj.data.augment import Augment
 from clj.errors import ConfigError
 from clj.methods import common, sections
 from clj.methods import nispa_units as nu
-from clj.methods.nispa_validation import is_val_np
+from clj.data.holdout import is_val_np
 from clj.models.nispa_nets import LayerSpec, get_nispa_model
 from clj.sparse import apply_masks, count_for, masked_optimizer, random_mask
 

@@ -36,7 +36,7 @@ def _order(key, x_raw, hp):
     last, and the number of training (non-hold-out) examples."""
     n = x_raw.shape[0]
     if hp.val_permille > 0:
-        from clj.methods.nispa import is_val
+        from clj.data.holdout import is_val
         val = is_val(x_raw, hp.val_permille)
     else:
         val = jnp.zeros((n,), bool)

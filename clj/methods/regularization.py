@@ -33,7 +33,7 @@ baselines).
 Hold-out and early stopping (GT-RIPL as modified by the NISPA authors,
 ``--e_stopping_wait``): with ``reg.val_fraction > 0`` that share of each
 task's training examples (a fixed hash of the image bytes,
-:func:`clj.methods.nispa.is_val`) never enters the loss nor the importance;
+:func:`clj.data.holdout.is_val`) never enters the loss nor the importance;
 they are copied into a buffer during the task's first epoch.  After every
 epoch the (task-masked) validation accuracy is measured; once the last
 ``reg.patience`` epochs are all below the task's best and more than
@@ -220,7 +220,7 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
     permille = int(round(1000 * vf))
     val_cap = 0
     if permille > 0:
-        from clj.methods.nispa import is_val_np
+        from clj.data.holdout import is_val_np
         val_cap = max(int(is_val_np(scenario.x_train[t.train_idx], permille).sum()) for t in scenario.tasks)
         val_cap = max(val_cap, 1)
     slots = scenario.num_tasks if (kind == "ewc" and mode == "per_task") else 1
@@ -315,7 +315,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     y = batch["y"]
     live = ~state.stopped
     if hp.val_permille > 0:
-        from clj.methods.nispa import is_val
+        from clj.data.holdout import is_val
         xr = batch["x_raw"]
         val = is_val(xr, hp.val_permille)
         B = y.shape[0]

@@ -1,5 +1,7 @@
-"""NISPA's validation split (spec ``shared/specs/nispa.md`` §2): 10 % of
-each task's training examples never enter the loss.  The official code draws
+"""A hold-out (validation) split of a task's training examples by a hash of
+the image bytes, shared by NISPA (spec ``shared/specs/nispa.md`` §2: 10 % of
+each task's training examples never enter the loss) and the regularisation
+baselines' early stopping.  The official code draws
 a random 90/10 split per task; here an example's membership is a fixed 32-bit
 hash of its image bytes, so it is the same in every epoch, seed and data
 placement and needs no state.
