@@ -20,8 +20,8 @@
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.akr import akr_config
-from clj.methods.cil_common import cil_config
+from clj.methods.sections import akr_config
+from clj.methods.sections import cil_config
 
 REPLAY_CHOICES = ("attentive", "mixup", "icarl", "none")
 

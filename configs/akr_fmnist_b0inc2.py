@@ -34,8 +34,8 @@ linear score layer on the frozen old model's features (``trunk_copy`` with
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.akr import akr_config
-from clj.methods.cil_common import cil_config
+from clj.methods.sections import akr_config
+from clj.methods.sections import cil_config
 
 REPLAYS = ("attentive", "mixup", "none")
 MEMORIES = {200: 0.05, 2000: 1.0}  # memory -> fraction of the training images

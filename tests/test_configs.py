@@ -121,25 +121,16 @@ def test_base_config_fields_documented():
     assert not missing
 
 
-def test_jax_free_block_builders_equal_the_method_modules():
-    from clj.methods import akr, cil_common, ser
-
-    assert sections.akr_config(attn_lr=1e-3).to_dict() == akr.akr_config(attn_lr=1e-3).to_dict()
-    assert sections.cil_config(memory_size=5).to_dict() == cil_common.cil_config(memory_size=5).to_dict()
-    assert sections.ser_config().to_dict() == ser.ser_config().to_dict()
-
-
 def test_config_files_load_without_jax():
     """Every config file builds its config without importing JAX (the blocks come
     from the JAX-free sections), so --help, --describe and the checks run before
-    any accelerator start-up.  (AKR's are still built through its module.)"""
+    any accelerator start-up."""
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import sys\nfrom clj.config import list_configs, load_config\nbad = []\n"
             "for n in list_configs():\n"
-            "    if n.startswith('akr_'):\n        continue\n"
             "    load_config(n)\n"
             "    if 'jax' in sys.modules:\n        bad.append(n)\n        break\n"
             "print('BAD', bad)\n")

@@ -126,13 +126,6 @@ EPS = 1e-8
 AKR_DEFAULTS = dict(sections.AKR.defaults)
 
 
-def akr_config(**overrides) -> ml_collections.ConfigDict:
-    """A ``config.akr`` block with :data:`AKR_DEFAULTS` updated by ``overrides``."""
-    d = dict(AKR_DEFAULTS)
-    d.update(overrides)
-    return ml_collections.ConfigDict(d)
-
-
 def get_akr(config) -> ml_collections.ConfigDict:
     """``config.akr`` filled with defaults for missing fields, validated
     (:data:`clj.methods.sections.AKR`).

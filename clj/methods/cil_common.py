@@ -70,13 +70,6 @@ SCHEDULERS = sections.CIL_SCHEDULERS
 GROWTH = sections.CIL_GROWTH
 
 
-def cil_config(**overrides) -> ml_collections.ConfigDict:
-    """A ``config.cil`` block with the defaults above, updated by ``overrides``."""
-    d = dict(CIL_DEFAULTS)
-    d.update(overrides)
-    return ml_collections.ConfigDict(d)
-
-
 def get_cil(config) -> ml_collections.ConfigDict:
     """``config.cil`` filled with defaults for missing fields, validated
     (:data:`clj.methods.sections.CIL`).
