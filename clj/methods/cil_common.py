@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from clj.methods import sections
+from clj.methods.sections import cil_config  # noqa: F401 (the one builder of the block; JAX-free)
 from clj.methods.common import OptimSpec, optim_spec_from_config
 
 NEG = -1e9
