@@ -106,6 +106,7 @@ from flax import struct
 from clj.methods import cil_common as cc
 from clj.methods import common
 from clj.methods import icarl, sections
+from clj.methods.sections import akr_config  # noqa: F401 (the one builder of the block; JAX-free)
 from clj.methods.common import ModelState, TaskInfo
 from clj.replay import exemplars as ex
 
