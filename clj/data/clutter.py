@@ -137,8 +137,9 @@ class ClutterData:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/clj/clutter`` (default ``~/.cache/clj/clutter``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "clj" / "clutter"
+    from clj.cache import user_cache_dir
+
+    return user_cache_dir("clutter")
 
 
 def _interp(n_out: int, n_src: int, pos: np.ndarray, size: np.ndarray, lo: np.ndarray,

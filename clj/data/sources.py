@@ -305,8 +305,9 @@ def decode_cache_dir() -> Path | None:
         return None
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "clj" / "data"
+    from clj.cache import user_cache_dir
+
+    return user_cache_dir("data")
 
 
 def _cached_decode(kind: str, sources: Sequence[Path],

@@ -127,8 +127,9 @@ def enable_compilation_cache(cache_dir: str = "") -> str:
         ``$XDG_CACHE_HOME/clj/jax`` (``~/.cache/clj/jax``).
     """
     if not cache_dir:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        cache_dir = os.environ.get("CLJ_CACHE_DIR") or os.path.join(base, "clj", "jax")
+        from clj.cache import user_cache_dir
+
+        cache_dir = os.environ.get("CLJ_CACHE_DIR") or str(user_cache_dir("jax"))
     os.makedirs(cache_dir, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     # cache what took noticeable time to compile (the train chunk, evaluation,
