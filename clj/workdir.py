@@ -117,12 +117,20 @@ class Handle:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            if _HELD.get(self.path) is self:
+                del _HELD[self.path]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.release()
+
+
+# workdir path -> the Handle this process holds on it.  ``flock`` locks belong
+# to an open file, so a second ``prepare`` of a workdir this process already
+# holds would refuse itself; :func:`hold` reuses the held handle instead.
+_HELD: dict[str, Handle] = {}
 
 
 def _read_holder(path: str) -> str:
@@ -267,4 +275,38 @@ def prepare(workdir: str, config) -> Handle:
     except BaseException:
         os.close(fd)
         raise
-    return Handle(path=path, fingerprint=fp, fresh=fresh, _fd=fd)
+    handle = Handle(path=path, fingerprint=fp, fresh=fresh, _fd=fd)
+    _HELD[path] = handle
+    return handle
+
+
+class hold:
+    """Context manager: ``workdir`` is this run's for the ``with`` body.
+
+    When this process already holds the workdir (the command line prepared it
+    before loading data), the held handle is used as is; otherwise
+    :func:`prepare` runs (path, lock, identity) and the lock is released at
+    exit.  :class:`clj.train.Runner` enters it, so every way of starting a run
+    (``launch.py``, ``clj.train.run``, ``experiments/*.py``, sweeps) gets the
+    same one-run-per-workdir and same-config-to-resume guarantees.
+
+    Raises:
+      WorkdirError, WorkdirBusy: as :func:`prepare`, on entry.
+    """
+
+    def __init__(self, workdir: str, config):
+        self.path, self.config = os.path.abspath(workdir), config
+        self._own: Handle | None = None
+
+    def __enter__(self) -> Handle:
+        held = _HELD.get(self.path)
+        if held is not None:
+            return held
+        self._own = prepare(self.path, self.config)
+        return self._own
+
+    def __exit__(self, *exc):
+        if self._own is not None:
+            self._own.release()
+            self._own = None
+        return False

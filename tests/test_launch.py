@@ -310,3 +310,35 @@ def test_run_with_a_damaged_latest_checkpoint_ends_as_an_uninterrupted_run(tmp_p
     _damage(os.path.join(wd, "checkpoints", str(steps[-1])))  # task 1's checkpoint; task 0's is intact
     resumed = run(cfg(), wd)
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+
+
+def test_runner_itself_holds_the_workdir(tmp_path):
+    """``Runner.run`` (what experiments/ and sweeps call) takes the workdir like the
+    command line: busy and foreign workdirs are refused before any work, and a
+    workdir this process already holds is used as is."""
+    from clj.train import Runner
+
+    from conftest import small_config
+
+    wd = str(tmp_path / "w")
+    c = small_config(stop_after_task=0)
+    with prepare(wd, c):  # held by this process (the command line's case): the run goes ahead
+        assert Runner(c, wd).run() == {"stopped_after_task": 0}
+    c2 = small_config(stop_after_task=0)
+    c2.optim.lr = 0.5
+    with pytest.raises(WorkdirError, match=r"optim.lr: 0.1 -> 0.5"):
+        Runner(c2, wd).run()
+    os.makedirs(tmp_path / "busy")
+    code = (f"from clj.workdir import lock; lock({str(tmp_path / 'busy')!r}); print('locked', flush=True); "
+            "import sys; sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkdirBusy, match=f"pid {p.pid}"):
+            Runner(c, str(tmp_path / "busy")).run()
+        assert not os.path.exists(tmp_path / "busy" / "config.json")  # refused before writing anything
+    finally:
+        p.stdin.close()
+        p.wait()
+    assert Runner(c, str(tmp_path / "busy")).run() == {"stopped_after_task": 0}  # released: runs

@@ -111,6 +111,9 @@ class Runner:
     Raises:
       ConfigError: a config value that cannot run, or a point that sets a
         field the method cannot sweep (before any work).
+      clj.workdir.WorkdirBusy, clj.workdir.WorkdirError (from :meth:`run`,
+        before any work): another process runs in ``workdir``, or it holds
+        a different config's run and ``config.resume`` is True.
     """
 
     def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None,
@@ -535,6 +538,14 @@ class Runner:
         Returns the results dict (one seed) or the summary dict (several);
         with ``stop_after_task`` set, returns ``{"stopped_after_task": t}``.
         """
+        if not self.main:
+            return self._run_in_workdir()
+        from clj import workdir as workdir_lib
+
+        with workdir_lib.hold(self.workdir, self.config):  # one run per workdir, same config to resume
+            return self._run_in_workdir()
+
+    def _run_in_workdir(self) -> dict:
         cfg = self.config
         if self.main:
             self._write_configs()
