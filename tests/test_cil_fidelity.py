@@ -220,8 +220,8 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
     p["spec"] = jax.tree_util.tree_unflatten(
         tdef, [a + 0.05 * jax.random.normal(k, a.shape) * grow(a) for a, k in zip(leaves, ks)])
     s = s.replace(net=s.net.replace(params=p))
-    s_v = s.replace(hp=dataclasses.replace(s.hp, growth="vmap"))
-    assert s.hp.growth == "loop" and s.hp.live == 2
+    s_v = s.replace(hp=dataclasses.replace(s.hp, network=dataclasses.replace(s.hp.network, growth="vmap")))
+    assert s.hp.network.growth == "loop" and s.hp.live == 2
     idx = sc.tasks[1].train_idx[:8]
     x = jnp.asarray(sc.x_train[idx], jnp.float32) / 255.0
     batch = {"x": x, "y": jnp.asarray(sc.y_train[idx], jnp.int32)}

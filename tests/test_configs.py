@@ -59,6 +59,7 @@ def test_sections_match_the_method_modules():
     from clj.models.registry import model_names
 
     assert model_names("serena") == sections.SERENA_MODELS
+    assert model_names(growing=True) == sections.EXPAND_MODELS
     assert serena.default_config().to_dict() == sections.SERENA.defaults
     for s in sections.SECTIONS.values():  # every field documented
         assert set(s.docs) == set(s.defaults), s.name

@@ -75,7 +75,7 @@ def test_quota_and_errors():
 def test_resnet32_counts_and_fair_budget_table():
     c = resnet32_split_param_counts()
     assert (c["total"], c["shallow"], c["deep"]) == (463504, 112016, 351488)
-    from clj.methods.expand import split_param_counts
+    from clj.models.growing import split_param_counts
     import ml_collections
     mine = split_param_counts("memo", ml_collections.ConfigDict({"name": "resnet32", "num_blocks": 5}), (32, 32, 3))
     assert mine == c
@@ -139,7 +139,7 @@ def test_cifar_configs_resolve_the_fair_budgets():
     import types
 
     from clj.config import load_config
-    from clj.methods.expand import split_param_counts
+    from clj.models.growing import split_param_counts
     from clj.methods.icarl import resolve_memory_size
 
     got = {}

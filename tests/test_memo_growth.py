@@ -77,7 +77,7 @@ def test_memo_growth_and_freezing(train_base):
     for k in range(2):
         s, m = step(s, _batch(sc, 0, k), jax.random.PRNGKey(k))
     # head rows of the not-yet-live block stay zero
-    assert float(jnp.abs(s.net.params["head"]["kernel"][s.hp.D:]).max()) == 0.0
+    assert float(jnp.abs(s.net.params["head"]["kernel"][s.hp.network.D:]).max()) == 0.0
     s = _end(s, sc, 0)
     assert int(s.mem.count()) == 6  # 3 per class for 2 classes (floor(6 / 2))
     s = expand.begin_task(s, _info(sc, 1))

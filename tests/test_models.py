@@ -8,8 +8,10 @@ import pytest
 from clj.models import (
     MLP,
     MODEL_NAMES,
+    RESNET32_FEATURE_DIM,
     ResNet18,
     ResNet32,
+    ResNet32Backbone,
     ResNet32Deep,
     ResNet32Shallow,
     SmallCNN,
@@ -259,3 +261,26 @@ def test_registry_kwargs_forwarded():
     assert get_model("resnet18_reduced", 3).width == 20
     assert get_model("resnet18_reduced", 3, width=10).feature_dim == 80
     assert get_model("small_cnn", 3, width=8).width == 8
+
+
+def test_growing_backbones_come_from_the_registry():
+    """MEMO / DER (Yan) cut their backbone through the registry's ``split``:
+    MEMO shares stem + stages 1-2 and replicates stage 3, DER replicates the
+    whole backbone; a backbone without a split is refused by name."""
+    import ml_collections
+
+    from clj.errors import ConfigError
+    from clj.models import growing
+    from clj.models.registry import get_split, model_names
+
+    assert model_names(growing=True) == ("resnet32",)
+    gen, spec, d = get_split("resnet32", shared=True, num_blocks=1)
+    assert (gen, spec, d) == (ResNet32Shallow(1), ResNet32Deep(1), RESNET32_FEATURE_DIM)
+    assert get_split("resnet32", shared=False, num_blocks=2)[:2] == (None, ResNet32Backbone(2))
+    with pytest.raises(ValueError, match="'mlp' cannot grow; valid names are: resnet32"):
+        get_split("mlp", shared=True)
+    cfg = ml_collections.ConfigDict(dict(name="mlp"))
+    with pytest.raises(ConfigError, match="model.name='mlp' is not supported by memo; valid: resnet32"):
+        growing.split_modules("memo", cfg)
+    with pytest.raises(ConfigError, match="kind='der' is unknown"):
+        growing.build("der", cfg, 2, 4, 3)

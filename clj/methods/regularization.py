@@ -43,11 +43,8 @@ in the original; later steps leave the State unchanged and
 ``batch["step"]`` / ``batch["steps_per_epoch"]``; :func:`task_steps` sizes a
 task in whole epochs.
 
-Config block ``config.reg``: ``lam``, ``n_fisher``, ``xi``, ``multi_head``,
-``ewc_mode``, ``mas_scale``, ``si_clip``, ``importance_samples`` (MAS: 0 =
-the whole training split), ``importance_batch`` (MAS batches: 0 = the
-training batch size), ``val_fraction``, ``patience`` (0 = no early stop),
-``chunk`` (EWC's per-example gradient chunk).
+Config block ``config.reg``: its fields, defaults, meanings and checks are
+:data:`clj.methods.sections.REG` (``--describe`` prints them).
 """
 from __future__ import annotations
 
@@ -66,8 +63,6 @@ from clj.methods.reg_importance import _order, absorb, importance  # noqa: F401 
 from clj.methods.reg_importance import task_head as _head, zeros as _zeros
 
 KINDS = ("ewc", "si", "mas")
-EWC_MODES = ("per_task", "online")
-MAS_SCALES = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +75,8 @@ class Hparams:
       n_fisher: EWC's example count.
       xi: SI's damping.
       multi_head: losses on the current task's logits only.
-      ewc_mode: one of EWC_MODES; mas_scale: one of MAS_SCALES; si_clip:
-        clip negative SI importances to 0.
+      ewc_mode, mas_scale: as ``config.reg`` (:data:`clj.methods.sections.REG`);
+        si_clip: clip negative SI importances to 0.
       slots: anchors kept (tasks for per-task EWC, else 1).
       imp_samples: MAS examples (0 = all); imp_batch: MAS batch size.
       val_permille: hold-out share in 1/1000 (0 = none); val_cap: its
@@ -154,11 +149,6 @@ def _stack(t, n: int):
     return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), t)
 
 
-def _cfg(config):
-    r = config.get("reg", None)
-    return (lambda k, d: r.get(k, d)) if r is not None else (lambda k, d: d)
-
-
 def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info=None) -> int:
     """Training steps of one task in whole epochs, ``train.epochs *
     ceil(n / B)`` (host ints), so the early-stopping check falls at every
@@ -183,40 +173,14 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
     from ``config.optim``, options from ``config.reg``; module doc).
 
     Raises:
-      ConfigError: unknown kind / ewc_mode / mas_scale, negative ``reg.lam``,
-        ``reg.n_fisher < 1``, ``reg.xi <= 0``, ``reg.val_fraction`` outside
-        [0, 1), negative ``reg.patience``, patience without a hold-out, or a
-        negative sample count / batch.
+      ConfigError: an unknown kind or a bad ``config.reg`` value (the checks
+        of :data:`clj.methods.sections.REG`).
     """
     if kind not in KINDS:
         raise ConfigError(f"regularization kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
-    sections.get_section("reg", config)  # every check of config.reg (JAX-free, run by clj.config too)
-    get = _cfg(config)
-    lam = float(get("lam", 1.0))
-    nf = int(get("n_fisher", 1000))
-    xi = float(get("xi", 0.1))
-    if xi <= 0:
-        raise ConfigError(f"reg.xi={xi} is invalid: it must be > 0.")
-    mode = str(get("ewc_mode", "per_task"))
-    if mode not in EWC_MODES:
-        raise ConfigError(f"reg.ewc_mode={mode!r} is unknown; valid: {', '.join(EWC_MODES)}.")
-    scale = str(get("mas_scale", "mean"))
-    if scale not in MAS_SCALES:
-        raise ConfigError(f"reg.mas_scale={scale!r} is unknown; valid: {', '.join(MAS_SCALES)}.")
-    vf = float(get("val_fraction", 0.0))
-    if not 0.0 <= vf < 1.0:
-        raise ConfigError(f"reg.val_fraction={vf} is invalid: it must be in [0, 1).")
-    pat = int(get("patience", 0))
-    if pat < 0:
-        raise ConfigError(f"reg.patience={pat} is invalid: it must be >= 0.")
-    if pat > 0 and vf == 0.0:
-        raise ConfigError(f"reg.patience={pat} needs a hold-out: set reg.val_fraction > 0.")
-    ns, ib = int(get("importance_samples", 0)), int(get("importance_batch", 0))
-    if ns < 0 or ib < 0:
-        raise ConfigError(f"reg.importance_samples={ns} / reg.importance_batch={ib} are invalid: they must be >= 0.")
-    chunk = int(get("chunk", 64))
-    if chunk < 1:
-        raise ConfigError(f"reg.chunk={chunk} is invalid: it must be >= 1.")
+    r = sections.get_section("reg", config)  # every check of config.reg (JAX-free, run by clj.config too)
+    lam, mode, vf, pat = float(r["lam"]), str(r["ewc_mode"]), float(r["val_fraction"]), int(r["patience"])
+    multi_head = scenario.kind == "task_il" if r["multi_head"] is None else bool(r["multi_head"])
     permille = int(round(1000 * vf))
     val_cap = 0
     if permille > 0:
@@ -224,12 +188,12 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
         val_cap = max(int(is_val_np(scenario.x_train[t.train_idx], permille).sum()) for t in scenario.tasks)
         val_cap = max(val_cap, 1)
     slots = scenario.num_tasks if (kind == "ewc" and mode == "per_task") else 1
-    hp = Hparams(kind=kind, lam=lam, n_fisher=nf, xi=xi,
-                 multi_head=bool(get("multi_head", scenario.kind == "task_il")),
-                 ewc_mode=mode, mas_scale=scale, si_clip=bool(get("si_clip", False)), slots=slots,
-                 imp_samples=ns, imp_batch=ib or int(config.train.batch_size), val_permille=permille,
-                 val_cap=val_cap, patience=pat,
-                 augment=common.augment_from_config(config.augment, scenario), chunk=chunk)
+    hp = Hparams(kind=kind, lam=lam, n_fisher=int(r["n_fisher"]), xi=float(r["xi"]), multi_head=multi_head,
+                 ewc_mode=mode, mas_scale=str(r["mas_scale"]), si_clip=bool(r["si_clip"]), slots=slots,
+                 imp_samples=int(r["importance_samples"]),
+                 imp_batch=int(r["importance_batch"]) or int(config.train.batch_size), val_permille=permille,
+                 val_cap=val_cap, patience=pat, augment=common.augment_from_config(config.augment, scenario),
+                 chunk=int(r["chunk"]))
     k_net, k_state = jax.random.split(rng)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim),
@@ -397,11 +361,11 @@ def result_extras(state: State) -> dict:
 def _capabilities(config):
     from clj.methods.api import Capabilities
 
-    get = _cfg(config)
-    holdout = float(get("val_fraction", 0.0)) > 0
+    r = sections.merged(sections.REG, config)
+    holdout = float(r["val_fraction"]) > 0
     # step_info: the hold-out buffer and the epoch ends need the in-task step, epoch length and
     # task size; early_stop: with patience the task ends early (metrics["task_done"]).
-    return Capabilities(static_task_info=True, step_info=holdout, early_stop=holdout and int(get("patience", 0)) > 0)
+    return Capabilities(static_task_info=True, step_info=holdout, early_stop=holdout and int(r["patience"]) > 0)
 
 
 def make_spec(kind: str):

@@ -1,5 +1,6 @@
 """Model registry: every backbone of clj, by name (one registry for the
-standard classifiers, SERENA's cells and NISPA's sparse networks)."""
+standard classifiers, SERENA's cells, NISPA's sparse networks and the
+backbones MEMO / DER (Yan) can grow, :mod:`clj.models.growing`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 
 from clj.models.cnn import SmallCNN
 from clj.models.mlp import MLP
-from clj.models.resnet import ResNet18, ResNet32
+from clj.models.resnet import (RESNET32_FEATURE_DIM, ResNet18, ResNet32, ResNet32Backbone, ResNet32Deep,
+                               ResNet32Shallow)
 
 
 def _resnet18_reduced(num_classes: int, **kwargs: Any) -> nn.Module:
@@ -49,6 +51,12 @@ def _nispa_conv(num_classes: int, **kw: Any) -> nn.Module:
                          fc_width=int(kw.get("fc_width", 1024)), dtype=_dtype(kw))
 
 
+def _resnet32_split(shared: bool, num_blocks: int = 5) -> tuple:
+    if shared:  # MEMO: stem + stages 1-2 shared, stage 3 + pool per task
+        return ResNet32Shallow(num_blocks), ResNet32Deep(num_blocks), RESNET32_FEATURE_DIM
+    return None, ResNet32Backbone(num_blocks), RESNET32_FEATURE_DIM  # DER (Yan): the whole backbone per task
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """One backbone of the registry.
@@ -62,11 +70,17 @@ class ModelEntry:
         methods), ``"serena"`` (bias-free, stateless BatchNorm: SERENA's
         cells) or ``"nispa"`` (NISPA's sparse networks with their torch
         initialisation).
+      split: ``split(shared, **kwargs) -> (generalized module or None,
+        specialized module, feature dim D)``, the backbone's cut for a
+        growing network (:mod:`clj.models.growing`): ``shared=True`` keeps
+        a generalized part for all tasks (MEMO), ``False`` replicates the
+        whole backbone (DER (Yan)); None: the backbone cannot grow.
     """
 
     build: Callable[..., nn.Module]
     conv: bool
     family: str
+    split: Callable[..., tuple] | None = None
 
 
 _REGISTRY: Dict[str, ModelEntry] = {
@@ -74,7 +88,7 @@ _REGISTRY: Dict[str, ModelEntry] = {
     "small_cnn": ModelEntry(SmallCNN, True, "standard"),
     "resnet18": ModelEntry(ResNet18, True, "standard"),
     "resnet18_reduced": ModelEntry(_resnet18_reduced, True, "standard"),
-    "resnet32": ModelEntry(ResNet32, True, "standard"),
+    "resnet32": ModelEntry(ResNet32, True, "standard", split=_resnet32_split),
     "serena_mlp": ModelEntry(_serena(mlp=True), False, "serena"),
     "serena_resnet18": ModelEntry(_serena(), True, "serena"),
     "serena_resnet18_reduced": ModelEntry(_serena(width_default=20), True, "serena"),
@@ -86,9 +100,11 @@ MODEL_NAMES = tuple(n for n, e in _REGISTRY.items() if e.family == "standard")
 """The standard classifiers (one call signature; see :mod:`clj.models`)."""
 
 
-def model_names(family: str | None = None) -> tuple:
-    """Every registered backbone name, or those of one ``family``."""
-    return tuple(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+def model_names(family: str | None = None, growing: bool = False) -> tuple:
+    """Every registered backbone name, or those of one ``family``; with
+    ``growing``, only those with a ``split`` (:class:`ModelEntry`)."""
+    return tuple(n for n, e in _REGISTRY.items()
+                 if (family is None or e.family == family) and (not growing or e.split is not None))
 
 
 def is_conv(name: str) -> bool:
@@ -131,6 +147,20 @@ def get_family_model(name: str, num_classes: int, family: str | None, **kwargs: 
         what = f"a {family} backbone" if family else "a registered model"
         raise ValueError(f"model.name={name!r} is not {what}; valid names are: {', '.join(model_names(family))}")
     return e.build(num_classes=num_classes, **kwargs)
+
+
+def get_split(name: str, shared: bool, **kwargs: Any) -> tuple:
+    """(generalized module or None, specialized module, feature dim D): the
+    cut of backbone ``name`` for a growing network (:class:`ModelEntry`
+    ``split``); ``kwargs`` (e.g. ``num_blocks``) go to the backbone.
+
+    Raises:
+      ValueError: ``name`` unknown or not a backbone that can grow, listing the valid names.
+    """
+    e = _REGISTRY.get(name) if isinstance(name, str) else None
+    if e is None or e.split is None:
+        raise ValueError(f"model.name={name!r} cannot grow; valid names are: {', '.join(model_names(growing=True))}")
+    return e.split(shared, **kwargs)
 
 
 def feature_dim(model: nn.Module) -> int:
