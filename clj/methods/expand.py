@@ -128,7 +128,7 @@ def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
     """
     cil = cc.get_cil(config)
     network = growing.build(kind, config.model, scenario.num_tasks, scenario.num_classes,
-                        max(scenario.classes_per_task) + 1, str(cil.growth))
+                            max(scenario.classes_per_task) + 1, str(cil.growth))
     from clj.methods.icarl import resolve_memory_size
 
     counts = split_param_counts(kind, config.model, scenario.image_shape)
@@ -163,7 +163,7 @@ def begin_task(state: State, task: TaskInfo) -> State:
     st = task_statics(state.hp, task)
     hp = dataclasses.replace(state.hp, st=st)
     p, bs = hp.network.grow(state.net.params, state.net.batch_stats, jax.random.fold_in(state.key, st.task),
-                        st.task, st.known)
+                            st.task, st.known)
     net = begin_phase(state.net.replace(params=p, batch_stats=bs), hp, task)
     return state.replace(net=net, hp=hp)
 

@@ -150,8 +150,8 @@ class GrowingNet:
         block t a copy of block t-1 (t >= 1), a new head (fresh
         Kaiming-uniform weights of fan-in D (t+1); the old classes x old
         features block and the old classes' bias kept; rows of blocks not
-        live yet zero) and a fresh aux head (DER Sec. 3.2; PyCIL's
-        ``update_fc``).  ``key`` draws both heads."""
+        live yet zero) and a fresh aux head (PyCIL's ``update_fc``).
+        ``key`` draws both heads."""
         D = self.D
         p, bs = dict(params), dict(stats)
         if t >= 1:  # the new block starts as a copy of the previous one
