@@ -26,8 +26,8 @@ plus R exemplars drawn from the memory (as :mod:`~clj.methods.icarl`) form
 the batch of N = B + R augmented, normalised images; every row b is paired
 with a partner pi(b) of the same batch; then
 
-1. old model (eval BN, frozen) on ``[x; x_tilde]`` in one call: old features
-   of x (drift) and old logits of the blended images (distillation);
+1. old model (eval BN, frozen): old features of x (drift) and, once the
+   images are blended, old logits of the blended images (distillation);
 2. current model in eval BN, stop-gradient: current features of x; drift
    ``d_b = ||n(f_cur(x_b)) - n(f_old(x_b))||``;
 3. S on x: scores s, weights ``a_b = sigmoid((s_b - s_pi(b)) / tau)``,
@@ -37,6 +37,11 @@ with a partner pi(b) of the same batch; then
    trainable params only (``attn_train``);
 4. classifier: one training forward on the blended images with weights
    ``stop_gradient(a)``, loss of ``target_mode``, one SGD step.
+
+Items 1-3 are :func:`clj.methods.akr_attention.attention_step`; the pairs,
+weights and virtual images :mod:`clj.methods.akr_blend`; item 4's loss
+:func:`clj.methods.akr_loss.classifier_loss`.  The names of those modules
+stay importable from here.
 
 Decisions where the paper is silent (spec Sec. 4; each is a ``config.akr``
 switch, defaults in :data:`AKR_DEFAULTS`):

@@ -27,6 +27,9 @@ One jitted step (``train_step``), in the order of ser.md §4.2:
    DER++: CE(stream) + alpha MSE(draw 1, stored logits) + beta CE(draw 2),
    three BN batches; ER-ACE: masked CE(stream) + (task > 0) CE(draw), two BN
    batches; ER: CE over the concatenation of stream and draw, one BN batch.
+   The base's handling of an empty buffer (the run's first step) comes with
+   it: the replay rows are the stream rows tiled, with zero weight (ER's
+   single BN batch then counts them, as the base ER does).
    Plain SGD on the classifier (``config.optim``).
 4. **Insertion**: reservoir, after the step, of the (padded, uint8) stream
    images, labels and, for DER++, the stream logits of step 3 (pre-update,
