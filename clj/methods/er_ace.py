@@ -19,6 +19,7 @@ in ``shared/specs/ser.md`` §4.3, §5.2 and §9 item 9):
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ from flax import struct
 from clj.data.augment import Augment
 from clj.methods import common
 from clj.methods.common import ModelState, TaskInfo
+from clj.methods.rehearsal import Draw
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
 
@@ -136,8 +138,43 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     return logits
 
 
+def ace_loss(apply_fn: Callable, params, batch_stats, inputs, y: jax.Array, draw: Draw, active: jax.Array,
+             replay_on: jax.Array):
+    """The ER-ACE loss (module doc) on a stream batch and one replay draw; a
+    pure function of ``params`` for ``jax.grad``.
+
+    Args:
+      apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
+        new batch_stats)``, the network in training mode (each call is its own
+        BatchNorm batch).
+      params, batch_stats: the network's variables.
+      inputs: the stream batch's inputs (leading axis B); y: int32 [B].
+      draw: the replay draw (:class:`clj.methods.rehearsal.Draw`; its
+        ``logits`` are not used).
+      active: bool [C], the ACE mask (:func:`ace_mask`).
+      replay_on: bool [], task > 0: the mask applies and the draw is replayed
+        (its own forward pass, unmasked CE).
+
+    Returns:
+      (loss float32 [], {"batch_stats", "logits" float32 [B, C] of the stream,
+      "loss_stream", "loss_replay" float32 []}).
+    """
+    logits, bs = apply_fn(params, batch_stats, inputs)
+    l_s = common.cross_entropy(masked_logits(logits, active, replay_on), y)
+
+    def replay(bs_in):
+        out, bs2 = apply_fn(params, bs_in, draw.inputs)
+        return common.cross_entropy(out, draw.y, draw.valid), bs2
+
+    def no_replay(bs_in):
+        return jnp.zeros((), jnp.float32), bs_in
+
+    l_r, bs = jax.lax.cond(replay_on, replay, no_replay, bs)
+    return l_s + l_r, {"batch_stats": bs, "logits": logits, "loss_stream": l_s, "loss_replay": l_r}
+
+
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One ER-ACE step (module doc).
+    """One ER-ACE step (module doc; loss :func:`ace_loss`).
 
     Args:
       state: the State.
@@ -151,30 +188,20 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     hp, net = state.hp, state.net
     k_draw, k_aug, k_add = jax.random.split(rng, 3)
     active, seen = ace_mask(state.seen, batch["y"])
-    replay_on = state.task > 0
     idx, valid = sample_indices(state.buffer, k_draw, hp.minibatch_size)
-    bx = hp.augment(state.buffer.x[idx], k_aug, train=True)
-    by = state.buffer.y[idx]
+    draw = Draw(hp.augment(state.buffer.x[idx], k_aug, train=True), state.buffer.y[idx], None, valid)
+
+    def apply_fn(params, batch_stats, x):
+        return common.forward(net, params, batch_stats, x, train=True)
 
     def loss_fn(params):
-        logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
-        l_s = common.cross_entropy(masked_logits(logits, active, replay_on), batch["y"])
+        return ace_loss(apply_fn, params, net.batch_stats, batch["x"], batch["y"], draw, active, state.task > 0)
 
-        def replay(bs_in):
-            out, bs2 = common.forward(net, params, bs_in, bx, train=True)
-            return common.cross_entropy(out, by, valid), bs2
-
-        def no_replay(bs_in):
-            return jnp.zeros((), jnp.float32), bs_in
-
-        l_r, bs = jax.lax.cond(replay_on, replay, no_replay, bs)
-        return l_s + l_r, (bs, logits, l_s, l_r)
-
-    (loss, (bs, logits, l_s, l_r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"])
     buf = reservoir_add(state.buffer, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
-    metrics = {"loss": loss, "loss_stream": l_s, "loss_replay": l_r,
-               "acc": common.accuracy(logits, batch["y"])}
+    metrics = {"loss": loss, "loss_stream": aux["loss_stream"], "loss_replay": aux["loss_replay"],
+               "acc": common.accuracy(aux["logits"], batch["y"])}
     return state.replace(net=new_net, buffer=buf, seen=seen), metrics
 
 

@@ -35,6 +35,9 @@ PyCIL's freshly initialised ``update_fc`` rows).  Per task t:
    (:func:`clj.replay.exemplars.update_memory`); NME means recomputed; the
    old network snapshotted.
 
+The budget, the per-task statics, the batch plan and the phase optimizer
+are :mod:`clj.methods.icarl_phases` (shared with AKR, MEMO and DER (Yan)).
+
 ``predict`` returns the head's logits (``cil.predict="cnn"``) or NME scores
 (``"nme"``).  Differences from PyCIL in ``"pycil"`` mode: every batch has the
 same share of new data (PyCIL's shuffled union varies it around that mean)
@@ -43,7 +46,6 @@ and B examples (PyCIL's last batch of an epoch is smaller).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,8 @@ from clj.data.augment import Augment
 from clj.methods import cil_common as cc
 from clj.methods import common
 from clj.methods.common import ModelState, OptimSpec, TaskInfo
+from clj.methods.icarl_phases import (backbone_param_count, begin_phase, resolve_memory_size,  # noqa: F401
+                                      task_statics, task_steps)
 from clj.replay import exemplars as ex
 
 OBJECTIVES = ("icarl", "wa", "replay")
@@ -126,28 +130,6 @@ class State:
     hp: Hparams = struct.field(pytree_node=False)
 
 
-def backbone_param_count(config, scenario) -> int:
-    """Parameters of the backbone (FC excluded) of ``config.model``."""
-    from clj.models.utils import count_params
-
-    model = common.model_from_config(config.model, scenario.num_classes)
-    shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *scenario.image_shape)), train=False),
-                            jax.random.PRNGKey(0))
-    return count_params({k: v for k, v in shapes["params"].items() if k != "head"})
-
-
-def resolve_memory_size(config, scenario, kind: str, cil, counts: dict | None = None) -> int:
-    """``cil.memory_size`` or, with ``cil.budget="fair"``, the fair count of
-    :func:`clj.replay.exemplars.fair_exemplars` for ``kind``."""
-    if cil.budget == "fixed":
-        return int(cil.memory_size)
-    if counts is None:
-        counts = {"total": backbone_param_count(config, scenario)}
-    img = math.prod(int(d) for d in scenario.image_shape)  # host ints (init is also traced: eval_shape)
-    return ex.fair_exemplars(kind, counts["total"], scenario.num_tasks, img, int(cil.base_exemplars),
-                             counts.get("shallow", 0), counts.get("deep", 0))
-
-
 def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     """A fresh State: network from ``config.model``, empty exemplar memory of
     the ``config.cil`` budget (``"single"`` kind under ``budget="fair"``).
@@ -183,79 +165,6 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state, hp=hp)
 
 
-def _plan(hp, task_id: int, classes, n_new: int | None = None) -> tuple[int, int, int, dict]:
-    """(known, total, n_mem, batch plan) of a task from the static hp."""
-    known, total = int(min(classes)), int(max(classes)) + 1
-    n_mem = 0
-    if known > 0:
-        q = ex.per_class_quota(known, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-        cap = ex.memory_capacity(hp.num_classes, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-        sizes = hp.class_sizes or (q,) * known  # without sizes: every class fills its quota
-        n_mem = cc.stored_exemplars(sizes, known, q, cap)
-    if n_new is None:
-        n_new = sum(hp.class_sizes[c] for c in classes) if hp.class_sizes else 0
-    epochs = hp.init_epochs if task_id == 0 else hp.epochs
-    plan = cc.batch_plan(hp.batching, hp.batch_size, int(n_new), n_mem, epochs, hp.replay_batch_size,
-                         hp.max_replay_batch)
-    return known, total, n_mem, plan
-
-
-def task_statics(hp, task: TaskInfo) -> cc.TaskStatics:
-    """Static quantities of ``task``: known/total classes, the stored
-    exemplars n_mem (:func:`~clj.methods.cil_common.stored_exemplars`, what
-    herding kept, not the quota), the batch plan, the quota m after it."""
-    known, total, n_mem, plan = _plan(hp, task.task_id, task.classes)
-    if hp.batching == "concat":  # the loop's count of new-data steps per epoch
-        plan = cc.batch_plan("concat", hp.batch_size, task.steps_per_epoch * hp.batch_size, n_mem, 1.0,
-                             hp.replay_batch_size, hp.max_replay_batch)
-        plan.update(steps=task.num_steps, steps_per_epoch=task.steps_per_epoch)
-    quota = ex.per_class_quota(total, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-    n_new = sum(hp.class_sizes[c] for c in task.classes) if hp.class_sizes else 0
-    return cc.TaskStatics(task=task.task_id, known=known, total=total, replay=plan["replay"], quota=quota,
-                          n_new=n_new, n_mem=n_mem, new_per_step=plan["new_per_step"],
-                          steps_per_epoch=plan["steps_per_epoch"], steps=plan["steps"])
-
-
-def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info) -> dict:
-    """The loop's hook: batches of task ``task_index`` (host ints).
-
-    Args:
-      config: the run's config (unused; the static hp has what is needed).
-      n_examples: the task's training images (the loop's pool).
-      batch_size: B.
-      task_index: the task.
-      state_info: the method State (any seed; only its static ``hp``).
-
-    Returns:
-      :func:`~clj.methods.cil_common.batch_plan`'s dict: ``steps``,
-      ``steps_per_epoch`` and ``new_per_step`` (the loop should put that
-      many fresh examples of its epoch-wise shuffled stream in the first rows
-      of each batch of B; the other rows are not used).
-    """
-    del config
-    hp = state_info.hp
-    if int(batch_size) != hp.batch_size:
-        raise ValueError(f"batch_size={batch_size} differs from train.batch_size={hp.batch_size} of the state.")
-    return _plan(hp, task_index, hp.task_classes[task_index], n_examples)[3]
-
-
-def begin_phase(net: ModelState, hp, task: TaskInfo) -> ModelState:
-    """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
-    union epoch in ``"pycil"`` mode) for the per-epoch schedules."""
-    st = hp.st
-    net = net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
-    net = common.begin_task_model(net, task)
-    if hp.batching == "pycil":
-        net = net.replace(steps_per_epoch=jnp.asarray(st.steps_per_epoch, jnp.int32),
-                          task_steps=jnp.asarray(st.steps, jnp.int32))
-        if task.num_steps != st.steps:
-            import warnings
-            warnings.warn(f"task {task.task_id}: the loop runs {task.num_steps} steps, cil.batching='pycil' "
-                          f"plans {st.steps} ({st.steps_per_epoch} per epoch); the loop must take the count "
-                          "from the method's task_steps.")
-    return net
-
-
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary: phase optimizer, reset of its state, task statics."""
     hp = state.hp
@@ -278,11 +187,25 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
     return mask
 
 
-def _draw(state: State, rng: jax.Array, n: int):
-    """``n`` exemplars uniformly with replacement (augmented x, y, valid)."""
+def draw_exemplars(hp, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
+                   task_step: jax.Array | None = None):
+    """The step's ``hp.st.replay`` exemplars (:func:`cil_common.draw_replay`:
+    uniform with replacement, or with ``key`` under ``"pycil"`` batching the
+    epoch's permutation), augmented.
+
+    Returns:
+      (x float32 [R, H, W, C], y int32 [R], valid bool [R]).
+    """
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = ex.sample_exemplars(state.mem, k_idx, n)
-    return state.hp.augment(state.mem.x[idx], k_aug, train=True), state.mem.y[idx], valid
+    idx, valid = cc.draw_replay(mem, hp.st, hp.batching, key, task_step, k_idx)
+    return hp.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
+
+
+def old_logits(state, x: jax.Array) -> jax.Array:
+    """Logits float32 [N, C] of the frozen previous-task network (eval-mode
+    BN, stop-gradient) on x: the distillation targets (iCaRL Sec. 2.4)."""
+    out, _ = common.forward(state.net, state.old_params, state.old_batch_stats, x, train=False)
+    return jax.lax.stop_gradient(out)
 
 
 def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
@@ -296,10 +219,8 @@ def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: ja
     x, y = batch["x"][:b], batch["y"][:b]
     w = jnp.ones(y.shape, bool)
     if st.replay > 0:
-        k_idx, k_aug = jax.random.split(rng)
-        idx, valid = cc.draw_replay(mem, st, hp.batching, key, task_step, k_idx)
-        rx = hp.augment(mem.x[idx], k_aug, train=True)
-        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, mem.y[idx]]), jnp.concatenate([w, valid])
+        rx, ry, valid = draw_exemplars(hp, mem, rng, key, task_step)
+        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
     return x, y, w
 
 
@@ -331,15 +252,12 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
     use_kd = hp.objective in ("icarl", "wa") and st.known > 0
     w_ce, w_kd = loss_weights(hp)
-    old_logits = None
-    if use_kd:
-        old_logits, _ = common.forward(net, state.old_params, state.old_batch_stats, x, train=False)
-        old_logits = jax.lax.stop_gradient(old_logits)
+    targets = old_logits(state, x) if use_kd else None
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
-        kd = cc.kd_loss(logits, old_logits, st.known, hp.kd_T, w) if use_kd else jnp.zeros((), jnp.float32)
+        kd = cc.kd_loss(logits, targets, st.known, hp.kd_T, w) if use_kd else jnp.zeros((), jnp.float32)
         return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)

@@ -22,6 +22,7 @@ All five share one State: a :class:`ModelState` and an optional
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -120,15 +121,97 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     return logits
 
 
-def _replay_draw(state: State, rng: jax.Array):
+class Draw(NamedTuple):
+    """One replay draw, ready for a loss.
+
+    Attributes:
+      inputs: the network inputs of the m drawn examples (a pytree whose
+        leaves have the leading axis m: float32 [m, H, W, C] images here;
+        SER adds its saliency features).
+      y: int32 [m] stored labels.
+      logits: float32 [m, C] stored logits (DER, DER++), else None.
+      valid: bool [m], the rows that are real buffer entries.
+    """
+
+    inputs: Any
+    y: jax.Array
+    logits: jax.Array | None
+    valid: jax.Array
+
+
+def objective_loss(objective: str, apply_fn: Callable, params, batch_stats, inputs, y: jax.Array,
+                   draws: Sequence[Draw], alpha, beta, empty: jax.Array):
+    """The loss of one rehearsal objective (module doc) on a stream batch and
+    its replay draws; a pure function of ``params`` for ``jax.grad``.
+
+    Args:
+      objective: one of ``OBJECTIVES``; ``finetune`` ignores ``draws``.
+      apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
+        new batch_stats)``, the network in training mode (each call is its own
+        BatchNorm batch).
+      params, batch_stats: the network's variables.
+      inputs: the stream batch's inputs (leading axis B); y: int32 [B].
+      draws: ER and DER one :class:`Draw`, DER++ two (independent).
+      alpha, beta: float32 [] weights of the logit MSE (DER, DER++) and of
+        the replayed-label CE (DER++).
+      empty: bool [], the buffer holds nothing yet.  Branch-free on purpose
+        (no ``lax.cond``: under the loop's seed vmap a cond becomes a select
+        that runs both branches, and on the CPU a cond around the backward
+        pass makes XLA fall back to slow convolutions, benchmarks/README.md):
+        the replay rows are then the stream rows tiled, with zero weight, and
+        DER's BatchNorm statistics skip them.  (ER's single pass still counts
+        them in its batch statistics.)
+
+    Returns:
+      (loss float32 [], {"batch_stats": new batch_stats, "logits": float32
+      [B, C] the stream rows' logits}).
+    """
+    B = y.shape[0]
+    if objective == "finetune":
+        logits, bs = apply_fn(params, batch_stats, inputs)
+        return common.cross_entropy(logits, y), {"batch_stats": bs, "logits": logits}
+
+    def filled(d: Draw):
+        rows = jnp.arange(d.y.shape[0]) % B
+        x = jax.tree.map(lambda s, b: jnp.where(empty, s[rows], b), inputs, d.inputs)
+        return x, d.valid & ~empty
+
+    if objective == "er":  # one pass over stream + draw, one BatchNorm batch
+        bx, valid = filled(draws[0])
+        xx = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), inputs, bx)
+        out, bs = apply_fn(params, batch_stats, xx)
+        w = jnp.concatenate([jnp.ones((B,), bool), valid])
+        loss = common.cross_entropy(out, jnp.concatenate([y, draws[0].y]), w)
+        return loss, {"batch_stats": bs, "logits": out[:B]}
+    # DER / DER++: separate passes, BatchNorm statistics chained.
+    logits, bs_stream = apply_fn(params, batch_stats, inputs)
+    loss = common.cross_entropy(logits, y)
+    bx, valid = filled(draws[0])
+    out, bs = apply_fn(params, bs_stream, bx)
+    loss = loss + alpha * common.masked_mse(out, draws[0].logits, valid)
+    if objective == "derpp":
+        bx2, valid2 = filled(draws[1])
+        out2, bs = apply_fn(params, bs, bx2)
+        loss = loss + beta * common.cross_entropy(out2, draws[1].y, valid2)
+    bs = jax.tree.map(lambda a, b: jnp.where(empty, a, b), bs_stream, bs)
+    return loss, {"batch_stats": bs, "logits": logits}
+
+
+def num_draws(objective: str) -> int:
+    """Replay draws per step: finetune 0, ER and DER 1, DER++ 2."""
+    return {"finetune": 0, "er": 1, "der": 1, "derpp": 2}[objective]
+
+
+def _replay_draw(state: State, rng: jax.Array) -> Draw:
     k_idx, k_aug = jax.random.split(rng)
     idx, valid = sample_indices(state.buffer, k_idx, state.hp.minibatch_size)
     x = state.hp.augment(state.buffer.x[idx], k_aug, train=True)
-    return x, state.buffer.y[idx], state.buffer.logits[idx], valid
+    return Draw(x, state.buffer.y[idx], state.buffer.logits[idx], valid)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One step of the objective in ``state.hp.objective`` (module doc).
+    """One step of the objective in ``state.hp.objective`` (module doc;
+    loss :func:`objective_loss`).
 
     Args:
       state: the State.
@@ -140,66 +223,27 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics dict of float32 scalars: ``loss``, ``acc``).
     """
-    hp = state.hp
-    net = state.net
-    k_r1, k_r2, k_add = jax.random.split(rng, 3)
-    B = batch["y"].shape[0]
+    hp, net = state.hp, state.net
+    objective = "finetune" if state.buffer is None else hp.objective
+    keys = jax.random.split(rng, 3)
+    draws = [_replay_draw(state, k) for k in keys[:num_draws(objective)]]
+    empty = state.buffer.is_empty() if state.buffer is not None else jnp.zeros((), bool)
 
-    def stream_only(params):
-        logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
-        return common.cross_entropy(logits, batch["y"]), (bs, logits)
+    def apply_fn(params, batch_stats, x):
+        return common.forward(net, params, batch_stats, x, train=True)
 
-    def with_replay(params):
-        # Branch-free on purpose (no lax.cond on "buffer empty"): under the loop's
-        # seed vmap a cond becomes a select that runs both branches, and on the CPU a
-        # cond around the backward pass makes XLA fall back to slow convolutions
-        # (benchmarks/README.md).  While the buffer is empty (only the run's very
-        # first step) the replay rows are the stream batch tiled, with zero weight,
-        # and DER's BatchNorm statistics skip them, so the step equals stream-only.
-        empty = state.buffer.is_empty()
+    def loss_fn(params):
+        return objective_loss(objective, apply_fn, params, net.batch_stats, batch["x"], batch["y"], draws,
+                              state.hparams["replay.alpha"], state.hparams["replay.beta"], empty)
 
-        def draw(key):
-            bx, by, blog, valid = _replay_draw(state, key)
-            fill = batch["x"][jnp.arange(bx.shape[0]) % B]
-            return jnp.where(empty, fill, bx), by, blog, valid & ~empty
-
-        if hp.objective == "er":
-            bx, by, _, valid = draw(k_r1)
-            x = jnp.concatenate([batch["x"], bx])
-            y = jnp.concatenate([batch["y"], by])
-            w = jnp.concatenate([jnp.ones((B,), bool), valid])
-            out, bs = common.forward(net, params, net.batch_stats, x, train=True)
-            return common.cross_entropy(out, y, w), (bs, out[:B])
-        # DER / DER++: separate forward passes, BatchNorm statistics chained.
-        logits, bs_stream = common.forward(net, params, net.batch_stats, batch["x"], train=True)
-        loss = common.cross_entropy(logits, batch["y"])
-        bx, _, blog, valid = draw(k_r1)
-        out, bs = common.forward(net, params, bs_stream, bx, train=True)
-        loss = loss + state.hparams["replay.alpha"] * common.masked_mse(out, blog, valid)
-        if hp.objective == "derpp":
-            bx2, by2, _, valid2 = draw(k_r2)
-            out2, bs = common.forward(net, params, bs, bx2, train=True)
-            loss = loss + state.hparams["replay.beta"] * common.cross_entropy(out2, by2, valid2)
-        bs = jax.tree.map(lambda a, b: jnp.where(empty, a, b), bs_stream, bs)
-        return loss, (bs, logits)
-
-    def update(loss_fn):
-        def run(params):
-            (loss, (bs, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            return loss, bs, logits, grads
-        return run
-
-    if hp.objective == "finetune" or state.buffer is None:
-        loss, bs, logits, grads = update(stream_only)(net.params)
-    else:
-        loss, bs, logits, grads = update(with_replay)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
     buf = state.buffer
     if buf is not None:
-        store_logits = logits if hp.objective in ("der", "derpp") else None
-        buf = reservoir_add(buf, k_add, batch["x_raw"], batch["y"], logits=store_logits,
+        store_logits = aux["logits"] if hp.objective in ("der", "derpp") else None
+        buf = reservoir_add(buf, keys[2], batch["x_raw"], batch["y"], logits=store_logits,
                             task_id=batch.get("task_id"))
-    metrics = {"loss": loss, "acc": common.accuracy(logits, batch["y"])}
+    metrics = {"loss": loss, "acc": common.accuracy(aux["logits"], batch["y"])}
     return state.replace(net=new_net, buffer=buf), metrics
 
 

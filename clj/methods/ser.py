@@ -20,16 +20,25 @@ One jitted step (``train_step``), in the order of ser.md §4.2:
 2. **Buffer features.**  The replay draws go through the saliency net in
    eval mode with the *updated* weights, without gradient (one apply on all
    draws together: eval BN is per-example).
-3. **Classifier step** of the base method, every pass modulated:
+3. **Classifier step** of the base method: the base's own loss
+   (:func:`clj.methods.rehearsal.objective_loss` for DER++ and ER,
+   :func:`clj.methods.er_ace.ace_loss` for ER-ACE) with, as its network, the
+   classifier modulated by the saliency features of each pass's images:
    DER++: CE(stream) + alpha MSE(draw 1, stored logits) + beta CE(draw 2),
    three BN batches; ER-ACE: masked CE(stream) + (task > 0) CE(draw), two BN
    batches; ER: CE over the concatenation of stream and draw, one BN batch.
+   The base's handling of an empty buffer (the run's first step) comes with
+   it: the replay rows are the stream rows tiled, with zero weight (ER's
+   single BN batch then counts them, as the base ER does).
    Plain SGD on the classifier (``config.optim``).
 4. **Insertion**: reservoir, after the step, of the (padded, uint8) stream
    images, labels and, for DER++, the stream logits of step 3 (pre-update,
    train mode, modulated).  No saliency map is stored or replayed (§4.2,
    §9 item 8): storing uint8 and normalising at sampling equals the official
    float copy of the normalised stream tensor up to float rounding.
+
+The saliency branch (its optimiser, step, pretraining and weight import)
+is :mod:`clj.methods.ser_saliency`.
 
 Saliency targets (``ser.sal_target``, recorded in results.json): the offline
 ``spectral_residual`` (default), ``center``, ``center_sr`` (ser.md §11.2) or
@@ -41,7 +50,7 @@ Saliency weights (``ser.sal_init``, §11.3): ``pretrain:<K>`` (default:
 K steps on procedural images disjoint from every dataset, before task 0),
 ``scratch`` (the classifier's initial backbone copied into the encoder, as
 the official code deep-copies it), ``ckpt:<path>`` (an ``.npz`` written by
-:func:`save_saliency_checkpoint`, e.g. after converting the official
+:func:`~clj.methods.ser_saliency.save_saliency_checkpoint`, e.g. after converting the official
 PyTorch checkpoint).
 
 Inputs whose H or W are not multiples of 8 (Fashion-MNIST's 28x28) are
@@ -51,21 +60,27 @@ The method refuses data augmentation (SER trains without it, §2).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import struct, traverse_util
+from flax import struct
 
 from clj.data.augment import Augment
-from clj.methods import common, er_ace, sections
-from clj.methods import ser_targets as tg
+from clj.methods import common, er_ace, rehearsal, sections
 from clj.methods.common import ModelState, TaskInfo
+from clj.methods.rehearsal import Draw
+from clj.methods.ser_saliency import (SalOptSpec, SalState, load_saliency_checkpoint, pretrain_saliency,
+                                      saliency_apply, saliency_step, save_saliency_checkpoint)
 from clj.models.saliency import ModulatedResNet18, SaliencyNet
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
+
+__all__ = ["BASES", "CLASSIFIERS", "Hparams", "SalOptSpec", "SalState", "State", "classifier_apply", "init",
+           "load_saliency_checkpoint", "make_spec", "pad_normalized", "pad_raw", "predict", "pretrain_saliency",
+           "saliency_apply", "save_saliency_checkpoint", "ser_config", "train_step"]
 
 BASES = ("derpp", "er_ace", "er")
 MNP_MODES = sections.SER_MNP_MODES
@@ -76,34 +91,6 @@ def ser_config() -> ml_collections.ConfigDict:
     """Defaults of ``config.ser`` (a config file sets ``c.ser = ser_config()``
     and overrides fields; ser.md §6 for the paper's values)."""
     return ml_collections.ConfigDict(sections.SER.defaults)
-
-
-@dataclasses.dataclass(frozen=True)
-class SalOptSpec:
-    """The saliency optimiser (hashable): PyTorch SGD with momentum and coupled
-    weight decay, two groups (ser.md §4.5): ``cnn`` (encoder) at
-    ``lr * cnn_lr_factor`` / ``cnn_weight_decay``; the rest at ``lr`` /
-    ``weight_decay``.  optax's trace starts at zero, so its first step equals
-    PyTorch's momentum buffer initialised to the gradient."""
-
-    lr: float = 0.005
-    cnn_lr_factor: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    cnn_weight_decay: float = 1e-5
-
-    def make(self, scale: float = 1.0) -> optax.GradientTransformation:
-        def group(lr, wd):
-            parts = [optax.add_decayed_weights(wd)] if wd > 0 else []
-            parts.append(optax.sgd(lr * scale, momentum=self.momentum or None))
-            return optax.chain(*parts)
-
-        def labels(params):
-            return {k: jax.tree_util.tree_map(lambda _: "enc" if k == "cnn" else "dec", v)
-                    for k, v in params.items()}
-
-        return optax.multi_transform({"enc": group(self.lr * self.cnn_lr_factor, self.cnn_weight_decay),
-                                      "dec": group(self.lr, self.weight_decay)}, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,19 +115,6 @@ class Hparams:
     sr_blur_sigma: float
     center_sigma: float
     cls_init: str = "random"
-
-
-@struct.dataclass
-class SalState:
-    """The saliency network: params (``cnn`` encoder + decoder), BN statistics,
-    optimiser state (kept across tasks), steps taken."""
-
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    step: jax.Array
-    model: SaliencyNet = struct.field(pytree_node=False)
-    optim: SalOptSpec = struct.field(pytree_node=False)
 
 
 @struct.dataclass
@@ -190,51 +164,6 @@ def resolve_config(config) -> ml_collections.ConfigDict:
 
 def _pad_amounts(n: int) -> int:
     return (-n) % 8
-
-
-# -------------------------------------------------------------- checkpoint
-
-
-def save_saliency_checkpoint(path: str, params, batch_stats) -> None:
-    """Writes the saliency net's variables to ``path`` (.npz, keys
-    ``params/<a>/<b>/...`` and ``batch_stats/...``)."""
-    flat = {}
-    for col, tree in (("params", params), ("batch_stats", batch_stats)):
-        for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items():
-            flat[f"{col}/{k}"] = np.asarray(v)
-    np.savez(path, **flat)
-
-
-def load_saliency_checkpoint(path: str, params, batch_stats):
-    """Reads a file written by :func:`save_saliency_checkpoint` into the
-    structure of (params, batch_stats).
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: missing or extra keys, or a shape mismatch (named).
-    """
-    import os
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"ser.sal_init: saliency checkpoint {path!r} does not exist.")
-    data = np.load(path)
-    out = []
-    for col, tree in (("params", params), ("batch_stats", batch_stats)):
-        flat = traverse_util.flatten_dict(tree, sep="/")
-        keys = {f"{col}/{k}" for k in flat}
-        have = {k for k in data.files if k.startswith(col + "/")}
-        if keys != have:
-            raise ValueError(f"saliency checkpoint {path!r} does not match the network: missing "
-                             f"{sorted(keys - have)[:5]}, extra {sorted(have - keys)[:5]}.")
-        new = {}
-        for k, v in flat.items():
-            a = data[f"{col}/{k}"]
-            if a.shape != tuple(v.shape):
-                raise ValueError(f"saliency checkpoint {path!r}: {col}/{k} has shape {a.shape}, "
-                                 f"the network needs {tuple(v.shape)}.")
-            new[k] = jnp.asarray(a, jnp.float32)
-        out.append(traverse_util.unflatten_dict(new, sep="/"))
-    return out[0], out[1]
 
 
 # -------------------------------------------------------------------- init
@@ -305,43 +234,6 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
                  task=jnp.zeros((), jnp.int32), sal_loss_ema=jnp.zeros((), jnp.float32), hp=hp)
 
 
-def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_stats, hp: Hparams,
-                      steps: int, batch: int, lr_mult: float):
-    """Trains the saliency net for ``steps`` steps on procedural images
-    (:func:`clj.methods.ser_targets.procedural_images`, disjoint from the
-    continual stream) against the configured offline target (``teacher``
-    falls back to spectral residual), with the saliency optimiser at
-    ``lr_mult`` times its learning rates (ser.md §11.3).  One ``lax.scan``.
-
-    Returns:
-      (params, batch_stats).
-    """
-    if steps <= 0:
-        return params, batch_stats
-    tx = sopt.make(lr_mult)
-    kind = "spectral_residual" if hp.sal_target == "teacher" else hp.sal_target
-
-    def step(carry, k):
-        p, bs, opt = carry
-        k_img, k_drop = jax.random.split(k)
-        x_raw = tg.procedural_images(k_img, batch, hp.in_shape)
-        target = tg.compute_targets(kind, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
-        x = hp.augment(x_raw)
-
-        def loss_fn(p):
-            (pred, _), upd = smodel.apply({"params": p, "batch_stats": bs}, x, train=True,
-                                          mutable=["batch_stats"], rngs={"dropout": k_drop})
-            return tg.kld_loss(pred, target), upd["batch_stats"]
-
-        (loss, bs2), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
-        upd, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, upd), bs2, opt), loss
-
-    (params, batch_stats, _), _ = jax.lax.scan(step, (params, batch_stats, tx.init(params)),
-                                               jax.random.split(rng, steps))
-    return params, batch_stats
-
-
 def begin_task(state: State, task: TaskInfo) -> State:
     """Resets the classifier's optimiser (the saliency optimiser persists)
     and sets the task counter."""
@@ -376,16 +268,6 @@ def pad_normalized(hp: Hparams, x: jax.Array) -> jax.Array:
     return jax.lax.dynamic_update_slice(canvas, x, (0, ph // 2, pw // 2, 0))
 
 
-def saliency_apply(sal: SalState, params, batch_stats, x, train: bool, rng=None):
-    """Saliency net forward; returns ``(pred [B,H,W,1], feats, new_batch_stats)``."""
-    v = {"params": params, "batch_stats": batch_stats}
-    if train:
-        (pred, feats), upd = sal.model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
-        return pred, feats, upd["batch_stats"]
-    pred, feats = sal.model.apply(v, x, train=False)
-    return pred, feats, batch_stats
-
-
 def classifier_apply(ms: ModelState, params, batch_stats, x, feats, train: bool):
     """Modulated classifier forward; returns ``(logits float32 [B, C], new_batch_stats)``."""
     v = {"params": params, "batch_stats": batch_stats}
@@ -406,37 +288,28 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     return logits
 
 
-def saliency_targets(state: State, x_raw: jax.Array, x: jax.Array) -> jax.Array:
-    """Targets float32 [B, H, W] (unit sum) of padded uint8 / normalised images."""
-    hp = state.hp
-    if hp.sal_target == "teacher":
-        t = state.teacher
-        pred, _ = state.sal.model.apply({"params": t["params"], "batch_stats": t["batch_stats"]}, x, train=False)
-        return tg.normalize_map(jax.lax.stop_gradient(pred[..., 0]))
-    return tg.compute_targets(hp.sal_target, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
-
-
-def saliency_step(state: State, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
-    """Step 1 of the module doc.  Returns ``(new SalState, stream features
-    (stop-gradient), saliency loss float32 [])``."""
-    sal = state.sal
-    target = saliency_targets(state, x_raw, x)
-
-    def loss_fn(p):
-        pred, feats, bs = saliency_apply(sal, p, sal.batch_stats, x, train=True, rng=rng)
-        return state.hp.sal_coeff * tg.kld_loss(pred, target), (bs, feats)
-
-    (loss, (bs, feats)), g = jax.value_and_grad(loss_fn, has_aux=True)(sal.params)
-    upd, opt = sal.optim.make().update(g, sal.opt_state, sal.params)
-    new = sal.replace(params=optax.apply_updates(sal.params, upd), batch_stats=bs, opt_state=opt, step=sal.step + 1)
-    return new, jax.lax.stop_gradient(feats), loss
-
-
-# -------------------------------------------------------------------- step
+def _replay_draws(state: State, sal: SalState, k1: jax.Array, k2: jax.Array) -> list[Draw]:
+    """The base method's replay draws (DER++ two, ER-ACE and ER one, of
+    ``minibatch_size`` each; not augmented, normalised and padded), each
+    with the *updated* saliency net's eval-mode features of its images (one
+    saliency apply on all draws together: eval BN is per-example)."""
+    hp, buf, m = state.hp, state.buffer, state.hp.minibatch_size
+    idx1, v1 = sample_indices(buf, k1, m)
+    idx2, v2 = sample_indices(buf, k2, m)
+    idx = jnp.concatenate([idx1, idx2]) if hp.base == "derpp" else idx1
+    bx = hp.augment(buf.x[idx])
+    _, bfeats, _ = saliency_apply(sal, sal.params, sal.batch_stats, bx, train=False)
+    bfeats = jax.lax.stop_gradient(bfeats)
+    by = buf.y[idx]
+    first = Draw((bx[:m], [f[:m] for f in bfeats]), by[:m], buf.logits[idx1] if hp.base == "derpp" else None, v1)
+    if hp.base != "derpp":
+        return [first]
+    return [first, Draw((bx[m:], [f[m:] for f in bfeats]), by[m:], None, v2)]
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One SER step over the base method (module doc).
+    """One SER step over the base method (module doc): the saliency step,
+    then the base method's loss with the modulated classifier as its network.
 
     Args:
       state: the State.
@@ -452,71 +325,24 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     x_raw = pad_raw(hp, batch["x_raw"])
     x = hp.augment(x_raw)
     y = batch["y"]
-    B, m = y.shape[0], hp.minibatch_size
-    new_sal, feats, sal_loss = saliency_step(state, x_raw, x, k_drop)
-
-    idx1, v1 = sample_indices(state.buffer, k_r1, m)
-    idx2, v2 = sample_indices(state.buffer, k_r2, m)
-    if hp.base == "derpp":
-        bidx = jnp.concatenate([idx1, idx2])
-    else:
-        bidx = idx1
-    bx = hp.augment(state.buffer.x[bidx])
-    _, bfeats, _ = saliency_apply(new_sal, new_sal.params, new_sal.batch_stats, bx, train=False)
-    bfeats = jax.lax.stop_gradient(bfeats)
-    by = state.buffer.y[bidx]
-    empty = state.buffer.is_empty()
+    new_sal, feats, sal_loss = saliency_step(hp, state.sal, state.teacher, x_raw, x, k_drop)
+    draws = _replay_draws(state, new_sal, k_r1, k_r2)
     seen = state.seen
-    zero = jnp.zeros((), jnp.float32)
 
-    if hp.base == "derpp":
-        blog = state.buffer.logits[idx1]
+    def apply_fn(params, batch_stats, inputs):  # the base's network: the modulated classifier
+        return classifier_apply(ms, params, batch_stats, inputs[0], inputs[1], True)
 
-        def loss_fn(p):
-            logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
-            loss = common.cross_entropy(logits, y)
-
-            def replay(bs):
-                f1 = [f[:m] for f in bfeats]
-                f2 = [f[m:] for f in bfeats]
-                o1, bs = classifier_apply(ms, p, bs, bx[:m], f1, True)
-                o2, bs = classifier_apply(ms, p, bs, bx[m:], f2, True)
-                return hp.alpha * common.masked_mse(o1, blog, v1) + hp.beta * common.cross_entropy(o2, by[m:], v2), bs
-
-            lr_, bs = jax.lax.cond(empty, lambda b: (zero, b), replay, bs)
-            return loss + lr_, (bs, logits)
-    elif hp.base == "er_ace":
+    if hp.base == "er_ace":
         active, seen = er_ace.ace_mask(state.seen, y)
-        replay_on = state.task > 0
-
-        def loss_fn(p):
-            logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
-            loss = common.cross_entropy(er_ace.masked_logits(logits, active, replay_on), y)
-
-            def replay(bs):
-                o, bs = classifier_apply(ms, p, bs, bx, bfeats, True)
-                return common.cross_entropy(o, by, v1), bs
-
-            lr_, bs = jax.lax.cond(replay_on, replay, lambda b: (zero, b), bs)
-            return loss + lr_, (bs, logits)
-    else:  # er: one pass over stream + draw, features concatenated per level
-
-        def loss_fn(p):
-            def stream_only(_):
-                logits, bs = classifier_apply(ms, p, ms.batch_stats, x, feats, True)
-                return common.cross_entropy(logits, y), (bs, logits)
-
-            def with_replay(_):
-                xx = jnp.concatenate([x, bx])
-                ff = [jnp.concatenate([a, b]) for a, b in zip(feats, bfeats)]
-                out, bs = classifier_apply(ms, p, ms.batch_stats, xx, ff, True)
-                w = jnp.concatenate([jnp.ones((B,), bool), v1])
-                return common.cross_entropy(out, jnp.concatenate([y, by]), w), (bs, out[:B])
-
-            return jax.lax.cond(empty, stream_only, with_replay, None)
-
-    (loss, (bs, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ms.params)
-    new_cls = common.apply_gradients(ms, grads, bs)
+        loss_fn = functools.partial(er_ace.ace_loss, apply_fn, batch_stats=ms.batch_stats, inputs=(x, feats), y=y,
+                                    draw=draws[0], active=active, replay_on=state.task > 0)
+    else:
+        loss_fn = functools.partial(rehearsal.objective_loss, hp.base, apply_fn, batch_stats=ms.batch_stats,
+                                    inputs=(x, feats), y=y, draws=draws, alpha=hp.alpha, beta=hp.beta,
+                                    empty=state.buffer.is_empty())
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(ms.params)
+    new_cls = common.apply_gradients(ms, grads, aux["batch_stats"])
+    logits = aux["logits"]
     buf = reservoir_add(state.buffer, k_add, x_raw, y,
                         logits=jax.lax.stop_gradient(logits) if hp.base == "derpp" else None,
                         task_id=batch.get("task_id"))
@@ -548,8 +374,6 @@ def result_extras(state: State) -> dict:
 
 def make_spec(base: str):
     """The :class:`~clj.methods.api.MethodSpec` of SER over ``base``."""
-    import functools
-
     from clj.methods.api import Capabilities, MethodSpec
 
     return MethodSpec(init=functools.partial(init, base=base), begin_task=begin_task,

@@ -14,7 +14,7 @@ of :mod:`clj.data.clutter`, whose targets are the exact object masks blurred
 KLD (:func:`clj.methods.ser_targets.kld_loss`), Adam, batch-stat BN and channel
 dropout in train mode; the whole run is one jitted ``lax.scan`` per
 ``--log_every`` steps.  The checkpoint is written with
-:func:`clj.methods.ser.save_saliency_checkpoint` and loaded by a SER run with
+:func:`clj.methods.ser_saliency.save_saliency_checkpoint` and loaded by a SER run with
 ``--config.ser.sal_init=ckpt:<file>``.
 
 Printed and written beside the checkpoint (``<out>.json``): the loss curve,
@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from clj.methods import ser_targets as tg
+from clj.methods.ser_saliency import kld_step, save_saliency_checkpoint
 from clj.models.saliency import SaliencyNet
 
 
@@ -102,19 +103,10 @@ def pretrain(x_u8: np.ndarray, target: np.ndarray, *, width: int, steps: int, ba
     X, T = jnp.asarray(x_u8), jnp.asarray(target)
 
     def step(carry, k, X, T):
-        p, bs, opt = carry
         k_i, k_d = jax.random.split(k)
         idx = jax.random.randint(k_i, (batch,), 0, N)
-        x, t = _normalize(X[idx], mean, std), T[idx]
-
-        def loss_fn(p):
-            (pred, _), upd = model.apply({"params": p, "batch_stats": bs}, x, train=True, mutable=["batch_stats"],
-                                         rngs={"dropout": k_d})
-            return tg.kld_loss(pred, t), upd["batch_stats"]
-
-        (loss, bs2), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
-        u, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, u), bs2, opt), loss
+        p, bs, opt, loss, _ = kld_step(model, tx, *carry, _normalize(X[idx], mean, std), T[idx], k_d)
+        return (p, bs, opt), loss
 
     # the data are arguments, not closed-over constants (which XLA would fold into the program)
     run = jax.jit(lambda c, ks, X, T: jax.lax.scan(lambda c, k: step(c, k, X, T), c, ks))
@@ -130,7 +122,6 @@ def pretrain(x_u8: np.ndarray, target: np.ndarray, *, width: int, steps: int, ba
 
 def main(argv=None) -> dict:
     from clj.data.clutter import CLUTTER_DATASETS, load_clutter
-    from clj.methods.ser import save_saliency_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="clutter_fashion_mnist", choices=sorted(CLUTTER_DATASETS))

@@ -1,0 +1,66 @@
+"""SER wraps its base method's loss (clj.methods.ser over clj.methods.rehearsal
+and clj.methods.er_ace).
+
+With ``ser.mnp_blocks`` all 0 the modulated classifier is the plain
+ResNet-18 whatever the saliency features (test_ser's identity test), so a
+SER step must be its base method's step on the same network, batch and
+replay examples: same loss, same BatchNorm statistics, same update.  The
+buffer holds one example in every slot, so SER's draws (not augmented, its
+own keys) and the base's draws are the same rows.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clj.methods import er_ace, rehearsal, ser
+from test_ser import _config
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _states(base: str):
+    from clj.train.loop import load_scenario
+
+    c = _config(f"ser_{base}", mnp_blocks=(0, 0, 0, 0, 0))
+    sc = load_scenario(c)
+    s = ser.init(KEY, c, sc, base)
+    hp = s.hp
+    x_raw = jnp.asarray(sc.x_train[:8])
+    y = jnp.asarray(sc.y_train[:8].astype(np.int32))
+    M = hp.buffer_size
+    buf = s.buffer
+    logits = jnp.broadcast_to(jnp.linspace(-1.0, 2.0, buf.logits.shape[-1]), buf.logits.shape)
+    buf = buf.replace(x=jnp.broadcast_to(x_raw[3], buf.x.shape), y=jnp.full((M,), y[5], jnp.int32),
+                      logits=logits, num_seen=jnp.asarray(3 * M, jnp.int32))
+    s = s.replace(buffer=buf, task=jnp.ones((), jnp.int32))
+    batch = {"x": hp.augment(x_raw), "x_raw": x_raw, "y": y, "task_id": jnp.ones((8,), jnp.int32)}
+    if base == "er_ace":
+        b = er_ace.State(net=s.cls, buffer=buf, seen=s.seen, task=s.task,
+                         hp=er_ace.Hparams(augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size))
+        return s, b, er_ace.train_step, batch
+    rh = rehearsal.Hparams(objective=base, augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size,
+                           alpha=hp.alpha, beta=hp.beta)
+    hparams = {"optim.lr": jnp.float32(c.optim.lr), "replay.alpha": jnp.float32(hp.alpha),
+               "replay.beta": jnp.float32(hp.beta)}
+    return s, rehearsal.State(net=s.cls, buffer=buf, hparams=hparams, hp=rh), rehearsal.train_step, batch
+
+
+@pytest.mark.parametrize("base", ["derpp", "er_ace", "er"])
+def test_unmodulated_ser_step_is_the_base_step(base):
+    s, b, base_step, batch = _states(base)
+
+    # Not jitted: op by op, the two steps run the same operations on the same
+    # values, so they agree bit for bit (two compiled programs may fuse
+    # differently), and the few hundred small ops compile faster than the step.
+    new_s, m_s = ser.train_step(s, batch, jax.random.PRNGKey(3))
+    new_b, m_b = base_step(b, batch, jax.random.PRNGKey(4))
+    (cls, loss_s), (net, loss_b) = (new_s.cls, m_s["loss"]), (new_b.net, m_b["loss"])
+    assert float(loss_s) > 0
+    np.testing.assert_array_equal(np.asarray(loss_s), np.asarray(loss_b))
+    for u, v in zip(jax.tree_util.tree_leaves((cls.params, cls.batch_stats)),
+                    jax.tree_util.tree_leaves((net.params, net.batch_stats))):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    moved = max(float(jnp.abs(u - v).max()) for u, v in zip(jax.tree_util.tree_leaves(cls.params),
+                                                             jax.tree_util.tree_leaves(s.cls.params)))
+    assert moved > 0
