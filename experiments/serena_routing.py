@@ -48,9 +48,10 @@ RULES = (("official_task_indexed", "SERENA (official code; true task id at test)
          ("nearest_class_mean_cell0", "clj: cell-0 feature means"))
 
 
-def dataset_config(ds: str, variant: str):
+def dataset_config(ds: str, variant: str, train_fraction: float = 1.0):
     """The config of ``ds`` (``mnist``, ``fashion_mnist``, ``digits``,
-    ``clutter_mnist``, ``clutter_fashion_mnist``) for ``variant``."""
+    ``clutter_mnist``, ``clutter_fashion_mnist``) for ``variant``, using
+    ``train_fraction`` of each task's training examples."""
     import ml_collections
 
     from clj.config import load_config
@@ -62,6 +63,7 @@ def dataset_config(ds: str, variant: str):
     else:
         c = load_config(f"serena_{ds}", variant)
     c.scenario.class_order_seed = 0
+    c.scenario.train_fraction = float(train_fraction)
     c.progress = False
     c.resume = False
     c.plots = False
@@ -112,7 +114,7 @@ def routing_accuracy(runner, state):
     return np.asarray(jax.jit(jax.vmap(lambda s: seed_fn(prepare_predict(s))))(state))
 
 
-def run_dataset(ds: str, seeds: int, out: str) -> dict:
+def run_dataset(ds: str, seeds: int, out: str, train_fraction: float = 1.0) -> dict:
     """Both programs for one dataset; returns {rule: {...}} plus walls."""
     import numpy as np
 
@@ -120,7 +122,7 @@ def run_dataset(ds: str, seeds: int, out: str) -> dict:
 
     res = {}
     # 1. official protocol
-    c = dataset_config(ds, "official")
+    c = dataset_config(ds, "official", train_fraction)
     c.num_seeds = seeds
     wd = os.path.join(out, f"{ds}_official")
     t0 = time.perf_counter()
@@ -131,7 +133,7 @@ def run_dataset(ds: str, seeds: int, out: str) -> dict:
     print(f"[{ds}] official: {finals} ({wall_off:.0f} s)", flush=True)
 
     # 2. task-free, every space's class means kept, one trained model
-    c = dataset_config(ds, "task_free")
+    c = dataset_config(ds, "task_free", train_fraction)
     c.num_seeds = seeds
     c.serena.route_stats = "all"
     wd = os.path.join(out, f"{ds}_task_free")
@@ -156,7 +158,8 @@ def run_dataset(ds: str, seeds: int, out: str) -> dict:
     gap = max(abs(a - b) for a, b in zip(own, res["nearest_class_mean"]["acc"]))
     print(f"[{ds}] task-free run's own (pixel) vote {own}; re-evaluation differs by {gap:.4f} points; "
           f"cells per seed {cells} ({wall_tf:.0f} s)", flush=True)
-    res["_meta"] = dict(own_pixel=own, gap=gap, n_cells=cells, wall_official=wall_off, wall_task_free=wall_tf)
+    res["_meta"] = dict(own_pixel=own, gap=gap, n_cells=cells, wall_official=wall_off, wall_task_free=wall_tf,
+                        train_fraction=train_fraction, steps_per_task=_per_seed_results(wd, seeds)[0]["steps"]["per_task"])
     return res
 
 
@@ -165,15 +168,25 @@ def main(argv=None):
     ap.add_argument("--datasets", default="mnist,fashion_mnist,clutter_mnist")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default="runs/serena_routing")
+    ap.add_argument("--train_fraction", type=float, default=1.0,
+                    help="fraction of each task's training examples (scenario.train_fraction)")
     ap.add_argument("--json", default="", help="write every seed's numbers here")
+    ap.add_argument("--from_json", default="", help="comma-separated --json files: print their table, run nothing")
     args = ap.parse_args(argv)
-    dss = args.datasets.split(",")
     allres = {}
-    for ds in dss:
-        allres[ds] = run_dataset(ds, args.seeds, args.out)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"seeds": args.seeds, "results": allres}, f, indent=1)
+    if args.from_json:
+        for p in args.from_json.split(","):
+            d = json.load(open(p))
+            args.seeds = d["seeds"]
+            allres.update(d["results"])
+        dss = list(allres)
+    else:
+        dss = args.datasets.split(",")
+        for ds in dss:
+            allres[ds] = run_dataset(ds, args.seeds, args.out, args.train_fraction)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"seeds": args.seeds, "results": allres}, f, indent=1)
     print(f"\nFinal class-IL accuracy % (row mean), mean ± std over {args.seeds} seeds (seed 0's class order):\n")
     print("| rule | whose | " + " | ".join(dss) + " |")
     print("|---|---|" + "---|" * len(dss))
@@ -185,12 +198,14 @@ def main(argv=None):
             ra = "" if not r["route_acc"] else f" (routing {_mean_std(r['route_acc'])[0]:.1f})"
             cells.append(f"{m:.2f} ± {s:.2f}{ra}")
         print(f"| `{rule}` | {whose} | " + " | ".join(cells) + " |")
-    print("\n| dataset | official run s | task-free run s (all means kept) | extra eval s: pixel / union / cell0 |")
-    print("|---|---|---|---|")
+    print("\n| dataset | train fraction | cells (task-free, per seed) | official run s "
+          "| task-free run s (all means kept) | extra eval s: pixel / union / cell0 |")
+    print("|---|---|---|---|---|---|")
     for ds in dss:
         m = allres[ds]["_meta"]
         ev = " / ".join(f"{allres[ds][r]['eval_s']:.1f}" for r, _ in RULES[1:])
-        print(f"| {ds} | {m['wall_official']:.0f} | {m['wall_task_free']:.0f} | {ev} |")
+        print(f"| {ds} | {m.get('train_fraction', 1.0)} | {m['n_cells']} | {m['wall_official']:.0f} | "
+              f"{m['wall_task_free']:.0f} | {ev} |")
 
 
 if __name__ == "__main__":
