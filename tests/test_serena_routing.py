@@ -36,7 +36,8 @@ def test_state_shapes_dtypes_and_exact_accumulation():
     widths = {"nearest_class_mean": (6, 0, 0), "nearest_class_mean_union": (0, 16, 0),
               "nearest_class_mean_cell0": (0, 0, 16), "max_confidence": (0, 0, 0)}
     for vote, (dp, du, dc) in widths.items():
-        st = serena.init(jax.random.PRNGKey(0), _cfg(**{"serena.vote": vote}), sc)
+        c = _cfg(**{"serena.vote": vote})
+        st = jax.eval_shape(lambda k, c=c: serena.init(k, c, sc), jax.random.PRNGKey(0))  # shapes only
         assert (st.class_sum.shape, st.union_feat_sum.shape, st.cell0_feat_sum.shape) == ((4, dp), (4, du), (4, dc))
         assert st.class_sum.dtype == st.union_feat_sum.dtype == st.cell0_feat_sum.dtype == jnp.float32
     st = serena.init(jax.random.PRNGKey(0), _cfg(**{"serena.route_stats": "all"}), sc)
