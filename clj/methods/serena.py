@@ -73,6 +73,7 @@ from clj.methods.serena_cells import PyTree, State, close_cell, draw_mask, maske
 from clj.methods.serena_config import capabilities, default_config, hparams_from_config, validate_config  # noqa: F401
 from clj.methods.serena_config import model_from_config
 from clj.methods.serena_detector import detector_push
+from clj.methods.serena_route import SUM_FIELDS, accumulate_class_means, space_dim
 from clj.methods.serena_vote import predict, prepare_predict
 
 
@@ -95,9 +96,9 @@ def init(rng: jax.Array, config, scenario) -> State:
                  win=jnp.zeros((W,), jnp.float32), win_count=z, win_pos=z, correct=z, seen=z,
                  ema=jnp.zeros((), jnp.float32), step=z,
                  cell_start=jnp.full((M,), -1, jnp.int32).at[0].set(0), dropped=z,
-                 class_sum=jnp.zeros((scenario.num_classes,
-                                      math.prod(scenario.image_shape) if hp.vote == "nearest_class_mean" else 0),
-                                     jnp.float32),
+                 **{field: jnp.zeros((scenario.num_classes, space_dim(space, scenario.image_shape, model)
+                                      if space in hp.class_means else 0), jnp.float32)
+                    for space, field in SUM_FIELDS.items()},
                  cell_class_count=jnp.zeros((M, scenario.num_classes), jnp.int32), mask_key=k_mask,
                  init_key=k_re, hp=hp, model=model)
 
@@ -154,8 +155,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     onehot = jax.nn.one_hot(y, st.cell_class_count.shape[1], dtype=jnp.float32)          # [B, C]
     st = st.replace(cell_class_count=st.cell_class_count.at[st.n_cells - 1].add(
         jnp.sum(onehot, 0).astype(jnp.int32)))
-    if st.class_sum.shape[1]:
-        st = st.replace(class_sum=st.class_sum + onehot.T @ x.reshape(B, -1).astype(jnp.float32))
+    st = accumulate_class_means(st, x, onehot)  # running class means of the routing rules (serena_route)
     metrics = {"loss": loss, "acc": n_correct.astype(jnp.float32) / B, "stat": c,
                "fire": fire.astype(jnp.float32), "n_cells": st.n_cells.astype(jnp.float32)}
     return st, metrics
@@ -206,7 +206,7 @@ def memory_bytes(state: State) -> dict:
     n = int(state.n_cells)
     per_cell = sum(int(c.shape[-1]) for c in jax.tree_util.tree_leaves(state.cell_masks))
     model = sum(int(np.prod(b.shape)) * 4 for b in jax.tree_util.tree_leaves(state.bank))
-    stats = int(state.class_sum.size) * 4 + int(state.cell_class_count.size) * 4
+    stats = sum(int(getattr(state, f).size) * 4 for f in SUM_FIELDS.values()) + int(state.cell_class_count.size) * 4
     return {"masks": n * per_cell, "model": model, "buffer": 0, "class_statistics": stats}
 
 
@@ -219,7 +219,7 @@ def result_extras(state: State) -> dict:
     union = float(sum(int(jnp.sum(f)) for f in frozen) / max(sum(f.size for f in frozen), 1))
     return {"serena": {
         "protocol": hp.protocol, "freeze": hp.freeze, "mask_draw": hp.mask_draw, "detector": hp.detector,
-        "vote": hp.vote, "new_cell_init": hp.new_cell_init, "density": hp.density, "window": hp.window,
+        "vote": hp.vote, "class_means": list(hp.class_means), "new_cell_init": hp.new_cell_init, "density": hp.density, "window": hp.window,
         "threshold": hp.threshold, "ema_decay": hp.ema_decay, "min_window_mean": hp.min_window_mean,
         "max_cells": hp.max_cells, "n_cells": n,
         "cell_start_steps": [int(s) for s in np.asarray(state.cell_start)[:n]],

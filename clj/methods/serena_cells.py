@@ -43,7 +43,13 @@ class State:
       dropped: int32 [] detections ignored because all M cells were used.
       class_sum: float32 [C, D] sum of the (normalised, flattened) training
         inputs of each class, D = H*W*C of the images; D = 0 unless
-        ``vote='nearest_class_mean'`` (the only reader).
+        ``vote='nearest_class_mean'`` (the only reader) or ``route_stats='all'``.
+      union_feat_sum, cell0_feat_sum: float32 [C, F] sums of the
+        L2-normalised penultimate features of the training inputs of each
+        class under the union network / cell 0 at the step they were seen,
+        F = ``model.feature_dim``; F = 0 unless the vote is
+        ``nearest_class_mean_union`` / ``nearest_class_mean_cell0`` or
+        ``route_stats='all'`` (:mod:`clj.methods.serena_route`).
       cell_class_count: int32 [M, C] training examples of class c seen while
         cell m was open (labels only, never a task id).
       mask_key, init_key: PRNG keys of cell masks (``fold_in(mask_key, m)``)
@@ -72,6 +78,8 @@ class State:
     cell_start: jax.Array
     dropped: jax.Array
     class_sum: jax.Array
+    union_feat_sum: jax.Array
+    cell0_feat_sum: jax.Array
     cell_class_count: jax.Array
     mask_key: jax.Array
     init_key: jax.Array

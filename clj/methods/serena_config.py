@@ -25,6 +25,7 @@ DETECTORS = sections.SERENA_DETECTORS
 VOTES = sections.SERENA_VOTES
 NEW_CELL_INITS = sections.SERENA_NEW_CELL_INITS
 OPTIMS = sections.SERENA_OPTIMS
+ROUTE_SPACES = sections.SERENA_ROUTE_SPACES  # class-mean rule -> "pixels" | "union" | "cell0"
 
 
 PROTOCOL_DEFAULTS = sections.SERENA_PROTOCOL_DEFAULTS  # protocol -> the value every "" knob takes
@@ -99,6 +100,7 @@ class Hparams:
     weight_decay: float
     eval_cell_batch: int
     image_shape: tuple[int, ...]
+    class_means: tuple[str, ...] = ()  # spaces whose class means train_step keeps (subset of ROUTE_SPACES values)
 
     def tx(self) -> optax.GradientTransformationExtraArgs:
         """PyTorch's SGD (coupled weight decay, Nesterov momentum) or Adam, as
@@ -131,7 +133,17 @@ def hparams_from_config(config, scenario, params) -> Hparams:
                    optim=config.optim.name, lr=float(config.optim.lr),
                    momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
                    weight_decay=float(config.optim.get("weight_decay", 0.0)),
-                   eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape))
+                   eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape),
+                   class_means=class_mean_spaces(r["vote"], str(s.get("route_stats", ""))))
+
+
+def class_mean_spaces(vote: str, route_stats: str) -> tuple[str, ...]:
+    """The spaces whose running class means ``train_step`` keeps: every one
+    (``route_stats='all'``), else the one the vote reads (none for the
+    other rules).  Order: pixels, union, cell0."""
+    if route_stats == "all":
+        return tuple(dict.fromkeys(ROUTE_SPACES.values()))
+    return (ROUTE_SPACES[vote],) if vote in ROUTE_SPACES else ()
 
 
 def model_from_config(config, num_classes: int):

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from clj.methods.serena_cells import State, merged_bank, restrict, store_mask
-from clj.methods.serena_config import VOTES
+from clj.methods.serena_config import ROUTE_SPACES, VOTES
+from clj.methods.serena_route import route_cells
 from clj.sparse import unpack_mask
 
 
@@ -99,6 +100,10 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
         own confidences cannot route (each single-head cell is confidently
         wrong off its concept), while the classes' input means are
         statistics of the labelled training stream that need no task id.
+      ``nearest_class_mean_union`` / ``nearest_class_mean_cell0``: the same
+        with class means of penultimate features of the union network / of
+        cell 0 (:mod:`clj.methods.serena_route`).  The three class-mean
+        rules are clj's, not SERENA's.
 
     The vote rules return ``key + 0.5 * mean_prob``: ``key = score * (M + 2)
     + (M + 1 - first_voter)`` is integer and unique among voted classes, so
@@ -108,7 +113,7 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
 
     Raises:
       ValueError: an unknown rule, ``official_task_indexed`` without
-        ``task_id`` or ``nearest_class_mean`` without ``route``.
+        ``task_id`` or a class-mean rule without ``route``.
     """
     M, B, C = logits.shape
     m = jnp.arange(M)
@@ -118,10 +123,10 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     mean_p = jnp.sum(probs * act_f, 0) / jnp.maximum(jnp.sum(act_f, 0), 1.0)
     if rule == "mean_prob":
         return jnp.log(mean_p + 1e-12)
-    if rule in ("max_confidence", "max_logit", "nearest_class_mean"):
-        if rule == "nearest_class_mean":
+    if rule in ("max_confidence", "max_logit") or rule in ROUTE_SPACES:
+        if rule in ROUTE_SPACES:
             if route is None:
-                raise ValueError("vote='nearest_class_mean' needs route (the cell per example).")
+                raise ValueError(f"vote={rule!r} needs route (the cell per example).")
             best = jnp.asarray(route, jnp.int32)
         else:
             score = jnp.max(probs, -1) if rule == "max_confidence" else jnp.max(logits, -1)
@@ -162,12 +167,14 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
     rule = state.hp.vote
     if rule == "official_task_indexed" and task_id is None:
         rule = "recency_vote"  # no task id given: every cell votes
-    route = route_by_class_mean(state, x) if rule == "nearest_class_mean" else None
-    return combine_cells(cell_outputs(state, x, valid), state.n_cells, rule, task_id, route)
+    st = prepare_predict(state)  # once, for the routing pass and the cells
+    route = route_cells(st, x, rule, valid) if rule in ROUTE_SPACES else None
+    return combine_cells(cell_outputs(st, x, valid), st.n_cells, rule, task_id, route)
 
 
 def route_by_class_mean(state: State, x: jax.Array) -> jax.Array:
-    """The cell that judges each input under ``vote='nearest_class_mean'``.
+    """The cell that judges each input under ``vote='nearest_class_mean'``
+    (clj's rule, not SERENA's; :mod:`clj.methods.serena_route`).
 
     The class c* whose mean training input (``class_sum / count``, classes
     seen so far only) is nearest to x in squared Euclidean distance, then the
@@ -175,18 +182,12 @@ def route_by_class_mean(state: State, x: jax.Array) -> jax.Array:
     earliest on ties).  Uses labels of the training stream, never a task id.
 
     Args:
-      state: the State (built with ``vote='nearest_class_mean'``).
+      state: the State (built with ``vote='nearest_class_mean'`` or
+        ``route_stats='all'``).
       x: float32 [B, H, W, C] normalised inputs.
     Returns:
       int32 [B] cell indices.
     Raises:
-      ValueError: the State keeps no class sums (another vote rule).
+      ValueError: the State keeps no pixel class sums.
     """
-    if state.class_sum.shape[1] == 0:
-        raise ValueError("route_by_class_mean needs a State built with serena.vote='nearest_class_mean'.")
-    count = jnp.sum(state.cell_class_count, 0)                                  # [C]
-    means = state.class_sum / jnp.maximum(count, 1)[:, None].astype(jnp.float32)
-    xf = x.reshape(x.shape[0], -1).astype(jnp.float32)
-    d = jnp.sum(xf * xf, 1)[:, None] - 2.0 * xf @ means.T + jnp.sum(means * means, 1)[None, :]
-    cls = jnp.argmin(jnp.where(count[None, :] > 0, d, jnp.inf), 1)             # [B]
-    return jnp.argmax(state.cell_class_count[:, cls], 0).astype(jnp.int32)
+    return route_cells(state, x, "nearest_class_mean")

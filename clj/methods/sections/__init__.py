@@ -35,7 +35,8 @@ from clj.methods.sections.ser import (SER, SER_CLASSIFIERS, SER_CLS_INITS, SER_M
                                       SER_POOL_MODES, SER_TARGETS, check_ser_model)
 from clj.methods.sections.serena import (SERENA, SERENA_DETECTORS, SERENA_FREEZE_MODES, SERENA_MASK_DRAWS,
                                          SERENA_MODELS, SERENA_NEW_CELL_INITS, SERENA_OPTIMS, SERENA_PROTOCOL_DEFAULTS,
-                                         SERENA_PROTOCOLS, SERENA_VOTES, serena_resolved)
+                                         SERENA_PROTOCOLS, SERENA_ROUTE_SPACES, SERENA_ROUTE_STATS,
+                                         SERENA_VOTES, serena_resolved)
 
 SECTIONS = {s.name: s for s in (REPLAY, NISPA, REG, CIL, AKR, SER, SERENA)}
 
@@ -148,6 +149,7 @@ __all__ = ["Section", "merged", "REG", "REG_EWC_MODES", "REG_MAS_SCALES", "REPLA
            "SER", "SER_CLASSIFIERS", "SER_CLS_INITS", "SER_MNP_MODES", "SER_NUM_POINTS", "SER_POOL_MODES",
            "SER_TARGETS", "check_ser_model", "SERENA", "SERENA_DETECTORS", "SERENA_FREEZE_MODES",
            "SERENA_MASK_DRAWS", "SERENA_MODELS", "SERENA_NEW_CELL_INITS", "SERENA_OPTIMS",
-           "SERENA_PROTOCOL_DEFAULTS", "SERENA_PROTOCOLS", "SERENA_VOTES", "serena_resolved", "SECTIONS",
+           "SERENA_PROTOCOL_DEFAULTS", "SERENA_PROTOCOLS", "SERENA_ROUTE_SPACES", "SERENA_ROUTE_STATS",
+           "SERENA_VOTES", "serena_resolved", "SECTIONS",
            "METHOD_SECTIONS", "METHOD_CHECKS", "get_section", "method_sections", "declared", "check",
            "field_docs", "section_config", "akr_config", "cil_config", "ser_config"]

@@ -10,7 +10,11 @@ SERENA_FREEZE_MODES = ("exact", "faithful")
 SERENA_MASK_DRAWS = ("exact_count", "bernoulli")
 SERENA_DETECTORS = ("ema_acc", "running_since_task_start", "running_since_detection", "batch_acc")
 SERENA_VOTES = ("max_confidence", "max_logit", "recency_vote", "mean_prob", "nearest_class_mean",
-                "official_task_indexed")
+                "nearest_class_mean_union", "nearest_class_mean_cell0", "official_task_indexed")
+# class-mean routing rule -> the space its means live in (clj.methods.serena_route)
+SERENA_ROUTE_SPACES = {"nearest_class_mean": "pixels", "nearest_class_mean_union": "union",
+                       "nearest_class_mean_cell0": "cell0"}
+SERENA_ROUTE_STATS = ("", "all")
 SERENA_NEW_CELL_INITS = ("zeros", "reinit_random")
 SERENA_OPTIMS = ("sgd", "adam")
 SERENA_MODELS = ("serena_mlp", "serena_resnet18", "serena_resnet18_reduced")  # clj.models.serena_nets
@@ -75,6 +79,8 @@ def _check_serena(v, config) -> None:
     at_least("serena", v, 1, "window")
     in_interval("serena", v, "threshold", "(0, 1]")
     in_interval("serena", v, "ema_decay", "[0, 1)")
+    need(v["route_stats"] in SERENA_ROUTE_STATS, f"serena.route_stats={v['route_stats']!r} is unknown; valid: "
+         "'' (the class means the vote reads) or 'all' (pixel, union and cell-0 means).")
     need(int(v["max_cells"]) >= 0 and int(v["eval_cell_batch"]) >= 0,
          f"serena.max_cells={v['max_cells']} / eval_cell_batch={v['eval_cell_batch']} are invalid: they must be "
          ">= 0 (0 = automatic).")
@@ -84,7 +90,7 @@ SERENA = Section(
     "serena",
     dict(protocol="task_free", density=0.05, window=10, threshold=0.5, ema_decay=0.5, min_window_mean=-1.0,
          max_cells=0, nesterov=True, freeze="", mask_draw="", detector="", vote="", new_cell_init="",
-         eval_cell_batch=0),
+         eval_cell_batch=0, route_stats=""),
     dict(protocol="'task_free' (detected concepts) or 'official' (the official code's task-indexed protocol)",
          density="1 - sparsity of each cell's masks (--sparsity 0.95 = 0.05)",
          window="W, batches in the drift detector's window (--window_size)",
@@ -99,5 +105,7 @@ SERENA = Section(
                   "('' = the protocol's)",
          vote="cell choice at test time ('' = the protocol's; see the VOTES of clj.methods.serena)",
          new_cell_init="a new cell's weights: zeros | reinit_random ('' = the protocol's)",
-         eval_cell_batch="cells per vectorised forward at test time (0 = all at once)"),
+         eval_cell_batch="cells per vectorised forward at test time (0 = all at once)",
+         route_stats="class means kept during training: '' = those the vote reads; 'all' = pixel, union and "
+                     "cell-0 means (to compare the nearest_class_mean* rules on one trained model)"),
     _check_serena)
