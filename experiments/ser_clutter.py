@@ -30,7 +30,8 @@ row against the base (and SER against the two controls) is reported as the
 mean and a 95 % Student-t interval over seeds.  ``--spurious`` adds, for
 every base (the paper's spurious-feature ablation is on ER-ACE), the base and
 SER on a copy of the stream whose *training* images carry a class-specific
-white 4x4 patch (:class:`clj.data.clutter.ClutterParams` ``spurious_patch``);
+white square (4 px, or ``canvas // 10`` if smaller: 3 px at 32 px;
+:class:`clj.data.clutter.ClutterParams` ``spurious_patch``);
 test images have none.
 
 A run whose workdir already holds its results is reused, so the script can
@@ -55,7 +56,7 @@ LABEL = {"base": "{B}", "transfer": "{B}, backbone from sal. encoder (transfer c
          "frozen_random": "{B} + SER, frozen random encoder", "ser": "{B} + SER (pretrained encoder)",
          "base_spurious": "{B}, spurious patch in training", "ser_spurious": "{B} + SER, spurious patch in training"}
 NAME = {"derpp": "DER++", "er_ace": "ER-ACE"}
-SPURIOUS_PATCH = 4  # side (pixels) of the class-specific square of the spurious-feature rows
+SPURIOUS_PATCH = 4  # side (pixels) of the class-specific square of the spurious-feature rows, at most canvas // 10
 PAIRS = (("transfer", "base"), ("frozen_random", "base"), ("ser", "base"), ("ser", "transfer"),
          ("ser", "frozen_random"), ("ser_spurious", "base_spurious"), ("base_spurious", "base"),
          ("ser_spurious", "ser"))
@@ -111,7 +112,8 @@ def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overri
     from clj.scenarios import scenario_from_config
 
     # the composites' sizes go into the run's config too, so its config.json names the data it saw
-    c.clutter.update(dict(spurious_patch=SPURIOUS_PATCH if row.endswith("_spurious") else 0, **data_kw))
+    patch = min(SPURIOUS_PATCH, data_kw["canvas"] // 10)  # ten class squares on the top row: 3 px at 32 px
+    c.clutter.update(dict(spurious_patch=patch if row.endswith("_spurious") else 0, **data_kw))
     ds = load_clutter(c.dataset, c.data_dir or None, seed=int(c.get("data_seed", 0)), **c.clutter.to_dict()).dataset
     scenario = scenario_from_config(ds, c.scenario)
     t0 = time.perf_counter()
