@@ -25,8 +25,8 @@ key=value`` overrides apply to every row alike):
   backbone) that never trains (``sal_cnn_lr_factor=0``);
 * ``SER``: ``ser_<base>`` from the pretrained checkpoint.
 
-Per seed, the paired difference of final average class-IL accuracy of each
-row against the base (and SER against the two controls) is reported as the
+Per seed, the paired difference of final average class-IL (and task-IL)
+accuracy of each row against the base (and SER against the two controls) is reported as the
 mean and a 95 % Student-t interval over seeds.  ``--spurious`` adds, for
 every base (the paper's spurious-feature ablation is on ER-ACE), the base and
 SER on a copy of the stream whose *training* images carry a class-specific
@@ -150,17 +150,18 @@ def tabulate(results: dict, workdir: str) -> str:
         lines.append(f"| {LABEL[row].format(B=NAME[base])} | {np.mean(ci):.2f} ± {np.std(ci, ddof=1) if len(ci) > 1 else 0:.2f}"
                      f" | {np.mean(ti):.2f} ± {np.std(ti, ddof=1) if len(ti) > 1 else 0:.2f} | {np.mean(fg):.2f} | "
                      f"{r['wall_s']:.0f} |")
-    lines += ["", "| paired difference (class-IL points) | mean | 95 % t interval | per seed |", "|---|---|---|---|"]
     diffs = {}
-    for base in dict.fromkeys(b for b, _ in results):
-        for a, b in PAIRS:
-            if (base, a) in results and (base, b) in results:
-                acc = lambda r: {s: p["class_il"] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
-                d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
-                diffs[f"{base}:{a}-{b}"] = d
-                lines.append(f"| {NAME[base]}: {LABEL[a].format(B='')} − {LABEL[b].format(B='') or 'base'} | "
-                             f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
-                             f"{', '.join(f'{x:+.1f}' for x in d['diffs'])} |")
+    for metric, unit in (("class_il", "class-IL"), ("task_il", "task-IL")):
+        lines += ["", f"| paired difference ({unit} points) | mean | 95 % t interval | per seed |", "|---|---|---|---|"]
+        for base in dict.fromkeys(b for b, _ in results):
+            for a, b in PAIRS:
+                if (base, a) in results and (base, b) in results:
+                    acc = lambda r: {s: p[metric] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
+                    d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
+                    diffs[f"{metric}:{base}:{a}-{b}"] = d
+                    lines.append(f"| {NAME[base]}: {LABEL[a].format(B='')} − {LABEL[b].format(B='') or 'base'} | "
+                                 f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
+                                 f"{', '.join(f'{x:+.1f}' for x in d['diffs'])} |")
     table = "\n".join(lines)
     with open(os.path.join(workdir, "table.json"), "w") as f:
         json.dump({"rows": [dict(r) for r in results.values()], "paired": diffs}, f, indent=1)
