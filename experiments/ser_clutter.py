@@ -159,7 +159,7 @@ def tabulate(results: dict, workdir: str) -> str:
                     acc = lambda r: {s: p[metric] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
                     d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
                     diffs[f"{metric}:{base}:{a}-{b}"] = d
-                    lines.append(f"| {NAME[base]}: {LABEL[a].format(B='')} − {LABEL[b].format(B='') or 'base'} | "
+                    lines.append(f"| {LABEL[a].format(B=NAME[base])} − {LABEL[b].format(B=NAME[base])} | "
                                  f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
                                  f"{', '.join(f'{x:+.1f}' for x in d['diffs'])} |")
     table = "\n".join(lines)
