@@ -1,15 +1,19 @@
 """SER on the cluttered-object benchmark: base, transfer control, frozen random
 encoder and SER, paired over seeds; optional spurious-feature test.
 
-    python -m clj.methods.ser_pretrain --dataset=clutter_fashion_mnist --width=8 \
-        --out=runs/ser_clutter/sal_clutter_fashion_mnist_w8.npz
-    python experiments/ser_clutter.py --bases=derpp,er_ace --num_seeds=5 --workdir=runs/ser_clutter
+    python -m clj.methods.ser_pretrain --canvas=32 --num_train=10000 --num_test=500 --steps=400 \
+        --batch=16 --log_every=100 --out=runs/ser_clutter/sal_clutter_fashion_mnist_w8_c32.npz
+    python experiments/ser_clutter.py --bases=derpp --spurious --num_seeds=5 --workdir=runs/ser_clutter/c32_lr01
+    python experiments/ser_clutter.py --bases=er_ace --spurious --num_seeds=5 --workdir=runs/ser_clutter/c32_lr01
+
+(the defaults: 32 px composites, 10,000 / 1,000, and the configs' lr 0.1 and
+``train.epochs=0.2``).
 
 Rows per base (``derpp``, ``er_ace``), all from ``configs/ser_<base>_clutter.py``
 with the same seeds (``seed .. seed+num_seeds-1``, vmapped in one program), the
-same composites (``--canvas``, ``--num_train``, ``--num_test``; the stream's
-scenario is built here, so the sizes need no config field) and everything
-else equal:
+same composites (``--canvas``, ``--num_train``, ``--num_test``, written into
+each run's ``config.clutter``) and everything else equal (``--set
+key=value`` overrides apply to every row alike):
 
 * ``base``: the base method on the plain ResNet-18 (``method=<base>``);
 * ``base + sal. encoder init``: the transfer control, ``ser_<base>`` with no
@@ -21,12 +25,13 @@ else equal:
   backbone) that never trains (``sal_cnn_lr_factor=0``);
 * ``SER``: ``ser_<base>`` from the pretrained checkpoint.
 
-Per seed, the paired difference of final average class-IL accuracy of each
-row against the base (and SER against the two controls) is reported as the
+Per seed, the paired difference of final average class-IL (and task-IL)
+accuracy of each row against the base (and SER against the two controls) is reported as the
 mean and a 95 % Student-t interval over seeds.  ``--spurious`` adds, for
-``er_ace`` (the paper's spurious-feature ablation is on ER-ACE), the base and
+every base (the paper's spurious-feature ablation is on ER-ACE), the base and
 SER on a copy of the stream whose *training* images carry a class-specific
-white patch (:class:`clj.data.clutter.ClutterParams` ``spurious_patch``);
+white square (4 px, or ``canvas // 10`` if smaller: 3 px at 32 px;
+:class:`clj.data.clutter.ClutterParams` ``spurious_patch``);
 test images have none.
 
 A run whose workdir already holds its results is reused, so the script can
@@ -51,8 +56,10 @@ LABEL = {"base": "{B}", "transfer": "{B}, backbone from sal. encoder (transfer c
          "frozen_random": "{B} + SER, frozen random encoder", "ser": "{B} + SER (pretrained encoder)",
          "base_spurious": "{B}, spurious patch in training", "ser_spurious": "{B} + SER, spurious patch in training"}
 NAME = {"derpp": "DER++", "er_ace": "ER-ACE"}
+SPURIOUS_PATCH = 4  # side (pixels) of the class-specific square of the spurious-feature rows, at most canvas // 10
 PAIRS = (("transfer", "base"), ("frozen_random", "base"), ("ser", "base"), ("ser", "transfer"),
-         ("ser", "frozen_random"), ("ser_spurious", "base_spurious"))
+         ("ser", "frozen_random"), ("ser_spurious", "base_spurious"), ("base_spurious", "base"),
+         ("ser_spurious", "ser"))
 
 
 def row_config(base: str, row: str, ckpt: str, num_seeds: int, overrides: dict):
@@ -104,8 +111,10 @@ def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overri
     from clj.data.clutter import load_clutter
     from clj.scenarios import scenario_from_config
 
-    ds = load_clutter(c.dataset, c.data_dir or None, seed=int(c.get("data_seed", 0)),
-                      spurious_patch=4 if row.endswith("_spurious") else 0, **data_kw).dataset
+    # the composites' sizes go into the run's config too, so its config.json names the data it saw
+    patch = min(SPURIOUS_PATCH, data_kw["canvas"] // 10)  # ten class squares on the top row: 3 px at 32 px
+    c.clutter.update(dict(spurious_patch=patch if row.endswith("_spurious") else 0, **data_kw))
+    ds = load_clutter(c.dataset, c.data_dir or None, seed=int(c.get("data_seed", 0)), **c.clutter.to_dict()).dataset
     scenario = scenario_from_config(ds, c.scenario)
     t0 = time.perf_counter()
     Runner(c, wd, scenario=scenario).run()
@@ -141,17 +150,18 @@ def tabulate(results: dict, workdir: str) -> str:
         lines.append(f"| {LABEL[row].format(B=NAME[base])} | {np.mean(ci):.2f} ± {np.std(ci, ddof=1) if len(ci) > 1 else 0:.2f}"
                      f" | {np.mean(ti):.2f} ± {np.std(ti, ddof=1) if len(ti) > 1 else 0:.2f} | {np.mean(fg):.2f} | "
                      f"{r['wall_s']:.0f} |")
-    lines += ["", "| paired difference (class-IL points) | mean | 95 % t interval | per seed |", "|---|---|---|---|"]
     diffs = {}
-    for base in dict.fromkeys(b for b, _ in results):
-        for a, b in PAIRS:
-            if (base, a) in results and (base, b) in results:
-                acc = lambda r: {s: p["class_il"] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
-                d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
-                diffs[f"{base}:{a}-{b}"] = d
-                lines.append(f"| {NAME[base]}: {LABEL[a].format(B='')} − {LABEL[b].format(B='') or 'base'} | "
-                             f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
-                             f"{', '.join(f'{x:+.1f}' for x in d['diffs'])} |")
+    for metric, unit in (("class_il", "class-IL"), ("task_il", "task-IL")):
+        lines += ["", f"| paired difference ({unit} points) | mean | 95 % t interval | per seed |", "|---|---|---|---|"]
+        for base in dict.fromkeys(b for b, _ in results):
+            for a, b in PAIRS:
+                if (base, a) in results and (base, b) in results:
+                    acc = lambda r: {s: p[metric] for s, p in zip(r["seeds"], r["per_seed"])}  # noqa: E731
+                    d = paired(acc(results[(base, a)]), acc(results[(base, b)]))
+                    diffs[f"{metric}:{base}:{a}-{b}"] = d
+                    lines.append(f"| {LABEL[a].format(B=NAME[base])} − {LABEL[b].format(B=NAME[base])} | "
+                                 f"{d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] | "
+                                 f"{', '.join(f'{x:+.1f}' for x in d['diffs'])} |")
     table = "\n".join(lines)
     with open(os.path.join(workdir, "table.json"), "w") as f:
         json.dump({"rows": [dict(r) for r in results.values()], "paired": diffs}, f, indent=1)
@@ -163,31 +173,36 @@ def tabulate(results: dict, workdir: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bases", default="derpp,er_ace")
-    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"any of {', '.join(LABEL)}")
     ap.add_argument("--num_seeds", type=int, default=5)
     ap.add_argument("--workdir", default="runs/ser_clutter")
-    ap.add_argument("--ckpt", default="runs/ser_clutter/sal_clutter_fashion_mnist_w8.npz")
-    ap.add_argument("--pretrain_steps", type=int, default=2000,
-                    help="if --ckpt is missing: steps of python -m clj.methods.ser_pretrain")
-    ap.add_argument("--spurious", action="store_true", help="add the spurious-patch rows for er_ace")
-    ap.add_argument("--canvas", type=int, default=48, help="side of the composites (the configs' default: 48)")
+    ap.add_argument("--ckpt", default="runs/ser_clutter/sal_clutter_fashion_mnist_w8_c32.npz")
+    ap.add_argument("--pretrain_steps", type=int, default=400,
+                    help="if --ckpt is missing: steps of python -m clj.methods.ser_pretrain (batch 16)")
+    ap.add_argument("--spurious", action="store_true",
+                    help="add the spurious-patch rows (base and SER) for every base, after the other rows")
+    ap.add_argument("--canvas", type=int, default=32, help="side of the composites (the configs' default: 32)")
     ap.add_argument("--num_train", type=int, default=10000)
-    ap.add_argument("--num_test", type=int, default=2000)
+    ap.add_argument("--num_test", type=int, default=1000)
     ap.add_argument("--no_run", action="store_true", help="only tabulate the rows already run")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     a = ap.parse_args(argv)
     overrides = dict(s.split("=", 1) for s in a.set)
     os.makedirs(a.workdir, exist_ok=True)
-    needs_ckpt = a.spurious or any(r.strip() in ("transfer", "ser") for r in a.rows.split(","))
+    bad = sorted(set(r.strip() for r in a.rows.split(",")) - set(LABEL))
+    if bad:
+        ap.error(f"--rows: unknown row(s) {bad}; valid: {', '.join(LABEL)}")
+    needs_ckpt = a.spurious or any(r.strip() in ("transfer", "ser", "ser_spurious") for r in a.rows.split(","))
     if needs_ckpt and not a.no_run and not os.path.exists(a.ckpt):
         from clj.methods import ser_pretrain
 
-        ser_pretrain.main([f"--out={a.ckpt}", f"--steps={a.pretrain_steps}", f"--canvas={a.canvas}"])
+        ser_pretrain.main([f"--out={a.ckpt}", f"--steps={a.pretrain_steps}", f"--canvas={a.canvas}",
+                           "--num_train=10000", "--num_test=500", "--batch=16", "--log_every=100"])
     data_kw = dict(canvas=a.canvas, num_train=a.num_train, num_test=a.num_test)
     results = {}
     plan = [(b.strip(), r.strip()) for b in a.bases.split(",") for r in a.rows.split(",")]
     if a.spurious:
-        plan += [("er_ace", "base_spurious"), ("er_ace", "ser_spurious")]
+        plan += [(b.strip(), r) for b in a.bases.split(",") for r in ("base_spurious", "ser_spurious")]
     for base, row in plan:
         if a.no_run and not os.path.exists(os.path.join(a.workdir, f"{base}_{row}", "row.json")):
             continue

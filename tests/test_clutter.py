@@ -82,3 +82,31 @@ def test_deterministic_per_seed_cached_and_registered(tmp_path, monkeypatch):
         load_dataset("clutter_mnist", size=3)
     with pytest.raises(ValueError, match="canvas=8"):
         load_dataset("clutter_mnist", canvas=8)
+
+
+def test_spurious_patch_marks_training_images_only(tmp_path, monkeypatch):
+    """The spurious-feature test's premise: with ``spurious_patch`` the training
+    composites carry the class's white square and nothing else changes; the
+    test composites are exactly those of the plain benchmark (a leak into the
+    test split would make the patch a valid cue and void the test)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kw = dict(canvas=40, num_train=64, num_test=32)
+    q = 4
+    plain = clutter.load_clutter("clutter_mnist", seed=0, cache=False, **kw).dataset
+    spur = clutter.load_clutter("clutter_mnist", seed=0, cache=False, spurious_patch=q, **kw).dataset
+    np.testing.assert_array_equal(spur.x_test, plain.x_test)
+    np.testing.assert_array_equal(spur.y_train, plain.y_train)
+    patch = np.zeros(plain.x_train.shape, bool)
+    for i, c in enumerate(plain.y_train):
+        patch[i, :q, int(c) * q:(int(c) + 1) * q] = True
+    assert (spur.x_train[patch] == 255).all()
+    np.testing.assert_array_equal(spur.x_train[~patch], plain.x_train[~patch])
+    assert (plain.x_train[patch] != 255).mean() > 0.3  # the patch is new information, not already there
+    # The config path (config.clutter -> the run's scenario) carries the same split.
+    from clj.preflight import load_scenario
+    from configs.ser_clutter_common import clutter_config
+
+    c = clutter_config("derpp")  # data seed 0
+    c.clutter.update(dict(spurious_patch=q, **kw))
+    sc = load_scenario(c)
+    np.testing.assert_array_equal(sc.x_test, plain.x_test)
