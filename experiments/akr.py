@@ -202,7 +202,7 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool, name
                                         f"; UNFINISHED runs: phases completed per row {phases}, accuracy after "
                                         "the last completed phase and the mean over completed phases"),
              "",
-             f"| row | seeds | avg incremental | last | mean \|a − 0.5\| (phases ≥ 1; Beta(1, 1): {BETA11_ABS}) "
+             f"| row | seeds | avg incremental | last | mean \\|a − 0.5\\| (phases ≥ 1; Beta(1, 1): {BETA11_ABS}) "
              "| exemplar's weight in new/exemplar pairs | corr(a, r), last step | wall: training + end of phase (s) "
              "| wall: evaluation (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
