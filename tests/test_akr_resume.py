@@ -9,9 +9,10 @@ rows) are the initial ones; the resumed steps train with loss 0 and
 docs/akr.md, "Mid-task resume"); when it lands this test passes and the
 marker must go.
 """
+import json
+import os
 import signal
 
-import numpy as np
 import pytest
 
 from clj.train import Runner
@@ -27,9 +28,9 @@ def _cfg():
     return c
 
 
-@pytest.mark.xfail(strict=True, reason="loop: mid-task resume loses begin_task's static fields (static_task_info)")
-def test_akr_sigterm_mid_phase_resumes_to_the_same_results(tmp_path):
-    full = Runner(_cfg(), str(tmp_path / "full")).run()
+@pytest.mark.xfail(strict=True, raises=(AssertionError, IndexError),
+                   reason="loop: mid-task resume loses begin_task's static fields (static_task_info)")
+def test_akr_sigterm_mid_phase_resumes_and_trains(tmp_path):
     wd = str(tmp_path / "term")
     r = Runner(_cfg(), wd)
     fn, n = r._chunk_fn(), [0]
@@ -44,5 +45,9 @@ def test_akr_sigterm_mid_phase_resumes_to_the_same_results(tmp_path):
     r._chunk = wrapped
     out = r.run()
     assert out["interrupted"] == "SIGTERM", out
-    resumed = Runner(_cfg(), wd).run()
-    np.testing.assert_allclose(resumed["accuracy_matrix"]["class_il"], full["accuracy_matrix"]["class_il"])
+    logged = sum(1 for _ in open(os.path.join(wd, "metrics.jsonl")))
+    resumed = Runner(_cfg(), wd).run()  # the uninterrupted run is test_resume's contract (derpp)
+    after = [json.loads(ln) for ln in open(os.path.join(wd, "metrics.jsonl"))][logged:]
+    losses = [m["loss"] for m in after if m.get("event") == "chunk" and m["task"] == 1]
+    assert len(losses) == 2 and all(v > 0 for v in losses), losses  # the resumed phase-1 steps train
+    assert resumed["extra"]["exemplars"] == 4  # floor(6 / 4) per class x 4 classes: herding ran
