@@ -1,5 +1,6 @@
 """AKR (a method whose ``begin_task`` sets static task info) stopped by SIGTERM in
-the middle of a phase must resume to the uninterrupted run's results.
+the middle of a phase must resume and go on training: the resumed steps have a
+non-zero loss and herding fills the memory at the phase's end.
 
 Known failure (xfail, strict): the loop restores a mid-task checkpoint into
 ``init_state()``'s structure and does not call ``begin_task`` again, so the
