@@ -1,6 +1,7 @@
 """AKR against its Base (iCaRL) and Mixup rows: the paper's table beside ours.
 
-    python experiments/akr.py --setting=fmnist_b0inc2 --memory=200 --epochs=4 --workdir=runs/akr_fmnist
+    python experiments/akr.py --setting=fmnist_b0inc2 --memory=200 --epochs=2 --workdir=runs/akr_fmnist
+    python experiments/akr.py --setting=clutter --memory=200 --epochs=2 --workdir=runs/akr_clutter
     python experiments/akr.py --setting=digits --workdir=runs/akr_exp            # CPU, minutes per run
     python experiments/akr.py --setting=cifar100_b0inc10 --workdir=runs/akr_c    # GPU + TFDS CIFAR-100
     python experiments/akr.py --setting=digits --no-run                          # only tabulate
@@ -8,7 +9,16 @@
 Rows: ``icarl`` (digits: the ``icarl`` method; CIFAR: the akr module with
 ``replay="none"``, the paper's Base), ``mixup`` and ``akr``, each from the
 setting's config (``configs/akr_digits.py:<replay>`` or
-``configs/akr_cifar100_<split>.py:<replay>``) with the same seeds.  A run
+``configs/akr_cifar100_<split>.py:<replay>``) with the same seeds.
+
+``fmnist_b0inc2`` and ``clutter`` (issue 15: ``configs/akr_fmnist_b0inc2.py`` /
+``configs/akr_clutter.py`` with the variant ``<replay>,<memory>,<epochs>``)
+print a markdown table instead: per row final and average incremental
+class-IL accuracy (mean ± std over the seeds), the blending diagnostics
+(mean |a − 0.5| of the weights in use, the exemplar's weight in new/exemplar
+pairs, AKR's last-step corr(a, r)), the wall time of training and of
+evaluation, and the paired differences (Mixup − Base, AKR − Base, AKR −
+Mixup) with 95 % t intervals over the common seeds.  A run
 whose workdir already has ``results.json`` or ``summary.json`` is reused.
 Prints average incremental and last class-IL accuracy (mean ± std over the
 seeds), wall time, and the paper's number (Lee et al., SMC 2023, project
@@ -81,7 +91,8 @@ def read_row(wd: str):
 
 
 def seed_rows(wd: str) -> dict:
-    """{seed: dict(avg, last (class-IL, %), abs_a, ex_w)} of the per-seed results of a run."""
+    """{seed: dict(avg, last (class-IL, %), abs_a, ex_w, corr, wall, eval)} of the per-seed results of
+    a run (wall: training and end-of-phase seconds of the program; eval: its evaluation seconds)."""
     out = {}
     files = sorted(glob.glob(os.path.join(wd, "seed_*", "results.json")))
     if not files and os.path.exists(os.path.join(wd, "results.json")):
@@ -92,27 +103,56 @@ def seed_rows(wd: str) -> dict:
         e = r.get("extra", {})
         out[int(r["seed"])] = dict(avg=100 * m["average_incremental_accuracy"], last=100 * m["final_average_accuracy"],
                                    abs_a=e.get("abs_a_mean"), ex_w=e.get("exemplar_weight_mean"),
-                                   wall=r["wall_time_s"]["total"])
+                                   corr=e.get("last_step_corr_a_r"), wall=r["wall_time_s"]["total"],
+                                   eval=float(sum(e.get("eval_time_s") or [])))
     return out
 
 
+def checkpoint_diagnostics(state_dir: str) -> dict | None:
+    """AKR's blending diagnostics from a checkpoint's State (orbax, restored without a target):
+    {"abs_a": float [seeds] or None, "ex_w": ..., "corr": float [seeds]} over the phases >= 1
+    counted so far (the same sums ``akr.result_extras`` reads), or None when the State holds none."""
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(state_dir))
+    if "weight_acc" not in tree:
+        return None
+    acc = np.asarray(tree["weight_acc"], np.float64)[:, 1:].sum(1)  # [seeds, 4]: |a-0.5| sum, n, ex sum, n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        abs_a = np.where(acc[:, 1] > 0, acc[:, 0] / acc[:, 1], np.nan)
+        ex_w = np.where(acc[:, 3] > 0, acc[:, 2] / acc[:, 3], np.nan)
+    corr = np.asarray(tree["attn_stats"], np.float64)[:, 4]
+    nn = lambda v: [None if np.isnan(x) else float(x) for x in v]  # noqa: E731
+    return {"abs_a": nn(abs_a), "ex_w": nn(ex_w), "corr": nn(corr), "counted": acc[:, 1].tolist()}
+
+
 def partial_seed_rows(wd: str, seeds) -> tuple[dict, int]:
-    """({seed: dict(avg, last)}, phases) from the newest phase checkpoint of an unfinished run:
-    class-IL accuracy (%) after the last completed phase and the mean over completed phases
-    (tasks weighted equally; Fashion-MNIST's test tasks have equal sizes)."""
+    """({seed: dict(avg, last, abs_a, ex_w, corr, wall, eval)}, phases) of an unfinished run: from
+    the newest checkpoint's metadata, class-IL accuracy (%) after the last completed phase and the
+    mean over completed phases (tasks weighted equally; Fashion-MNIST's test tasks have equal
+    sizes); from its State (mid-phase checkpoints included), the blending diagnostics so far."""
     import numpy as np
 
-    best = None
+    best, best_key = None, None
     for meta in glob.glob(os.path.join(wd, "checkpoints", "*", "meta", "metadata")):
         d = json.load(open(meta))
-        if best is None or d["completed_tasks"] > best["completed_tasks"]:
-            best = d
+        key = (d["completed_tasks"], int(meta.split(os.sep)[-3]))
+        if best is None or key > best_key:
+            best, best_key = d, key
     if best is None or not best["completed_tasks"]:
         return {}, 0
     acc = np.asarray(best["acc"]["class_il"], np.float64)  # [phases, seeds, tasks]
     per_phase = np.stack([acc[t, :, : t + 1].mean(-1) for t in range(acc.shape[0])])  # [phases, seeds]
-    return ({int(s): dict(avg=100 * per_phase[:, i].mean(), last=100 * per_phase[-1, i], abs_a=None, ex_w=None,
-                          wall=float(sum(best["wall_time"]) + sum(best["eval_time"])))
+    diag = None
+    try:
+        diag = checkpoint_diagnostics(os.path.join(wd, "checkpoints", str(best_key[1]), "state"))
+    except Exception as e:  # a checkpoint being written, or an unreadable one: accuracies only
+        print(f"(diagnostics of {wd} not read: {type(e).__name__})", file=sys.stderr)
+    return ({int(s): dict(avg=100 * per_phase[:, i].mean(), last=100 * per_phase[-1, i],
+                          abs_a=diag["abs_a"][i] if diag else None, ex_w=diag["ex_w"][i] if diag else None,
+                          corr=diag["corr"][i] if diag else None,
+                          wall=float(sum(best["wall_time"])), eval=float(sum(best["eval_time"])))
              for i, s in enumerate(seeds)}, int(best["completed_tasks"]))
 
 
@@ -129,18 +169,24 @@ def t_interval(diffs) -> tuple[float, float, float]:
     return float(d.mean()), float(d.mean() - h), float(d.mean() + h)
 
 
-def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> str:
-    """Runs (if asked) and tabulates the Fashion-MNIST B0 Inc2 rows; returns markdown."""
+PAIRED_SETTINGS = {"fmnist_b0inc2": "Fashion-MNIST B0 Inc2", "clutter": "cluttered MNIST (48x48) B0 Inc2"}
+BETA11_ABS = 0.25  # E|a - 0.5| for a ~ Beta(1, 1) = U(0, 1)
+
+
+def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool, name: str = "fmnist_b0inc2") -> str:
+    """Runs (if asked) and tabulates the rows of ``name`` ("fmnist_b0inc2" or
+    "clutter": ``configs/akr_<name>.py``) in ``workdir/<name>_m<memory>_e<epochs>_<replay>``;
+    returns markdown."""
     import numpy as np
 
-    setting = f"fmnist_b0inc2_m{memory}_e{epochs}"
+    setting = f"{name}_m{memory}_e{epochs}"
     runs, phases = {}, {}
     for replay, _ in FMNIST_ROWS:
         wd = os.path.join(workdir, f"{setting}_{replay}")
         if not seed_rows(wd) and run_missing:
             from clj.train import run
 
-            c = load_config("fmnist_b0inc2", replay, f"{replay},{memory},{epochs}")
+            c = load_config(name, replay, f"{replay},{memory},{epochs}")
             c.plots = False
             run(c, wd)
         runs[replay] = seed_rows(wd)
@@ -150,15 +196,16 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> s
             seeds = [int(cfg.get("seed", 0)) + i for i in range(int(cfg.get("num_seeds", 1)))]
             runs[replay], phases[replay] = partial_seed_rows(wd, seeds)
     done = min(phases.values()) if phases else 0
-    lines = [f"Fashion-MNIST B0 Inc2, memory {memory}, {epochs} epochs per phase "
-             f"(`configs/akr_fmnist_b0inc2.py:<row>,{memory},{epochs}`); class-IL accuracy in %, "
+    lines = [f"{PAIRED_SETTINGS[name]}, memory {memory}, {epochs} epochs per phase "
+             f"(`configs/akr_{name}.py:<row>,{memory},{epochs}`); class-IL accuracy in %, "
              "mean ± std over seeds" + ("" if done == 5 else
                                         f"; UNFINISHED runs: phases completed per row {phases}, accuracy after "
                                         "the last completed phase and the mean over completed phases"),
              "",
-             "| row | seeds | avg incremental | last | mean \|a − 0.5\| (phases ≥ 1) | exemplar's weight "
-             "in new/exemplar pairs | wall time of the program (s) |",
-             "|---|---|---|---|---|---|---|"]
+             f"| row | seeds | avg incremental | last | mean \\|a − 0.5\\| (phases ≥ 1; Beta(1, 1): {BETA11_ABS}) "
+             "| exemplar's weight in new/exemplar pairs | corr(a, r), last step | wall: training + end of phase (s) "
+             "| wall: evaluation (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v):
         v = [x for x in v if x is not None]
@@ -168,17 +215,22 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> s
 
     def m3(v):
         v = [x for x in v if x is not None]
-        return f"{np.mean(v):.3f}" if v else "—"
+        if not v:
+            return "—"
+        return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
 
     for replay, label in FMNIST_ROWS:
         r = runs[replay]
         if not r:
-            lines.append(f"| {label} | — | not run | | | | |")
+            lines.append(f"| {label} | — | not run | | | | | | |")
             continue
         rs = [r[k] for k in sorted(r)]
         wall = max(x["wall"] for x in rs)
+        ev = max((x.get("eval") or 0.0) for x in rs)
+        corr = m3([x.get("corr") for x in rs]) if replay == "attentive" else "—"
         lines.append(f"| {label} | {sorted(r)} | {ms([x['avg'] for x in rs])} | {ms([x['last'] for x in rs])} | "
-                     f"{m3([x['abs_a'] for x in rs])} | {m3([x['ex_w'] for x in rs])} | {wall:.0f} |")
+                     f"{m3([x['abs_a'] for x in rs])} | {m3([x['ex_w'] for x in rs])} | {corr} | {wall:.0f} "
+                     f"| {ev:.0f} |")
     lines += ["", "Paired differences (same seeds; 95 % t interval of the mean difference, n − 1 dof):", "",
               "| difference | n | avg incremental | last |", "|---|---|---|---|"]
     names = dict(FMNIST_ROWS)
@@ -198,14 +250,14 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool) -> s
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", default="digits")
-    ap.add_argument("--memory", type=int, default=200, help="fmnist_b0inc2: exemplars in total (200 or 2000)")
-    ap.add_argument("--epochs", type=int, default=30, help="fmnist_b0inc2: epochs per phase")
+    ap.add_argument("--memory", type=int, default=200, help="fmnist_b0inc2, clutter: exemplars in total (200 or 2000)")
+    ap.add_argument("--epochs", type=int, default=30, help="fmnist_b0inc2, clutter: epochs per phase")
     ap.add_argument("--workdir", default="runs/akr_exp")
     ap.add_argument("--rows", default="icarl,mixup,attentive")
     ap.add_argument("--no-run", action="store_true", help="only tabulate existing results")
     args = ap.parse_args(argv)
-    if args.setting == "fmnist_b0inc2":
-        print(fmnist_table(args.workdir, args.memory, args.epochs, not args.no_run))
+    if args.setting in PAIRED_SETTINGS:
+        print(fmnist_table(args.workdir, args.memory, args.epochs, not args.no_run, args.setting))
         return
     out = []
     for replay, label in ROWS:
