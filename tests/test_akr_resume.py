@@ -2,19 +2,17 @@
 the middle of a phase must resume and go on training: the resumed steps have a
 non-zero loss and herding fills the memory at the phase's end.
 
-Known failure (xfail, strict): the loop restores a mid-task checkpoint into
-``init_state()``'s structure and does not call ``begin_task`` again, so the
-State's static fields (``hp.st``: known/total classes, exemplar quota, replay
-rows) are the initial ones; the resumed steps train with loss 0 and
-``end_task`` fails in herding (quota 0).  Fix in clj/train/loop.py (see
-docs/akr.md, "Mid-task resume"); when it lands this test passes and the
-marker must go.
+The loop restores a mid-task checkpoint into ``init_state()``'s structure; a
+method that declares ``static_task_info`` keeps the task's statics (``hp.st``:
+known/total classes, exemplar quota, replay rows) in static fields, which a
+checkpoint does not hold, so the loop rebuilds them with ``begin_task`` and
+keeps the checkpoint's arrays.  Without that the resumed steps trained with
+loss 0 and ``end_task`` failed in herding (quota 0).
 """
 import json
 import os
 import signal
 
-import pytest
 
 from clj.train import Runner
 from test_akr import tiny_config
@@ -29,8 +27,6 @@ def _cfg():
     return c
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, IndexError),
-                   reason="loop: mid-task resume loses begin_task's static fields (static_task_info)")
 def test_akr_sigterm_mid_phase_resumes_and_trains(tmp_path):
     wd = str(tmp_path / "term")
     r = Runner(_cfg(), wd)

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from flax import serialization
 
 from clj import config as config_lib
 from clj.data.augment import permute_pixels, rotate
@@ -616,6 +617,11 @@ class Runner:
                 start_chunk, elapsed0 = 0, 0.0
                 if in_task is not None and in_task["task"] == t:  # begin_task is inside the checkpoint
                     start_chunk, elapsed0 = int(in_task["chunks_done"]), float(in_task.get("elapsed", 0.0))
+                    if self.caps.static_task_info:
+                        # A checkpoint holds arrays only: the task's static fields (classes seen,
+                        # quotas...) come from begin_task again; the arrays stay the checkpoint's.
+                        state = serialization.from_state_dict(self._begin_task(state, info),
+                                                              serialization.to_state_dict(state))
                 elif self.visible or t == 0:
                     state = self._begin_task(state, info)
                 in_task = None
