@@ -3,6 +3,12 @@ import os as _os
 import re as _re
 
 
+def simulated_device_threads(num_devices: int) -> int:
+    """XLA:CPU pool size (``PJRT_NPROC``) for ``num_devices`` simulated host
+    devices: 4 threads per device, at least the core count (see below)."""
+    return max(_os.cpu_count() or 1, 4 * int(num_devices))
+
+
 def _cpu_threads_for_simulated_devices() -> None:
     """Gives XLA:CPU enough threads for collectives between simulated devices.
 
@@ -20,7 +26,7 @@ def _cpu_threads_for_simulated_devices() -> None:
         return
     m = _re.search(r"--xla_force_host_platform_device_count=(\d+)", _os.environ.get("XLA_FLAGS", ""))
     if m and int(m.group(1)) > 1:
-        _os.environ["PJRT_NPROC"] = str(max(_os.cpu_count() or 1, 4 * int(m.group(1))))
+        _os.environ["PJRT_NPROC"] = str(simulated_device_threads(int(m.group(1))))
 
 
 _cpu_threads_for_simulated_devices()

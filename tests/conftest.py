@@ -47,7 +47,9 @@ def run_with_devices(code: str, n: int = 4) -> str:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     # Enough XLA:CPU threads for collectives between the simulated devices even when
     # the code asks JAX for its devices before importing clj (see clj/__init__.py).
-    env.setdefault("PJRT_NPROC", str(max(os.cpu_count() or 1, 4 * n)))
+    from clj import simulated_device_threads
+
+    env.setdefault("PJRT_NPROC", str(simulated_device_threads(n)))
     env["JAX_PLATFORMS"] = "cpu"
     # The child imports test modules (which import ``conftest``) as well as ``clj``:
     # pytest puts tests/ on sys.path only in its own process.

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from clj import simulated_device_threads
 from conftest import ROOT, run_with_devices
 
 DRIVER = """
@@ -45,7 +46,7 @@ def _free_port() -> int:
 def _two_processes(wd: str, blocks: dict | None = None, **over) -> dict:
     code = DRIVER.format(root=ROOT, tests=os.path.join(ROOT, "tests"), port=_free_port(), wd=wd)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PJRT_NPROC": os.environ.get("PJRT_NPROC", "8")}
+           "PJRT_NPROC": os.environ.get("PJRT_NPROC", str(simulated_device_threads(2)))}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), json.dumps(over)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate() for p in procs]
@@ -117,7 +118,7 @@ def test_two_processes_equal_one_process_and_write_once(tmp_path, one_process):
     for extra in (["--config.resume=False"],):
         port = _free_port()
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-               "PJRT_NPROC": os.environ.get("PJRT_NPROC", "8")}
+               "PJRT_NPROC": os.environ.get("PJRT_NPROC", str(simulated_device_threads(2)))}
         cmd = [sys.executable, "launch.py", "--config=configs/finetune_digits.py", "--config.train.epochs=1",
                "--config.progress=False", "--config.plots=False", f"--workdir={wd3}",
                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"] + extra
