@@ -39,12 +39,19 @@ def apply_overrides(c, over: dict):
     return c
 
 
-def run_with_devices(code: str, n: int = 4) -> str:
-    """Runs python ``code`` in a subprocess with ``n`` simulated CPU devices;
-    returns its stdout (raises with stderr on failure).  No wall-clock limit:
-    the code bounds its own work by steps."""
+# XLA:CPU without backend optimisation: a ResNet-18 step compiles several
+# times faster and runs slower, the right trade for a test that compiles a
+# large program and runs it once or twice.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def run_with_devices(code: str, n: int = 4, fast_compile: bool = False) -> str:
+    """Runs python ``code`` in a subprocess with ``n`` simulated CPU devices
+    (and :data:`FAST_COMPILE_FLAGS` when ``fast_compile``); returns its
+    stdout (raises with stderr on failure).  No wall-clock limit: the code
+    bounds its own work by steps."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}" + (f" {FAST_COMPILE_FLAGS}" if fast_compile else "")
     # Enough XLA:CPU threads for collectives between the simulated devices even when
     # the code asks JAX for its devices before importing clj (see clj/__init__.py).
     from clj import simulated_device_threads
