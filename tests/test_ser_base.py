@@ -39,6 +39,7 @@ def _states(base: str):
     batch = {"x": hp.augment(x_raw), "x_raw": x_raw, "y": y, "task_id": jnp.ones((8,), jnp.int32)}
     if base == "er_ace":
         b = er_ace.State(net=s.cls, buffer=buf, seen=s.seen, task=s.task,
+                         hparams={"optim.lr": jnp.float32(c.optim.lr)},
                          hp=er_ace.Hparams(augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size))
         return s, b, er_ace.train_step, batch
     rh = rehearsal.Hparams(objective=base, augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size,

@@ -67,13 +67,20 @@ class State:
       net: network, BN statistics, optimizer state, counters.
       buffer: the episodic memory (images, labels, task ids; no logits).
       key: PRNG key of the task-end draws.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis.
       hp: static hyperparameters.
     """
 
     net: ModelState
     buffer: Buffer
     key: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr",)
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def init(rng: jax.Array, config, scenario) -> State:
@@ -94,7 +101,8 @@ def init(rng: jax.Array, config, scenario) -> State:
     k_net, k_state = jax.random.split(rng)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
-    return State(net=net, buffer=init_buffer(M, scenario.image_shape, 0), key=k_state, hp=hp)
+    return State(net=net, buffer=init_buffer(M, scenario.image_shape, 0), key=k_state,
+                 hparams={"optim.lr": jnp.float32(config.optim.lr)}, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -166,7 +174,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss_ref, bs_mem), g_ref = jax.value_and_grad(memory_loss, has_aux=True)(net.params)
     bs = jax.tree_util.tree_map(lambda a, b: jnp.where(empty, a, b), bs, bs_mem)
     g, dot = project(g, g_ref)
-    new_net = common.apply_gradients(net, g, bs)
+    new_net = common.apply_gradients(net, g, bs, base_lr=state.hparams["optim.lr"])
     metrics = {"loss": loss, "loss_ref": loss_ref, "projected": (dot < 0).astype(jnp.float32),
                "acc": common.accuracy(logits, batch["y"])}
     return state.replace(net=new_net), metrics
@@ -208,7 +216,7 @@ def _spec():
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, memory_bytes=memory_bytes,
-                      sections=(sections.REPLAY,))
+                      sections=(sections.REPLAY,), sweepable=SWEEPABLE)
 
 
 SPEC = _spec()

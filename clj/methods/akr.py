@@ -192,6 +192,9 @@ class State:
         blended rows, mean drift, L_att, the exemplar's mean weight in
         new/exemplar pairs (NaN without such pairs), corr(a, r) over the
         valid pairs (0 when undefined).
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis (iCaRL's, plus S's
+        temperatures and learning rate).
       weight_acc: float32 [T, 4] per phase, over the steps whose blending
         weights were used (mixup: every step; AKR: after the warm-up):
         sum of |a - 0.5| over blended rows, their count, sum of the
@@ -207,7 +210,15 @@ class State:
     attn_opt_state: common.PyTree
     attn_stats: jax.Array
     weight_acc: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = icarl.SWEEPABLE + ("akr.attn_tau", "akr.importance_tau", "akr.attn_lr")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+them): iCaRL's (:data:`clj.methods.icarl.SWEEPABLE`), the temperatures of the
+pair weight and of the importance targets, and S's Adam learning rate (set
+into S's optimizer state at every phase start)."""
 
 
 # --------------------------------------------------------------- protocol
@@ -226,17 +237,19 @@ def init(rng: jax.Array, config, scenario) -> State:
                  **fields, feat_dim=int(base.net.model.feature_dim))
     net = base.net
     attn = init_attention(k_att, hp, net)
+    hparams = {**base.hparams, "akr.attn_tau": jnp.float32(hp.attn_tau),
+               "akr.importance_tau": jnp.float32(hp.importance_tau), "akr.attn_lr": jnp.float32(hp.attn_lr)}
     return State(net=net, old_params=base.old_params, old_batch_stats=base.old_batch_stats, mem=base.mem,
-                 attn_params=attn, attn_opt_state=attention_tx(hp.attn_lr).init(attn),
+                 attn_params=attn, attn_opt_state=attention_tx(hparams["akr.attn_lr"]).init(attn),
                  attn_stats=jnp.zeros((5,), jnp.float32),
-                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), hp=hp)
+                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), hparams=hparams, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """iCaRL's phase start, then S re-initialised: ``trunk_copy`` zeroes the
     score layer (and, with ``attn_train="all"``, copies the old model's
     params into the trunk); ``feature_mlp`` zeroes its output layer; the
-    optimizer state is reset."""
+    optimizer state is reset (learning rate ``hparams["akr.attn_lr"]``)."""
     hp = dataclasses.replace(state.hp, st=icarl.task_statics(state.hp, task))
     net = state.net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
     net = common.begin_task_model(net, task)
@@ -247,7 +260,8 @@ def begin_task(state: State, task: TaskInfo) -> State:
             attn["trunk"] = state.old_params
     else:
         attn.update({"w2": jnp.zeros_like(attn["w2"]), "b2": jnp.zeros_like(attn["b2"])})
-    return state.replace(net=net, hp=hp, attn_params=attn, attn_opt_state=attention_tx(hp.attn_lr).init(attn))
+    opt = attention_tx(state.hparams["akr.attn_lr"]).init(attn)
+    return state.replace(net=net, hp=hp, attn_params=attn, attn_opt_state=opt)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -293,13 +307,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, xt, train=True)
-        loss, ce, kd = classifier_loss(hp, logits, y, mixed, rw, targets, mixing)
+        loss, ce, kd = classifier_loss(hp, logits, y, mixed, rw, targets, mixing, state.hparams)
         return loss, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     mask = None if (hp.target_mode == "icarl_bce" and hp.bce_over == "all") else \
         icarl.head_update_mask(net.params, st.total)
-    new_net = common.apply_gradients(net, grads, bs, mask)
+    new_net = common.apply_gradients(net, grads, bs, mask, base_lr=icarl.phase_lr(state.hparams, st.task))
     abs_a, share, weight_acc = _weight_diagnostics(state, a, partner, B, pw, in_use)
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:B], -1) == batch["y"]).astype(jnp.float32))
     stats = jnp.stack([abs_a, drift_mean, att_loss, share, corr]).astype(jnp.float32)
@@ -374,7 +388,7 @@ def _spec():
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, capabilities=Capabilities(static_task_info=True, heavy_step=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras)
+                      memory_bytes=memory_bytes, result_extras=result_extras, sweepable=SWEEPABLE)
 
 
 SPEC = _spec()

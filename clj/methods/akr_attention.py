@@ -39,7 +39,7 @@ def feature_drift(f_cur: jax.Array, f_old: jax.Array, metric: str = "l2", normal
     return jnp.sqrt(jnp.sum((f_cur - f_old) ** 2, -1) + 1e-12) * (jnp.any(f_cur != f_old, -1))
 
 
-def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau: float = 1.0,
+def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau=1.0,
                        sign: int = 1, valid: jax.Array | None = None) -> jax.Array:
     """Importance r_i of the first image of each pair (r_j = 1 - r_i), float32 [N].
 
@@ -54,7 +54,8 @@ def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau
         close to Beta(1, 1) mixup's 0.25.  ``"softmax"``:
         ``sigmoid((d_i - d_j) / tau)`` on the raw drifts.  ``"ratio"``:
         ``d_i / (d_i + d_j + eps)``, 0.5 when both drifts are 0.
-      tau: temperature (> 0) of ``zscore`` and ``softmax``.
+      tau: temperature (> 0) of ``zscore`` and ``softmax`` (a float or
+        float32 [], e.g. a swept value).
       sign: ``-1`` gives ``1 - r`` (less drift, more weight).
       valid: bool [N] rows that count in the batch statistics (``zscore``).
 
@@ -207,27 +208,27 @@ def attention_step(state, x: jax.Array, w: jax.Array, partner: jax.Array, pw: ja
       ``(attn_params, attn_opt_state, a float32 [N] S's weights before its
       step, L_att float32 [], mean drift float32 [], corr(a, r) float32 [])``.
     """
-    hp, net = state.hp, state.net
+    hp, net, hv = state.hp, state.net, state.hparams
     (_, old_feats_x), _ = common.forward(net, state.old_params, state.old_batch_stats, x, train=False,
                                          return_features=True)
     old_feats_x = jax.lax.stop_gradient(old_feats_x)
     (_, cur_feats_x), _ = common.forward(net, net.params, net.batch_stats, x, train=False, return_features=True)
     cur_feats_x = jax.lax.stop_gradient(cur_feats_x)
     d = feature_drift(cur_feats_x, old_feats_x, hp.drift_metric, hp.feat_norm)
-    r = jax.lax.stop_gradient(importance_targets(d, d[partner], hp.importance_norm, hp.importance_tau,
+    r = jax.lax.stop_gradient(importance_targets(d, d[partner], hp.importance_norm, hv["akr.importance_tau"],
                                                  hp.importance_sign, valid=w))
     xj = x[partner]
 
     def att_loss_fn(ap):
         s = attention_scores(state, ap, x, old_feats_x)
-        a = pair_weights(s, s[partner], hp.attn_norm, hp.attn_tau)
+        a = pair_weights(s, s[partner], hp.attn_norm, hv["akr.attn_tau"])
         if hp.attn_objective == "importance":
             return importance_loss(a, r, pw, hp.attn_reg), a
         return max_drift_loss(state, a, x, xj, pw), a
 
     lr = None
     if hp.attn_lr_decay:
-        lr = hp.attn_lr * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
-    params, opt, loss, a = update_attention(attention_tx(hp.attn_lr), state.attn_params, state.attn_opt_state,
-                                            att_loss_fn, lr)
+        lr = hv["akr.attn_lr"] * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
+    params, opt, loss, a = update_attention(attention_tx(hv["akr.attn_lr"]), state.attn_params,
+                                            state.attn_opt_state, att_loss_fn, lr)
     return params, opt, a, loss, jnp.mean(d), weighted_corr(a, r, pw)

@@ -17,13 +17,14 @@ from clj.methods import sections
 ATTN_NORMS = sections.AKR_ATTN_NORMS
 
 
-def pair_weights(s_i: jax.Array, s_j: jax.Array, norm: str = "softmax", tau: float = 1.0) -> jax.Array:
+def pair_weights(s_i: jax.Array, s_j: jax.Array, norm: str = "softmax", tau=1.0) -> jax.Array:
     """Blending weight a_i of the first image of each pair (a_j = 1 - a_i).
 
     Args:
       s_i, s_j: float32 [N] attention scores of the two images.
       norm: ``"softmax"`` (``sigmoid((s_i - s_j) / tau)``, the pair's softmax)
         or ``"ratio"`` (``softplus(s_i) / (softplus(s_i) + softplus(s_j))``).
+      tau: temperature > 0 (a float or float32 [], e.g. a swept value).
 
     Returns:
       float32 [N] in (0, 1); equal scores give 0.5; swapping the inputs gives

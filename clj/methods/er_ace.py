@@ -56,6 +56,8 @@ class State:
       buffer: reservoir buffer (images, labels; no logits).
       seen: bool [C], the labels met in the stream so far.
       task: int32 [], index of the current task (replay and masking from 1 on).
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis.
       hp: static hyperparameters.
     """
 
@@ -63,7 +65,12 @@ class State:
     buffer: Buffer
     seen: jax.Array
     task: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr",)
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def check_replay_config(config, method: str) -> None:
@@ -88,7 +95,8 @@ def init(rng: jax.Array, config, scenario) -> State:
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
     return State(net=net, buffer=init_buffer(hp.buffer_size, scenario.image_shape, 0),
-                 seen=jnp.zeros((scenario.num_classes,), bool), task=jnp.zeros((), jnp.int32), hp=hp)
+                 seen=jnp.zeros((scenario.num_classes,), bool), task=jnp.zeros((), jnp.int32),
+                 hparams={"optim.lr": jnp.float32(config.optim.lr)}, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -198,7 +206,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return ace_loss(apply_fn, params, net.batch_stats, batch["x"], batch["y"], draw, active, state.task > 0)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, aux["batch_stats"])
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
     buf = reservoir_add(state.buffer, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
     metrics = {"loss": loss, "loss_stream": aux["loss_stream"], "loss_replay": aux["loss_replay"],
                "acc": common.accuracy(aux["logits"], batch["y"])}
@@ -214,7 +222,7 @@ def _spec():
     from clj.methods.api import MethodSpec
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
-                      predict=predict, memory_bytes=memory_bytes)
+                      predict=predict, memory_bytes=memory_bytes, sweepable=SWEEPABLE)
 
 
 SPEC = _spec()

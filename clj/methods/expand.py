@@ -110,13 +110,22 @@ class State:
         optimizer state and counters.
       mem: exemplar memory (class means over T*D features).
       key: PRNG key for the per-task head initialisation.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis.
       hp: static hyperparameters.
     """
 
     net: ModelState
     mem: ex.ExemplarMemory
     key: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "cil.update_lr")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+them): the learning rates of task 0 and of later tasks (the phase
+optimizers, :func:`clj.methods.icarl_phases.phase_lr`)."""
 
 
 def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
@@ -153,7 +162,8 @@ def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
                        task_steps=z, steps_per_epoch=jnp.ones((), jnp.int32), model=network.spec, optim=init_o)
     cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, network.T * network.D)
-    return State(net=model, mem=mem, key=k_state, hp=hp)
+    hparams = {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr)}
+    return State(net=model, mem=mem, key=k_state, hparams=hparams, hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -190,7 +200,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "ce", "aux", "acc"} float32 scalars).
     """
-    from clj.methods.icarl import mixed_batch
+    from clj.methods.icarl import mixed_batch, phase_lr
 
     hp, st, net = state.hp, state.hp.st, state.net
     gnet, live = hp.network, hp.live
@@ -217,7 +227,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     else:
         (loss, (bs, logits, ce, aux)), grads = jax.value_and_grad(
             lambda p: loss_from(p, None), has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, update_mask(hp, net.params))
+    new_net = common.apply_gradients(net, grads, bs, update_mask(hp, net.params),
+                                     base_lr=phase_lr(state.hparams, st.task))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits[:nb], st.total), -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "aux": aux, "acc": acc}
 
@@ -286,4 +297,5 @@ def make_spec(kind: str):
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=Capabilities(static_task_info=True, conv=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=icarl_task_steps)
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=icarl_task_steps,
+                      sweepable=SWEEPABLE)

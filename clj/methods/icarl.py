@@ -55,8 +55,8 @@ from clj.data.augment import Augment
 from clj.methods import cil_common as cc
 from clj.methods import common
 from clj.methods.common import ModelState, OptimSpec, TaskInfo
-from clj.methods.icarl_phases import (backbone_param_count, begin_phase, resolve_memory_size,  # noqa: F401
-                                      task_statics, task_steps)
+from clj.methods.icarl_phases import (backbone_param_count, begin_phase, phase_lr,  # noqa: F401
+                                      resolve_memory_size, task_statics, task_steps)
 from clj.replay import exemplars as ex
 
 OBJECTIVES = ("icarl", "wa", "replay")
@@ -119,7 +119,10 @@ class State:
         task (teacher of the distillation).
       mem: the exemplar memory (:class:`clj.replay.exemplars.ExemplarMemory`).
       key: PRNG key of the per-epoch memory permutations (``"pycil"``).
-      hp: static hyperparameters.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays (:func:`sweep_values`), so a grid of them is a vmapped axis.
+      hp: static hyperparameters (``kd_T`` and ``kd_weight`` there are the
+        config's values, kept for the record; the step reads ``hparams``).
     """
 
     net: ModelState
@@ -127,7 +130,22 @@ class State:
     old_batch_stats: common.PyTree
     mem: ex.ExemplarMemory
     key: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "cil.update_lr", "cil.kd_T", "cil.kd_weight")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+them): the learning rates of task 0 (``optim.lr``) and of later tasks
+(``cil.update_lr``), the distillation temperature and weight (``kd_weight``
+< 0 = the method's default, resolved in the step by :func:`kd_weight`)."""
+
+
+def sweep_values(config, cil) -> dict:
+    """The :data:`SWEEPABLE` fields of the config as float32 [] arrays
+    (``cil``: the checked ``config.cil`` block)."""
+    return {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr),
+            "cil.kd_T": jnp.float32(cil.kd_T), "cil.kd_weight": jnp.float32(cil.kd_weight)}
 
 
 def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
@@ -162,7 +180,8 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     D = int(model.feature_dim)
     cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, D)
-    return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state, hp=hp)
+    return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
+                 hparams=sweep_values(config, cil), hp=hp)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -224,17 +243,25 @@ def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: ja
     return x, y, w
 
 
-def loss_weights(hp) -> tuple[float, float]:
+def kd_weight(hp, hparams: dict) -> jax.Array:
+    """The KD weight float32 [] of ``hparams["cil.kd_weight"]``: its value,
+    or the method's PyCIL default when it is < 0 (WA 2, otherwise 1)."""
+    w = hparams["cil.kd_weight"]
+    return jnp.where(w < 0, jnp.float32(2.0 if hp.objective == "wa" else 1.0), w)
+
+
+def loss_weights(hp, hparams: dict | None = None) -> tuple:
     """(CE weight, KD weight) of the objective (module doc): Replay (1, 0);
     iCaRL (1, kd_weight); WA ``kd2`` (1, kd_weight = 2); WA ``lambda``
-    (1 - l, l), l = known / total."""
+    (1 - l, l), l = known / total.  With ``hparams`` (the State's) the
+    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``hp.kd_weight``."""
     st = hp.st
     if hp.objective == "replay" or st.known <= 0:
         return 1.0, 0.0
     if hp.objective == "wa" and hp.wa_loss == "lambda":
         lam = st.known / st.total
         return 1.0 - lam, lam
-    return 1.0, hp.kd_weight
+    return 1.0, (hp.kd_weight if hparams is None else kd_weight(hp, hparams))
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -251,17 +278,19 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
     nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
     use_kd = hp.objective in ("icarl", "wa") and st.known > 0
-    w_ce, w_kd = loss_weights(hp)
+    w_ce, w_kd = loss_weights(hp, state.hparams)
     targets = old_logits(state, x) if use_kd else None
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
-        kd = cc.kd_loss(logits, targets, st.known, hp.kd_T, w) if use_kd else jnp.zeros((), jnp.float32)
+        kd = (cc.kd_loss(logits, targets, st.known, state.hparams["cil.kd_T"], w) if use_kd
+              else jnp.zeros((), jnp.float32))
         return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total))
+    new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total),
+                                     base_lr=phase_lr(state.hparams, st.task))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "kd": kd, "acc": acc}
 
@@ -324,10 +353,12 @@ def make_spec(objective: str):
 
     from clj.methods.api import Capabilities, MethodSpec
 
+    sweepable = SWEEPABLE if objective != "replay" else SWEEPABLE[:2]  # Replay has no distillation
     return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
                       capabilities=Capabilities(static_task_info=True),
-                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps)
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps,
+                      sweepable=sweepable)
 
 
 SPEC = make_spec("icarl")

@@ -99,6 +99,13 @@ def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_
     return _plan(hp, task_index, hp.task_classes[task_index], n_examples)[3]
 
 
+def phase_lr(hparams: dict, task_id: int) -> jax.Array:
+    """The base learning rate float32 [] of task ``task_id``'s phase from a
+    State's swept values: ``optim.lr`` in task 0, ``cil.update_lr`` later
+    (the phase optimizers of :func:`begin_phase`; the schedule scales it)."""
+    return hparams["optim.lr"] if task_id == 0 else hparams["cil.update_lr"]
+
+
 def begin_phase(net: ModelState, hp, task: TaskInfo) -> ModelState:
     """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
     union epoch in ``"pycil"`` mode) for the per-epoch schedules."""

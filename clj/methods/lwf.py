@@ -119,7 +119,12 @@ class State:
       task_mask: bool [C], the current task's classes (the warm-up's).
       warm_steps: int32 [], warm-up steps of the current task (0 in the first).
       phase_step: int32 [], steps taken in the current task (warm-up included).
-      hp: static hyperparameters.
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays, so a grid of them is a vmapped axis (``optim.lr`` is also the
+        warm-up's rate).
+      hp: static hyperparameters (``alpha``, ``temp`` and ``warmup_lr`` there
+        are the config's values, kept for the record; the step reads
+        ``hparams``).
     """
 
     net: ModelState
@@ -130,7 +135,12 @@ class State:
     task_mask: jax.Array
     warm_steps: jax.Array
     phase_step: jax.Array
+    hparams: dict
     hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "lwf.alpha", "lwf.softmax_temp")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
 
 
 def init(rng: jax.Array, config, scenario) -> State:
@@ -147,8 +157,10 @@ def init(rng: jax.Array, config, scenario) -> State:
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
     none = jnp.zeros((scenario.num_classes,), bool)
     z = jnp.zeros((), jnp.int32)
+    hparams = {"optim.lr": jnp.float32(config.optim.lr), "lwf.alpha": jnp.float32(hp.alpha),
+               "lwf.softmax_temp": jnp.float32(hp.temp)}
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, seen=none, old=none,
-                 task_mask=none, warm_steps=z, phase_step=z, hp=hp)
+                 task_mask=none, warm_steps=z, phase_step=z, hparams=hparams, hp=hp)
 
 
 def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info=None) -> int:
@@ -181,14 +193,14 @@ def end_task(state: State, task_data) -> State:
     return state.replace(old_params=state.net.params, old_batch_stats=state.net.batch_stats, old=state.seen)
 
 
-def distillation(new_logits: jax.Array, old_logits: jax.Array, old: jax.Array, temp: float) -> jax.Array:
+def distillation(new_logits: jax.Array, old_logits: jax.Array, old: jax.Array, temp) -> jax.Array:
     """LwF's distillation loss on the old classes (module doc; Li & Hoiem Eq. 2).
 
     Args:
       new_logits: float [B, C], the network being trained.
       old_logits: float [B, C], the frozen copy on the same images.
       old: bool [C], the old classes (the columns distilled).
-      temp: T > 0.
+      temp: T > 0 (a float or float32 []).
 
     Returns:
       float32 []: ``-mean_i sum_{c old} q_old log q_new`` with ``q =
@@ -204,7 +216,8 @@ def distillation(new_logits: jax.Array, old_logits: jax.Array, old: jax.Array, t
 
 def _warmup_update(state: State, batch: dict):
     """One warm-up step: plain SGD on the head, cross-entropy over the
-    current task's classes, features in inference mode."""
+    current task's classes, features in inference mode, at the State's
+    ``optim.lr``."""
     net = state.net
 
     def loss_fn(head):
@@ -213,7 +226,7 @@ def _warmup_update(state: State, batch: dict):
         return common.cross_entropy(jnp.where(state.task_mask[None, :], logits, _NEG), batch["y"])
 
     loss, g = jax.value_and_grad(loss_fn)(net.params["head"])
-    sgd = optax.sgd(state.hp.warmup_lr)  # stateless: no momentum
+    sgd = optax.sgd(state.hparams["optim.lr"])  # stateless: no momentum
     upd, _ = sgd.update(g, sgd.init(g))
     return {**net.params, "head": optax.apply_updates(net.params["head"], upd)}, loss
 
@@ -241,11 +254,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
         ce = common.cross_entropy(jnp.where(state.seen[None, :], logits, _NEG), batch["y"])
-        kd = distillation(logits, old_logits, state.old, hp.temp)
-        return ce + hp.alpha * kd, (bs, logits, ce, kd)
+        kd = distillation(logits, old_logits, state.old, state.hparams["lwf.softmax_temp"])
+        return ce + state.hparams["lwf.alpha"] * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    trained = common.apply_gradients(net, grads, bs)
+    trained = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
     warming = state.phase_step < state.warm_steps
     if hp.warmup:
         warm_params, warm_loss = _warmup_update(state, batch)
@@ -278,7 +291,7 @@ def _spec():
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task,
                       predict=predict, memory_bytes=memory_bytes, task_steps=task_steps,
-                      sections=(SECTION,))
+                      sections=(SECTION,), sweepable=SWEEPABLE)
 
 
 SPEC = _spec()
