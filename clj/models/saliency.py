@@ -189,8 +189,35 @@ def _bn(train: bool, name: str, momentum: float = 0.99) -> nn.BatchNorm:
                         param_dtype=PARAM_DTYPE, name=name)
 
 
-def _conv1x1(features: int, name: str, bias: bool = False) -> nn.Conv:
-    return nn.Conv(features, (1, 1), use_bias=bias, param_dtype=PARAM_DTYPE, name=name)
+class PointwiseConv(nn.Module):
+    """A 1x1 convolution as a contraction over channels: float32
+    [B, H, W, C] -> [B, H, W, features], with ``nn.Conv``'s parameters
+    (``kernel`` [1, 1, C, features], ``bias`` [features]) so checkpoints load
+    either way.
+
+    Every 1x1 convolution of the saliency decoder is one.  Under a vmap over
+    seeds an ``nn.Conv`` with a per-seed kernel becomes a grouped convolution;
+    with the seed axis sharded over devices XLA (CPU, jax 0.10) computed a
+    stride-1 1x1 one wrongly (outputs off by O(1)) and refused the
+    one-output-channel layer ("output feature dimension (value 1) ...
+    feature_group_count (value 4)").  A contraction vmaps to a batched matmul
+    and shards correctly
+    (``tests/test_ser.py::test_saliency_net_vmapped_seeds_sharded_on_four_devices``)."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), PARAM_DTYPE)
+        y = jnp.einsum("bhwc,co->bhwo", x, k[0, 0].astype(x.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), PARAM_DTYPE).astype(x.dtype)
+        return y
+
+
+def _conv1x1(features: int, name: str, bias: bool = False) -> nn.Module:
+    return PointwiseConv(features, use_bias=bias, name=name)
 
 
 def _depthwise(channels: int, name: str) -> nn.Conv:
@@ -311,6 +338,6 @@ class SaliencyNet(nn.Module):
         y = upsample_bilinear2x(InvertedResidual(2 * w, 2, name="upsampling_2")(y, train))
         y = jnp.concatenate([y, s4], axis=-1)
         y = InvertedResidual(w, 2, name="post_upsampling_2")(y, train)
-        y = _conv1x1(1, "adaptation", bias=True)(y)
+        y = PointwiseConv(1, name="adaptation")(y)
         y = upsample_nearest2x(y)
         return nn.sigmoid(y.astype(jnp.float32)), feats
