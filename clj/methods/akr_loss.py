@@ -47,7 +47,7 @@ def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weig
 
 
 def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weights: jax.Array,
-                    old_logits: jax.Array | None, mixing: bool, hparams: dict | None = None):
+                    old_logits: jax.Array | None, mixing: bool, hparams: dict):
     """The classifier's loss on the (blended) batch, ``hp.target_mode``
     (:mod:`clj.methods.akr` module doc).
 
@@ -63,7 +63,7 @@ def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weigh
       mixing: the images are blended; without, ``mixed_ce_kd`` is exactly
         iCaRL's loss (:func:`clj.methods.icarl.train_step`).
       hparams: the State's swept values (``cil.kd_T``, ``cil.kd_weight``,
-        float32 []); None = ``hp.kd_T`` and ``hp.kd_weight``.
+        float32 []).
 
     Returns:
       (loss, ce, kd) float32 [] (``icarl_bce``: kd = 0, loss = ce).
@@ -77,11 +77,8 @@ def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weigh
         ce = soft_cross_entropy(logits, mixed, st.total, weights)
     else:
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, weights)
-    if hparams is None:
-        T, w_kd = hp.kd_T, hp.kd_weight
-    else:
-        from clj.methods.icarl import kd_weight
+    from clj.methods.icarl import kd_weight
 
-        T, w_kd = hparams["cil.kd_T"], kd_weight(hp, hparams)
+    T, w_kd = hparams["cil.kd_T"], kd_weight(hp, hparams)
     kd = cc.kd_loss(logits, old_logits, st.known, T, weights) if st.known > 0 else zero
     return ce + w_kd * kd, ce, kd

@@ -95,14 +95,12 @@ class Hparams:
       alpha: weight of the distillation term.
       temp: distillation temperature T.
       warmup: run the head warm-up before each task >= 1.
-      warmup_lr: the warm-up's SGD learning rate (``optim.lr``).
       augment: the transform (the copy sees its evaluation form).
     """
 
     alpha: float = 1.0
     temp: float = 2.0
     warmup: bool = True
-    warmup_lr: float = 0.1
     augment: Augment = Augment()
 
 
@@ -122,7 +120,7 @@ class State:
       hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis (``optim.lr`` is also the
         warm-up's rate).
-      hp: static hyperparameters (``alpha``, ``temp`` and ``warmup_lr`` there
+      hp: static hyperparameters (``alpha`` and ``temp`` there
         are the config's values, kept for the record; the step reads
         ``hparams``).
     """
@@ -152,7 +150,7 @@ def init(rng: jax.Array, config, scenario) -> State:
     """
     v = lwf_values(config)
     hp = Hparams(alpha=float(v["alpha"]), temp=float(v["softmax_temp"]), warmup=bool(v["warmup"]),
-                 warmup_lr=float(config.optim.lr), augment=common.augment_from_config(config.augment, scenario))
+                 augment=common.augment_from_config(config.augment, scenario))
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
     none = jnp.zeros((scenario.num_classes,), bool)

@@ -338,6 +338,6 @@ class SaliencyNet(nn.Module):
         y = upsample_bilinear2x(InvertedResidual(2 * w, 2, name="upsampling_2")(y, train))
         y = jnp.concatenate([y, s4], axis=-1)
         y = InvertedResidual(w, 2, name="post_upsampling_2")(y, train)
-        y = PointwiseConv(1, name="adaptation")(y)
+        y = _conv1x1(1, "adaptation", bias=True)(y)
         y = upsample_nearest2x(y)
         return nn.sigmoid(y.astype(jnp.float32)), feats
