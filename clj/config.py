@@ -130,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
         steps_per_call=0,         # 0 = auto by backend and model (see clj.train.loop.auto_chunking)
         unroll=0,                 # 0 = auto; 1 = rolled scan; n = unroll factor
         eval_batch_size=512,
+        eval_tasks="all",         # all | seen: after task t, evaluate every task's test set or only tasks <= t
         shard_batch=True,         # shard the batch axis over all devices when it divides
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
@@ -208,6 +209,8 @@ FIELD_DOCS = {
     "loop.steps_per_call": "training steps per compiled call (0 = automatic by backend and model)",
     "loop.unroll": "scan unroll (0 = auto, 1 = rolled)",
     "loop.eval_batch_size": "test examples per evaluation call",
+    "loop.eval_tasks": "all (every task's test set after each task: the whole accuracy matrix and FWT) | seen "
+                       "(only tasks trained so far; the matrix's upper triangle is not measured, no FWT)",
     "loop.shard_batch": "shard the batch axis over all devices when it divides",
     "loop.mesh": "what the devices divide: auto | seeds | data",
     "data.placement": "device (the dataset on every device) | stream (clj's prepared records read from disk "
@@ -249,6 +252,9 @@ def _class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
         sizes.append(min(increment, rest))
         rest -= increment
     return sizes
+
+
+EVAL_TASKS = ("all", "seen")  # loop.eval_tasks
 
 
 def validate(config) -> None:
@@ -295,6 +301,9 @@ def validate(config) -> None:
                               "(0 = at task ends only).")
         if int(ck.get("keep", 1)) < 1:
             raise ConfigError(f"checkpoint.keep={ck.keep} is invalid: it must be >= 1.")
+    lp = config.get("loop", None)
+    if lp is not None and lp.get("eval_tasks", "all") not in EVAL_TASKS:
+        raise ConfigError(f"loop.eval_tasks={lp.eval_tasks!r} is invalid; valid values: {', '.join(EVAL_TASKS)}.")
     sc = config.scenario
     kinds = ("class_il", "task_il", "domain_il", "data_incremental")  # clj.scenarios.KINDS
     if sc.kind not in kinds:

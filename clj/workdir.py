@@ -35,6 +35,12 @@ NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task"
                      "data.threads", "data.prefetch", "data.eval_group")
 
 
+# Result fields added after runs existed, with the default that reproduces the earlier
+# behaviour: at that default they are left out of the identity, so a workdir written
+# before the field existed still resumes and default workdir names stay the same.
+LATER_FIELDS = {"loop.eval_tasks": "all"}
+
+
 class WorkdirError(ConfigError):
     """A workdir that cannot take this run (a file, another config's run)."""
 
@@ -55,7 +61,8 @@ def _plain(v):
 
 def result_fields(config) -> dict:
     """``{dotted field: JSON value}`` of every leaf of ``config`` that can
-    change results (all but ``NON_RESULT_FIELDS``)."""
+    change results (all but ``NON_RESULT_FIELDS``, and ``LATER_FIELDS`` at
+    their defaults)."""
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     out = {}
 
@@ -70,6 +77,9 @@ def result_fields(config) -> dict:
                 out[key] = _plain(node[k])
 
     walk(d, "")
+    for k, default in LATER_FIELDS.items():
+        if k in out and out[k] == default:
+            del out[k]
     return out
 
 

@@ -149,7 +149,7 @@ def run_dataset(ds: str, seeds: int, out: str, train_fraction: float = 1.0) -> d
     for rule, _ in RULES[1:]:
         st = state.replace(hp=dataclasses.replace(state.hp, vote=rule))
         t1 = time.perf_counter()
-        accs = runner._evaluate(st, seen)["class_il"]            # [S, T]
+        accs = runner.evaluate(st, seen)["class_il"]            # [S, T]
         ev = time.perf_counter() - t1
         finals = (100 * accs.mean(1)).tolist()
         ra = routing_accuracy(runner, st)

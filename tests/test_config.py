@@ -25,6 +25,7 @@ from conftest import ROOT, small_config
     ("scenario.increment", 3, r"scenario.increment=3 does not divide the 7 classes .*uneven_last_task=True"),
     ("checkpoint.keep", 0, r"checkpoint.keep=0 is invalid"),
     ("checkpoint.every_minutes", -1.0, r"checkpoint.every_minutes=-1.0 is invalid"),
+    ("loop.eval_tasks", "unseen", r"loop.eval_tasks='unseen' is invalid; valid values: all, seen"),
     ("replay.minibatch_size", 0, r"replay.minibatch_size=0 is invalid"),
 ])
 def test_bad_values_refused(field, value, pattern):

@@ -145,6 +145,22 @@ def test_default_workdir_differs_per_override():
                    for k in result_fields(a))
 
 
+def test_a_field_added_later_keeps_old_workdirs_at_its_default(tmp_path):
+    """loop.eval_tasks came after runs existed: at "all" (the old behaviour) a
+    workdir whose config lacks it resumes under the same default name."""
+    c = load_config("er_digits")
+    old = load_config("er_digits")
+    del old.loop["eval_tasks"]
+    assert default_workdir(c) == default_workdir(old)
+    wd = tmp_path / "old"
+    prepare(str(wd), old).release()
+    prepare(str(wd), c).release()
+    c.loop.eval_tasks = "seen"
+    assert default_workdir(c) != default_workdir(old)
+    with pytest.raises(WorkdirError, match=r"loop.eval_tasks: '<absent>' -> 'seen'"):
+        prepare(str(wd), c)
+
+
 # ------------------------------------------------------------ one run at a time
 def test_second_launch_into_a_busy_workdir_refused(tmp_path):
     wd = str(tmp_path / "w")

@@ -63,6 +63,31 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(resumed["accuracy_matrix"][k], full["accuracy_matrix"][k])
 
 
+def test_eval_tasks_seen_measures_the_lower_triangle_only(tmp_path):
+    """loop.eval_tasks="seen": the trained tasks' accuracies equal an "all" run's
+    bit for bit, later tasks are not measured (NaN, null on disk), FWT is None,
+    the other metrics are the "all" run's, and the evaluation compiles once."""
+    full = _run(small_config("derpp", num_seeds=2), str(tmp_path / "all"))
+    r = Runner(small_config("derpp", num_seeds=2, **{"loop.eval_tasks": "seen"}), str(tmp_path / "seen"))
+    seen = r.run()
+    assert r._eval_fn._cache_size() == 1
+    upper = np.triu_indices(5, 1)
+    for s in (0, 1):
+        a = json.load(open(tmp_path / "all" / f"seed_{s}" / "results.json"))
+        b = json.load(open(tmp_path / "seen" / f"seed_{s}" / "results.json"))
+        assert b["random_init_accuracy"] is None and a["random_init_accuracy"] is not None
+        for k in ("class_il", "task_il", "class_il_top5"):
+            Ra = np.array(a["accuracy_matrix"][k], float)
+            Rb = np.array(b["accuracy_matrix"][k], float)  # null -> nan
+            assert np.isnan(Rb[upper]).all() and not np.isnan(Ra).any()
+            np.testing.assert_array_equal(np.tril(Rb), np.tril(Ra))
+            for m, v in a["metrics"][k].items():
+                assert b["metrics"][k][m] == (None if m == "fwt" else v), (k, m)
+    assert a["metrics"]["class_il"]["fwt"] is not None
+    np.testing.assert_array_equal(seen["metrics"]["class_il"]["final_average_accuracy"]["mean"],
+                                  full["metrics"]["class_il"]["final_average_accuracy"]["mean"])
+
+
 def test_vmapped_seeds_equal_separate_runs(tmp_path):
     both = _run(small_config("er", num_seeds=2, seed=5), str(tmp_path / "both"))
     assert both["seeds"] == [5, 6]

@@ -107,6 +107,21 @@ def test_summarize_by_hand():
     assert summarize(R3)["fwt"] is None
 
 
+def test_unmeasured_upper_triangle():
+    """NaN above the diagonal (loop.eval_tasks="seen") changes no metric but
+    FWT, which is None; NaN on or below the diagonal is refused."""
+    R = R3.copy()
+    R[np.triu_indices(3, 1)] = np.nan
+    s, full = summarize(R, random_init_acc=B3, task_sizes=SIZES3), summarize(R3, random_init_acc=B3,
+                                                                          task_sizes=SIZES3)
+    assert s["fwt"] is None
+    for k in METRIC_NAMES[:4]:
+        assert s[k] == full[k], k
+    R[1, 0] = np.nan
+    with pytest.raises(ValueError, match="finite accuracies"):
+        summarize(R)
+
+
 def test_task_sizes_weighting():
     # weights n = [100, 300, 200]
     # A_0 = 0.90
@@ -169,7 +184,7 @@ def test_single_task():
         (np.array([[0.5, 1.2], [0.3, 0.4]]), r"1\.2"),
         (np.array([[50.0, 20.0], [30.0, 40.0]]), r"percent"),
         (np.array([[0.5, -0.1], [0.3, 0.4]]), r"-0\.1"),
-        (np.array([[0.5, np.nan], [0.3, 0.4]]), r"nan"),
+        (np.array([[0.5, 0.2], [np.nan, 0.4]]), r"nan"),
         ([[0.5, 0.2], [0.3]], r"numeric"),
     ],
 )

@@ -54,13 +54,20 @@ def test_stream_equals_device(tmp_path, which):
         prepare(["cifar10", "--source", str(tmp_path / "src"), "--data_dir", data_dir, "--no_progress"])
         over = {"dataset": "cifar10", "data_dir": data_dir, "train.batch_size": 8, "replay.minibatch_size": 8,
                 "replay.buffer_size": 20}
-    res = {}
+    res, runners = {}, {}
     for placement in ("device", "stream"):
         c = small_config("derpp", num_seeds=2, **over, **{"data.placement": placement})
-        r = Runner(c, str(tmp_path / placement))
+        r = runners[placement] = Runner(c, str(tmp_path / placement))
         assert r.placement == placement
         r.run()
         res[placement] = [json.load(open(tmp_path / placement / f"seed_{s}" / "results.json")) for s in (0, 1)]
     for a, b in zip(res["device"], res["stream"]):
         for k in ("class_il", "task_il"):
             np.testing.assert_allclose(a["accuracy_matrix"][k], b["accuracy_matrix"][k], atol=1e-6)
+    # the public evaluation hook over tasks 0..2 only (a prefix of the evaluation batches)
+    part = {p: r.evaluate(r.final_state, upto=2) for p, r in runners.items()}
+    whole = runners["stream"].evaluate(runners["stream"].final_state)
+    for k in ("class_il", "task_il"):
+        np.testing.assert_allclose(part["stream"][k], part["device"][k], atol=1e-6)
+        np.testing.assert_array_equal(part["stream"][k][:, :3], whole[k][:, :3])
+        assert np.isnan(part["stream"][k][:, 3:]).all()

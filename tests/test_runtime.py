@@ -151,8 +151,8 @@ assert (rd.n_seed_dev, rd.n_data_dev) == (1, 4)
 r1 = Runner(small_config('derpp', num_seeds=1), '{tmp_path}/d1', devices=jax.devices()[:1])
 s1 = r1.init_state()
 seen = np.ones(10, bool)
-e4 = rd._evaluate(jax.device_put(s1, rd._state_sharding), seen)
-e1 = r1._evaluate(s1, seen)
+e4 = rd.evaluate(jax.device_put(s1, rd._state_sharding), seen)
+e1 = r1.evaluate(s1, seen)
 print(json.dumps([[json.load(open(f'{tmp_path}/{{d}}/seed_{{s}}/results.json'))['accuracy_matrix']
                    for s in range(4)] for d in ('four', 'one')]
                  + [{{k: v.tolist() for k, v in e4.items()}}, {{k: v.tolist() for k, v in e1.items()}}]))

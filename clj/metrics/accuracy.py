@@ -12,7 +12,8 @@ in ``[0, 1]`` (not percent)::
 
 Rows are points in time (0-based task index just trained), columns are tasks
 evaluated.  Entries with ``j > i`` (tasks not yet trained) are measured too;
-only :func:`fwt` uses them.
+only :func:`fwt` uses them.  They may be ``nan`` (not measured, e.g. a run
+with ``loop.eval_tasks="seen"``); :func:`fwt` is then ``None``.
 
 Metric summary (``T`` tasks, 0-based indices):
 
@@ -90,7 +91,8 @@ def validate_accuracy_matrix(R) -> np.ndarray:
     """Return ``R`` as a float64 ``[T, T]`` array, or raise ``ValueError``.
 
     ``R`` must be two-dimensional, square, non-empty, and contain finite
-    values in ``[0, 1]``.
+    values in ``[0, 1]``, except that entries above the diagonal (tasks not
+    yet trained) may be ``nan``: not measured.
     """
     try:
         arr = np.asarray(R, dtype=np.float64)
@@ -101,7 +103,7 @@ def validate_accuracy_matrix(R) -> np.ndarray:
             "accuracy matrix R must be a non-empty square 2-D array [T, T]; "
             f"got shape {arr.shape}"
         )
-    _check_unit_interval(arr, "accuracy matrix R")
+    _check_unit_interval(np.where(np.triu(np.isnan(arr), 1), 0.0, arr), "accuracy matrix R")
     return arr
 
 
@@ -222,12 +224,13 @@ def fwt(R, random_init_acc) -> Optional[float]:
 
     where ``b`` (shape ``[T]``) holds the accuracy of the randomly initialised
     model on each task.  Returns ``None`` if ``random_init_acc`` is ``None``
-    and ``0.0`` when ``T == 1``.
+    or an entry ``R[j-1, j]`` is ``nan`` (not measured), and ``0.0`` when
+    ``T == 1``.
     """
     R = validate_accuracy_matrix(R)
-    if random_init_acc is None:
-        return None
     T = R.shape[0]
+    if random_init_acc is None or np.isnan(R[np.arange(T - 1), np.arange(1, T)]).any():
+        return None
     b = _validate_task_vector(random_init_acc, T, "random_init_acc")
     _check_unit_interval(b, "random_init_acc")
     if T == 1:

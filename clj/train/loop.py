@@ -163,6 +163,10 @@ class Runner:
         self.give_step_info = self.reveal and self.caps.step_info
         self.settings = ("domain_il",) if scenario.kind == "domain_il" else ("class_il", "task_il")
         self.mask_unseen = scenario.kind in ("class_il", "task_il")
+        # loop.eval_tasks="seen": after task t only tasks <= t are evaluated (Mammoth's and
+        # PyCIL's habit); the accuracy matrix's upper triangle is then NaN (not measured) and
+        # the random-init evaluation (FWT's baseline) is skipped.
+        self.eval_seen = str(config.loop.get("eval_tasks", "all")) == "seen"
         self.top5 = scenario.kind != "domain_il" and scenario.num_classes > 5  # PyCIL's class-IL top-5 curve
 
         # --- devices: a seeds x data mesh
@@ -299,6 +303,8 @@ class Runner:
         self.eval_task = dist.put(self.eval_task_host, shard)
         self.eval_valid = dist.put(self.eval_valid_host, shard)
         self.eval_counts = counts
+        # evaluation batches of tasks 0..t (the batches are grouped by task, in task order)
+        self.eval_batches_upto = np.cumsum([max(1, math.ceil(n / E)) for n in counts])
         self.task_cls = put(sc.class_task_matrix())
 
     def _domain(self, x_raw, task_id):
@@ -377,7 +383,7 @@ class Runner:
         top5 = self.top5
         multiply = self.caps.task_il_rule == "multiply"
 
-        def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls):
+        def seed_eval(state, Xt, Yt, eidx, etask, evalid, seen, task_cls, n_batches):
             if spec.prepare_predict is not None:  # once per evaluation, not per batch
                 state = spec.prepare_predict(state)
 
@@ -403,43 +409,78 @@ class Runner:
                     c5 = cil
                 return cil & vd, til & vd, c5 & vd
 
-            cil, til, c5 = jax.lax.map(body, (eidx, etask, evalid))
-            seg = lambda c: jax.ops.segment_sum(c.reshape(-1).astype(jnp.int32), etask.reshape(-1), T)  # noqa: E731
-            return seg(cil), seg(til), seg(c5)
+            # The first n_batches batches only (a loop with a traced bound: one compile
+            # whatever the prefix), counted per task as they go.
+            def count(i, acc):
+                cil, til, c5 = body((eidx[i], etask[i], evalid[i]))
+                seg = lambda c: jax.ops.segment_sum(c.astype(jnp.int32), etask[i], T)  # noqa: E731
+                return acc[0] + seg(cil), acc[1] + seg(til), acc[2] + seg(c5)
 
-        self._eval_fn = jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 7, spmd_axis_name=self._spmd),
+            zeros = jnp.zeros((T,), jnp.int32)
+            return jax.lax.fori_loop(0, n_batches, count, (zeros, zeros, zeros))
+
+        self._eval_fn = jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 8, spmd_axis_name=self._spmd),
                                 **self._out(self._state_sharding))
         return self._eval_fn
 
-    def _evaluate(self, state, seen: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-seed, per-task accuracies {setting: float [S, T]}."""
+    def evaluate(self, state, seen=None, upto: int | None = None) -> dict[str, np.ndarray]:
+        """Accuracy of every run's State on the test set of each task.
+
+        Args:
+          state: the State of all S runs (seeds x grid points), as the loop holds it
+            (e.g. ``Runner.final_state`` or a restored checkpoint's).
+          seen: bool [num_classes], the classes a class-IL prediction may choose
+            among (default: all classes).
+          upto: evaluate only tasks 0..upto (their test batches form a prefix of the
+            evaluation set); the other tasks' entries are NaN.  None = every task.
+
+        Returns:
+          ``{setting: float64 [S, T]}`` fractions in [0, 1] for ``class_il`` and
+          ``task_il`` (plus ``class_il_top5`` with more than 5 classes), or
+          ``{"domain_il": ...}`` for a domain-IL scenario.
+
+        Raises:
+          ValueError: ``upto`` outside [0, T-1] or ``seen`` of the wrong length.
+        """
+        T, C = self.scenario.num_tasks, self.scenario.num_classes
+        seen = np.ones(C, bool) if seen is None else np.asarray(seen, bool)
+        if seen.shape != (C,):
+            raise ValueError(f"seen has shape {seen.shape}; it must be ({C},), one flag per class")
+        if upto is not None and not 0 <= int(upto) < T:
+            raise ValueError(f"upto={upto} is invalid: it must be a task index in [0, {T - 1}] or None")
+        n_batches = int(self.eval_batches_upto[-1 if upto is None else int(upto)])
         if self.placement == "device":
             cil, til, c5 = self._eval_counts_fn()(state, self.Xt, self.Yt, self.eval_idx, self.eval_task,
-                                                 self.eval_valid, np.asarray(seen), self.task_cls)
+                                                 self.eval_valid, seen, self.task_cls, np.int32(n_batches))
             cil, til, c5 = dist.to_host((cil, til, c5))
         else:
-            cil, til, c5 = self._evaluate_streamed(state, seen)
+            cil, til, c5 = self._evaluate_streamed(state, seen, n_batches)
         denom = np.maximum(self.eval_counts, 1)[None, :]
         out = {"class_il": np.asarray(cil) / denom, "task_il": np.asarray(til) / denom}
         if self.scenario.kind == "domain_il":
-            return {"domain_il": out["class_il"]}
-        if self.top5:
+            out = {"domain_il": out["class_il"]}
+        elif self.top5:
             out["class_il_top5"] = np.asarray(c5) / denom
+        if upto is not None:
+            for v in out.values():
+                v[:, int(upto) + 1:] = np.nan
         return out
 
-    def _evaluate_streamed(self, state, seen):
+    def _evaluate_streamed(self, state, seen, n_batches: int):
         """Evaluation of the ``stream`` placement: groups of G evaluation
-        batches read from disk, each put on the devices and counted by the
-        same compiled function (the last group padded with invalid batches)."""
+        batches (of the first ``n_batches``) read from disk, each put on the
+        devices and counted by the same compiled function (the last group
+        padded with invalid batches)."""
         from clj.data.stream import EvalStream
 
-        nb, E = self.eval_idx_host.shape
-        G = max(1, min(nb, int(self.config.data.get("eval_group", 16))))
+        total_nb, E = self.eval_idx_host.shape
+        nb = n_batches
+        G = max(1, min(total_nb, int(self.config.data.get("eval_group", 16))))  # fixed: one compile
         n_groups = math.ceil(nb / G)
         pad = n_groups * G - nb
-        idx = np.concatenate([self.eval_idx_host, np.repeat(self.eval_idx_host[:1], pad, 0)])
-        tsk = np.concatenate([self.eval_task_host, np.repeat(self.eval_task_host[:1], pad, 0)])
-        vld = np.concatenate([self.eval_valid_host, np.zeros((pad, E), bool)])
+        idx = np.concatenate([self.eval_idx_host[:nb], np.repeat(self.eval_idx_host[:1], pad, 0)])
+        tsk = np.concatenate([self.eval_task_host[:nb], np.repeat(self.eval_task_host[:1], pad, 0)])
+        vld = np.concatenate([self.eval_valid_host[:nb], np.zeros((pad, E), bool)])
         local = dist.put(np.arange(G * E, dtype=np.int32).reshape(G, E), NamedSharding(self.mesh, P(None, DATA_MESH_AXIS)))
         shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
         fn, total = self._eval_counts_fn(), None
@@ -447,7 +488,8 @@ class Runner:
             for g, (x, y) in enumerate(groups):
                 sl = slice(g * G, (g + 1) * G)
                 out = fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated), local,
-                         dist.put(tsk[sl], shard), dist.put(vld[sl], shard), np.asarray(seen), self.task_cls)
+                         dist.put(tsk[sl], shard), dist.put(vld[sl], shard), np.asarray(seen), self.task_cls,
+                         np.int32(G))
                 out = dist.to_host(out)
                 total = out if total is None else tuple(a + b for a, b in zip(total, out))
         return total
@@ -588,8 +630,8 @@ class Runner:
                 f"step {in_task['chunks_done'] * self.K} of task {in_task['task']}"
             if self.main:
                 print(f"[clj] resumed from {ckpt.directory} after {where}")
-        if prog.completed_tasks == 0 and not prog.random_init:
-            prog.random_init = self._evaluate(state, np.ones(sc.num_classes, bool))
+        if prog.completed_tasks == 0 and not prog.random_init and not self.eval_seen:
+            prog.random_init = self.evaluate(state)
             # No FWT for top-5: a random network's top-5 over all classes is not the
             # baseline of a top-5 over the classes seen so far (it read -0.53 on digits).
             prog.random_init.pop("class_il_top5", None)
@@ -634,7 +676,7 @@ class Runner:
                 jax.block_until_ready(state)
                 t1 = time.perf_counter()
                 seen = sc.seen_classes(t) if self.mask_unseen else np.ones(sc.num_classes, bool)
-                accs = self._evaluate(state, seen)
+                accs = self.evaluate(state, seen, upto=t if self.eval_seen else None)
                 for k, v in accs.items():
                     prog.acc.setdefault(k, []).append(v)
                 for r, tr in enumerate(self._trackers):
@@ -915,7 +957,7 @@ def _add_pooled(res: dict, counts: np.ndarray) -> None:
     for setting, R in res["accuracy_matrix"].items():
         R = np.asarray(R, np.float64)
         k = R.shape[0]
-        if k == 0 or setting not in res["metrics"] or np.isnan(R[:, :k]).any():
+        if k == 0 or setting not in res["metrics"] or np.isnan(np.tril(R[:, :k])).any():
             continue
         res["metrics"][setting]["final_average_accuracy_pooled"] = final_average_accuracy(R[:, :k], counts[:k])
         res["metrics"][setting]["average_incremental_accuracy_pooled"] = average_incremental_accuracy(
