@@ -14,11 +14,13 @@ setting's config (``configs/akr_digits.py:<replay>`` or
 ``fmnist_b0inc2`` and ``clutter`` (issue 15: ``configs/akr_fmnist_b0inc2.py`` /
 ``configs/akr_clutter.py`` with the variant ``<replay>,<memory>,<epochs>``)
 print a markdown table instead: per row final and average incremental
-class-IL accuracy (mean ± std over the seeds), the blending diagnostics
+class-IL accuracy, class-IL forgetting and final task-IL accuracy (mean ± std
+over the seeds), the blending diagnostics
 (mean |a − 0.5| of the weights in use, the exemplar's weight in new/exemplar
 pairs, AKR's last-step corr(a, r)), the wall time of training and of
 evaluation, and the paired differences (Mixup − Base, AKR − Base, AKR −
-Mixup) with 95 % t intervals over the common seeds.  A run
+Mixup) with 95 % t intervals over the common seeds, then each row's class-IL
+accuracy matrix (mean over the seeds).  A run
 whose workdir already has ``results.json`` or ``summary.json`` is reused.
 Prints average incremental and last class-IL accuracy (mean ± std over the
 seeds), wall time, and the paper's number (Lee et al., SMC 2023, project
@@ -101,10 +103,44 @@ def seed_rows(wd: str) -> dict:
         r = json.load(open(f))
         m = r["metrics"]["class_il"]
         e = r.get("extra", {})
+        til = r["metrics"].get("task_il", {})
+        R = (r.get("accuracy_matrix") or {}).get("class_il")
         out[int(r["seed"])] = dict(avg=100 * m["average_incremental_accuracy"], last=100 * m["final_average_accuracy"],
+                                   forg=_pct(m.get("forgetting")), til_last=_pct(til.get("final_average_accuracy")),
+                                   R=None if R is None else [[math.nan if v is None else 100 * v for v in row]
+                                                             for row in R],
                                    abs_a=e.get("abs_a_mean"), ex_w=e.get("exemplar_weight_mean"),
                                    corr=e.get("last_step_corr_a_r"), wall=r["wall_time_s"]["total"],
                                    eval=float(sum(e.get("eval_time_s") or [])))
+    return out
+
+
+def _pct(v):
+    """100 * v, or None where v is None or NaN."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * v
+
+
+def matrix_lines(runs: dict) -> list[str]:
+    """Markdown: per row, the class-IL accuracy matrix (%, mean over the row's seeds; row t = after
+    phase t, its tasks 0..t separated by " / "), one column per row of ``FMNIST_ROWS``."""
+    import numpy as np
+
+    mats = {}
+    for replay, _ in FMNIST_ROWS:
+        Rs = [x["R"] for x in runs.get(replay, {}).values() if x.get("R") is not None]
+        if Rs:
+            mats[replay] = np.nanmean(np.asarray(Rs, np.float64), axis=0)
+    if not mats:
+        return []
+    labels = [label for replay, label in FMNIST_ROWS if replay in mats]
+    T = max(m.shape[0] for m in mats.values())
+    out = ["", "Class-IL accuracy matrix (%, mean over the seeds; row = after phase t, tasks 0..t):", "",
+           "| after phase | " + " | ".join(f"{lb}: tasks 0..t" for lb in labels) + " |",
+           "|---|" + "---|" * len(labels)]
+    for t in range(T):
+        cells = [" / ".join(f"{v:.1f}" for v in mats[r][t, : t + 1]) if t < mats[r].shape[0] else ""
+                 for r, _ in FMNIST_ROWS if r in mats]
+        out.append(f"| {t} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -202,10 +238,11 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool, name
                                         f"; UNFINISHED runs: phases completed per row {phases}, accuracy after "
                                         "the last completed phase and the mean over completed phases"),
              "",
-             f"| row | seeds | avg incremental | last | mean \\|a − 0.5\\| (phases ≥ 1; Beta(1, 1): {BETA11_ABS}) "
+             f"| row | seeds | avg incremental | last | forgetting | task-IL last "
+             f"| mean \\|a − 0.5\\| (phases ≥ 1; Beta(1, 1): {BETA11_ABS}) "
              "| exemplar's weight in new/exemplar pairs | corr(a, r), last step | wall: training + end of phase (s) "
              "| wall: evaluation (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v):
         v = [x for x in v if x is not None]
@@ -222,13 +259,14 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool, name
     for replay, label in FMNIST_ROWS:
         r = runs[replay]
         if not r:
-            lines.append(f"| {label} | — | not run | | | | | | |")
+            lines.append(f"| {label} | — | not run | | | | | | | | |")
             continue
         rs = [r[k] for k in sorted(r)]
         wall = max(x["wall"] for x in rs)
         ev = max((x.get("eval") or 0.0) for x in rs)
         corr = m3([x.get("corr") for x in rs]) if replay == "attentive" else "—"
         lines.append(f"| {label} | {sorted(r)} | {ms([x['avg'] for x in rs])} | {ms([x['last'] for x in rs])} | "
+                     f"{ms([x.get('forg') for x in rs])} | {ms([x.get('til_last') for x in rs])} | "
                      f"{m3([x['abs_a'] for x in rs])} | {m3([x['ex_w'] for x in rs])} | {corr} | {wall:.0f} "
                      f"| {ev:.0f} |")
     lines += ["", "Paired differences (same seeds; 95 % t interval of the mean difference, n − 1 dof):", "",
@@ -244,6 +282,7 @@ def fmnist_table(workdir: str, memory: int, epochs: int, run_missing: bool, name
             m, lo, hi = t_interval([runs[a][s][key] - runs[b][s][key] for s in common_seeds])
             cells.append(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
         lines.append(f"| {names[a]} − {names[b]} | {len(common_seeds)} | {cells[0]} | {cells[1]} |")
+    lines += matrix_lines(runs)
     return "\n".join(lines)
 
 

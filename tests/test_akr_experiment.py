@@ -27,11 +27,13 @@ def test_paired_t_interval_hand_computed():
     assert m1 == 0.5 and math.isnan(lo1) and math.isnan(hi1)
 
 
-def _write_seed(wd, seed, accs, abs_a, ex_w):
+def _write_seed(wd, seed, accs, abs_a, ex_w, R=None, forgetting=None, til_last=None):
     """A per-seed results.json with class-IL accuracies after each phase (mean over seen tasks)."""
     os.makedirs(os.path.join(wd, f"seed_{seed}"), exist_ok=True)
     r = {"seed": seed, "metrics": {"class_il": {"average_incremental_accuracy": sum(accs) / len(accs),
-                                                "final_average_accuracy": accs[-1]}},
+                                                "final_average_accuracy": accs[-1], "forgetting": forgetting},
+                                   "task_il": {"final_average_accuracy": til_last}},
+         "accuracy_matrix": {"class_il": R},
          "extra": {"abs_a_mean": abs_a, "exemplar_weight_mean": ex_w, "last_step_corr_a_r": 0.5,
                    "eval_time_s": [1.0, 2.0]},
          "wall_time_s": {"total": 10.0 + seed}}
@@ -72,3 +74,19 @@ def test_clutter_config_changes_only_the_data():
         assert a == b
     with pytest.raises(ValueError, match="replay='bogus'"):
         load_config(os.path.join(ROOT, "configs", "akr_clutter.py"), "bogus")
+
+
+def test_table_forgetting_task_il_and_mean_matrix(tmp_path):
+    ex = _experiment()
+    nan = float("nan")
+    for replay in ("none", "mixup", "attentive"):
+        wd = str(tmp_path / f"clutter_m200_e3_{replay}")
+        # seed 0: R = [[.8, nan], [.4, .9]]; seed 1: [[.6, nan], [.2, 1.0]] -> mean [[70], [30, 95]]
+        _write_seed(wd, 0, [0.8, 0.65], 0.1, 0.5, R=[[0.8, nan], [0.4, 0.9]], forgetting=0.4, til_last=0.9)
+        _write_seed(wd, 1, [0.6, 0.6], 0.1, 0.5, R=[[0.6, None], [0.2, 1.0]], forgetting=0.2, til_last=0.8)
+    table = ex.fmnist_table(str(tmp_path), 200, 3, run_missing=False, name="clutter")
+    rows = {ln.split("|")[1].strip(): ln.split("|") for ln in table.splitlines() if ln.startswith("| ")}
+    assert rows["Mixup"][5].strip() == "30.00 ± 14.14"  # forgetting 40, 20
+    assert rows["Mixup"][6].strip() == "85.00 ± 7.07"  # task-IL last 90, 80
+    assert rows["0"][2:5] == [" 70.0 ", " 70.0 ", " 70.0 "]
+    assert rows["1"][2].strip() == "30.0 / 95.0"
