@@ -162,12 +162,23 @@ def class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
 def make_class_order(num_classes: int, order: str | Sequence[int], seed: int) -> np.ndarray:
     """The class order: ``"fixed"`` (0..C-1, Mammoth), ``"seeded"`` (a
     permutation drawn with ``np.random.seed(seed)``, PyCIL's convention with
-    seed 1993), or an explicit sequence of all C labels.
+    seed 1993), or an explicit order of all C labels: a sequence, or a string
+    of comma-separated labels (``"3,7,0,..."``, the command line's form,
+    ``--config.scenario.class_order=3,7,0,...``).
+
+    Returns:
+      int64 [C]: ``order[k]`` is the original label of relabelled class ``k``.
 
     Raises:
       ValueError: an unknown order name or a sequence that is not a
         permutation of ``range(num_classes)``.
     """
+    if isinstance(order, str) and "," in order:
+        try:
+            order = [int(v) for v in order.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"scenario.class_order={order!r} is not a comma-separated list of class labels; "
+                             f"valid: 'fixed', 'seeded', or all {num_classes} labels as '3,7,0,...'.") from None
     if isinstance(order, str):
         if order == "fixed":
             return np.arange(num_classes)

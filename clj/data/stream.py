@@ -93,7 +93,7 @@ class _Prefetcher:
 
     def __init__(self, dataset: PreparedDataset | str | os.PathLike, split: str,
                  indices: np.ndarray, n: int, start: int, prefetch: int,
-                 num_threads: int | None) -> None:
+                 num_threads: int | None, labels: np.ndarray | None = None) -> None:
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1 (chunks read ahead), got {prefetch}")
         if not 0 <= start <= n:
@@ -108,6 +108,13 @@ class _Prefetcher:
             bad = int(indices.min() if indices.min() < 0 else indices.max())
             raise IndexError(f"{self.dataset.name}/{split}: index {bad} outside "
                              f"[0, {n_split})")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.ndim != 1 or labels.shape[0] != n_split:
+                raise ValueError(f"labels must be a 1-D array of the {n_split} labels of "
+                                 f"{self.dataset.name}/{split}, got shape {labels.shape}")
+            labels = labels.astype(np.int32)
+        self.labels = labels
         self.split = split
         self.num_items = n
         self.start = start
@@ -134,8 +141,11 @@ class _Prefetcher:
             for i in range(self.start, self.num_items):
                 if self._stop.is_set():
                     return
-                out = self.dataset.read(self.split, self._item_indices(i))
-                if not self._put(out):
+                ix = self._item_indices(i)
+                x, y = self.dataset.read(self.split, ix)
+                if self.labels is not None:  # the scenario's labels (its class order), not the stored ones
+                    y = self.labels[ix]
+                if not self._put((x, y)):
                     return
         except BaseException as e:  # handed to the consumer
             self._put(e)
@@ -193,6 +203,11 @@ class ChunkStream(_Prefetcher):
         must be divisible by ``P``). Defaults: the whole batch.
       start_chunk: first chunk to yield (e.g. resuming mid-task).
       num_threads: reader threads when ``dataset`` is a path.
+      labels: optional integer array ``[N]``, the labels of every example of
+        ``split`` as the run uses them (a scenario's ``y_train`` /
+        ``y_test``, relabelled by its class order); the yielded labels are
+        then ``labels[indices]`` instead of the labels stored on disk, so a
+        streamed run sees exactly the on-device run's labels.
 
     Iteration (once) yields ``n_chunks - start_chunk`` pairs, in chunk order:
       ``images uint8 [S, K, B', H, W, C]`` and ``labels int32 [S, K, B']``
@@ -209,7 +224,7 @@ class ChunkStream(_Prefetcher):
     def __init__(self, dataset: PreparedDataset | str | os.PathLike, indices: np.ndarray,
                  *, split: str = "train", prefetch: int = 2, process_index: int = 0,
                  process_count: int = 1, start_chunk: int = 0,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, labels: np.ndarray | None = None) -> None:
         indices = np.asarray(indices)
         if indices.ndim != 4 or not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(f"indices must be an integer array [S, n_chunks, K, B], got "
@@ -218,7 +233,7 @@ class ChunkStream(_Prefetcher):
         self.indices = indices[..., self.rows]
         self.start_chunk = int(start_chunk)
         super().__init__(dataset, split, self.indices, indices.shape[1], self.start_chunk,
-                         prefetch, num_threads)
+                         prefetch, num_threads, labels)
 
     def _item_indices(self, i: int) -> np.ndarray:
         return self.indices[:, i]
@@ -231,7 +246,7 @@ class EvalStream(_Prefetcher):
       dataset: open :class:`~clj.data.records.PreparedDataset` or a path.
       indices: integer array ``[nb, E]`` of example indices into ``split``.
       split: ``"test"`` (default) or ``"train"``.
-      prefetch, process_index, process_count, num_threads: as for
+      prefetch, process_index, process_count, num_threads, labels: as for
         :class:`ChunkStream` (the process split is over ``E``).
 
     Iteration (once) yields ``nb`` pairs ``images uint8 [E', H, W, C]``,
@@ -240,7 +255,8 @@ class EvalStream(_Prefetcher):
 
     def __init__(self, dataset: PreparedDataset | str | os.PathLike, indices: np.ndarray,
                  *, split: str = "test", prefetch: int = 2, process_index: int = 0,
-                 process_count: int = 1, num_threads: int | None = None) -> None:
+                 process_count: int = 1, num_threads: int | None = None,
+                 labels: np.ndarray | None = None) -> None:
         indices = np.asarray(indices)
         if indices.ndim != 2 or not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(f"indices must be an integer array [nb, E], got "
@@ -248,7 +264,7 @@ class EvalStream(_Prefetcher):
         self.rows = _process_rows(indices.shape[1], process_index, process_count)
         self.indices = indices[:, self.rows]
         super().__init__(dataset, split, self.indices, indices.shape[0], 0, prefetch,
-                         num_threads)
+                         num_threads, labels)
 
     def _item_indices(self, i: int) -> np.ndarray:
         return self.indices[i]
