@@ -180,7 +180,8 @@ FIELD_DOCS = {
     "scenario.init_cls": "classes in the first task (0 = increment)",
     "scenario.increment": "classes per later task",
     "scenario.num_tasks": "expected number of tasks (0 = what the split gives); checked",
-    "scenario.class_order": "'fixed' (label order) or 'seeded' (permuted by class_order_seed)",
+    "scenario.class_order": "'fixed' (label order), 'seeded' (permuted by class_order_seed) or every label "
+                            "in the order wanted, comma-separated ('3,7,0,...')",
     "scenario.class_order_seed": "seed of the class permutation (1993 = PyCIL's)",
     "scenario.domain": "domain_il: '' | permute | rotate",
     "scenario.domain_seed": "domain_il: seed of the permutations",

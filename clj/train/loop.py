@@ -484,7 +484,7 @@ class Runner:
         local = dist.put(np.arange(G * E, dtype=np.int32).reshape(G, E), NamedSharding(self.mesh, P(None, DATA_MESH_AXIS)))
         shard = NamedSharding(self.mesh, P(None, DATA_MESH_AXIS))
         fn, total = self._eval_counts_fn(), None
-        with EvalStream(self.records, idx.reshape(n_groups, G * E)) as groups:
+        with EvalStream(self.records, idx.reshape(n_groups, G * E), labels=self.scenario.y_test) as groups:
             for g, (x, y) in enumerate(groups):
                 sl = slice(g * G, (g + 1) * G)
                 out = fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated), local,
@@ -539,7 +539,8 @@ class Runner:
             self._end_fns[key] = fn
         tidx = np.asarray(self.scenario.tasks[t].train_idx, np.int32)
         if self.placement == "stream":  # the task's training images, read from disk once
-            x, y = self.records.read("train", tidx)
+            x, _ = self.records.read("train", tidx)
+            y = np.asarray(self.scenario.y_train, np.int32)[tidx]  # the scenario's labels (its class order)
             return fn(state, dist.put(x, self._replicated), dist.put(y, self._replicated),
                       np.arange(tidx.shape[0], dtype=np.int32), None if static else info)
         return fn(state, self.X, self.Y, tidx, None if static else info)
@@ -750,7 +751,8 @@ class Runner:
             box = dist.local_box((self.S, K, self.B), x_sharding)
             self.stream_block = box
             chunk_stream = ChunkStream(self.records, idx[box[0], :, :, box[2]], start_chunk=start_chunk,
-                                       prefetch=int(self.config.data.get("prefetch", 2)))
+                                       prefetch=int(self.config.data.get("prefetch", 2)),
+                                       labels=self.scenario.y_train)
             stream = iter(chunk_stream)
             no_idx = dist.put(np.zeros((self.S, 1, K, self.B), np.int32), idx_sharding)
         else:
