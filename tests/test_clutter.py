@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from clj.data import clutter
+from conftest import requires_data
 
 
 def _objects(n, seed=0):
@@ -56,6 +57,7 @@ def test_blur_masks():
     np.testing.assert_allclose(clutter.blur_masks(m, 0.0)[0][m[0]], 1.0 / 16)
 
 
+@requires_data("mnist", "fashion_mnist")
 def test_deterministic_per_seed_cached_and_registered(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     kw = dict(canvas=32, num_train=64, num_test=32)
@@ -84,6 +86,7 @@ def test_deterministic_per_seed_cached_and_registered(tmp_path, monkeypatch):
         load_dataset("clutter_mnist", canvas=8)
 
 
+@requires_data("mnist", "fashion_mnist")
 def test_spurious_patch_marks_training_images_only(tmp_path, monkeypatch):
     """The spurious-feature test's premise: with ``spurious_patch`` the training
     composites carry the class's white square and nothing else changes; the
