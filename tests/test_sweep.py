@@ -142,6 +142,40 @@ def test_local_sweep_resumes_only_the_missing_points_and_report_rebuilds(tmp_pat
         write_report(d, sort="class_il.nope")
 
 
+def test_foreign_results_do_not_make_a_point_done(tmp_path):
+    """A results.json that is not the point's own run's (dropped in, or a sibling's
+    copied over) is neither tabled nor counted done: the point runs again."""
+    import shutil
+
+    from clj.sweep import plan, run_sweep
+    from clj.sweep.core import DONE_FILE
+    from clj.sweep.report import write_report
+
+    d, grid = str(tmp_path / "sweep"), {"optim.lr": [0.05, 0.1]}
+    run_sweep(_cfg(stop_after_task=0), grid, d)  # both points stopped after task 0
+    a, b = (os.path.join(d, p["dir"]) for p in json.load(open(os.path.join(d, "sweep.json")))["points"])
+    json.dump({"metrics": {"class_il": {"final_average_accuracy": 0.999}}, "accuracy_matrix": {"class_il": [[1.0]]}},
+              open(os.path.join(b, "results.json"), "w"))
+    logged = []
+    assert write_report(d, make_plot=False, log=logged.append)["rows"] == 0
+    assert len(logged) == 1 and f"skipped {os.path.basename(b)}: results.json is not counted" in logged[0]
+    points, _ = plan(_cfg(), grid, d, skip_done=True)
+    assert [p["done"] for p in points] == [False, False] and DONE_FILE in points[1]["not_counted"]
+    out = run_sweep(_cfg(), grid, d)
+    assert out["ran"] and not out["skipped"] and not out["failed"] and out["report"]["rows"] == 2
+    res = json.load(open(os.path.join(b, "results.json")))
+    assert len(res["accuracy_matrix"]["class_il"]) == 2 and res["hparams"] == {"optim.lr": 0.1}
+    # the sibling's own results and done mark copied over: not this point's
+    for n in ("results.json", DONE_FILE):
+        shutil.copy(os.path.join(a, n), os.path.join(b, n))
+    r = subprocess.run([sys.executable, "-m", "clj.sweep", f"--report={d}"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0 and "1 point(s)" in r.stdout, r.stderr[-2000:]
+    (line,) = [ln for ln in r.stderr.splitlines() if "skipped" in ln]
+    assert os.path.basename(b) in line and "another config" in line
+    assert [p["done"] for p in plan(_cfg(), grid, d, skip_done=True)[0]] == [True, False]
+
+
 def test_slurm_executor_through_submitit_local_and_report_cli(tmp_path):
     """The CLI end to end: --grid and --config overrides, the slurm executor on
     submitit's local executor (a job array of one job), then --report."""

@@ -8,14 +8,16 @@ workdir per point, one table at the end.
 Points that differ only in fields the method declares ``sweepable`` run as one
 vmapped program (one compile for points x seeds); other fields make separate
 programs.  Rerunning the command skips finished points and resumes the others
-from their checkpoints.  See docs/sweeps.md.
+from their checkpoints; a point is finished only when its folder's results
+file is the one its own run wrote (``point_done.json``, see
+:func:`clj.sweep.core.point_state`), else it runs again.  See docs/sweeps.md.
 """
 from __future__ import annotations
 
 import os
 from typing import Mapping, Sequence
 
-from clj.sweep.core import Program, plan, point_done, run_program, sweepable_fields
+from clj.sweep.core import Program, mark_point_done, plan, point_done, point_state, run_program, sweepable_fields
 from clj.sweep.grid import (apply_overrides, config_fingerprint, expand_grid, group_points, parse_grid,
                             parse_value, point_dirname, point_slug, split_values)
 from clj.sweep.report import write_report
@@ -71,6 +73,9 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
     record = SweepRecord(workdir, base, points, programs)
     todo = programs
     skipped = [os.path.basename(p["dir"]) for p in points if p["done"]]
+    for p in points:
+        if p.get("not_counted"):  # a results file that is not the point's own: the point runs again
+            print(f"[clj.sweep] {os.path.basename(p['dir'])}: {p['not_counted']}; it runs again.")
     print(f"[clj.sweep] {len(points)} point(s): {len(skipped)} done, {len(points) - len(skipped)} to run in "
           f"{len(todo)} program(s) on {executor}.")
 
@@ -95,5 +100,6 @@ def run_sweep(config, grid: Mapping[str, Sequence], workdir: str, *, executor: s
 
 
 __all__ = ["Program", "apply_overrides", "config_fingerprint", "expand_grid", "group_points", "parse_grid",
-           "parse_value", "plan", "point_dirname", "point_done", "point_slug", "run_program", "run_sweep",
+           "mark_point_done", "parse_value", "plan", "point_dirname", "point_done", "point_slug", "point_state",
+           "run_program", "run_sweep",
            "split_values", "sweepable_fields", "write_report"]

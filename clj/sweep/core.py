@@ -67,18 +67,112 @@ def sweepable_fields(method: str) -> tuple:
     return tuple(getattr(get_spec(method), "sweepable", ()) or ())
 
 
-def point_done(point_dir: str, num_seeds: int) -> bool:
-    """True when a point's results are written (``summary.json`` for
-    several seeds, ``results.json`` for one)."""
-    return os.path.isfile(os.path.join(point_dir, "summary.json" if num_seeds > 1 else "results.json"))
+DONE_FILE = "point_done.json"
+"""Written by :func:`run_program` into a point's folder once the point's run
+has written its results: the config's fingerprint and the SHA-256 of that
+results file.  A point is done only when it matches (:func:`point_state`)."""
+
+
+def results_file(point_dir: str, num_seeds: int) -> str:
+    """The file a finished point's table row comes from: ``summary.json``
+    for several seeds, ``results.json`` for one."""
+    return os.path.join(point_dir, "summary.json" if int(num_seeds) > 1 else "results.json")
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _folder_fingerprint(point_dir: str) -> str | None:
+    """The fingerprint of the config whose run holds ``point_dir`` (its
+    ``identity.json``, read by :mod:`clj.workdir`), or None."""
+    from clj import workdir as workdir_lib
+
+    stored, _ = workdir_lib._stored_fields(point_dir)
+    return None if stored is None else workdir_lib.fingerprint(stored)
+
+
+def mark_point_done(point_dir: str, config) -> bool:
+    """Records that ``point_dir``'s results file was written by the run of
+    ``config`` (:data:`DONE_FILE`: the fingerprint and the file's SHA-256).
+    Call right after the run returned its results; returns False (writing
+    nothing) when the folder holds no results file."""
+    from clj import workdir as workdir_lib
+
+    res = results_file(point_dir, int(config.num_seeds))
+    if not os.path.isfile(res):
+        return False
+    write_json_atomic(os.path.join(point_dir, DONE_FILE),
+                      {"fingerprint": workdir_lib.fingerprint(config), "file": os.path.basename(res),
+                       "sha256": _sha256_file(res)})
+    return True
+
+
+def point_state(point_dir: str, num_seeds: int, config=None, fingerprint: str | None = None
+                ) -> tuple[bool, str | None]:
+    """Whether a point is done, and why not: ``(True, None)`` when its results
+    file exists and belongs to its own run; ``(False, None)`` when there are
+    no results (not finished); ``(False, reason)`` when a results file is
+    there but is not the point's own (one line: no or foreign
+    ``identity.json``, no :data:`DONE_FILE`, a file other than the one its run
+    wrote).
+
+    The point's identity is ``config`` (its resolved config), else
+    ``fingerprint`` (the fingerprint or its first hex digits, as
+    ``point.json`` keeps them), else the ``point.json`` in the folder.
+    """
+    from clj import workdir as workdir_lib
+
+    res = results_file(point_dir, num_seeds)
+    if not os.path.isfile(res):
+        return False, None
+    name = os.path.basename(res)
+    want = workdir_lib.fingerprint(config) if config is not None else fingerprint
+    if want is None and os.path.isfile(os.path.join(point_dir, "point.json")):
+        try:
+            want = read_json(os.path.join(point_dir, "point.json")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            want = None
+    try:
+        have = _folder_fingerprint(point_dir)
+    except (ConfigError, OSError, ValueError, KeyError, TypeError):  # a damaged identity.json
+        return False, f"{name} is not counted: the folder's identity.json cannot be read"
+    if have is None:
+        return False, f"{name} is not counted: no identity.json of its run beside it"
+    if want and not have.startswith(want):
+        return False, f"{name} is not counted: the folder holds another config's run (fingerprint {have[:8]}, " \
+                      f"this point's {want[:8]})"
+    try:
+        mark = read_json(os.path.join(point_dir, DONE_FILE))
+    except FileNotFoundError:
+        return False, f"{name} is not counted: no {DONE_FILE} (its run did not finish it in this sweep)"
+    except (OSError, ValueError):
+        return False, f"{name} is not counted: {DONE_FILE} cannot be read"
+    if not isinstance(mark, dict) or mark.get("fingerprint") != have or mark.get("file") != name:
+        return False, f"{name} is not counted: {DONE_FILE} belongs to another config's run"
+    if mark.get("sha256") != _sha256_file(res):
+        return False, f"{name} is not counted: it is not the file its run wrote"
+    return True, None
+
+
+def point_done(point_dir: str, num_seeds: int, config=None, fingerprint: str | None = None) -> bool:
+    """True when a point's results are written and are its own (see
+    :func:`point_state`)."""
+    return point_state(point_dir, num_seeds, config, fingerprint)[0]
 
 
 def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence[str] = (),
          max_points_per_program: int = 0, skip_done: bool = False) -> tuple[list[dict], list[Program]]:
     """The points of a grid (with their workdirs) and the programs that run them.
 
-    With ``skip_done``, points whose results exist get ``"done": True`` and
-    no program; the others are grouped as if they were the whole grid (so a
+    With ``skip_done``, points whose own results exist (:func:`point_state`)
+    get ``"done": True`` and no program; a point whose folder holds a results
+    file that is not its own gets ``"not_counted": reason`` and runs again.
+    The others are grouped as if they were the whole grid (so a
     rerun of an interrupted sweep finds the same programs, and their
     checkpoints, since programs finish all their points together).
 
@@ -108,8 +202,9 @@ def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence
         validate(c)
         name = grid_lib.point_dirname(ov, c)
         d = os.path.join(workdir, name)
+        done, why = point_state(d, int(c.num_seeds), c) if skip_done else (False, None)
         points.append({"index": i, "overrides": ov, "dir": d, "fingerprint": grid_lib.config_fingerprint(c),
-                       "done": bool(skip_done) and point_done(d, int(c.num_seeds))})
+                       "done": done, **({"not_counted": why} if why else {})})
         configs.append(c)
     dirs = [p["dir"] for p in points]
     if len(set(dirs)) != len(dirs):
@@ -149,6 +244,9 @@ def run_program(prog: Program | Mapping | str) -> dict:
     """Runs one program (a :class:`Program`, its dict, or the path of its
     pickle) in this process.
 
+    A point whose run returned its results is marked done
+    (:func:`mark_point_done`).
+
     Returns:
       ``{"id", "wall_time_s", "stopped_after_task"?}``.
     """
@@ -165,12 +263,18 @@ def run_program(prog: Program | Mapping | str) -> dict:
     handles = [workdir_lib.prepare(prog["workdir"], prog["config"])]
     try:
         if prog["vmapped"] is None:
+            point_configs = [prog["config"]]
             out = Runner(prog["config"], prog["workdir"]).run()
         else:
-            for d, vm in zip(prog["point_workdirs"], prog["vmapped"]):
-                handles.append(workdir_lib.prepare(d, grid_lib.apply_overrides(prog["config"], vm)))
+            point_configs = [grid_lib.apply_overrides(prog["config"], vm) for vm in prog["vmapped"]]
+            for d, c in zip(prog["point_workdirs"], point_configs):
+                handles.append(workdir_lib.prepare(d, c))
             out = Runner(prog["config"], prog["workdir"], points=prog["vmapped"],
                          point_workdirs=prog["point_workdirs"]).run()
+        if isinstance(out, (dict, list)) and not (isinstance(out, dict) and ("stopped_after_task" in out
+                                                                             or "interrupted" in out)):
+            for d, c in zip(prog["point_workdirs"], point_configs):  # (still holding the folders)
+                mark_point_done(d, c)
     finally:
         for h in handles:
             h.release()
@@ -194,7 +298,9 @@ class SweepRecord:
         program_of = {i: prog.id for prog in programs for i in prog.points}
         self.data["points"] = [{"index": p["index"], "overrides": p["overrides"], "dir": os.path.basename(p["dir"]),
                                 "fingerprint": p["fingerprint"], "done": p["done"],
-                                "program": program_of.get(p["index"])} for p in points]
+                                "program": program_of.get(p["index"]),
+                                **({"not_counted": p["not_counted"]} if p.get("not_counted") else {})}
+                               for p in points]
         self.data["programs"] = []
         for prog in programs:
             prev = old_prog.get(prog.id, {})

@@ -25,6 +25,14 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:500]
 
 
+def _explained(e: BaseException) -> bool:
+    """Whether ``e`` is an expected fault whose message says it all (a refused
+    config or workdir, a checkpoint that cannot be read or written)."""
+    from clj.train.checkpoint import CheckpointError
+
+    return isinstance(e, (ConfigError, CheckpointError))
+
+
 def run_local(programs: Sequence[Program], sweep_dir: str, report: Callable) -> None:
     """Runs the programs one after another in this process."""
     for prog in programs:
@@ -33,7 +41,8 @@ def run_local(programs: Sequence[Program], sweep_dir: str, report: Callable) -> 
         try:
             out = run_program(prog)
         except Exception as e:  # noqa: BLE001 - one failed point must not stop the sweep
-            traceback.print_exc()
+            if not _explained(e):  # (an expected fault is its one-line error below)
+                traceback.print_exc()
             report(prog.id, state="failed", error=_one_line(e), wall_time_s=time.perf_counter() - t0)
             continue
         report(prog.id, state="stopped" if "stopped_after_task" in out else "done", error=None,
@@ -100,10 +109,12 @@ def run_processes(programs: Sequence[Program], sweep_dir: str, report: Callable,
 
 
 def _stopped(prog: Program) -> bool:
-    """True when a finished program left a point without results (stop_after_task)."""
+    """True when a finished program left a point without its own results (stop_after_task)."""
     from clj.sweep.core import point_done
+    from clj.sweep.grid import apply_overrides
 
-    return not all(point_done(d, int(prog.config.num_seeds)) for d in prog.point_workdirs)
+    configs = [prog.config] if prog.vmapped is None else [apply_overrides(prog.config, vm) for vm in prog.vmapped]
+    return not all(point_done(d, int(c.num_seeds), c) for d, c in zip(prog.point_workdirs, configs))
 
 
 def parse_minutes(text: str) -> int:

@@ -16,6 +16,7 @@ import glob
 import io
 import math
 import os
+import sys
 from typing import Sequence
 
 from clj.config import ConfigError
@@ -38,14 +39,20 @@ def _metrics_of(res: dict, summary: bool) -> dict[str, tuple]:
     return out
 
 
-def collect(sweep_dir: str) -> tuple[list[str], list[dict]]:
+def collect(sweep_dir: str, skipped: list | None = None, log=None) -> tuple[list[str], list[dict]]:
     """The swept fields and one row per finished point found under
-    ``sweep_dir`` (folders holding ``point.json`` and their results), in
-    grid order.
+    ``sweep_dir`` (folders holding ``point.json`` and their own results:
+    :func:`clj.sweep.core.point_state` against the fingerprint in
+    ``point.json``), in grid order.
 
     A row: ``{"point": name, "overrides": {...}, "seeds": n, "wall_time_s":
-    (mean, std), "metrics": {"setting.metric": (mean, std)}}``.
+    (mean, std), "metrics": {"setting.metric": (mean, std)}}``.  A folder
+    whose results file is not its own is left out, said in one line through
+    ``log`` (default: stderr) and appended to ``skipped`` as ``(name, reason)``.
     """
+    from clj.sweep.core import point_state
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
     rows, fields = [], []
     for pj in sorted(glob.glob(os.path.join(sweep_dir, "*", "point.json"))):
         d = os.path.dirname(pj)
@@ -53,6 +60,13 @@ def collect(sweep_dir: str) -> tuple[list[str], list[dict]]:
         for f in point.get("grid_fields", list(point["overrides"])):
             if f not in fields:
                 fields.append(f)
+        done, why = point_state(d, int(point.get("num_seeds", 1)), fingerprint=point.get("fingerprint") or None)
+        if not done:
+            if why:
+                log(f"[clj.sweep] skipped {os.path.basename(d)}: {why}.")
+                if skipped is not None:
+                    skipped.append((os.path.basename(d), why))
+            continue
         summ, res = os.path.join(d, "summary.json"), os.path.join(d, "results.json")
         if int(point.get("num_seeds", 1)) > 1 and os.path.isfile(summ):
             r = read_json(summ)
@@ -210,9 +224,10 @@ def plot(fields: Sequence[str], rows: Sequence[dict], metric: str, x: str, path:
     return path
 
 
-def write_report(sweep_dir: str, sort: str = "", plot_x: str = "", make_plot: bool = True) -> dict:
+def write_report(sweep_dir: str, sort: str = "", plot_x: str = "", make_plot: bool = True, log=None) -> dict:
     """Writes ``sweep.csv``, ``sweep.md`` and ``sweep_<metric>.png`` of a
-    sweep folder from its point workdirs alone.
+    sweep folder from its point workdirs alone (a folder whose results file
+    is not its own is left out, one line each through ``log``, default stderr).
 
     Args:
       sweep_dir: the sweep folder.
@@ -223,12 +238,14 @@ def write_report(sweep_dir: str, sort: str = "", plot_x: str = "", make_plot: bo
       make_plot: False skips the figure.
 
     Returns:
-      ``{"rows": n, "csv": path, "md": path, "plot": path or None, "sort": metric}``.
+      ``{"rows": n, "csv": path, "md": path, "plot": path or None, "sort":
+      metric, "skipped": [(folder, reason)]}``.
 
     Raises:
       ConfigError: a sort metric or plot field that the results do not have.
     """
-    fields, rows = collect(sweep_dir)
+    skipped = []
+    fields, rows = collect(sweep_dir, skipped, log)
     metric, desc = _resolve_sort(sort, metric_names(rows))
     rows = sort_rows(rows, metric, desc)
     csv_path, md_path = os.path.join(sweep_dir, "sweep.csv"), os.path.join(sweep_dir, "sweep.md")
@@ -246,7 +263,7 @@ def write_report(sweep_dir: str, sort: str = "", plot_x: str = "", make_plot: bo
                                                      for r in rows)), "")
         if x:
             png = plot(fields, rows, metric, x, os.path.join(sweep_dir, f"sweep_{metric}.png"))
-    return {"rows": len(rows), "csv": csv_path, "md": md_path, "plot": png, "sort": metric}
+    return {"rows": len(rows), "csv": csv_path, "md": md_path, "plot": png, "sort": metric, "skipped": skipped}
 
 
 def read_csv(path: str) -> list[dict]:

@@ -9,15 +9,49 @@ saved as its state dict of global ``jax.Array``s (``flax.serialization.to_state_
 the static fields -- model, optimizer spec, hyperparameters -- are rebuilt
 from the config) and restored into a freshly initialised State of the same
 structure.
+
+Integrity: every checkpoint carries SHA-256 digests of its arrays (each
+leaf's dtype, shape and host bytes, taken from the global array) and of its
+metadata, saved as a third item (``digests``) in the same atomic commit.  A
+checkpoint is used only when the restored arrays and metadata match them;
+one that does not (garbled bytes, an edited value, a deleted ``digests``
+item) is handled like an unreadable one: reported in one line, moved to
+``<directory>_unreadable/<step>``, and the previous one is tried.  A
+checkpoint written before digests existed (orbax's metadata of the step
+lists no ``digests`` item) is restored unverified, with one line saying so.
+With several processes the digests are of the global arrays (each leaf
+gathered to every process's host in turn, so host memory holds one leaf at
+a time), every process reaches the same verdict, and process 0 alone moves
+folders.
+
+Write faults (full disk, quota, read-only file system, no permission) raise
+one :class:`CheckpointWriteError` with a one-line message; orbax's own error
+logs of that save are held back, and its temporary folder is removed.
+Temporary folders left by a process killed mid-write
+(``<step>.orbax-checkpoint-tmp*``) are removed when a :class:`Checkpointer`
+opens the directory (process 0 alone).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
+import logging
 import os
+import re
 import shutil
 import sys
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+
+DIGESTS_ITEM = "digests"
+"""The checkpoint item holding the digests (``<step>/digests``)."""
+TMP_MARK = ".orbax-checkpoint-tmp"
+"""What orbax puts in the name of a folder it has not finished writing."""
 
 
 def _none_to_empty(tree):
@@ -33,7 +67,164 @@ def _none_to_empty(tree):
 
 
 class CheckpointError(RuntimeError):
-    """No checkpoint of the workdir can be read (the message says what to do)."""
+    """A checkpoint fault, its message one line saying what to do; raised as
+    such when no checkpoint of the workdir can be read."""
+
+
+class CheckpointDigestError(CheckpointError):
+    """A checkpoint whose arrays or metadata differ from its digests, or whose
+    digests are missing.  ``str()`` names the checkpoint and ``reason``;
+    ``reason`` alone says what differs (the first array, or the metadata)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"checkpoint {path} does not match its digests ({reason})")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason)
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written: full disk or quota (``ENOSPC``,
+    ``EDQUOT``), read-only file system (``EROFS``), no permission (``EACCES``,
+    ``EPERM``).  An ``OSError`` with that ``errno`` and ``filename`` (the
+    checkpoint directory); ``str()`` is one line naming the path and what to
+    do."""
+
+    def __init__(self, path: str, err: int, message: str):
+        OSError.__init__(self, err, message)
+        self.filename = path
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # pickled with its own arguments (sweep workers send it back)
+        return type(self), (self.filename, self.errno, self.message)
+
+
+# errno -> what to do; a save failing for another cause keeps its own exception
+_WRITE_ADVICE = {
+    errno.ENOSPC: "free space under {d} or choose another --workdir",
+    errno.EDQUOT: "free space (or raise the quota) under {d} or choose another --workdir",
+    errno.EROFS: "{d} is on a read-only file system; choose another --workdir",
+    errno.EACCES: "give this user write access to {d} or choose another --workdir",
+    errno.EPERM: "give this user write access to {d} or choose another --workdir",
+}
+_ERRNO_TEXT = (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
+               ("Read-only file system", errno.EROFS), ("Permission denied", errno.EACCES),
+               ("Operation not permitted", errno.EPERM))
+
+
+def _errno_of(e: BaseException) -> int | None:
+    """The errno behind an exception of a save: an ``OSError``'s own, the code
+    tensorstore puts in its message (``[os_error_code='28']``), or the C
+    library's text; searched along the exception's causes."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return int(e.errno)
+        text = str(e)
+        m = re.search(r"os_error_code='?(\d+)", text)
+        if m:
+            return int(m.group(1))
+        for needle, code in _ERRNO_TEXT:
+            if needle in text:
+                return code
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _write_error(e: BaseException, step: int | None, directory: str) -> CheckpointWriteError | None:
+    """The :class:`CheckpointWriteError` of a write fault, or None (another cause)."""
+    code = _errno_of(e)
+    if code not in _WRITE_ADVICE:
+        return None
+    what = f"checkpoint {step}" if step is not None else "checkpoints"
+    return CheckpointWriteError(directory, code, f"cannot write {what} under {directory}: {os.strerror(code)} "
+                                f"({errno.errorcode.get(code, code)}); {_WRITE_ADVICE[code].format(d=directory)}.")
+
+
+class _HoldOrbaxErrors(logging.Filter):
+    """Drops orbax's ERROR records (its worker threads log each failure with a
+    traceback) while a save or restore runs; the failure itself is raised once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    f = _HoldOrbaxErrors()
+    loggers = [logging.getLogger("absl"), logging.getLogger()]
+    for lg in loggers:
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(f)
+
+
+def _canonical(meta) -> bytes:
+    # as it reads back from JSON (int keys become strings, tuples lists), keys sorted
+    return json.dumps(json.loads(json.dumps(meta)), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _array_digest(leaf) -> str:
+    """``"<dtype> <shape> <sha256 hex>"`` of one leaf's global value."""
+    from clj.train import distributed as dist
+
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    a = np.asarray(dist.to_host(leaf))
+    h = hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data)
+    return f"{a.dtype.name} {list(a.shape)} {h.hexdigest()}"
+
+
+def compute_digests(state_dict, metadata: dict) -> dict:
+    """The digests of a checkpoint: ``{"format": 1, "arrays": {leaf path:
+    "<dtype> <shape> <sha256 hex>"}, "meta": sha256 hex of the metadata as
+    canonical JSON}``.
+
+    Args:
+      state_dict: the saved tree (nested dicts of arrays of any shape and
+        dtype, e.g. ``float32 [seeds, ...]`` stacked over seeds).  Each leaf
+        is hashed as its global value, gathered across processes one leaf at
+        a time: with several processes every process must call this.
+      metadata: the JSON-serialisable metadata dict.
+
+    Raises:
+      TypeError: metadata that is not JSON-serialisable.
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(state_dict)
+    return {"format": 1, "arrays": {jax.tree_util.keystr(p): _array_digest(x) for p, x in flat},
+            "meta": hashlib.sha256(_canonical(metadata)).hexdigest()}
+
+
+def _first_difference(saved, now: dict) -> str | None:
+    """Where ``now`` (recomputed) differs from ``saved`` (the checkpoint's), or None."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("arrays"), dict):
+        return "its digests are not a digest record"
+    a, b = saved["arrays"], now["arrays"]
+    for k in sorted(set(a) | set(b)):
+        if k not in a or k not in b:
+            return f"array {k} is {'not in the digests' if k not in a else 'missing'}"
+        if a[k] != b[k]:
+            return f"array {k} differs from its digest"
+    if saved.get("meta") != now["meta"]:
+        return "the metadata differs from its digest"
+    return None
+
+
+def _all_agree(ok: bool) -> bool:
+    """Whether every process has ``ok`` (a collective with several processes)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.min(multihost_utils.process_allgather(np.asarray([int(ok)], np.int32))))
 
 
 def _one_line(e: BaseException) -> str:
@@ -47,8 +238,16 @@ class Checkpointer:
     A step is any non-negative integer that grows with the run (the loop's
     completed-task count, or a global step count for mid-task checkpoints);
     ``max_to_keep`` newest checkpoints are kept, older ones deleted after each
-    save.  Unreadable checkpoints are skipped by :meth:`restore_latest` and
-    moved to ``<directory>_unreadable/<step>``.
+    save.  Every checkpoint carries digests of its arrays and metadata (see
+    the module doc); unreadable checkpoints, and those that do not match
+    their digests, are skipped by :meth:`restore_latest` and moved to
+    ``<directory>_unreadable/<step>``.  Opening the directory removes the
+    temporary folders a killed save left (process 0; their names are in
+    :attr:`removed_leftovers`).
+
+    Raises (constructor):
+      ValueError: ``max_to_keep`` < 1.
+      CheckpointWriteError: the directory cannot be created (no space, read-only, no permission).
     """
 
     def __init__(self, directory: str, max_to_keep: int = 2):
@@ -56,13 +255,44 @@ class Checkpointer:
             raise ValueError(f"max_to_keep={max_to_keep} is invalid: it must be >= 1.")
         self.directory = os.path.abspath(directory)
         self.max_to_keep = max_to_keep
+        # Only process 0 deletes: the others never look at temporary folders, and process 0
+        # is done here before any save of this run can create a new one.
+        self.removed_leftovers = self._remove_leftovers() if jax.process_index() == 0 else []
         opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                             enable_async_checkpointing=False)
-        self.manager = ocp.CheckpointManager(self.directory, options=opts)
+        try:
+            with _quiet_orbax():
+                self.manager = ocp.CheckpointManager(self.directory, options=opts)
+        except Exception as e:  # noqa: BLE001 - a write fault becomes one line, anything else stays as is
+            err = _write_error(e, None, self.directory)
+            if err is None:
+                raise
+            raise err from None
+
+    def _remove_leftovers(self, step: int | None = None) -> list[str]:
+        """Deletes orbax's unfinished folders in the directory (those of ``step``
+        alone when given); returns their names."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:  # no directory yet (or unreadable: orbax reports that itself)
+            return []
+        gone = []
+        for name in names:
+            if TMP_MARK not in name or (step is not None and name.split(".", 1)[0] != str(step)):
+                continue
+            path = os.path.join(self.directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            gone.append(name)
+        return gone
 
     def close(self) -> None:
         """Releases orbax's resources (the manager's threads)."""
-        self.manager.close()
+        with _quiet_orbax():
+            self.manager.close()
 
     def __enter__(self):
         return self
@@ -79,53 +309,126 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state, metadata: dict) -> None:
-        """Writes the checkpoint of ``step`` (blocking, atomic: a process killed
-        mid-write leaves the older checkpoints intact).
+        """Writes the checkpoint of ``step`` with its digests (blocking,
+        atomic: a process killed mid-write leaves the older checkpoints
+        intact, and its temporary folder is removed at the next open).
 
         Args:
           step: int >= 0, larger than every saved step.
           state: the State pytree of global ``jax.Array``s (with several
-            processes, each writes its own shards).
+            processes, each writes its own shards; every process must call
+            this: the digests gather each array).
           metadata: any JSON-serialisable dict (the loop's progress: completed
             tasks, in-task step, metric rows, ...).
 
         Raises:
           ValueError: ``step`` not larger than the newest saved step.
+          CheckpointWriteError: a write fault (full disk, quota, read-only,
+            no permission); one line naming the directory and what to do.
+            The failed save's temporary folder is removed; the older
+            checkpoints are intact.
         """
         last = self.latest()
         if last is not None and step <= last:
             raise ValueError(f"checkpoint step={step} is invalid: it must be > the newest saved step {last}.")
         sd = _none_to_empty(serialization.to_state_dict(state))
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(sd),
-                                                       meta=ocp.args.JsonSave(metadata)))
-        self.manager.wait_until_finished()
+        record = compute_digests(sd, metadata)
+        try:
+            with _quiet_orbax():
+                self.manager.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(sd), meta=ocp.args.JsonSave(metadata),
+                    **{DIGESTS_ITEM: ocp.args.JsonSave(record)}))
+                self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise ValueError for an OS error
+            err = _write_error(e, step, self.directory)
+            if err is None:
+                raise
+            if jax.process_index() == 0:
+                self._remove_leftovers(step)  # frees the space the partial write took
+            raise err from None
 
     def restore(self, target_state, task: int | None = None):
         """Restores step ``task`` (default: the newest) into the structure of
-        ``target_state``; returns ``(state, metadata)``.  No fallback: see
-        :meth:`restore_latest`.
+        ``target_state`` and checks it against its digests; returns
+        ``(state, metadata)``.  No fallback: see :meth:`restore_latest`.
 
         Raises:
           FileNotFoundError: no checkpoint at all.
+          CheckpointDigestError: the arrays or metadata differ from the
+            digests, or the digests are missing.
+          Exception: whatever orbax raises for an unreadable checkpoint.
         """
         task = self.latest() if task is None else task
         if task is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        state, meta, read = self._read(target_state, task)
+        self._verify(task, state, meta, read)
+        return state, meta
+
+    def _has_digests(self, step: int) -> bool:
+        """Whether the checkpoint carries digests.
+
+        Raises:
+          CheckpointDigestError: it was written with digests (orbax's metadata
+            of the step names the item, or cannot be read) and they are gone.
+        """
+        d = os.path.join(self.directory, str(step))
+        if os.path.isdir(os.path.join(d, DIGESTS_ITEM)):
+            return True
+        try:
+            with open(os.path.join(d, "_CHECKPOINT_METADATA"), encoding="utf-8") as f:
+                handlers = json.load(f).get("item_handlers") or {}
+            listed = DIGESTS_ITEM in handlers
+        except (OSError, ValueError, AttributeError, TypeError):
+            listed = True  # no proof that it predates digests
+        if listed:
+            raise CheckpointDigestError(d, "its digests are missing")
+        return False
+
+    def _read(self, target_state, step: int):
+        """``(state, metadata, (restored tree, digest record or None))`` of
+        ``step``, unverified."""
         # restored into the target's shardings (each process reads its shards)
         target = _none_to_empty(serialization.to_state_dict(target_state))
-        out = self.manager.restore(task, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                                                 meta=ocp.args.JsonRestore()))
+        items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
+        with_digests = self._has_digests(step)
+        if with_digests:
+            items[DIGESTS_ITEM] = ocp.args.JsonRestore()
+        with _quiet_orbax():
+            out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        record = out[DIGESTS_ITEM] if with_digests else None
+        if with_digests and record is None:
+            raise CheckpointDigestError(os.path.join(self.directory, str(step)), "its digests are missing")
         sd = _restore_nones(serialization.to_state_dict(target_state), out["state"])
-        return serialization.from_state_dict(target_state, sd), out["meta"]
+        return serialization.from_state_dict(target_state, sd), out["meta"], (out["state"], record)
+
+    def _verify(self, step: int, state, meta, read) -> None:
+        """Raises CheckpointDigestError when the restored tree or metadata
+        differ from the digests saved with them (nothing to check when the
+        checkpoint predates digests: ``read[1] is None``)."""
+        restored, record = read
+        if record is None:
+            return
+        where = os.path.join(self.directory, str(step))
+        try:
+            now = compute_digests(restored, meta)
+        except TypeError as e:  # metadata that is not JSON any more
+            raise CheckpointDigestError(where, f"the metadata cannot be hashed: {e}") from None
+        why = _first_difference(record, now)
+        if why is not None:
+            raise CheckpointDigestError(where, why)
 
     def restore_latest(self, target_state, log=None):
-        """The newest *readable* checkpoint: ``(step, state, metadata)``, or
-        ``None`` when the directory holds no checkpoint.
+        """The newest *readable, verified* checkpoint: ``(step, state,
+        metadata)``, or ``None`` when the directory holds no checkpoint.
 
         A checkpoint that fails to restore (truncated or missing file, wrong
-        structure) is reported in one line through ``log`` (default: stderr),
-        moved to ``<directory>_unreadable/<step>`` so later saves of that step
-        number succeed, and the previous one is tried.
+        structure) or does not match its digests (garbled bytes, an edited
+        metadata value, lost digests) is reported in one line through
+        ``log`` (default: stderr), moved to ``<directory>_unreadable/<step>``
+        (by process 0) so later saves of that step number succeed, and the
+        previous one is tried.  With several processes every process must
+        call this; a checkpoint is used only when every process read it.
 
         Raises:
           CheckpointError: checkpoints exist but none can be read.
@@ -136,32 +439,54 @@ class Checkpointer:
             return None
         bad = []
         for step in reversed(steps):
+            where = os.path.join(self.directory, str(step))
+            err, found = None, None
             try:
-                state, meta = self.restore(target_state, step)
-            except Exception as e:  # orbax/tensorstore raise many types for a damaged file
-                log(f"[clj] checkpoint {os.path.join(self.directory, str(step))} is unreadable "
-                    f"({_one_line(e)}); trying the previous one.")
-                bad.append(step)
-                continue
-            self._quarantine(bad)
-            return step, state, meta
+                found = self._read(target_state, step)
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged file
+                err = e
+            if not _all_agree(err is None) and err is None:  # (a collective: every process gets here)
+                err = CheckpointError("another process could not read it")
+            if err is None:
+                state, meta, read = found
+                try:
+                    self._verify(step, state, meta, read)
+                except CheckpointDigestError as e:  # the same verdict on every process
+                    err = e
+            if err is None:
+                if read[1] is None:
+                    log(f"[clj] checkpoint {where} has no digests (written before they existed); "
+                        "restored unverified.")
+                self._quarantine(bad)
+                return step, state, meta
+            why = f"does not match its digests: {err.reason}" if isinstance(err, CheckpointDigestError) \
+                else _one_line(err)
+            log(f"[clj] checkpoint {where} is unreadable ({why}); moved to {self.directory}_unreadable, "
+                "trying the previous one.")
+            bad.append(step)
         self._quarantine(bad)
         raise CheckpointError(f"no readable checkpoint in {self.directory} (steps {', '.join(map(str, steps))} "
                               f"moved to {self.directory}_unreadable); start over with --config.resume=False "
                               "or use a new --workdir.")
 
     def _quarantine(self, steps) -> None:
+        """Moves the checkpoints of ``steps`` to ``<directory>_unreadable/``
+        (process 0; every process then waits for it and rereads the steps)."""
         if not steps:
             return
-        dest = self.directory + "_unreadable"
-        os.makedirs(dest, exist_ok=True)
-        for step in steps:
-            src = os.path.join(self.directory, str(step))
-            if os.path.exists(src):
-                target = os.path.join(dest, str(step))
-                if os.path.exists(target):
-                    shutil.rmtree(target)
-                shutil.move(src, target)
+        if jax.process_index() == 0:
+            dest = self.directory + "_unreadable"
+            os.makedirs(dest, exist_ok=True)
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                if os.path.exists(src):
+                    target = os.path.join(dest, str(step))
+                    if os.path.exists(target):
+                        shutil.rmtree(target)
+                    shutil.move(src, target)
+        from clj.train import distributed as dist
+
+        dist.barrier("clj:checkpoint-quarantine")
         self.manager.reload()
 
 
