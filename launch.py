@@ -7,7 +7,10 @@
 Every config field can be overridden (``--config.replay.buffer_size=500``).
 Every refusal (missing config file, unknown field, bad value, a workdir that
 is a file, busy, or holds another config's run) comes before any work as one
-line ``error: ...`` with exit status 2.  A run whose workdir holds a
+line ``error: ...`` with exit status 2.  File-system faults (a workdir
+that cannot be written, a full disk, a damaged workdir) are one line too
+(status 2 before the run, 1 during it), and so is SIGINT/SIGTERM during
+start-up (status 128 + the signal's number).  A run whose workdir holds a
 checkpoint of the same config resumes from it (``--config.resume=False``
 starts over).  See :mod:`clj.cli`.
 """

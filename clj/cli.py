@@ -8,12 +8,20 @@ Everything that can be refused is refused before JAX is imported (when the
 config file itself does not import it) and before anything is written: a
 missing config file, an unknown field, a bad value of any field or method
 block, a workdir that is a file, busy, or holding another config's run.  A
-refusal is one line ``error: ...`` on stderr and exit status 2.
+refusal is one line ``error: ...`` on stderr and exit status 2.  The checks
+that need JAX (the mesh against the devices, the placement, each task's
+batches) also come before anything is written in the workdir.
+
+Faults of the file system (a read-only or unwritable workdir, a full disk, a
+file where a folder should be, a damaged ``identity.json``) are one line
+``error: ...`` too: status 2 before the run starts, 1 during it.  SIGINT or
+SIGTERM before training begins is one line and status 128 + the signal's
+number; once training runs, the loop saves a checkpoint first
+(:mod:`clj.train.loop`).  Unexpected errors keep their traceback.
 """
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import sys
 
@@ -101,9 +109,69 @@ def help_text() -> str:
     return "\n".join(out)
 
 
-def _error(msg: str) -> int:
+def _error(msg: str, status: int = 2) -> int:
     print(f"error: {msg}", file=sys.stderr)
-    return 2
+    return status
+
+
+class StartupInterrupted(BaseException):
+    """SIGINT or SIGTERM arrived while the loop's own handler was not
+    installed (start-up, or a second signal during training).  A
+    ``BaseException``, as ``KeyboardInterrupt``: no ``except Exception``
+    swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _catch_startup_signals(state: dict):
+    """Makes SIGINT and SIGTERM raise :class:`StartupInterrupted` (SIGTERM
+    would otherwise end the process silently, SIGINT with a traceback);
+    returns the function that restores the previous handlers.
+
+    While training runs the loop's own handler replaces this one (it saves a
+    checkpoint first).  A second signal there comes back here through the
+    loop, which promises the default action at once: then the previous
+    handler acts (``state["runner"]._signal`` is set by the loop's handler).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    # a signal the parent made the process ignore (nohup, a background job) stays ignored
+    old = {s: h for s in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+
+    def handler(signum, frame):
+        if getattr(state.get("runner"), "_signal", None) is not None:  # a second signal while the loop saves
+            prev = old.get(signum)
+            signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise StartupInterrupted(signum)
+
+    for s in old:
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    return restore
+
+
+def _interrupted(signum: int, training: bool) -> int:
+    import signal
+
+    name = signal.Signals(signum).name
+    if training:  # the loop's own handler was not installed (its set-up, its end, or a second signal)
+        print(f"error: interrupted by {name}; rerun the same command: it resumes from the workdir's last "
+              "checkpoint, if there is one.", file=sys.stderr)
+    else:
+        print(f"error: interrupted by {name} during start-up; nothing was trained; rerun the same command.",
+              file=sys.stderr)
+    return 128 + int(signum)
 
 
 def _config_arg(argv: list[str]) -> tuple[int, str] | None:
@@ -231,8 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the
     exit status (0 done, 1 failed during the run, 2 refused before any work,
     128 + signal number when the loop stopped at SIGTERM/SIGINT after saving
-    a checkpoint: it returns ``{"interrupted": "SIGTERM", "checkpoint_step": n}``)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    a checkpoint: it returns ``{"interrupted": "SIGTERM", "checkpoint_step": n}``,
+    or when the signal came before training began).  Expected faults (a bad
+    value, a file-system fault, a signal) are one line on stderr."""
+    state = {"runner": None, "running": False}
+    restore = _catch_startup_signals(state)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv), state)
+    except (StartupInterrupted, KeyboardInterrupt) as e:
+        import signal
+
+        signum = e.signum if isinstance(e, StartupInterrupted) else int(signal.SIGINT)
+        return _interrupted(signum, state["running"])
+    finally:
+        restore()
+
+
+def _main(argv: list[str], state: dict) -> int:
     if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv):
         print(help_text())
         return 0
@@ -240,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     from clj.config import ConfigError, describe
     from clj.preflight import check_data
 
+    workdir = None
     try:
         argv, dist_args = split_distributed(argv)
         config, workdir, want_describe = parse(argv)
@@ -257,25 +341,36 @@ def main(argv: list[str] | None = None) -> int:
         if main_process:
             workdir_lib.check(workdir, config)  # read-only: refuse a busy or foreign workdir before loading data
         scenario = check_data(config)       # the data exists and fits the config (still nothing written)
+        # Every check that needs JAX (placement, the mesh against the devices, each task's
+        # batches) runs in the Runner's constructor: build it before the workdir is written.
+        from absl import logging
+
+        from clj.train import Runner
+
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        runner = state["runner"] = Runner(config, workdir, scenario=scenario)
         handle = workdir_lib.prepare(workdir, config) if main_process else _Shared(workdir)
     except ConfigError as e:
         return _error(str(e))
+    except OSError as e:  # nothing trained: a workdir that cannot be written, a full disk, ...
+        if not workdir_lib.is_file_fault(e):
+            raise
+        return _error(workdir_lib.os_error_line(e, workdir))
+
+    from clj.train.checkpoint import CheckpointError
 
     with handle:
-        from absl import logging
-
-        from clj.train import run
-        from clj.train.checkpoint import CheckpointError
-
-        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-        kwargs = {"scenario": scenario} if "scenario" in inspect.signature(run).parameters else {}
         try:
-            out = run(config, handle.path, **kwargs)
+            state["running"] = True
+            out = runner.run()
         except ConfigError as e:
             return _error(str(e))
         except CheckpointError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            return _error(" ".join(str(e).split()), 1)
+        except OSError as e:  # a checkpoint or result that cannot be written
+            if not workdir_lib.is_file_fault(e):
+                raise
+            return _error(workdir_lib.os_error_line(e, workdir), 1)
     if out is None:  # a process other than 0: process 0 reports
         return 0
     if "interrupted" in out:  # the loop saved a checkpoint at SIGTERM/SIGINT and returned

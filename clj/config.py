@@ -256,6 +256,64 @@ def _class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
 
 
 EVAL_TASKS = ("all", "seen")  # loop.eval_tasks
+# Valid names, kept here so that validate needs no JAX (tests/test_faults.py checks
+# that each equals the set it mirrors).
+OPTIMIZERS = ("sgd", "adam", "adamw")                   # clj.methods.common.OptimSpec.make
+SCHEDULES = ("constant", "cosine", "multistep")         # clj.methods.common.OptimSpec.lr_at
+MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_mlp",
+               "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
+MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
+PLACEMENTS = ("device", "stream", "auto")               # clj.train.loop.PLACEMENTS
+# model fields that are layer widths or counts: each must be >= 1
+MODEL_SIZE_FIELDS = ("hidden", "width", "channels", "fc_width", "num_blocks")
+
+
+def _non_finite(node, prefix=""):
+    """``(dotted field, value)`` of the first float in ``node`` (a ConfigDict,
+    walked with its tuples and lists) that is nan or +-inf, else None."""
+    import math
+
+    items = node.items() if hasattr(node, "items") else enumerate(node)
+    for k, v in items:
+        key = f"{prefix}{k}" if hasattr(node, "items") else f"{prefix[:-1]}[{k}]"
+        if isinstance(v, float) and not math.isfinite(v):
+            return key, v
+        if hasattr(v, "items") or isinstance(v, (tuple, list)):
+            found = _non_finite(v, key + ".")
+            if found is not None:
+                return found
+    return None
+
+
+def _check_model_sizes(model) -> None:
+    for k in MODEL_SIZE_FIELDS:
+        if k not in model:
+            continue
+        v = model[k]
+        sizes = list(v) if isinstance(v, (tuple, list)) else [v]
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+                raise ConfigError(f"model.{k}={v!r} is invalid: every width or count must be an integer >= 1.")
+
+
+def _check_names(config) -> None:
+    """The names and sizes that can be checked without data or JAX."""
+    op = config.optim
+    if op.get("name", "sgd") not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={op.name!r} is unknown; valid: {', '.join(OPTIMIZERS)}.")
+    if op.get("schedule", "constant") not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={op.schedule!r} is unknown; valid: {', '.join(SCHEDULES)}.")
+    if config.model.get("name", "mlp") not in MODEL_NAMES:
+        raise ConfigError(f"model.name={config.model.name!r} is unknown; valid: {', '.join(MODEL_NAMES)}.")
+    _check_model_sizes(config.model)
+    if int(config.seed) < 0:
+        raise ConfigError(f"seed={config.seed} is invalid: it must be >= 0.")
+    lp = config.get("loop", None)
+    if lp is not None and lp.get("mesh", "auto") not in MESH_MODES:
+        raise ConfigError(f"loop.mesh={lp.mesh!r} is unknown; valid: {', '.join(MESH_MODES)}.")
+    data = config.get("data", None)
+    if data is not None and data.get("placement", "auto") not in PLACEMENTS:
+        raise ConfigError(f"data.placement={data.placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
 
 
 def validate(config) -> None:
@@ -266,9 +324,12 @@ def validate(config) -> None:
     Raises:
       ConfigError: unknown method or dataset, impossible split (a class-IL
         increment that does not divide the classes unless
-        ``scenario.uneven_last_task=True``), a non-positive learning rate,
-        batch or epoch count, num_seeds < 1, or a bad value of the method's
-        blocks; the message names the value and what is valid.  (Unknown
+        ``scenario.uneven_last_task=True``), a nan or infinite number
+        anywhere, a non-positive learning rate, batch or epoch count, an
+        unknown optimizer, schedule, model, ``loop.mesh`` or
+        ``data.placement``, a model width or count < 1, seed < 0,
+        num_seeds < 1, or a bad value of the method's blocks; the message
+        names the value and what is valid.  (Unknown
         fields are refused by ml_collections itself at override time, and
         by the method blocks' checks.)
     """
@@ -281,8 +342,13 @@ def validate(config) -> None:
         raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
                           f"'clj:<name>' for a dataset prepared with python -m clj.data.prepare, "
                           f"or 'tfds:<name>' for any prepared TFDS dataset.")
+    bad = _non_finite(config)
+    if bad is not None:
+        raise ConfigError(f"{bad[0]}={bad[1]} is invalid: every number of the config must be finite (not nan or "
+                          "inf).")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr={config.optim.lr} is invalid: the learning rate must be > 0.")
+    _check_names(config)
     if config.train.batch_size < 1:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is invalid: it must be >= 1.")
     if config.train.epochs <= 0:
@@ -372,9 +438,23 @@ def describe(config) -> str:
 
 
 def validate_with_data(config, scenario) -> None:
-    """Checks that need the loaded data (buffer vs. data size)."""
+    """Checks that need the loaded data (buffer and batch vs. data size).
+
+    Raises:
+      ConfigError: ``replay.buffer_size`` larger than the training set, or
+        ``train.batch_size`` larger than the first task's training examples
+        (every method draws a whole batch of them per step there, so every
+        batch would repeat examples).  The loop checks every later task
+        against the method's own plan (:class:`clj.train.loop.Runner`).
+    """
     from clj.methods import sections
 
+    n0 = int(scenario.tasks[0].train_idx.shape[0]) if scenario.tasks else 0
+    B = int(config.train.batch_size)
+    if 0 < n0 < B:
+        raise ConfigError(
+            f"train.batch_size={B} is larger than the {n0} training examples of the first task of "
+            f"{scenario.dataset_name}: every batch would repeat examples; valid: 1..{n0}.")
     n = int(scenario.x_train.shape[0])
     uses_buffer = "replay" in sections.METHOD_SECTIONS.get(config.method, ())
     if uses_buffer and "replay" in config and config.replay.get("buffer_size", 0) > n:

@@ -7,7 +7,32 @@ config against it (``clj.config.validate_with_data``).
 """
 from __future__ import annotations
 
+import os
+
 from clj.errors import ConfigError
+
+
+class DataDirNotFound(ConfigError, FileNotFoundError):
+    """An explicit ``data_dir`` that is not a folder (also a ``FileNotFoundError``)."""
+
+
+def check_data_dir(config) -> None:
+    """Refuses an explicit ``data_dir`` that does not exist, so that no other
+    copy of the data is read in its place (each source otherwise falls back to
+    its default locations).  Digits and synthetic data ignore ``data_dir``.
+
+    Raises:
+      DataDirNotFound: naming the folder and what to do.
+    """
+    d = str(config.get("data_dir", "") or "")
+    if not d or prepared_name(config) is None:
+        return
+    path = os.path.expanduser(d)
+    if not os.path.isdir(path):
+        what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
+        raise DataDirNotFound(
+            f"data_dir={d!r} {what}; give the folder that holds the files of dataset={config.dataset!r} (or its "
+            f"records prepared with python -m clj.data.prepare), or data_dir='' for the default locations.")
 
 
 def prepared_name(config) -> str | None:
@@ -51,12 +76,14 @@ def load_scenario(config, labels_only: str | None = None):
       clj.scenarios.Scenario (uint8 images, int32 labels, the task splits).
 
     Raises:
+      DataDirNotFound: an explicit ``data_dir`` that is not a folder.
       whatever the data source raises for missing data (a message naming the
-      dataset, the folders looked in and how to prepare it).
+        dataset, the folders looked in and how to prepare it).
     """
     from clj.data import load_dataset
     from clj.scenarios import scenario_from_config
 
+    check_data_dir(config)
     if labels_only is not None:
         return scenario_from_config(_labels_only(labels_only), config.scenario)
 

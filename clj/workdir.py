@@ -11,6 +11,13 @@
   (``fcntl.flock`` on ``<workdir>/.lock``), released by the kernel when the
   process dies, however it dies; a second process stops at once with the
   holder's pid.
+* **Damage**: an ``identity.json`` that cannot be read (truncated, not JSON,
+  not an identity) is refused like another config's run: the run cannot know
+  whose checkpoints these are.  ``--config.resume=False`` starts over in the
+  workdir (its identity is rewritten); a new ``--workdir`` leaves it alone.
+  A file where the workdir needs a folder (``checkpoints``) is refused before
+  anything is written; :func:`os_error_line` puts any other file-system
+  fault (read-only, full disk, no permission) in one line.
 
 This module imports neither JAX nor numpy: the checks run before any heavy
 import.
@@ -47,6 +54,10 @@ class WorkdirError(ConfigError):
 
 class WorkdirBusy(WorkdirError):
     """Another live process holds the workdir's lock."""
+
+
+class WorkdirDamaged(WorkdirError):
+    """The workdir's ``identity.json`` (or legacy ``config.json``) cannot be read."""
 
 
 def _excluded(key: str) -> bool:
@@ -180,22 +191,44 @@ def _stored_fields(workdir: str) -> tuple[dict | None, bool]:
     ``config.json`` when it holds checkpoints."""
     p = os.path.join(workdir, IDENTITY_FILE)
     if os.path.isfile(p):
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)["fields"], True
+        stored = _read_json(p, workdir)
+        if not isinstance(stored, dict) or not isinstance(stored.get("fields"), dict):
+            raise _damaged(workdir, p, "no 'fields' entry")
+        return stored["fields"], True
     legacy = os.path.join(workdir, "config.json")
     if os.path.isfile(legacy) and os.path.isdir(os.path.join(workdir, "checkpoints")):
-        with open(legacy, encoding="utf-8") as f:
-            cfg = json.load(f)
+        cfg = _read_json(legacy, workdir)
+        if not isinstance(cfg, dict):
+            raise _damaged(workdir, legacy, "not a config")
         return result_fields(cfg), False
     return None, False
+
+
+def _damaged(workdir: str, path: str, why: str) -> WorkdirDamaged:
+    return WorkdirDamaged(f"workdir {workdir}: {path} is damaged ({why}), so which config's run this is cannot be "
+                          "told; use another --workdir, or --config.resume=False to start over in this one (its "
+                          "checkpoints are deleted).")
+
+
+def _read_json(path: str, workdir: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: truncated or overwritten
+        raise _damaged(workdir, path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def write_identity(workdir: str, config) -> str:
     """Writes ``identity.json`` atomically; returns the fingerprint."""
     fp = fingerprint(config)
     tmp = os.path.join(workdir, IDENTITY_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"fingerprint": fp, "fields": result_fields(config)}, f, indent=1, sort_keys=True)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"fingerprint": fp, "fields": result_fields(config)}, f, indent=1, sort_keys=True)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, tmp) from None  # a failed write or close names no file: name it
     os.replace(tmp, os.path.join(workdir, IDENTITY_FILE))
     return fp
 
@@ -216,13 +249,83 @@ def check_path(workdir: str) -> str:
     if os.path.exists(p) and not os.path.isdir(p):
         what = "is a file" if p == path else f"is inside {p}, which is a file"
         raise WorkdirError(f"workdir {path} {what}; give a folder with --workdir=<dir>.")
+    _check_layout(path)
     return path
 
 
+# What a workdir holds as folders and as files (a wrong kind is refused before writing).
+WORKDIR_FOLDERS = ("checkpoints",)
+WORKDIR_FILES = (IDENTITY_FILE, LOCK_FILE)
+
+
+def _check_layout(path: str) -> None:
+    for name in WORKDIR_FOLDERS:
+        p = os.path.join(path, name)
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise WorkdirError(f"workdir {path}: {p} is a file where a folder should be; move it away, or choose "
+                               "another --workdir.")
+    for name in WORKDIR_FILES:
+        p = os.path.join(path, name)
+        if os.path.isdir(p):
+            raise WorkdirError(f"workdir {path}: {p} is a folder where a file should be; move it away, or choose "
+                               "another --workdir.")
+
+
+# errno values that are faults of the file system even when the error names no file
+FILE_FAULTS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+               errno.EEXIST, errno.ENOENT, errno.EIO)
+
+
+def is_file_fault(e: BaseException) -> bool:
+    """Whether ``e`` is a file-system fault (an ``OSError`` naming a file or
+    with a file-system errno), not e.g. a refused network connection."""
+    if not isinstance(e, OSError) or isinstance(e, (ConnectionError, TimeoutError)):
+        return False
+    return e.filename not in (None, "") or e.errno in FILE_FAULTS
+
+
+def os_error_line(e: OSError, workdir: str | None = None) -> str:
+    """One line for a file-system fault: the path, the cause and what to do
+    (read-only or unwritable workdir, full disk, a file where a folder should
+    be, ...).  ``workdir``: the run's folder, named in the advice when the
+    path is in it (or above it)."""
+    path = e.filename if e.filename not in (None, "") else None
+    where = str(path) if path is not None else \
+        (f"a file of the run (workdir {os.path.abspath(workdir)})" if workdir else "a file of the run")
+    code = errno.errorcode.get(e.errno or 0, type(e).__name__)
+    in_workdir = False
+    if path is not None and workdir:
+        a, w = os.path.abspath(os.fsdecode(path)), os.path.abspath(workdir)
+        in_workdir = a == w or a.startswith(w + os.sep) or w.startswith(a + os.sep)
+    other = "choose another --workdir" if in_workdir else "fix that path"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {where} ({code}); " + \
+            ("choose a --workdir this user may write to, or change its permissions." if in_workdir else
+             "change its permissions, or run as a user who may use it.")
+    if e.errno == errno.EROFS:
+        return f"cannot write {where}: the file system is read-only ({code}); " + \
+            ("choose a --workdir on a writable file system." if in_workdir else "make it writable.")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {where}: no space left on the device ({code}); free some space and rerun the same " \
+               "command (a run resumes from its last checkpoint), or choose a --workdir on another disk."
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) or isinstance(e, (NotADirectoryError, FileExistsError)):
+        return f"cannot use {where}: a file stands where a folder should be ({code}); move it away, or {other}."
+    if e.errno == errno.EISDIR or isinstance(e, IsADirectoryError):
+        return f"cannot write {where}: it is a folder where a file should be ({code}); move it away, or {other}."
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {reason} ({code}); check that path and the disk, then rerun the same command."
+
+
 def _check_identity(path: str, config) -> bool:
-    """Raises WorkdirError when ``path`` holds another config's run and the
-    config asks to resume; returns whether the workdir has no identity yet."""
-    stored, exact = _stored_fields(path)
+    """Raises WorkdirError when ``path`` holds another config's run (or a
+    damaged identity) and the config asks to resume; returns whether the
+    workdir has no identity yet."""
+    try:
+        stored, exact = _stored_fields(path)
+    except WorkdirDamaged:
+        if config.resume:
+            raise
+        return False  # resume=False: the run starts over and rewrites the identity
     if stored is None:
         return True
     if config.resume:
@@ -272,9 +375,13 @@ def prepare(workdir: str, config) -> Handle:
     building anything; keep the handle until the run ends.
 
     Raises:
-      WorkdirError: the path is a file; the workdir belongs to a different
-        config (naming the fields that differ and the two ways out).
+      WorkdirError: the path is a file, or holds a file where a folder should
+        be; the workdir belongs to a different config (naming the fields that
+        differ and the two ways out).
+      WorkdirDamaged: its identity cannot be read and the config resumes.
       WorkdirBusy: another process runs in it (naming its pid).
+      OSError: the folder cannot be written (:func:`os_error_line` says it
+        in one line).
     """
     path = check_path(workdir)
     os.makedirs(path, exist_ok=True)

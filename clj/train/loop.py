@@ -191,6 +191,13 @@ class Runner:
         # --- the plan of every task, then one chunk length for the run
         self._state_info = None
         self.plans = [self._plan(t) for t in range(scenario.num_tasks)]
+        short = [(t, p.pool.shape[0]) for t, p in enumerate(self.plans) if 0 < p.pool.shape[0] < p.new_per_step]
+        if short:  # every batch of such a task would repeat examples
+            t, n = short[0]
+            fit = min(p.pool.shape[0] for p in self.plans if p.pool.shape[0] > 0)
+            raise config_lib.ConfigError(
+                f"train.batch_size={self.B} is larger than the {n} training examples of task {t}: every batch of "
+                f"that task would repeat examples; valid: 1..{fit} (the smallest task's examples).")
         conv = self.caps.conv
         if conv is None:
             from clj.models import is_conv
