@@ -105,7 +105,8 @@ def help_text() -> str:
     out += ["", f"config files ({configs_dir()}):"]
     w = max(map(len, names), default=0)
     out += [f"  {n.ljust(w)}  {_first_doc_line(os.path.join(configs_dir(), n + '.py'))}" for n in names]
-    out += ["", "exit status: 0 done, 1 a failure during the run, 2 refused before any work (one line on stderr)."]
+    out += ["", "exit status: 0 done, 1 a failure during the run, 2 refused before any work (one line on stderr),",
+            "  3 a run diverged (non-finite loss or parameters; its results say so), 128 + N stopped by signal N."]
     return "\n".join(out)
 
 
@@ -381,6 +382,14 @@ def _main(argv: list[str], state: dict) -> int:
     if "stopped_after_task" in out:
         print(f"[clj] stopped after task {out['stopped_after_task']} (stop_after_task); rerun to resume.")
         return 0
+    if out.get("status") == "diverged":  # the loop named each diverged seed as it happened
+        if out.get("metrics"):
+            _print_metrics(out)  # the seeds that did not diverge
+        bad = out["diverged"] if isinstance(out["diverged"], list) else [out["diverged"]]
+        print(f"[clj] error: {len(bad)} run(s) diverged (seed {', '.join(str(b['seed']) for b in bad)}); their "
+              f"results in {workdir} are marked diverged and hold no accuracies. Lower optim.lr or check the "
+              "data.", file=sys.stderr)
+        return 3
     _print_metrics(out)
     return 0
 

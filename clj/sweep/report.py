@@ -1,7 +1,9 @@
 """The table of a sweep, built from its point workdirs alone.
 
 ``DIR/sweep.csv``: one row per finished point: ``point`` (its folder), one
-column per swept field, ``seeds`` (how many), ``wall_time_s`` (mean over
+column per swept field, ``seeds`` (how many finished; their mean is the
+row's numbers), ``diverged_seeds`` (how many diverged: non-finite loss or
+parameters, no numbers), ``wall_time_s`` (mean over
 seeds of the run's training time; the points of one vmapped program share
 it), then for every metric ``<setting>.<metric>`` (mean over seeds, a
 fraction in [0, 1]) and ``<setting>.<metric>.std`` (sample std, ddof=1; 0
@@ -72,17 +74,19 @@ def collect(sweep_dir: str, skipped: list | None = None, log=None) -> tuple[list
             r = read_json(summ)
             metrics = _metrics_of(r, True)
             seeds = len(r.get("seeds") or [])
+            diverged = len(r.get("diverged") or [])
             w = (r.get("wall_time_s") or {}).get("total") or {}
             wall = (w.get("mean"), w.get("std"))
         elif int(point.get("num_seeds", 1)) == 1 and os.path.isfile(res):
             r = read_json(res)
             metrics = _metrics_of(r, False)
-            seeds = 1
+            diverged = int(r.get("status") == "diverged")
+            seeds = 1 - diverged
             wall = ((r.get("wall_time_s") or {}).get("total"), 0.0)
         else:
             continue  # not finished
         rows.append({"point": os.path.basename(d), "index": point.get("index", 0), "overrides": point["overrides"],
-                     "seeds": seeds, "wall_time_s": wall, "metrics": metrics})
+                     "seeds": seeds, "diverged": diverged, "wall_time_s": wall, "metrics": metrics})
     rows.sort(key=lambda r: (r["index"], r["point"]))
     return fields, rows
 
@@ -133,10 +137,11 @@ def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
     names = metric_names(rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["point", *fields, "seeds", "wall_time_s", "wall_time_s.std",
+    w.writerow(["point", *fields, "seeds", "diverged_seeds", "wall_time_s", "wall_time_s.std",
                 *[c for n in names for c in (n, f"{n}.std")]])
     for r in rows:
         vals = [r["point"], *[format_value(r["overrides"].get(f, "")) for f in fields], r["seeds"],
+                r.get("diverged", 0),
                 *["" if v is None else repr(float(v)) for v in r["wall_time_s"]]]
         for n in names:
             m, s = r["metrics"].get(n, (None, None))
@@ -152,6 +157,9 @@ MD_METRICS = ("final_average_accuracy", "average_incremental_accuracy", "forgett
 def to_markdown(fields: Sequence[str], rows: Sequence[dict], sort: str | None = None,
                 metrics: Sequence[str] | None = None) -> str:
     """The Markdown table: metrics in % (mean ± std over seeds), wall time in s.
+    A point whose seeds diverged says so in its seeds cell (``"2 (+1
+    diverged)"``: the numbers are the 2 others'), and its metric cells read
+    ``diverged`` when no seed finished.
 
     ``metrics``: the ``setting.metric`` columns (default: :data:`MD_METRICS`
     of every setting but top-5, and the sort metric).
@@ -168,10 +176,13 @@ def to_markdown(fields: Sequence[str], rows: Sequence[dict], sort: str | None = 
         lines.append(f"Sorted by {sort}. Mean ± std over seeds.\n")
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [format_value(r["overrides"].get(f, "")) for f in fields] + [str(r["seeds"])]
+        bad = int(r.get("diverged", 0))  # seeds that diverged: not in the numbers
+        cells = [format_value(r["overrides"].get(f, "")) for f in fields] + \
+            [str(r["seeds"]) + (f" (+{bad} diverged)" if bad else "")]
         for n in names:
             m, s = r["metrics"].get(n, (None, None))
-            cells.append("n/a" if m is None else f"{100 * m:.2f} ± {100 * (s or 0.0):.2f}")
+            cells.append(("diverged" if bad and not r["seeds"] else "n/a") if m is None
+                         else f"{100 * m:.2f} ± {100 * (s or 0.0):.2f}")
         wm, ws = r["wall_time_s"]
         cells.append("n/a" if wm is None else f"{wm:.1f} ± {ws or 0.0:.1f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -68,9 +68,10 @@ class _Progress:
     wall_time: list = dataclasses.field(default_factory=list)
     eval_time: list = dataclasses.field(default_factory=list)
     steps: list = dataclasses.field(default_factory=list)
+    diverged: dict = dataclasses.field(default_factory=dict)    # run index -> {"seed", "task", "step", "cause"}
 
     def to_json(self) -> dict:
-        return {"completed_tasks": self.completed_tasks,
+        return {"completed_tasks": self.completed_tasks, "diverged": {str(k): v for k, v in self.diverged.items()},
                 "acc": {k: [np.asarray(r).tolist() for r in v] for k, v in self.acc.items()},
                 "random_init": {k: np.asarray(v).tolist() for k, v in self.random_init.items()},
                 "wall_time": self.wall_time, "eval_time": self.eval_time, "steps": self.steps}
@@ -80,7 +81,8 @@ class _Progress:
         return cls(completed_tasks=d["completed_tasks"],
                    acc={k: [np.asarray(r) for r in v] for k, v in d["acc"].items()},
                    random_init={k: np.asarray(v) for k, v in d["random_init"].items()},
-                   wall_time=list(d["wall_time"]), eval_time=list(d["eval_time"]), steps=list(d["steps"]))
+                   wall_time=list(d["wall_time"]), eval_time=list(d["eval_time"]), steps=list(d["steps"]),
+                   diverged={int(k): dict(v) for k, v in (d.get("diverged") or {}).items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,8 +373,11 @@ class Runner:
                 # makes XLA keep the weight-gradient convolutions in a slow layout
                 # (ResNet-18: ~100 s instead of ~1 s per step; benchmarks/README.md).
                 st, metrics = body(state, (jnp.int32(0), idx[0]))
-                return st, jax.tree.map(lambda m: m[None], metrics)
-            return jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
+                metrics = jax.tree.map(lambda m: m[None], metrics)
+            else:
+                st, metrics = jax.lax.scan(body, state, (jnp.arange(K, dtype=jnp.int32), idx), unroll=unroll)
+            # divergence watch: read by the host with the chunk's other metrics (no extra sync)
+            return st, {**metrics, "params_finite": params_finite(st)}
 
         data_axis = 0 if streamed else None
         fn = jax.vmap(seed_chunk, in_axes=(0, data_axis, data_axis, 0, 0) + (None,) * 5, axis_name=SEED_AXIS,
@@ -655,6 +660,7 @@ class Runner:
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
+        self._prog = prog  # the divergence watch marks its runs
         restore_handlers = _catch_signals(self)
         try:
             for t in range(prog.completed_tasks, T):
@@ -688,15 +694,17 @@ class Runner:
                 for k, v in accs.items():
                     prog.acc.setdefault(k, []).append(v)
                 for r, tr in enumerate(self._trackers):
-                    log_task_accuracies(tr, {k: v[r] for k, v in accs.items()}, t)
+                    if r not in prog.diverged:
+                        log_task_accuracies(tr, {k: v[r] for k, v in accs.items()}, t)
                 prog.wall_time.append(t1 - t0)
                 prog.eval_time.append(time.perf_counter() - t1)
                 prog.steps.append(int(steps_done))
                 prog.completed_tasks = t + 1
+                ok = [r for r in range(self.S) if r not in prog.diverged]  # a diverged run's numbers are not shown
                 logger.log(event="task_end", task=t, wall_time_s=t1 - t0,
-                           **{f"acc_{k}": v.mean(0)[: t + 1].mean().item() for k, v in accs.items()})
+                           **{f"acc_{k}": v[ok].mean(0)[: t + 1].mean().item() for k, v in accs.items()})
                 if cfg.progress and self.main:
-                    msg = ", ".join(f"{k} {100 * v[:, : t + 1].mean():.2f}%" for k, v in accs.items())
+                    msg = ", ".join(f"{k} {100 * v[ok, : t + 1].mean():.2f}%" for k, v in accs.items())
                     print(f"[clj] task {t + 1}/{T} done in {t1 - t0:.1f}s: avg acc on seen tasks {msg}")
                 ckpt.save(self._ckpt_id(t, None), state, prog.to_json())
                 if self._signal is not None and t < T - 1:
@@ -710,6 +718,8 @@ class Runner:
                 print(f"[clj] {_signal.Signals(e.signum).name}: checkpoint {e.step} written; rerun the same "
                       "command to resume.", flush=True)
             return {"interrupted": _signal.Signals(e.signum).name, "checkpoint_step": e.step}
+        except _Diverged:  # every run diverged: nothing more to train; the results say so
+            pass
         finally:
             restore_handlers()
             ckpt.close()
@@ -718,6 +728,43 @@ class Runner:
                 tr.close()
         self.final_state = state  # every seed's State after the last task (for inspection)
         return self._write_results(state, prog)
+
+    def _watch_divergence(self, metrics: dict, t: int, s0: int, n: int) -> None:
+        """Marks the runs that diverged in the chunk of steps ``s0 .. s0+n-1``
+        of task ``t``: a non-finite loss at any of those steps, or non-finite
+        parameters after them (``metrics``: host arrays, ``loss`` [S, K, ...],
+        ``params_finite`` bool [S]).  Each newly diverged run is one line on
+        stderr; once every run of the program diverged, raises ``_Diverged``
+        (nothing more to train).  The chunk's metrics are already on the host
+        for the log: this costs no device sync."""
+        prog = self._prog
+        loss = np.asarray(metrics["loss"])
+        loss = loss.reshape(loss.shape[0], loss.shape[1], -1)[:, :n]
+        finite = np.asarray(metrics["params_finite"]).reshape(self.S)
+        for r in range(self.S):
+            if r in prog.diverged:
+                continue
+            bad = ~np.isfinite(loss[r]).all(-1)
+            if bad.any():
+                step, cause = s0 + int(np.argmax(bad)) + 1, "loss"
+            elif not finite[r]:
+                step, cause = s0 + n, "parameters"
+            else:
+                continue
+            info = {"seed": int(self.seeds[r]), "task": int(t), "step": int(step), "cause": cause}
+            where = f"seed {info['seed']}"
+            if self.grid:
+                info["point"] = dict(self.points[self.run_point[r]])
+                where += " at " + ", ".join(f"{k}={v}" for k, v in info["point"].items())
+            prog.diverged[r] = info
+            if self.main:
+                import sys
+
+                print(f"[clj] diverged: {where}, non-finite {cause} at step {step} of task {t + 1}/"
+                      f"{self.scenario.num_tasks}; its results will be marked diverged (lower optim.lr or "
+                      "check the data).", file=sys.stderr, flush=True)
+        if len(prog.diverged) == self.S:
+            raise _Diverged()
 
     def _ckpt_id(self, t: int, chunks_done: int | None) -> int:
         """Checkpoint number, increasing through the run: mid-task checkpoints
@@ -781,6 +828,7 @@ class Runner:
             """Logs a finished chunk; returns True when every seed reported task_done."""
             metrics, s0, n = pending
             metrics = dist.to_host(metrics)  # ready (or nearly): the next chunk is already queued
+            self._watch_divergence(metrics, t, s0, n)
             if bar is not None or self.main:
                 loss = float(np.mean(metrics["loss"][:, :n]))
                 if bar is not None:
@@ -838,6 +886,10 @@ class Runner:
         mem.setdefault("model", _default_model_bytes(one))
         results = []  # one per vmapped run (point-major)
         for si, seed in enumerate(self.seeds):
+            if si in prog.diverged:  # no numbers: they would not be this run's results
+                results.append({"method": cfg.method, "dataset": cfg.dataset, "seed": seed, "status": "diverged",
+                                "diverged": prog.diverged[si], "scenario": sc.describe()})
+                continue
             this = jax.tree_util.tree_map(lambda a, i=si: a[i], state)  # this seed's state
             extras = dict(self.spec.result_extras(this)) if self.spec.result_extras is not None else {}
             res = build_results(
@@ -853,6 +905,7 @@ class Runner:
                        "steps_per_call": self.K, "unroll": self.unroll,
                        "test_examples_per_task": self.eval_counts.tolist(), **extras})
             _add_pooled(res, self.eval_counts)
+            res["status"] = "completed"
             results.append(res)
         outs = []
         n = len(self.config_seeds)
@@ -864,16 +917,47 @@ class Runner:
             out_dirs = [wd] if n == 1 else [os.path.join(wd, f"seed_{s}") for s in self.config_seeds]
             for res, d in zip(mine, out_dirs):
                 write_json_atomic(os.path.join(d, "results.json"), res)
-                if cfg.plots:
+                if cfg.plots and res["status"] == "completed":
                     from clj.metrics.plots import plot_results
                     plot_results(res, d)
             if n == 1:
                 outs.append(mine[0])
             else:
-                summary = summarize_seeds(mine)
+                summary = summarize_diverged(mine)
                 write_json_atomic(os.path.join(wd, "summary.json"), summary)
                 outs.append(summary)
         return outs if self.grid else outs[0]
+
+
+class _Diverged(Exception):
+    """Every run of the program diverged: training stops, the results say so."""
+
+
+def params_finite(state) -> jax.Array:
+    """Whether every floating-point leaf of ``state`` that lies under a
+    ``params`` field or key (the networks' weights, wherever a method keeps
+    them) is finite; ``True`` when the state has no such leaf.
+
+    Args:
+      state: one run's State pytree (traced or concrete).
+
+    Returns:
+      bool scalar (a reduction over the parameters, cheap beside a chunk of
+      training steps).
+    """
+    def under_params(path) -> bool:
+        for k in path:
+            name = getattr(k, "name", getattr(k, "key", None))
+            if name == "params":
+                return True
+        return False
+
+    leaves = [a for path, a in jax.tree_util.tree_flatten_with_path(state)[0]
+              if under_params(path) and jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)]
+    ok = jnp.bool_(True)
+    for a in leaves:
+        ok = ok & jnp.all(jnp.isfinite(a))
+    return ok
 
 
 class _Interrupted(Exception):
@@ -953,6 +1037,25 @@ def _catch_signals(runner):
             signal.signal(s, h)
 
     return restore
+
+
+def summarize_diverged(results: list[dict]) -> dict:
+    """The ``summary.json`` of several seeds' results, some of which may
+    have diverged (``status == "diverged"``): the mean ± std of the completed
+    seeds only (:func:`clj.metrics.summarize_seeds`), with ``status``
+    ``"completed"`` when no seed diverged and ``"diverged"`` otherwise, and
+    ``diverged`` listing where each diverged seed stopped.  With every seed
+    diverged, the summary holds no numbers."""
+    ok = [r for r in results if r.get("status") != "diverged"]
+    bad = [r["diverged"] for r in results if r.get("status") == "diverged"]
+    if ok:
+        summary = summarize_seeds(ok)
+    else:
+        summary = {"method": results[0]["method"], "dataset": results[0]["dataset"], "seeds": []}
+    summary["status"] = "diverged" if bad else "completed"
+    if bad:
+        summary["diverged"] = bad
+    return summary
 
 
 def _add_pooled(res: dict, counts: np.ndarray) -> None:
