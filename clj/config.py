@@ -264,6 +264,7 @@ MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet32", "
                "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
 PLACEMENTS = ("device", "stream", "auto")               # clj.train.loop.PLACEMENTS
+MODEL_DTYPES = ("float32", "bfloat16")                  # model.dtype; clj.models.compute_dtype reads it
 # model fields that are layer widths or counts: each must be >= 1
 MODEL_SIZE_FIELDS = ("hidden", "width", "channels", "fc_width", "num_blocks")
 
@@ -328,7 +329,8 @@ def validate(config) -> None:
         anywhere, a non-positive learning rate, batch or epoch count, an
         unknown optimizer, schedule, model, ``loop.mesh`` or
         ``data.placement``, a model width or count < 1, seed < 0,
-        num_seeds < 1, or a bad value of the method's blocks; the message
+        num_seeds < 1, a ``model.dtype`` other than float32 or bfloat16,
+        or a bad value of the method's blocks; the message
         names the value and what is valid.  (Unknown
         fields are refused by ml_collections itself at override time, and
         by the method blocks' checks.)
@@ -355,6 +357,8 @@ def validate(config) -> None:
         raise ConfigError(f"train.epochs={config.train.epochs} is invalid: it must be > 0.")
     if config.num_seeds < 1:
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid: it must be >= 1.")
+    if config.model.get("dtype", "float32") not in MODEL_DTYPES:
+        raise ConfigError(f"model.dtype={config.model.dtype!r} is invalid; valid: {', '.join(MODEL_DTYPES)}.")
     from clj.methods.serena_presets import class_order_follows_seed  # JAX-free
 
     if int(config.num_seeds) > 1 and class_order_follows_seed(config):

@@ -46,7 +46,7 @@ def digits_config(replay: str = "attentive"):
     c.scenario.increment = 2
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                         milestones=(8,), gamma=0.1))
     c.train.init_epochs = 10
@@ -70,7 +70,7 @@ def cifar_config(replay: str, init_cls: int, increment: int):
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
     c.seed = 20200920
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5, dtype="float32"))
     # lr 2.0 / 5 after 1-indexed epochs 49 and 63 = 0-indexed milestones 49, 63 (spec Sec. 2.4, R1);
     # L2 penalty 1e-5 sum w^2 = decoupled gradient 2e-5 w (applied to every parameter here).
     opt = dict(name="sgd", lr=2.0, momentum=0.9, weight_decay=2e-5, schedule="multistep", milestones=(49, 63),

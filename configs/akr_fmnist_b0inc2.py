@@ -69,7 +69,7 @@ def get_config(variant: str | None = None):
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
     c.scenario.train_fraction = MEMORIES[memory]
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                         milestones=milestones, gamma=0.1))
     c.augment.crop_pad = 2

@@ -34,7 +34,7 @@ def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
     c.scenario.increment = increment
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                         milestones=(60, 120, 170), gamma=0.1))
     c.augment.crop_pad = 4

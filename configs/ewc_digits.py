@@ -18,7 +18,7 @@ def reg_config(method: str, dataset: str = "digits"):
     c.dataset = dataset
     c.scenario.kind = "task_il"
     c.scenario.increment = 2
-    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(400, 400, 400)))
+    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(400, 400, 400), dtype="float32"))
     c.optim.name = "adam"
     c.optim.lr = 0.01 if dataset != "digits" else 0.001
     c.augment.normalize = False

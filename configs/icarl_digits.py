@@ -22,7 +22,7 @@ def get_config(method: str = "icarl"):
     c.scenario.increment = 2
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                         milestones=(12, 18), gamma=0.1))
     c.train.init_epochs = 20

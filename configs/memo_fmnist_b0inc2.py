@@ -28,7 +28,7 @@ def get_config(method: str = "memo"):
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
     c.scenario.train_fraction = 0.05
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1))
+    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                         milestones=(6, 9), gamma=0.1))
     c.augment.crop_pad = 2

@@ -34,7 +34,7 @@ def clutter_config(method: str):
     c.clutter = ml_collections.ConfigDict(dict(canvas=32, num_train=10000, num_test=1000, spurious_patch=0))
     c.scenario.kind = "class_il"
     c.scenario.increment = 2
-    c.model = dict(name="resnet18", width=8)
+    c.model = dict(name="resnet18", width=8, dtype="float32")
     c.optim.lr = 0.1
     c.augment.normalize = True
     c.train = ml_collections.ConfigDict(dict(epochs=0.2, batch_size=8))  # float epochs: a fraction of each task

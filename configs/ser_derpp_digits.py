@@ -15,7 +15,7 @@ def get_config():
     c.dataset = "digits"
     c.scenario.kind = "class_il"
     c.scenario.increment = 2
-    c.model = dict(name="resnet18", width=8)
+    c.model = dict(name="resnet18", width=8, dtype="float32")
     c.optim.lr = 0.03
     c.augment.normalize = True
     c.train.epochs = 1

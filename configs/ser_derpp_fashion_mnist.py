@@ -22,7 +22,7 @@ def get_config():
     c.dataset = "fashion_mnist"
     c.scenario.kind = "class_il"
     c.scenario.increment = 2
-    c.model = dict(name="resnet18", width=8)
+    c.model = dict(name="resnet18", width=8, dtype="float32")
     c.optim.lr = 0.03
     c.train = ml_collections.ConfigDict(dict(epochs=0.1, batch_size=8))  # float epochs: a fraction of each task
     c.replay.buffer_size = 500

@@ -25,7 +25,7 @@ def get_config():
     c.dataset = "cifar100"
     c.scenario.kind = "class_il"
     c.scenario.increment = 5
-    c.model = dict(name="resnet18", width=64)
+    c.model = dict(name="resnet18", width=64, dtype="float32")
     c.optim.lr = 0.01
     c.train.epochs = 1
     c.train.batch_size = 8

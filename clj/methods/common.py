@@ -237,12 +237,18 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def model_from_config(cfg, num_classes: int) -> nn.Module:
-    """The backbone + head named by ``config.model``."""
-    from clj.models import get_model
+    """The backbone + head named by ``config.model`` (``cfg``), computing in
+    ``cfg.dtype`` (:func:`clj.models.compute_dtype`).
+
+    Raises:
+      ValueError: an unknown ``cfg.name``; clj.errors.ConfigError (a
+        ValueError): a bad ``cfg.dtype``.
+    """
+    from clj.models import compute_dtype, get_model
 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k != "name"}
     if "dtype" in kwargs:
-        kwargs["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[kwargs["dtype"]]
+        kwargs["dtype"] = compute_dtype(cfg)
     return get_model(cfg.name, num_classes, **kwargs)
 
 

@@ -261,7 +261,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     f = features(state, x)
     if state.hp.predict == "nme":
         return ex.nme_scores(f, state.mem.class_means)
-    return GrowingNet.logits(state.net.params, f)
+    return state.hp.network.logits(state.net.params, f)
 
 
 def model_param_count(state: State) -> int:

@@ -75,6 +75,7 @@ from clj.methods.common import ModelState, TaskInfo
 from clj.methods.rehearsal import Draw
 from clj.methods.ser_saliency import (SalOptSpec, SalState, load_saliency_checkpoint, pretrain_saliency,
                                       saliency_apply, saliency_step, save_saliency_checkpoint)
+from clj.models.common import compute_dtype
 from clj.models.saliency import ModulatedResNet18, SaliencyNet
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
@@ -174,7 +175,8 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
 
     The classifier is ``config.model`` = ``resnet18`` / ``resnet18_reduced``
     (``width`` honoured) made modulatable; the saliency net has the same
-    width.  The encoder starts as a copy of the classifier's initial backbone
+    width; both compute in ``model.dtype`` (float32 parameters).  The
+    encoder starts as a copy of the classifier's initial backbone
     (ser.md §9 item 15), then ``sal_init`` applies; with
     ``ser.cls_init='sal_encoder'`` the classifier's backbone (parameters and
     BN statistics) is then replaced by a copy of the saliency encoder (the
@@ -206,9 +208,11 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
                  sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma),
                  cls_init=str(sc.cls_init))
     k_cls, k_sal, k_pre = jax.random.split(rng, 3)
-    model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=hp.mnp_blocks, pool_mode=sc.pool_mode)
+    dtype = compute_dtype(config.model)  # both networks compute in it; parameters stay float32
+    model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=hp.mnp_blocks, pool_mode=sc.pool_mode,
+                              dtype=dtype)
     cls = common.init_model_state(k_cls, model, common.optim_spec_from_config(config.optim), in_shape)
-    smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians))
+    smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians), dtype=dtype)
     svars = smodel.init({"params": k_sal, "dropout": k_sal}, jnp.zeros((1, *in_shape), jnp.float32), train=False)
     sparams = dict(svars["params"])
     sbs = dict(svars["batch_stats"])

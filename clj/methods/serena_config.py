@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import ml_collections
 import optax
 
 from clj.methods import sections
+from clj.models.common import compute_dtype
 from clj.models.serena_nets import get_serena_model
 from clj.sparse import layer_densities, masked_optimizer
 
@@ -149,7 +149,7 @@ def class_mean_spaces(vote: str, route_stats: str) -> tuple[str, ...]:
 def model_from_config(config, num_classes: int):
     """The backbone of ``config.model`` (:mod:`clj.models.serena_nets`)."""
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k != "name"}
-    kw["dtype"] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.get("dtype", "float32"))]
+    kw["dtype"] = compute_dtype(config.model)
     return get_serena_model(config.model.name, num_classes, **kw)
 
 

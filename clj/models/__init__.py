@@ -12,7 +12,7 @@ so ``variables["params"]`` has keys ``"backbone"`` and ``"head"``.
 """
 
 from clj.models.cnn import SmallCNN, SmallCNNBackbone
-from clj.models.common import batch_norm, classify
+from clj.models.common import batch_norm, classify, compute_dtype
 from clj.models.mlp import MLP, MLPBackbone
 from clj.models.registry import MODEL_NAMES, feature_dim, get_model, init_variables, is_conv
 from clj.models.resnet import (
@@ -53,4 +53,5 @@ __all__ = [
     "param_bytes",
     "batch_norm",
     "classify",
+    "compute_dtype",
 ]

@@ -18,10 +18,51 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+
+from clj.config import MODEL_DTYPES
+from clj.errors import ConfigError
 
 Dtype = Any
 
 PARAM_DTYPE = jnp.float32
+
+_COMPUTE_DTYPES = {name: getattr(jnp, name) for name in MODEL_DTYPES}  # "float32" -> jnp.float32, ...
+
+
+def compute_dtype(config_or_name: Any = None) -> Dtype:
+    """The computation dtype ``model.dtype`` names: the one conversion of it.
+
+    Args:
+      config_or_name: a model block (``config.model``: a ConfigDict or dict;
+        a missing ``dtype`` field means float32), a whole config (its
+        ``model`` block is read), a name (``"float32"`` or ``"bfloat16"``),
+        a dtype (``jnp.bfloat16``, ``np.dtype("float32")``) or None
+        (float32).
+
+    Returns:
+      ``jnp.float32`` or ``jnp.bfloat16``, as the networks' ``dtype=`` takes
+      it (their parameters stay float32 whatever it is).
+
+    Raises:
+      ConfigError: any other dtype or value, naming it and the valid names.
+    """
+    v = config_or_name
+    if hasattr(v, "get") and hasattr(v, "keys"):  # a config block
+        if "dtype" not in v and "model" in v:
+            v = v["model"]
+        v = v.get("dtype", "float32")
+    if v is None:
+        v = "float32"
+    name = v
+    if not isinstance(v, str):
+        try:
+            name = np.dtype(v).name
+        except TypeError:
+            name = None
+    if name not in _COMPUTE_DTYPES:
+        raise ConfigError(f"model.dtype={v!r} is invalid; valid: {', '.join(MODEL_DTYPES)}.")
+    return _COMPUTE_DTYPES[name]
 
 # He/Kaiming normal initialisation (fan_out, ReLU gain), as used by the
 # PyTorch CIFAR ResNets of Mammoth / PyCIL.

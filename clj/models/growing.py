@@ -30,7 +30,9 @@ Growth as explicit state, static shapes for the whole run:
 
 The backbone comes from :mod:`clj.models.registry`: an entry with a
 ``split`` can grow (``model.name="resnet32"``; ``model.num_blocks`` sets the
-blocks per stage, 5 = ResNet-32, 1 = ResNet-8).
+blocks per stage, 5 = ResNet-32, 1 = ResNet-8).  ``model.dtype`` is the
+computation dtype of the blocks and of both heads; parameters, BN
+statistics, the concatenated features and the logits stay float32.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ import jax.numpy as jnp
 
 from clj.errors import ConfigError
 from clj.models import registry
+from clj.models.common import compute_dtype
 from clj.models.utils import count_params
 
 KINDS = ("memo", "dynamic_er")  # "der" elsewhere in clj is Dark Experience Replay
@@ -55,11 +58,12 @@ def split_modules(kind: str, model_cfg) -> tuple[nn.Module | None, nn.Module, in
 
     MEMO shares the generalized part (``ResNet32Shallow``: stem + stages 1-2)
     and replicates ``ResNet32Deep`` (stage 3 + pool); DER (Yan) replicates
-    the whole ``ResNet32Backbone``.
+    the whole ``ResNet32Backbone``.  Both compute in ``model_cfg.dtype``
+    (:func:`clj.models.compute_dtype`).
 
     Raises:
-      ConfigError: a backbone that cannot grow, ``model.num_blocks < 1`` or
-        a bad kind.
+      ConfigError: a backbone that cannot grow, ``model.num_blocks < 1``, a
+        bad ``model.dtype`` or a bad kind.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
@@ -70,7 +74,7 @@ def split_modules(kind: str, model_cfg) -> tuple[nn.Module | None, nn.Module, in
     nb = int(model_cfg.get("num_blocks", 5))
     if nb < 1:
         raise ConfigError(f"model.num_blocks={nb} is invalid: it must be >= 1.")
-    return registry.get_split(model_cfg.name, shared=kind == "memo", num_blocks=nb)
+    return registry.get_split(model_cfg.name, shared=kind == "memo", num_blocks=nb, dtype=compute_dtype(model_cfg))
 
 
 def split_param_counts(kind: str, model_cfg, image_shape) -> dict:
@@ -98,6 +102,13 @@ def _take(tree, idx):
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
 
+def _dense(x: jax.Array, head: dict, dtype) -> jax.Array:
+    """``x @ kernel + bias`` computed in ``dtype`` (as ``nn.Dense(dtype=)``),
+    returned as float32."""
+    y = x.astype(dtype) @ head["kernel"].astype(dtype) + head["bias"].astype(dtype)
+    return y.astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class GrowingNet:
     """The network's static description (hashable; the arrays live in the
@@ -114,6 +125,8 @@ class GrowingNet:
       D: features per block; T: blocks allocated (tasks of the scenario).
       num_classes: C; aux_width: A, outputs of the aux head (largest task + 1).
       growth: ``"loop"`` or ``"vmap"`` (module doc).
+      dtype: computation dtype of the two heads (``jnp.float32`` or
+        ``jnp.bfloat16``; the blocks carry their own, the same).
     """
 
     gen: nn.Module | None = None
@@ -123,6 +136,7 @@ class GrowingNet:
     num_classes: int = 10
     aux_width: int = 2
     growth: str = "loop"
+    dtype: type = jnp.float32
 
     def init(self, k_gen: jax.Array, k_spec: jax.Array, image_shape) -> tuple[dict, dict]:
         """(params, batch_stats): block 0 initialised from ``k_spec`` and
@@ -218,15 +232,14 @@ class GrowingNet:
             feats = jnp.concatenate([feats, jnp.zeros((feats.shape[0], pad), feats.dtype)], 1)
         return feats, new_stats, f_new
 
-    @staticmethod
-    def logits(params, feats: jax.Array) -> jax.Array:
-        """Head logits float32 [B, C] of features [B, T*D]."""
-        return feats @ params["head"]["kernel"] + params["head"]["bias"]
+    def logits(self, params, feats: jax.Array) -> jax.Array:
+        """Head logits float32 [B, C] of features [B, T*D], computed in ``dtype``."""
+        return _dense(feats, params["head"], self.dtype)
 
-    @staticmethod
-    def aux_logits(params, f_new: jax.Array) -> jax.Array:
-        """Aux-head logits float32 [B, A] of the newest block's features [B, D]."""
-        return f_new @ params["aux"]["kernel"] + params["aux"]["bias"]
+    def aux_logits(self, params, f_new: jax.Array) -> jax.Array:
+        """Aux-head logits float32 [B, A] of the newest block's features [B, D],
+        computed in ``dtype``."""
+        return _dense(f_new, params["aux"], self.dtype)
 
     def update_mask(self, params, *, live: int, gen_train: bool, classes: int, aux_classes: int) -> dict:
         """The update mask (bool, leaves broadcastable to params) of
@@ -285,13 +298,14 @@ class GrowingNet:
 def build(kind: str, model_cfg, num_tasks: int, num_classes: int, aux_width: int,
           growth: str = "loop") -> GrowingNet:
     """The :class:`GrowingNet` of ``kind`` (``"memo"`` or ``"dynamic_er"``)
-    over the backbone ``model_cfg`` for T = ``num_tasks`` tasks.
+    over the backbone ``model_cfg`` for T = ``num_tasks`` tasks, computing
+    in ``model_cfg.dtype``.
 
     Raises:
-      ConfigError: a backbone that cannot grow, a bad kind or growth.
+      ConfigError: a backbone that cannot grow, a bad kind, growth or dtype.
     """
     if growth not in GROWTH:
         raise ConfigError(f"cil.growth={growth!r} is unknown; valid: {', '.join(GROWTH)}.")
     gen, spec, D = split_modules(kind, model_cfg)
     return GrowingNet(gen=gen, spec=spec, D=D, T=int(num_tasks), num_classes=int(num_classes),
-                      aux_width=int(aux_width), growth=growth)
+                      aux_width=int(aux_width), growth=growth, dtype=compute_dtype(model_cfg))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from clj.models.cnn import SmallCNN
+from clj.models.common import compute_dtype
 from clj.models.mlp import MLP
 from clj.models.resnet import (RESNET32_FEATURE_DIM, ResNet18, ResNet32, ResNet32Backbone, ResNet32Deep,
                                ResNet32Shallow)
@@ -23,7 +24,7 @@ def _resnet18_reduced(num_classes: int, **kwargs: Any) -> nn.Module:
 
 
 def _dtype(kw: dict):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[str(kw.pop("dtype", "float32"))]
+    return compute_dtype(kw.pop("dtype", "float32"))
 
 
 def _serena(width_default: int | None = None, mlp: bool = False) -> Callable[..., nn.Module]:
@@ -51,10 +52,11 @@ def _nispa_conv(num_classes: int, **kw: Any) -> nn.Module:
                          fc_width=int(kw.get("fc_width", 1024)), dtype=_dtype(kw))
 
 
-def _resnet32_split(shared: bool, num_blocks: int = 5) -> tuple:
+def _resnet32_split(shared: bool, num_blocks: int = 5, dtype: Any = jnp.float32) -> tuple:
+    dtype = compute_dtype(dtype)
     if shared:  # MEMO: stem + stages 1-2 shared, stage 3 + pool per task
-        return ResNet32Shallow(num_blocks), ResNet32Deep(num_blocks), RESNET32_FEATURE_DIM
-    return None, ResNet32Backbone(num_blocks), RESNET32_FEATURE_DIM  # DER (Yan): the whole backbone per task
+        return ResNet32Shallow(num_blocks, dtype), ResNet32Deep(num_blocks, dtype), RESNET32_FEATURE_DIM
+    return None, ResNet32Backbone(num_blocks, dtype), RESNET32_FEATURE_DIM  # DER (Yan): the whole backbone per task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,8 @@ class ModelEntry:
         cells) or ``"nispa"`` (NISPA's sparse networks with their torch
         initialisation).
       split: ``split(shared, **kwargs) -> (generalized module or None,
-        specialized module, feature dim D)``, the backbone's cut for a
+        specialized module, feature dim D)`` (``kwargs``: the backbone's
+        own, e.g. ``num_blocks``, and ``dtype``), the backbone's cut for a
         growing network (:mod:`clj.models.growing`): ``shared=True`` keeps
         a generalized part for all tasks (MEMO), ``False`` replicates the
         whole backbone (DER (Yan)); None: the backbone cannot grow.
@@ -124,14 +127,16 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         NISPA's ``"nispa_mlp"``, ``"nispa_conv"``.
       num_classes: number of output logits.
       **kwargs: forwarded to the model constructor (e.g. ``hidden``,
-        ``width``, ``use_bn``, ``dtype``).
+        ``width``, ``use_bn``, ``dtype``: ``"float32"`` / ``"bfloat16"`` or
+        the dtype, the computation dtype; parameters stay float32).
 
     Returns:
       An unbound ``flax.linen`` Module with call signature
       ``(x [B,H,W,C] float32, train=False, return_features=False)``.
 
     Raises:
-      ValueError: unknown ``name`` (the message lists the valid names).
+      ValueError: unknown ``name`` (the message lists the valid names), or
+        a ``dtype`` other than float32 or bfloat16 (a ConfigError).
     """
     return get_family_model(name, num_classes, None, **kwargs)
 
@@ -141,21 +146,28 @@ def get_family_model(name: str, num_classes: int, family: str | None, **kwargs: 
 
     Raises:
       ValueError: ``name`` unknown or of another family, listing the valid names.
+      clj.errors.ConfigError (a ValueError): a ``dtype`` other than float32
+        or bfloat16 (:func:`clj.models.compute_dtype`).
     """
     e = _REGISTRY.get(name) if isinstance(name, str) else None
     if e is None or (family is not None and e.family != family):
         what = f"a {family} backbone" if family else "a registered model"
         raise ValueError(f"model.name={name!r} is not {what}; valid names are: {', '.join(model_names(family))}")
+    if "dtype" in kwargs:  # a name ("bfloat16") or a dtype: the computation dtype
+        kwargs["dtype"] = compute_dtype(kwargs["dtype"])
     return e.build(num_classes=num_classes, **kwargs)
 
 
 def get_split(name: str, shared: bool, **kwargs: Any) -> tuple:
     """(generalized module or None, specialized module, feature dim D): the
     cut of backbone ``name`` for a growing network (:class:`ModelEntry`
-    ``split``); ``kwargs`` (e.g. ``num_blocks``) go to the backbone.
+    ``split``); ``kwargs`` (e.g. ``num_blocks``, and ``dtype``, the
+    computation dtype of both modules: see :func:`clj.models.compute_dtype`)
+    go to the backbone.
 
     Raises:
       ValueError: ``name`` unknown or not a backbone that can grow, listing the valid names.
+      clj.errors.ConfigError (a ValueError): a ``dtype`` other than float32 or bfloat16.
     """
     e = _REGISTRY.get(name) if isinstance(name, str) else None
     if e is None or e.split is None:

@@ -35,6 +35,12 @@ paraphrased in ``shared/specs/ser.md`` §3 and §9:
 Shapes: inputs float32 ``[B, H, W, C]`` with H and W multiples of 8 for the
 saliency net (the two x2 upsamplings must meet the skip features).
 
+Dtypes: every module takes ``dtype``, the computation dtype of its
+convolutions, BatchNorms and activations (``model.dtype``:
+:func:`clj.models.compute_dtype`); parameters are float32, BatchNorm
+statistics are reduced in float32, the classifier's logits and pooled
+features and the saliency prediction are returned as float32.
+
 Known differences from the PyTorch code: Flax BatchNorm keeps the biased
 batch variance in its running average (PyTorch the unbiased one), and the
 convolutions use the core's Kaiming (fan_out) initialisation rather than
@@ -43,7 +49,7 @@ which overwrites them.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -66,18 +72,20 @@ class PreActBasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        y = _conv(self.features, 3, self.stride, jnp.float32, "conv1")(x)
-        y = batch_norm(train, jnp.float32, "bn1")(y)
+        dt = self.dtype
+        y = _conv(self.features, 3, self.stride, dt, "conv1")(x)
+        y = batch_norm(train, dt, "bn1")(y)
         y = nn.relu(y)
-        y = _conv(self.features, 3, 1, jnp.float32, "conv2")(y)
-        y = batch_norm(train, jnp.float32, "bn2")(y)
+        y = _conv(self.features, 3, 1, dt, "conv2")(y)
+        y = batch_norm(train, dt, "bn2")(y)
         res = x
         if self.stride != 1 or x.shape[-1] != self.features:
-            res = _conv(self.features, 1, self.stride, jnp.float32, "shortcut_conv")(x)
-            res = batch_norm(train, jnp.float32, "shortcut_bn")(res)
+            res = _conv(self.features, 1, self.stride, dt, "shortcut_conv")(x)
+            res = batch_norm(train, dt, "shortcut_bn")(res)
         pre = y + res
         return nn.relu(pre), pre
 
@@ -89,12 +97,14 @@ class PreActStage(nn.Module):
     features: int
     stride: int = 1
     num_blocks: int = 2
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         pre = None
         for i in range(self.num_blocks):
-            x, pre = PreActBasicBlock(self.features, self.stride if i == 0 else 1, name=f"block_{i}")(x, train)
+            x, pre = PreActBasicBlock(self.features, self.stride if i == 0 else 1, self.dtype,
+                                      name=f"block_{i}")(x, train)
         return x, pre
 
 
@@ -133,22 +143,25 @@ class ModulatedResNet18Backbone(nn.Module):
 
     ``__call__(x, train, sal_feats=None)`` returns ``(pooled [B, 8*width],
     prerelu list of 5 arrays)``; the pre-ReLU list holds the unmodulated
-    ``a_i`` (what the saliency encoder hands to the classifier).
+    ``a_i`` (what the saliency encoder hands to the classifier), in ``dtype``;
+    the pooled features are float32.
     """
 
     width: int = 64
     mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
     pool_mode: str = "mammoth_square"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False, sal_feats: Sequence[jax.Array] | None = None):
-        x = x.astype(jnp.float32)
+        dt = self.dtype
+        x = x.astype(dt)
         s = list(sal_feats) if sal_feats is not None else [None] * NUM_POINTS
-        a0 = batch_norm(train, jnp.float32, "stem_bn")(_conv(self.width, 3, 1, jnp.float32, "stem_conv")(x))
+        a0 = batch_norm(train, dt, "stem_bn")(_conv(self.width, 3, 1, dt, "stem_conv")(x))
         h = _modulate(nn.relu(a0), a0, s[0], self.mnp_blocks[0])
         pres = [a0]
         for i, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
-            out, pre = PreActStage(self.width * mult, stride, name=f"stage_{i + 1}")(h, train)
+            out, pre = PreActStage(self.width * mult, stride, dtype=dt, name=f"stage_{i + 1}")(h, train)
             h = _modulate(out, pre, s[i + 1], self.mnp_blocks[i + 1])
             pres.append(pre)
         return square_pool(h, self.pool_mode), pres
@@ -162,13 +175,15 @@ class ModulatedResNet18(nn.Module):
     sal_feats=None)`` with x float32 [B, H, W, C]; ``sal_feats`` is the list
     of the saliency encoder's five pre-ReLU features (shapes of the stem and
     the four stages' outputs) or None (no modulation).  Returns float32 logits
-    [B, num_classes] (and the pooled features with ``return_features``).
+    [B, num_classes] (and the float32 pooled features with
+    ``return_features``), computed in ``dtype`` (float32 parameters).
     """
 
     num_classes: int
     width: int = 64
     mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
     pool_mode: str = "mammoth_square"
+    dtype: Any = jnp.float32
 
     @property
     def feature_dim(self) -> int:
@@ -176,24 +191,24 @@ class ModulatedResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False, sal_feats=None):
-        feats, _ = ModulatedResNet18Backbone(self.width, tuple(self.mnp_blocks), self.pool_mode,
+        feats, _ = ModulatedResNet18Backbone(self.width, tuple(self.mnp_blocks), self.pool_mode, self.dtype,
                                              name="backbone")(x, train, sal_feats)
-        return classify(feats, self.num_classes, jnp.float32, return_features)
+        return classify(feats, self.num_classes, self.dtype, return_features)
 
 
 # ---------------------------------------------------------------- decoder
 
 
-def _bn(train: bool, name: str, momentum: float = 0.99) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+def _bn(train: bool, name: str, momentum: float = 0.99, dtype: Any = jnp.float32) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, dtype=dtype,
                         param_dtype=PARAM_DTYPE, name=name)
 
 
 class PointwiseConv(nn.Module):
-    """A 1x1 convolution as a contraction over channels: float32
-    [B, H, W, C] -> [B, H, W, features], with ``nn.Conv``'s parameters
-    (``kernel`` [1, 1, C, features], ``bias`` [features]) so checkpoints load
-    either way.
+    """A 1x1 convolution as a contraction over channels: [B, H, W, C] ->
+    [B, H, W, features] computed in ``dtype``, with ``nn.Conv``'s float32
+    parameters (``kernel`` [1, 1, C, features], ``bias`` [features]) so
+    checkpoints load either way.
 
     Every 1x1 convolution of the saliency decoder is one.  Under a vmap over
     seeds an ``nn.Conv`` with a per-seed kernel becomes a grouped convolution;
@@ -206,23 +221,25 @@ class PointwiseConv(nn.Module):
 
     features: int
     use_bias: bool = True
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), PARAM_DTYPE)
-        y = jnp.einsum("bhwc,co->bhwo", x, k[0, 0].astype(x.dtype))
+        x = x.astype(self.dtype)
+        y = jnp.einsum("bhwc,co->bhwo", x, k[0, 0].astype(self.dtype))
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), PARAM_DTYPE).astype(x.dtype)
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), PARAM_DTYPE).astype(self.dtype)
         return y
 
 
-def _conv1x1(features: int, name: str, bias: bool = False) -> nn.Module:
-    return PointwiseConv(features, use_bias=bias, name=name)
+def _conv1x1(features: int, name: str, bias: bool = False, dtype: Any = jnp.float32) -> nn.Module:
+    return PointwiseConv(features, use_bias=bias, dtype=dtype, name=name)
 
 
-def _depthwise(channels: int, name: str) -> nn.Conv:
+def _depthwise(channels: int, name: str, dtype: Any = jnp.float32) -> nn.Conv:
     return nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=channels, use_bias=False,
-                   param_dtype=PARAM_DTYPE, name=name)
+                   dtype=dtype, param_dtype=PARAM_DTYPE, name=name)
 
 
 class InvertedResidual(nn.Module):
@@ -231,37 +248,43 @@ class InvertedResidual(nn.Module):
     expand_ratio 1: depthwise 3x3, BN, ReLU6, 1x1 to ``features``, BN.
     expand_ratio r > 1: 1x1 to r*C_in, BN, ReLU6, depthwise 3x3, BN, ReLU6,
     1x1 to ``features``, BN.  A residual is added only when C_in equals
-    ``features``.  ``bn_momentum``: Flax momentum of its BatchNorms.
+    ``features``.  ``bn_momentum``: Flax momentum of its BatchNorms;
+    ``dtype``: the computation dtype.
     """
 
     features: int
     expand_ratio: int = 1
     bn_momentum: float = 0.99
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        dt, m = self.dtype, self.bn_momentum
         c_in = x.shape[-1]
         y = x
         hidden = c_in * self.expand_ratio
         if self.expand_ratio != 1:
-            y = nn.relu6(_bn(train, "bn_expand", self.bn_momentum)(_conv1x1(hidden, "expand")(y)))
-        y = nn.relu6(_bn(train, "bn_dw", self.bn_momentum)(_depthwise(hidden, "dw")(y)))
-        y = _bn(train, "bn_project", self.bn_momentum)(_conv1x1(self.features, "project")(y))
+            y = nn.relu6(_bn(train, "bn_expand", m, dt)(_conv1x1(hidden, "expand", dtype=dt)(y)))
+        y = nn.relu6(_bn(train, "bn_dw", m, dt)(_depthwise(hidden, "dw", dt)(y)))
+        y = _bn(train, "bn_project", m, dt)(_conv1x1(self.features, "project", dtype=dt)(y))
         return x + y if c_in == self.features else y
 
 
 class Skip(nn.Module):
     """Decoder skip: 1x1 to ``2*features_in``, BN, ReLU6, channel dropout,
-    1x1 (with bias) to ``features``, BN (ser.md §3.2 items 1-2)."""
+    1x1 (with bias) to ``features``, BN (ser.md §3.2 items 1-2), computed in
+    ``dtype``."""
 
     features: int
     drop: float = 0.6
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        y = nn.relu6(_bn(train, "bn_expand")(_conv1x1(2 * x.shape[-1], "expand")(x)))
+        dt = self.dtype
+        y = nn.relu6(_bn(train, "bn_expand", dtype=dt)(_conv1x1(2 * x.shape[-1], "expand", dtype=dt)(x)))
         y = nn.Dropout(self.drop, broadcast_dims=(1, 2), deterministic=not train)(y)
-        return _bn(train, "bn_reduce")(_conv1x1(self.features, "reduce", bias=True)(y))
+        return _bn(train, "bn_reduce", dtype=dt)(_conv1x1(self.features, "reduce", bias=True, dtype=dt)(y))
 
 
 def manual_gaussian_init(key, shape, dtype=jnp.float32):
@@ -309,7 +332,8 @@ class SaliencyNet(nn.Module):
     Call: ``apply(vars, x, train=False)`` (``rngs={"dropout": k}`` when
     training) with x float32 [B, H, W, C], H and W multiples of 8.  Returns
     ``(pred, feats)``: pred float32 [B, H, W, 1] in (0, 1), feats the
-    encoder's five pre-ReLU features (stem and stages 1-4).
+    encoder's five pre-ReLU features (stem and stages 1-4) in ``dtype``, the
+    computation dtype of the whole net (float32 parameters).
 
     Raises:
       ValueError: H or W not a multiple of 8.
@@ -317,6 +341,7 @@ class SaliencyNet(nn.Module):
 
     width: int = 64
     n_gaussians: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -324,20 +349,21 @@ class SaliencyNet(nn.Module):
         if H % 8 or W % 8:
             raise ValueError(f"the saliency decoder needs H and W divisible by 8, got {H}x{W} "
                              "(pad the input: SER pads to the next multiple of 8).")
-        _, feats = ModulatedResNet18Backbone(self.width, (False,) * NUM_POINTS, "global", name="cnn")(x, train)
+        dt = self.dtype
+        _, feats = ModulatedResNet18Backbone(self.width, (False,) * NUM_POINTS, "global", dt, name="cnn")(x, train)
         f2, f3, f4 = (nn.relu(f) for f in feats[2:])  # skip_with_relu on the three deepest
         w = self.width
-        s2 = Skip(2 * w, name="skip_2x")(f3, train)
-        s4 = Skip(w, name="skip_4x")(f2, train)
+        s2 = Skip(2 * w, dtype=dt, name="skip_2x")(f3, train)
+        s4 = Skip(w, dtype=dt, name="skip_4x")(f2, train)
         if self.n_gaussians > 0:
             g = self.param("coarse_gaussians", manual_gaussian_init, (16, 2, 2))
-            maps = gaussian_maps(g, f4.shape[1], f4.shape[2])
+            maps = gaussian_maps(g, f4.shape[1], f4.shape[2]).astype(f4.dtype)
             f4 = jnp.concatenate([f4, jnp.broadcast_to(maps[None], (B, *maps.shape))], axis=-1)
-        y = InvertedResidual(4 * w, 1, bn_momentum=0.99, name="post_cnn")(f4, train)
+        y = InvertedResidual(4 * w, 1, bn_momentum=0.99, dtype=dt, name="post_cnn")(f4, train)
         y = jnp.concatenate([upsample_bilinear2x(y), s2], axis=-1)
-        y = upsample_bilinear2x(InvertedResidual(2 * w, 2, name="upsampling_2")(y, train))
+        y = upsample_bilinear2x(InvertedResidual(2 * w, 2, dtype=dt, name="upsampling_2")(y, train))
         y = jnp.concatenate([y, s4], axis=-1)
-        y = InvertedResidual(w, 2, name="post_upsampling_2")(y, train)
-        y = _conv1x1(1, "adaptation", bias=True)(y)
+        y = InvertedResidual(w, 2, dtype=dt, name="post_upsampling_2")(y, train)
+        y = _conv1x1(1, "adaptation", bias=True, dtype=dt)(y)
         y = upsample_nearest2x(y)
         return nn.sigmoid(y.astype(jnp.float32)), feats
