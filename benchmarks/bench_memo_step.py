@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from clj.config import load_config  # noqa: E402
-from clj.methods import expand  # noqa: E402
+from clj.methods.cil import expand  # noqa: E402
 from clj.methods.common import TaskInfo  # noqa: E402
 from clj.train.loop import load_scenario  # noqa: E402
 

@@ -14,7 +14,7 @@ import sys
 import ml_collections
 
 from clj.errors import ConfigError
-from clj.methods import METHODS
+from clj.methods import entry
 
 __all__ = ["ConfigError", "base_config", "load_config", "validate", "validate_with_data"]
 
@@ -161,7 +161,7 @@ DATASETS = {
 _VALID_DATASETS = tuple(DATASETS)
 
 # dotted field -> meaning, for ``--describe``; the method blocks' fields are
-# documented in clj.methods.sections.
+# documented by their families (clj/methods/<family>/section.py).
 FIELD_DOCS = {
     "method": "the continual-learning method (python launch.py --help lists them)",
     "dataset": "the data source (python launch.py --help lists them), or 'tfds:<name>'",
@@ -317,10 +317,36 @@ def _check_names(config) -> None:
         raise ConfigError(f"data.placement={data.placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
 
 
+def follow_seed(config) -> None:
+    """Ties ``config.scenario.class_order_seed`` to ``config.seed`` (in place).
+
+    The field becomes a lazy reference (``seed + 0``): it reads the current
+    ``seed`` whenever it is read, so ``--config.seed=s`` moves the order too.
+    Assigning an int to ``scenario.class_order_seed`` later replaces the
+    reference (ml_collections drops a computed reference's operations on
+    ``set``) and leaves ``seed`` alone.
+    """
+    config.scenario.class_order_seed = config.get_ref("seed") + 0
+
+
+def class_order_follows_seed(config) -> bool:
+    """Whether ``scenario.class_order`` is ``"seeded"`` with a seed that moves
+    with ``seed`` (:func:`follow_seed`).  Probed on a copy: raise ``seed`` by
+    one and see whether ``class_order_seed`` follows."""
+    import copy
+
+    if config.scenario.get("class_order", "fixed") != "seeded":
+        return False
+    probe = copy.deepcopy(config)
+    probe.seed = int(probe.seed) + 1
+    return int(probe.scenario.class_order_seed) != int(config.scenario.class_order_seed)
+
+
 def validate(config) -> None:
-    """Checks a config before any work, without importing JAX for the methods
-    whose blocks are declared in :mod:`clj.methods.sections` (all but
-    ``serena``, whose module hook ``validate_config`` still runs).
+    """Checks a config before any work: the core fields here, then the
+    method's config blocks and checks as its registry entry declares them
+    (:mod:`clj.methods`; JAX-free for every built-in method; a method named
+    by its module path is imported).
 
     Raises:
       ConfigError: unknown method or dataset, impossible split (a class-IL
@@ -337,8 +363,7 @@ def validate(config) -> None:
     """
     from clj.methods import sections
 
-    if config.method not in METHODS:
-        raise ConfigError(f"method={config.method!r} is unknown; valid methods: {', '.join(sorted(METHODS))}.")
+    entry(config.method)  # an unknown method, or an outside module that cannot be imported
     ds = config.dataset
     if not (ds in _VALID_DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
         raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
@@ -359,8 +384,6 @@ def validate(config) -> None:
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid: it must be >= 1.")
     if config.model.get("dtype", "float32") not in MODEL_DTYPES:
         raise ConfigError(f"model.dtype={config.model.dtype!r} is invalid; valid: {', '.join(MODEL_DTYPES)}.")
-    from clj.methods.serena_presets import class_order_follows_seed  # JAX-free
-
     if int(config.num_seeds) > 1 and class_order_follows_seed(config):
         raise ConfigError(f"num_seeds={config.num_seeds} is invalid while scenario.class_order_seed follows seed "
                           "(each seed its own class order, as the official SERENA code): run one process per seed, "
@@ -392,16 +415,7 @@ def validate(config) -> None:
                 f"scenario.increment={sc.increment} does not divide the {C - sizes[0]} classes of {ds} left after "
                 f"the first task of {sizes[0]}: the last task would have {sizes[-1]} class(es); choose an increment "
                 f"that divides {C - sizes[0]}, or set scenario.uneven_last_task=True to accept a smaller last task.")
-    if sections.declared(config.method):
-        sections.check(config)
-    else:  # a method whose blocks and checks are declared in its spec (imports JAX)
-        from clj.methods import get_spec
-
-        spec = get_spec(config.method)
-        for sec in spec.sections:
-            sec.check(sections.merged(sec, config), config)
-        if spec.validate_config is not None:
-            spec.validate_config(config)
+    sections.check(config)  # the method's blocks and checks, from its registry entry
 
 
 def describe(config) -> str:
@@ -459,9 +473,4 @@ def validate_with_data(config, scenario) -> None:
         raise ConfigError(
             f"train.batch_size={B} is larger than the {n0} training examples of the first task of "
             f"{scenario.dataset_name}: every batch would repeat examples; valid: 1..{n0}.")
-    n = int(scenario.x_train.shape[0])
-    uses_buffer = "replay" in sections.METHOD_SECTIONS.get(config.method, ())
-    if uses_buffer and "replay" in config and config.replay.get("buffer_size", 0) > n:
-        raise ConfigError(
-            f"replay.buffer_size={config.replay.buffer_size} is larger than the {n} training examples of "
-            f"{scenario.dataset_name}; valid: 1..{n}.")
+    sections.check_with_data(config, scenario)  # e.g. a replay buffer larger than the training set

@@ -20,8 +20,7 @@
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import akr_config
-from clj.methods.sections import cil_config
+from clj.methods.sections import section_config
 
 REPLAY_CHOICES = ("attentive", "mixup", "icarl", "none")
 
@@ -53,9 +52,9 @@ def digits_config(replay: str = "attentive"):
     c.train.epochs = 8
     c.train.batch_size = 32
     c.num_seeds = 3
-    c.cil = cil_config(budget="fixed", memory_size=100, update_lr=0.1, update_weight_decay=2e-4,
+    c.cil = section_config("cil", budget="fixed", memory_size=100, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=(6,), update_schedule="multistep", predict="cnn")
-    c.akr = akr_config(attn_arch="trunk_copy", attn_lr=1e-3, warmup_epochs=2, phase0_mix="random")
+    c.akr = section_config("akr", attn_arch="trunk_copy", attn_lr=1e-3, warmup_epochs=2, phase0_mix="random")
     return _method(c, replay)
 
 
@@ -81,11 +80,11 @@ def cifar_config(replay: str, init_cls: int, increment: int):
     c.train.init_epochs = 90
     c.train.epochs = 90
     c.train.batch_size = 128
-    c.cil = cil_config(budget="fixed", memory_size=2000, update_lr=2.0, update_weight_decay=2e-5,
+    c.cil = section_config("cil", budget="fixed", memory_size=2000, update_lr=2.0, update_weight_decay=2e-5,
                        update_milestones=(49, 63), update_schedule="multistep", predict="nme")
     # the paper's -alr 2e-6 reads as the rate of a whole network S: the trunk copy trains
     # (at this rate its weights barely leave the old model's, whose BN statistics it keeps)
-    c.akr = akr_config(target_mode="icarl_bce", bce_over="all", attn_arch="trunk_copy", attn_train="all",
+    c.akr = section_config("akr", target_mode="icarl_bce", bce_over="all", attn_arch="trunk_copy", attn_train="all",
                        attn_lr=2e-6,
                        warmup_epochs=20, beta_alpha=(1.0, 1.0), phase0_mix="random")
     return _method(c, replay)

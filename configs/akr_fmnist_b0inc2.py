@@ -34,8 +34,7 @@ linear score layer on the frozen old model's features (``trunk_copy`` with
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import akr_config
-from clj.methods.sections import cil_config
+from clj.methods.sections import section_config
 
 REPLAYS = ("attentive", "mixup", "none")
 MEMORIES = {200: 0.05, 2000: 1.0}  # memory -> fraction of the training images
@@ -77,9 +76,9 @@ def get_config(variant: str | None = None):
     c.train.epochs = epochs
     c.train.batch_size = 32
     c.num_seeds = 5
-    c.cil = cil_config(budget="fixed", memory_size=memory, update_lr=0.1, update_weight_decay=2e-4,
+    c.cil = section_config("cil", budget="fixed", memory_size=memory, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=milestones, update_schedule="multistep", predict="cnn")
-    c.akr = akr_config(replay=replay, attn_arch="trunk_copy", attn_train="head", importance_norm="zscore",
+    c.akr = section_config("akr", replay=replay, attn_arch="trunk_copy", attn_train="head", importance_norm="zscore",
                        importance_tau=1.0, attn_lr=1e-2, warmup_epochs=max(1, round(0.2 * epochs)),
                        beta_alpha=(1.0, 1.0), phase0_mix="random")
     return c

@@ -18,7 +18,7 @@ the phase's epochs, ``cil.t_max`` to override the later phases').
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import cil_config
+from clj.methods.sections import section_config
 
 UPDATE_MILESTONES = {"memo": (80, 120, 150), "dynamic_er": (80, 120, 150), "icarl": (80, 120),
                      "wa": (60, 100, 140), "replay": (30, 50)}
@@ -43,7 +43,7 @@ def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
     c.train.epochs = UPDATE_EPOCHS[method]
     c.train.batch_size = 128
     c.replay.buffer_size = 2000  # unused by these methods
-    c.cil = cil_config(budget="fair", base_exemplars=2000, update_lr=0.1, update_weight_decay=2e-4,
+    c.cil = section_config("cil", budget="fair", base_exemplars=2000, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=UPDATE_MILESTONES[method], update_schedule="multistep",
                        train_base=train_base, batching="pycil")
     return c

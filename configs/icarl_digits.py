@@ -10,7 +10,7 @@ configs.
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import cil_config
+from clj.methods.sections import section_config
 
 
 def get_config(method: str = "icarl"):
@@ -28,6 +28,6 @@ def get_config(method: str = "icarl"):
     c.train.init_epochs = 20
     c.train.epochs = 15
     c.train.batch_size = 32
-    c.cil = cil_config(budget="fair", base_exemplars=40, update_lr=0.1, update_weight_decay=2e-4,
+    c.cil = section_config("cil", budget="fair", base_exemplars=40, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=(9, 13), update_schedule="multistep")
     return c

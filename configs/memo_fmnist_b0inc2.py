@@ -15,7 +15,7 @@ give the other methods at the same budget.
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import cil_config
+from clj.methods.sections import section_config
 
 
 def get_config(method: str = "memo"):
@@ -35,6 +35,6 @@ def get_config(method: str = "memo"):
     c.train.init_epochs = 10
     c.train.epochs = 8
     c.train.batch_size = 32
-    c.cil = cil_config(budget="fair", base_exemplars=200, update_lr=0.1, update_weight_decay=2e-4,
+    c.cil = section_config("cil", budget="fair", base_exemplars=200, update_lr=0.1, update_weight_decay=2e-4,
                        update_milestones=(5, 7), update_schedule="multistep", train_base=True, batching="pycil")
     return c

@@ -12,7 +12,7 @@ registered default canvas is 48 px; 32 px is what the CPU allowed.
 
 SER's saliency net starts from a checkpoint pretrained on the *disjoint*
 Fashion-MNIST composites (32 px) with their ground-truth masks
-(``python -m clj.methods.ser_pretrain``, see docs/ser.md); during the stream
+(``python -m clj.methods.ser.pretrain``, see docs/ser.md); during the stream
 its target is that pretrained net's own eval-mode map (``sal_target=teacher``:
 the loop's batches carry no per-image maps, so the stream's ground-truth
 masks cannot reach the step).  Run the pretraining command first, or point
@@ -21,7 +21,7 @@ masks cannot reach the step).  Run the pretraining command first, or point
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import ser_config
+from clj.methods.sections import section_config
 
 SAL_CKPT = "runs/ser_clutter/sal_clutter_fashion_mnist_w8_c32.npz"
 
@@ -43,7 +43,7 @@ def clutter_config(method: str):
     c.replay.alpha = 0.1
     c.replay.beta = 0.5
     c.loop.eval_batch_size = 500
-    c.ser = ser_config()
+    c.ser = section_config("ser")
     c.ser.sal_init = "ckpt:" + SAL_CKPT
     c.ser.sal_target = "teacher"
     return c

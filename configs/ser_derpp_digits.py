@@ -6,7 +6,7 @@ A reduced ResNet-18 (width 8) keeps it to well under a minute on 2 CPU cores.
 The baseline is the same config with ``--config.method=derpp``.
 """
 from clj.config import base_config
-from clj.methods.sections import ser_config
+from clj.methods.sections import section_config
 
 
 def get_config():
@@ -24,6 +24,6 @@ def get_config():
     c.replay.minibatch_size = 8
     c.replay.alpha = 0.1
     c.replay.beta = 0.5
-    c.ser = ser_config()
+    c.ser = section_config("ser")
     c.ser.sal_init = "pretrain:200"
     return c

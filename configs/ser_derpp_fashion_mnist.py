@@ -13,7 +13,7 @@ The baseline is the same config with ``--config.method=derpp``;
 import ml_collections
 
 from clj.config import base_config
-from clj.methods.sections import ser_config
+from clj.methods.sections import section_config
 
 
 def get_config():
@@ -30,6 +30,6 @@ def get_config():
     c.replay.alpha = 0.1
     c.replay.beta = 0.5
     c.loop.eval_batch_size = 1000
-    c.ser = ser_config()
+    c.ser = section_config("ser")
     c.ser.sal_init = "pretrain:300"
     return c

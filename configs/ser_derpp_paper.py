@@ -16,7 +16,7 @@ from that frozen predictor, ``--config.ser.sal_target=teacher``).  Meant for
 a GPU; on CPU it takes hours.
 """
 from clj.config import base_config
-from clj.methods.sections import ser_config
+from clj.methods.sections import section_config
 
 
 def get_config():
@@ -34,7 +34,7 @@ def get_config():
     c.replay.alpha = 0.1
     c.replay.beta = 0.5
     c.loop.eval_batch_size = 500
-    c.ser = ser_config()
+    c.ser = section_config("ser")
     c.ser.mnp_blocks = (1, 1, 1, 1, 1)
     c.ser.sal_lr = 0.005
     c.ser.sal_coeff = 1.0

@@ -9,7 +9,7 @@ Budget: the loop gives each task the method spec's ``task_steps`` (NISPA:
 whole phases, ``phases * phase_epochs * ceil(n / B)``; the baselines: whole
 epochs).
 
-Task-IL accuracy is reported under both rules (:func:`clj.methods.nispa.
+Task-IL accuracy is reported under both rules (:func:`clj.methods.nispa.nispa.
 task_il_correct`): ``restrict`` (argmax over the task's classes: the core
 loop's rule and GT-RIPL's multi-head evaluation of the baselines) and
 ``multiply`` (logits times the 0/1 task mask, argmax over all classes: the
@@ -93,11 +93,11 @@ def budget_runner(seeds):
 
 def final_task_il(runner) -> dict:
     """{rule: float [S, T]} task-IL accuracy of the final State on every
-    task's test set under both rules of :func:`clj.methods.nispa.task_il_correct`."""
+    task's test set under both rules of :func:`clj.methods.nispa.nispa.task_il_correct`."""
     import jax
     import jax.numpy as jnp
 
-    from clj.methods.nispa import TASK_IL_RULES, task_il_correct
+    from clj.methods.nispa.nispa import TASK_IL_RULES, task_il_correct
 
     sc, spec, state = runner.scenario, runner.spec, runner.final_state
     aug = runner.augment

@@ -1,7 +1,7 @@
 """SER on the cluttered-object benchmark: base, transfer control, frozen random
 encoder and SER, paired over seeds; optional spurious-feature test.
 
-    python -m clj.methods.ser_pretrain --canvas=32 --num_train=10000 --num_test=500 --steps=400 \
+    python -m clj.methods.ser.pretrain --canvas=32 --num_train=10000 --num_test=500 --steps=400 \
         --batch=16 --log_every=100 --out=runs/ser_clutter/sal_clutter_fashion_mnist_w8_c32.npz
     python experiments/ser_clutter.py --bases=derpp --spurious --num_seeds=5 --workdir=runs/ser_clutter/c32_lr01
     python experiments/ser_clutter.py --bases=er_ace --spurious --num_seeds=5 --workdir=runs/ser_clutter/c32_lr01
@@ -178,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default="runs/ser_clutter")
     ap.add_argument("--ckpt", default="runs/ser_clutter/sal_clutter_fashion_mnist_w8_c32.npz")
     ap.add_argument("--pretrain_steps", type=int, default=400,
-                    help="if --ckpt is missing: steps of python -m clj.methods.ser_pretrain (batch 16)")
+                    help="if --ckpt is missing: steps of python -m clj.methods.ser.pretrain (batch 16)")
     ap.add_argument("--spurious", action="store_true",
                     help="add the spurious-patch rows (base and SER) for every base, after the other rows")
     ap.add_argument("--canvas", type=int, default=32, help="side of the composites (the configs' default: 32)")
@@ -194,7 +194,7 @@ def main(argv=None):
         ap.error(f"--rows: unknown row(s) {bad}; valid: {', '.join(LABEL)}")
     needs_ckpt = a.spurious or any(r.strip() in ("transfer", "ser", "ser_spurious") for r in a.rows.split(","))
     if needs_ckpt and not a.no_run and not os.path.exists(a.ckpt):
-        from clj.methods import ser_pretrain
+        from clj.methods.ser import pretrain as ser_pretrain
 
         ser_pretrain.main([f"--out={a.ckpt}", f"--steps={a.pretrain_steps}", f"--canvas={a.canvas}",
                            "--num_train=10000", "--num_test=500", "--batch=16", "--log_every=100"])

@@ -13,7 +13,7 @@ in one program (``num_seeds``).  CIFAR settings need the TFDS data prepared
 Two final accuracies per run (class-IL, the final model): "row mean", the
 mean of the last accuracy-matrix row (every task weighs the same), and
 "pooled", the accuracy over all test examples together = the official
-code's "Stream T" figure (:func:`clj.methods.serena.official_stream_accuracies`);
+code's "Stream T" figure (:func:`clj.methods.serena.serena.official_stream_accuracies`);
 they differ when tasks have different test sizes (Split-MNIST: 1,866 to
 2,163 per task, by class pair).  ``--json`` writes every seed's per-task numbers.
 """
@@ -45,7 +45,7 @@ def load_config(dataset: str, variant: str):
 
 def _seed_row(res: dict) -> dict:
     """One seed's numbers from its results.json dict."""
-    from clj.methods.serena import official_stream_accuracies
+    from clj.methods.serena.serena import official_stream_accuracies
 
     final = res["accuracy_matrix"]["class_il"][-1]
     sc = res["scenario"]
@@ -79,7 +79,7 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/serena_experiments")
     ap.add_argument("--json", default="", help="write every seed's numbers here")
     args = ap.parse_args(argv)
-    from clj.methods.serena_presets import class_order_follows_seed
+    from clj.config import class_order_follows_seed
     from clj.train.loop import Runner
 
     rows, per_seed = [], []

@@ -3,7 +3,7 @@ official task-indexed vote (SERENA's own rule; it knows the true task of the
 test data) against clj's task-free class-mean routing rules in three spaces
 (pixels = ``nearest_class_mean``; union-network features =
 ``nearest_class_mean_union``; cell-0 features = ``nearest_class_mean_cell0``;
-:mod:`clj.methods.serena_route`).
+:mod:`clj.methods.serena.route`).
 
     python experiments/serena_routing.py --datasets=mnist,fashion_mnist,clutter_mnist --seeds=3
 
@@ -91,7 +91,7 @@ def routing_accuracy(runner, state):
     import jax.numpy as jnp
     import numpy as np
 
-    from clj.methods.serena_route import route_cells
+    from clj.methods.serena.route import route_cells
 
     if getattr(runner, "Xt", None) is None:
         return None
@@ -110,7 +110,7 @@ def routing_accuracy(runner, state):
         ok, n = jax.lax.map(body, (idx, valid))
         return jnp.sum(ok) / jnp.sum(n)
 
-    from clj.methods.serena_vote import prepare_predict
+    from clj.methods.serena.vote import prepare_predict
     return np.asarray(jax.jit(jax.vmap(lambda s: seed_fn(prepare_predict(s))))(state))
 
 

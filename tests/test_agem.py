@@ -1,4 +1,4 @@
-"""A-GEM (clj.methods.agem): the projection by hand, its guarantees, the step
+"""A-GEM (clj.methods.baselines.agem): the projection by hand, its guarantees, the step
 against a hand-made update, the task-end memory fill, and one Split-digits run."""
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,8 @@ import pytest
 
 from clj.config import ConfigError, load_config, validate
 from clj.data import load_dataset
-from clj.methods import agem, get_spec
+from clj.methods import get_spec
+from clj.methods.baselines import agem
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 

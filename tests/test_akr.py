@@ -11,10 +11,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+from clj.methods.sections import section_config
 from clj.config import ConfigError, base_config
 from clj.data import load_dataset
-from clj.methods import akr, icarl
-from clj.methods import cil_common as cc
+from clj.methods.akr import akr
+from clj.methods.cil import icarl
+from clj.methods.cil import common as cc
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 from conftest import run_with_devices
@@ -41,8 +43,8 @@ def tiny_config(replay="attentive", model="mlp", **akr_over):
     c.train.batch_size = 8
     c.train.epochs = 1
     c.replay.buffer_size = 4  # unused
-    c.cil = cc.cil_config(memory_size=6, update_milestones=(), feature_batch_size=16)
-    c.akr = akr.akr_config(**{"replay": replay, "attn_lr": 1e-2, "warmup_epochs": 0, **akr_over})
+    c.cil = section_config("cil", memory_size=6, update_milestones=(), feature_batch_size=16)
+    c.akr = section_config("akr", **{"replay": replay, "attn_lr": 1e-2, "warmup_epochs": 0, **akr_over})
     return c
 
 
@@ -165,7 +167,7 @@ def test_zscore_importance_separates_samples_where_the_ratio_does_not():
     spread = {n: float(jnp.mean(jnp.abs(akr.importance_targets(d, d[p], n) - 0.5))) for n in akr.IMPORTANCE_NORMS}
     assert spread["ratio"] < 0.04
     assert spread["zscore"] > 0.15          # Beta(1, 1): 0.25; z-scored normal drifts at tau 1: 0.23
-    assert akr.sections.AKR.defaults["importance_norm"] == "zscore"
+    assert akr.akr_section.AKR.defaults["importance_norm"] == "zscore"
 
 
 def test_attention_tracks_its_target_on_a_constructed_case():

@@ -11,9 +11,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from clj.methods import sections
+from clj.methods.cil.section import CIL
+from clj.methods.sections import section_config
 from clj.config import base_config, load_config
-from clj.methods import cil_common as cc
-from clj.methods import expand, icarl
+from clj.methods.cil import common as cc
+from clj.methods.cil import expand
+from clj.methods.cil import icarl
 from clj.methods.common import OptimSpec, TaskInfo
 from clj.replay import exemplars as ex
 
@@ -126,7 +130,7 @@ def _mlp_config(method, **cil):
     c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(16,)))
     c.optim.update(dict(lr=0.1, momentum=0.9))
     c.train.batch_size = 8
-    c.cil = cc.cil_config(memory_size=8, feature_batch_size=8, **cil)
+    c.cil = section_config("cil", memory_size=8, feature_batch_size=8, **cil)
     return c
 
 
@@ -173,22 +177,22 @@ def test_cosine_steps_per_epoch_and_scheduler_switch():
     c = base_config()
     c.optim.update(dict(lr=0.1, schedule="multistep", milestones=(6, 9)))
     c.train.init_epochs, c.train.epochs = 10, 8
-    init, upd = cc.optim_specs(c, cc.get_cil(c))
+    init, upd = cc.optim_specs(c, sections.block(c, CIL))
     assert (init.schedule, upd.schedule, init.t_max, upd.t_max) == ("multistep", "multistep", 10.0, 8.0)
-    c.cil = cc.cil_config(scheduler="cosine")  # MEMO's --scheduler cosine: task 0 too
-    init, upd = cc.optim_specs(c, cc.get_cil(c))
+    c.cil = section_config("cil", scheduler="cosine")  # MEMO's --scheduler cosine: task 0 too
+    init, upd = cc.optim_specs(c, sections.block(c, CIL))
     assert (init.schedule, upd.schedule, init.t_max, upd.t_max) == ("cosine", "cosine", 10.0, 8.0)
-    c.cil = cc.cil_config(scheduler="cosine", t_max=170)
-    assert cc.optim_specs(c, cc.get_cil(c))[1].t_max == 170.0
-    c.cil = cc.cil_config(update_schedule="cosine")  # later tasks only
-    init, upd = cc.optim_specs(c, cc.get_cil(c))
+    c.cil = section_config("cil", scheduler="cosine", t_max=170)
+    assert cc.optim_specs(c, sections.block(c, CIL))[1].t_max == 170.0
+    c.cil = section_config("cil", update_schedule="cosine")  # later tasks only
+    init, upd = cc.optim_specs(c, sections.block(c, CIL))
     assert (init.schedule, upd.schedule) == ("multistep", "cosine")
     assert isinstance(init, OptimSpec)
     from clj.config import ConfigError
     for bad in (dict(scheduler="cos"), dict(batching="mixed"), dict(wa_loss="kd"), dict(growth="scan")):
-        c.cil = cc.cil_config(**bad)
+        c.cil = section_config("cil", **bad)
         with pytest.raises(ConfigError, match=f"cil.{list(bad)[0]}="):
-            cc.get_cil(c)
+            sections.block(c, CIL)
 
 
 def test_cifar_paper_configs_epochs_and_batching():

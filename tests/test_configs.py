@@ -46,22 +46,29 @@ def test_every_config_file_is_covered():
 
 def test_sections_match_the_method_modules():
     """The JAX-free declarations and the constants the method modules use are one set of values."""
-    from clj.methods import akr, cil_common, ser, ser_targets
+    from clj.methods.akr import akr
+    from clj.methods.akr.section import AKR
+    from clj.methods.cil import common as cil_common
+    from clj.methods.cil.section import CIL, EXPAND_MODELS
+    from clj.methods.ser import ser
+    from clj.methods.ser import section as ser_section
+    from clj.methods.ser import targets as ser_targets
     from clj.models import saliency
 
-    assert akr.AKR_DEFAULTS == sections.AKR.defaults
-    assert cil_common.CIL_DEFAULTS == sections.CIL.defaults
-    assert ser.ser_config().to_dict() == sections.SER.defaults
-    assert saliency.POOL_MODES == sections.SER_POOL_MODES and saliency.NUM_POINTS == sections.SER_NUM_POINTS
-    assert ser_targets.TARGETS == sections.SER_TARGETS
-    assert tuple(ser.CLASSIFIERS) == sections.SER_CLASSIFIERS
-    from clj.methods import serena
+    assert akr.AKR_DEFAULTS == AKR.defaults
+    assert cil_common.CIL_DEFAULTS == CIL.defaults
+    assert ser.ser_config().to_dict() == ser_section.SER.defaults
+    assert saliency.POOL_MODES == ser_section.SER_POOL_MODES and saliency.NUM_POINTS == ser_section.SER_NUM_POINTS
+    assert ser_targets.TARGETS == ser_section.SER_TARGETS
+    assert tuple(ser.CLASSIFIERS) == ser_section.SER_CLASSIFIERS
+    from clj.methods.serena import serena
+    from clj.methods.serena.section import SERENA, SERENA_MODELS
     from clj.models.registry import model_names
 
-    assert model_names("serena") == sections.SERENA_MODELS
-    assert model_names(growing=True) == sections.EXPAND_MODELS
-    assert serena.default_config().to_dict() == sections.SERENA.defaults
-    for s in sections.SECTIONS.values():  # every field documented
+    assert model_names("serena") == SERENA_MODELS
+    assert model_names(growing=True) == EXPAND_MODELS
+    assert serena.default_config().to_dict() == SERENA.defaults
+    for s in sections.all_sections().values():  # every field documented
         assert set(s.docs) == set(s.defaults), s.name
 
 

@@ -1,9 +1,9 @@
-"""ER-ACE (clj.methods.er_ace): the ACE mask (spec ser.md §12.15) and the step."""
+"""ER-ACE (clj.methods.baselines.er_ace): the ACE mask (spec ser.md §12.15) and the step."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clj.methods import er_ace
+from clj.methods.baselines import er_ace
 
 
 def test_mask_present_and_open_tail():

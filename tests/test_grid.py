@@ -99,10 +99,10 @@ def test_ewc_lambda_grid_equals_separate_runs(tmp_path):
 def _method_config(method, **over):
     """A small digits config of ``method`` (2 class-IL tasks of 5 classes);
     the class-IL exemplar family gets a 20-exemplar memory."""
-    from clj.methods.sections import cil_config
+    from clj.methods.sections import section_config
 
     c = small_config(method, **{"scenario.increment": 5, "train.batch_size": 32})
-    c.cil = cil_config(memory_size=20, update_lr=0.1, update_milestones=(), feature_batch_size=256)
+    c.cil = section_config("cil", memory_size=20, update_lr=0.1, update_milestones=(), feature_batch_size=256)
     return apply_overrides(c, over)
 
 

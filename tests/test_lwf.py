@@ -1,4 +1,4 @@
-"""LwF (clj.methods.lwf): the distillation term by hand, the frozen copy,
+"""LwF (clj.methods.baselines.lwf): the distillation term by hand, the frozen copy,
 the head warm-up, the task budget, the config checks and one Split-digits run."""
 import math
 
@@ -9,7 +9,8 @@ import pytest
 
 from clj.config import ConfigError, load_config, validate
 from clj.data import load_dataset
-from clj.methods import get_spec, lwf
+from clj.methods import get_spec
+from clj.methods.baselines import lwf
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 

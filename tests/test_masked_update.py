@@ -24,6 +24,7 @@ import numpy as np
 import optax
 import pytest
 
+from clj.methods.sections import section_config
 from clj import sparse
 from clj.methods import get_spec
 from clj.methods.common import TaskInfo
@@ -52,7 +53,7 @@ def _serena():
     c = _cfg(**{"model.hidden": (16,), "optim.lr": 0.1, "optim.momentum": 0.9, "optim.weight_decay": 5e-3,
                 "serena.density": 0.3})
     spec = get_spec("serena")
-    from clj.methods import serena_cells
+    from clj.methods.serena import cells as serena_cells
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(4, 6)) * 3
 
@@ -75,8 +76,9 @@ def _nispa():
     """NISPA in its second task with a third of every hidden layer's units
     stable (as a task end leaves them): frozen = stable->stable connections
     and stable biases; Adam."""
-    from clj.methods import nispa, nispa_state
-    from clj.methods import nispa_units as nu
+    from clj.methods.nispa import nispa
+    from clj.methods.nispa import state as nispa_state
+    from clj.methods.nispa import units as nu
     from test_nispa import _config, _scenario
 
     sc = _scenario(num_classes=4, per_class=40)
@@ -108,7 +110,7 @@ def _nispa():
 
 def _cil_config(method):
     from clj.config import base_config
-    from clj.methods import cil_common as cc
+    from clj.methods.cil import common as cc
     import ml_collections
 
     c = base_config()
@@ -121,7 +123,7 @@ def _cil_config(method):
     c.train.batch_size = 8
     c.train.epochs = 1
     c.replay.buffer_size = 4
-    c.cil = cc.cil_config(memory_size=6, update_milestones=(), feature_batch_size=16)
+    c.cil = section_config("cil", memory_size=6, update_milestones=(), feature_batch_size=16)
     return c
 
 
@@ -182,7 +184,7 @@ def _expand(kind):
     """DER (Yan) or MEMO in task 1: block 0, the head rows of the blocks not
     yet live, the head columns of unseen classes and the unused aux columns
     stay; block 1 (and MEMO's generalized stages) train."""
-    from clj.methods import expand
+    from clj.methods.cil import expand
     from test_memo_growth import tiny_config
 
     c = tiny_config(kind, True)

@@ -4,7 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clj.methods import cil_common as cc
+from clj.methods import sections
+from clj.methods.cil.section import CIL
+from clj.methods.sections import section_config
+from clj.methods.cil import common as cc
 from clj.models import resnet32_split_param_counts
 from clj.replay import exemplars as ex
 
@@ -125,12 +128,12 @@ def test_bad_config_values_are_named():
     from clj.config import ConfigError, base_config
 
     c = base_config()
-    c.cil = cc.cil_config(predict="knn")
+    c.cil = section_config("cil", predict="knn")
     with pytest.raises(ConfigError, match="cil.predict='knn'"):
-        cc.get_cil(c)
-    c.cil = cc.cil_config(budget="huge")
+        sections.block(c, CIL)
+    c.cil = section_config("cil", budget="huge")
     with pytest.raises(ConfigError, match="cil.budget='huge'"):
-        cc.get_cil(c)
+        sections.block(c, CIL)
 
 
 def test_cifar_configs_resolve_the_fair_budgets():
@@ -140,7 +143,7 @@ def test_cifar_configs_resolve_the_fair_budgets():
 
     from clj.config import load_config
     from clj.models.growing import split_param_counts
-    from clj.methods.icarl import resolve_memory_size
+    from clj.methods.cil.icarl import resolve_memory_size
 
     got = {}
     for method, setting, T in [("memo", "b0inc10", 10), ("memo", "b0inc5", 20), ("memo", "b50inc10", 6),
@@ -150,7 +153,7 @@ def test_cifar_configs_resolve_the_fair_budgets():
         sc = types.SimpleNamespace(image_shape=(32, 32, 3), num_tasks=T, num_classes=100)
         kind = {"memo": "memo", "dynamic_er": "dynamic_er"}.get(method, "single")
         counts = split_param_counts(kind, c.model, (32, 32, 3)) if kind != "single" else None
-        got[(method, setting)] = resolve_memory_size(c, sc, kind, cc.get_cil(c), counts)
+        got[(method, setting)] = resolve_memory_size(c, sc, kind, sections.block(c, CIL), counts)
     assert [got[("memo", s)] for s in ("b0inc10", "b0inc5", "b50inc10", "b50inc5")] == [3312, 4771, 2729, 3458]
     assert got[("icarl", "b0inc10")] == got[("wa", "b0inc10")] == 7431
     assert got[("dynamic_er", "b0inc10")] == 2000

@@ -10,10 +10,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from clj.methods.sections import section_config
 from clj.config import base_config
 from clj.data import load_dataset
-from clj.methods import cil_common as cc
-from clj.methods import expand
+from clj.methods.cil import common as cc
+from clj.methods.cil import expand
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 from conftest import run_with_devices
@@ -35,7 +36,7 @@ def tiny_config(method="memo", train_base=True):
     c.train.batch_size = 8
     c.train.epochs = 1
     c.replay.buffer_size = 4  # unused by these methods
-    c.cil = cc.cil_config(memory_size=6, train_base=train_base, update_milestones=(), feature_batch_size=16)
+    c.cil = section_config("cil", memory_size=6, train_base=train_base, update_milestones=(), feature_batch_size=16)
     return c
 
 

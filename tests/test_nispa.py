@@ -1,4 +1,4 @@
-"""Exact properties of NISPA (clj.methods.nispa) and the EWC/SI/MAS baselines."""
+"""Exact properties of NISPA (clj.methods.nispa.nispa) and the EWC/SI/MAS baselines."""
 import json
 import os
 import textwrap
@@ -10,8 +10,11 @@ import pytest
 
 from clj.config import ConfigError
 from clj.data import load_dataset
-from clj.methods import nispa, nispa_phases, nispa_rewiring, nispa_state
-from clj.methods import nispa_units as nu
+from clj.methods.nispa import nispa
+from clj.methods.nispa import phases as nispa_phases
+from clj.methods.nispa import rewiring as nispa_rewiring
+from clj.methods.nispa import state as nispa_state
+from clj.methods.nispa import units as nu
 from clj.methods.common import TaskInfo
 from clj.models.nispa_nets import LayerSpec, SparseConvNet
 from clj.scenarios import make_scenario
@@ -406,6 +409,6 @@ def test_regularizers_penalise_drift(method, tmp_path):
     st = m.end_task(st, {"x": jnp.asarray(sc.x_train[t0.train_idx]), "y": None, "info": info})
     omega = jax.tree_util.tree_leaves(st.omega)
     assert all(bool(jnp.all(o >= 0)) for o in omega) and sum(float(o.sum()) for o in omega) > 0
-    from clj.methods.regularization import penalty
+    from clj.methods.baselines.regularization import penalty
     moved = jax.tree_util.tree_map(lambda p: p + 0.1, st.net.params)
     assert float(penalty(st, st.net.params)) == 0.0 and float(penalty(st, moved)) > 0.0

@@ -1,4 +1,4 @@
-"""EWC / SI / MAS (clj.methods.regularization) against hand-computed values:
+"""EWC / SI / MAS (clj.methods.baselines.regularization) against hand-computed values:
 per-task vs online EWC, EWC's Fisher, MAS's scale, SI's sign, GT-RIPL's
 early-stopping rule, and whole-epoch budgets."""
 import jax
@@ -8,7 +8,7 @@ import pytest
 
 from clj.config import ConfigError
 from clj.data import load_dataset
-from clj.methods import regularization as reg
+from clj.methods.baselines import regularization as reg
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
 from configs.ewc_digits import reg_config

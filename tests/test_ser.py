@@ -1,4 +1,4 @@
-"""SER (clj.methods.ser, clj.models.saliency, clj.methods.ser_targets).
+"""SER (clj.methods.ser.ser, clj.models.saliency, clj.methods.ser.targets).
 
 Oracles of shared/specs/ser.md §12: modulation identity and signed gating
 (§12.4-5), square pooling (§12.6), no cross-gradients (§12.7), stored logits
@@ -16,8 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from clj.methods import ser
-from clj.methods import ser_targets as tg
+from clj.methods.ser import ser
+from clj.methods.ser import targets as tg
 from clj.models.resnet import ResNet18
 from clj.models.saliency import (ModulatedResNet18, SaliencyNet, _modulate, gaussian_maps, manual_gaussian_init,
                                  square_pool, upsample_bilinear2x, upsample_nearest2x)

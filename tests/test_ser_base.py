@@ -1,5 +1,5 @@
-"""SER wraps its base method's loss (clj.methods.ser over clj.methods.rehearsal
-and clj.methods.er_ace).
+"""SER wraps its base method's loss (clj.methods.ser.ser over clj.methods.baselines.rehearsal
+and clj.methods.baselines.er_ace).
 
 With ``ser.mnp_blocks`` all 0 the modulated classifier is the plain
 ResNet-18 whatever the saliency features (test_ser's identity test), so a
@@ -15,7 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clj.methods import er_ace, rehearsal, ser
+from clj.methods.baselines import er_ace
+
+from clj.methods.baselines import rehearsal
+
+from clj.methods.ser import ser
 from conftest import run_with_devices
 from test_ser import _config
 
@@ -53,7 +57,7 @@ def _states(base: str):
 _CHILD = """
 import json
 import jax, jax.numpy as jnp, numpy as np
-from clj.methods import ser
+from clj.methods.ser import ser
 from test_ser_base import _states
 out = {}
 for base in (%r,):

@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 
 from clj.config import ConfigError, validate
-from clj.methods import serena, serena_config
-from clj.methods import serena_cells as cells
-from clj.methods import serena_detector as detector
-from clj.methods import serena_vote
+from clj.methods.serena import serena
+from clj.methods.serena import settings as serena_config
+from clj.methods.serena import cells
+from clj.methods.serena import detector
+from clj.methods.serena import vote as serena_vote
 from conftest import apply_overrides
-from clj.models.serena_nets import get_serena_model, stateless_batch_norm
+from clj.models.registry import get_family_model
+from clj.models.serena_nets import stateless_batch_norm
 from clj.sparse import layer_densities, pack_mask, unpack_mask
 from conftest import run_with_devices
 
 
 def _cfg(protocol="task_free", **over):
-    from clj.methods.serena_presets import make_config
+    from configs.serena_common import make_config
 
     c = make_config(protocol, dataset="digits", num_classes=10, increment=2,
                     serena_model=dict(name="serena_mlp", hidden=(64, 64)),
@@ -43,7 +45,7 @@ def test_resnet18_erk_table_and_param_counts():
     """Oracles 1 and 17: 21 bias-free leaves, exact totals, spec §4.2 ERK table."""
     expect = {10: (11172032, 0.548, 0.028, 1.0), 100: (11218112, 0.519, 0.026, 0.720)}
     for C, (total, d_stem, d_l4, d_head) in expect.items():
-        m = get_serena_model("serena_resnet18", C)
+        m = get_family_model("serena_resnet18", C, "serena")
         params = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))["params"]
         leaves = jax.tree_util.tree_leaves(params)
         assert len(leaves) == 21 and sum(int(np.prod(l.shape)) for l in leaves) == total
@@ -61,7 +63,7 @@ def test_resnet18_erk_table_and_param_counts():
 
 def test_stateless_bn_train_equals_eval_and_padding():
     """Oracle 16: no state; invalid rows do not enter the statistics."""
-    m = get_serena_model("serena_resnet18", 10, width=4)
+    m = get_family_model("serena_resnet18", 10, "serena", width=4)
     x = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 16, 3))
     v = m.init(jax.random.PRNGKey(0), x)
     assert list(v) == ["params"]
@@ -445,7 +447,7 @@ def test_class_order_follows_the_seed_as_the_official_code():
     from ml_collections import config_flags
 
     from clj.data import load_dataset
-    from clj.methods.serena_presets import class_order_follows_seed
+    from clj.config import class_order_follows_seed
     from clj.scenarios import scenario_from_config
 
     ds = load_dataset("digits")
@@ -467,10 +469,12 @@ def test_class_order_follows_the_seed_as_the_official_code():
         fv(["prog"] + argv)
         assert (fv.config.seed, fv.config.scenario.class_order_seed) == (seed, order_seed), argv
         assert class_order_follows_seed(fv.config) == (order_seed == seed and len(argv) == 1)
-    # vmapped seeds share one scenario: SERENA's config hook refuses them while the order follows the seed
+    # vmapped seeds share one scenario: the config checks refuse them while the order follows the seed
+    from clj.config import validate
+
     with pytest.raises(ConfigError, match="num_seeds=3.*one process per seed"):
-        serena.validate_config(_cfg("official", num_seeds=3))
-    serena.validate_config(_cfg("official", **{"num_seeds": 3, "scenario.class_order_seed": 0}))
+        validate(_cfg("official", num_seeds=3))
+    validate(_cfg("official", **{"num_seeds": 3, "scenario.class_order_seed": 0}))
 
 
 def test_official_stream_accuracies_by_hand():

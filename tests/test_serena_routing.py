@@ -1,5 +1,5 @@
 """Task-free SERENA's class-mean routing rules (clj's, not SERENA's;
-clj.methods.serena_route): running class means in pixel, union-feature and
+clj.methods.serena.route): running class means in pixel, union-feature and
 cell-0-feature space, and routing by them."""
 import jax
 import jax.numpy as jnp
@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from clj.config import ConfigError, validate
-from clj.methods import serena, serena_route, serena_vote
-from clj.methods import serena_cells as cells
+from clj.methods.serena import serena
+from clj.methods.serena import route as serena_route
+from clj.methods.serena import vote as serena_vote
+from clj.methods.serena import cells
 from conftest import apply_overrides
 
 
 def _cfg(**over):
-    from clj.methods.serena_presets import make_config
+    from configs.serena_common import make_config
 
     c = make_config("task_free", dataset="digits", num_classes=10, increment=2,
                     serena_model=dict(name="serena_mlp", hidden=(16,)),

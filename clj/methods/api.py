@@ -1,5 +1,6 @@
-"""The method spec: everything the loop may know about a method (DESIGN.md,
-"The method protocol").
+"""The method spec: everything the loop may know about a method (the method
+protocol, ``docs/methods.md``).  A method's config blocks and checks are
+declared by its registry entry (:mod:`clj.methods`), not here.
 
 Every method module ends with ``SPEC = MethodSpec(...)``; the loop reads that
 object and nothing else of the module.  A spec holds the five pure functions
@@ -107,14 +108,9 @@ class MethodSpec:
         step takes only ``new_per_step`` fresh examples (the first rows of
         its batch of B; PyCIL's mixed batches).  ``state_info`` is one seed's
         State as shapes (``jax.eval_shape``): its static fields are real.
-      validate_config: ``config -> None``, raises ``ConfigError``.
       sweepable: config paths (``"optim.lr"``) whose values the State carries
         as float32 [] arrays in ``state.hparams`` (no shape depends on them),
         so the loop can run a grid of them as one vmapped program.
-      sections: the config blocks (:class:`clj.methods.sections.Section`) of
-        a method whose blocks are declared with it rather than in
-        :mod:`clj.methods.sections`: ``clj.config.validate`` checks them and
-        ``--describe`` prints their defaults and meanings.
       prepare_predict: ``state -> state`` called once per evaluation before
         the evaluation batches (work every ``predict`` would repeat, e.g.
         SERENA's union network); its output is used only to predict.
@@ -129,10 +125,8 @@ class MethodSpec:
     memory_bytes: Callable | None = None
     result_extras: Callable | None = None
     task_steps: Callable | None = None
-    validate_config: Callable | None = None
     sweepable: tuple = ()
     prepare_predict: Callable | None = None
-    sections: tuple = ()
 
     def caps(self, config) -> Capabilities:
         """The capabilities that hold for ``config``."""

@@ -20,13 +20,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from clj.config import MODEL_DTYPES
 from clj.errors import ConfigError
 
 Dtype = Any
 
 PARAM_DTYPE = jnp.float32
 
+MODEL_DTYPES = ("float32", "bfloat16")  # model.dtype (clj.config.MODEL_DTYPES mirrors it, JAX-free)
 _COMPUTE_DTYPES = {name: getattr(jnp, name) for name in MODEL_DTYPES}  # "float32" -> jnp.float32, ...
 
 

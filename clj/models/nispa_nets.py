@@ -170,15 +170,3 @@ def reinit_kernel(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     ``shape`` (Dense (in, out) or Conv HWIO): NISPA's re-initialisation at a
     task boundary (spec §4.7 step 4)."""
     return _untruncated("fan_out")(key, tuple(shape), jnp.float32)
-
-
-def get_nispa_model(name: str, num_classes: int, **kw) -> nn.Module:
-    """``nispa_mlp`` -> :class:`SparseMLP`, ``nispa_conv`` -> :class:`SparseConvNet`
-    (from the model registry).
-
-    Raises:
-      ValueError: an unknown name (lists the valid ones).
-    """
-    from clj.models.registry import get_family_model
-
-    return get_family_model(name, num_classes, "nispa", **kw)

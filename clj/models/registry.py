@@ -14,8 +14,10 @@ import jax.numpy as jnp
 from clj.models.cnn import SmallCNN
 from clj.models.common import compute_dtype
 from clj.models.mlp import MLP
+from clj.models.nispa_nets import SparseConvNet, SparseMLP
 from clj.models.resnet import (RESNET32_FEATURE_DIM, ResNet18, ResNet32, ResNet32Backbone, ResNet32Deep,
                                ResNet32Shallow)
+from clj.models.serena_nets import SerenaMLP, SerenaResNet18
 
 
 def _resnet18_reduced(num_classes: int, **kwargs: Any) -> nn.Module:
@@ -29,8 +31,6 @@ def _dtype(kw: dict):
 
 def _serena(width_default: int | None = None, mlp: bool = False) -> Callable[..., nn.Module]:
     def build(num_classes: int, **kw: Any) -> nn.Module:
-        from clj.models.serena_nets import SerenaMLP, SerenaResNet18
-
         if mlp:
             return SerenaMLP(num_classes, **kw)
         if width_default is not None:
@@ -40,14 +40,10 @@ def _serena(width_default: int | None = None, mlp: bool = False) -> Callable[...
 
 
 def _nispa_mlp(num_classes: int, **kw: Any) -> nn.Module:
-    from clj.models.nispa_nets import SparseMLP
-
     return SparseMLP(num_classes=num_classes, hidden=tuple(kw.get("hidden", (400, 400, 400))), dtype=_dtype(kw))
 
 
 def _nispa_conv(num_classes: int, **kw: Any) -> nn.Module:
-    from clj.models.nispa_nets import SparseConvNet
-
     return SparseConvNet(num_classes=num_classes, channels=tuple(kw.get("channels", (64, 64, 128, 128))),
                          fc_width=int(kw.get("fc_width", 1024)), dtype=_dtype(kw))
 

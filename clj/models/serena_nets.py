@@ -161,16 +161,3 @@ class SerenaMLP(nn.Module):
                           param_dtype=jnp.float32, name="head")(f)
         logits = logits.astype(jnp.float32)
         return (logits, f.astype(jnp.float32)) if return_features else logits
-
-
-def get_serena_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """A SERENA backbone by name from the model registry: ``serena_mlp`` (kw
-    ``hidden``), ``serena_resnet18`` (kw ``width``, default 64) or
-    ``serena_resnet18_reduced`` (width 20).
-
-    Raises:
-      ValueError: an unknown name, listing the valid ones.
-    """
-    from clj.models.registry import get_family_model
-
-    return get_family_model(name, num_classes, "serena", **kwargs)

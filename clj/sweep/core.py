@@ -45,6 +45,12 @@ class Program:
       vmapped: per point, the overrides carried as a vmapped axis (None for a
         one-point program).
       point_workdirs: the results folder of each point.
+      methods: methods registered at run time under a short name
+        (:func:`clj.methods.registered_outside`), registered again in the
+        worker process.
+      sys_path: the folders of the sweeping process's ``sys.path`` outside
+        the Python installation (where an outside method's package may be),
+        put on the worker's ``sys.path``.
     """
 
     id: str
@@ -53,6 +59,8 @@ class Program:
     config: Any
     vmapped: list | None
     point_workdirs: list
+    methods: dict = dataclasses.field(default_factory=dict)
+    sys_path: list = dataclasses.field(default_factory=list)
 
 
 def sweepable_fields(method: str) -> tuple:
@@ -228,8 +236,30 @@ def plan(config, grid: Mapping[str, Sequence], workdir: str, sweepable: Sequence
     return points, programs
 
 
+def user_sys_path() -> list:
+    """The folders on ``sys.path`` outside the Python installation (the
+    current folder for ``''``): where a method defined outside clj may be
+    imported from."""
+    import sys
+    import sysconfig
+
+    inst = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                          sysconfig.get_paths().get("purelib", ""),
+                                          sysconfig.get_paths().get("platlib", "")) if p}
+    out = []
+    for p in sys.path:
+        p = os.path.realpath(p or os.getcwd())
+        if os.path.isdir(p) and not any(p == i or p.startswith(i + os.sep) for i in inst) and p not in out:
+            out.append(p)
+    return out
+
+
 def write_program(prog: Program, sweep_dir: str) -> str:
-    """Pickles a program for a worker process; returns the file's path."""
+    """Pickles a program for a worker process, with the run-time registered
+    methods and the user's import folders; returns the file's path."""
+    from clj.methods import registered_outside
+
+    prog = dataclasses.replace(prog, methods=registered_outside(), sys_path=user_sys_path())
     d = os.path.join(os.path.abspath(sweep_dir), "programs")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, f"{prog.id}.pkl")
@@ -255,6 +285,14 @@ def run_program(prog: Program | Mapping | str) -> dict:
             prog = pickle.load(f)
     if isinstance(prog, Program):
         prog = dataclasses.asdict(prog)
+    import sys
+
+    for p in reversed(prog.get("sys_path") or []):  # an outside method's package, as the sweep saw it
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    from clj.methods import reregister
+
+    reregister(prog.get("methods") or {})
     from clj import workdir as workdir_lib
     from clj.train import Runner
 

@@ -1,0 +1,365 @@
+"""iCaRL, WA and Replay with a herding exemplar memory, as PyCIL runs them.
+
+Sources: Rebuffi et al., "iCaRL: Incremental Classifier and Representation
+Learning", CVPR 2017 (herding Alg. 4, reduction Alg. 5, NME Alg. 1,
+distillation Sec. 2.4); Zhao et al., "Maintaining Discrimination and
+Fairness in Class Incremental Learning", CVPR 2020 (WA: distillation plus
+weight aligning, Eq. 6); PyCIL (Zhou et al. 2021) ``models/icarl.py``,
+``wa.py``, ``replay.py`` for the protocol (``shared/specs/memo.md``).
+
+One single-backbone network with a head over all classes of the scenario
+(logits of classes not seen yet are masked out of every loss; their head
+columns are not updated, so a new class starts from its initial weights, as
+PyCIL's freshly initialised ``update_fc`` rows).  Per task t:
+
+1. ``begin_task``: the optimizer is reset; task 0 uses ``config.optim``,
+   later tasks the ``cil.update_*`` settings (PyCIL's init / update phases).
+2. ``train_step``: a batch of new-task data and exemplars of the memory
+   (augmented), one forward pass (one BatchNorm batch), ``CE`` over the seen
+   classes; iCaRL and WA add :func:`~clj.methods.cil.common.kd_loss`
+   between the current logits of the old classes and a frozen copy of the
+   network from the end of task t-1, temperature ``kd_T``: iCaRL
+   ``CE + KD``; WA ``CE + 2 KD`` (``cil.wa_loss="kd2"``, the PyCIL / CIL-survey
+   code of the MEMO paper's tables) or ``(1 - l) CE + l KD``, l = known /
+   total (``"lambda"``, PyCIL since February 2023).
+   Batch composition (``cil.batching``, :func:`~clj.methods.cil.common.batch_plan`):
+   ``"pycil"``: B examples per step, ``new_per_step`` of them the first rows
+   of the loop's batch and the rest consecutive slots of a per-epoch
+   permutation of the stored exemplars, ``ceil((n_new + n_mem) / B)`` steps
+   per epoch (the loop takes the count from :func:`task_steps`);
+   ``"concat"``: the loop's B new examples plus R exemplars drawn with
+   replacement, R in the proportion of the *stored* exemplars to the new
+   data, ``ceil(n_new / B)`` steps per epoch.
+3. ``end_task``: WA aligns the new classes' head weights (tasks >= 1); the
+   memory is reduced and the new classes herded
+   (:func:`clj.replay.exemplars.update_memory`); NME means recomputed; the
+   old network snapshotted.
+
+The budget, the per-task statics, the batch plan and the phase optimizer
+are :mod:`clj.methods.cil.icarl_phases` (shared with AKR, MEMO and DER (Yan)).
+
+``predict`` returns the head's logits (``cil.predict="cnn"``) or NME scores
+(``"nme"``).  Differences from PyCIL in ``"pycil"`` mode: every batch has the
+same share of new data (PyCIL's shuffled union varies it around that mean)
+and B examples (PyCIL's last batch of an epoch is smaller).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from clj.data.augment import Augment
+from clj.methods import common, sections
+from clj.methods.cil import common as cc
+from clj.methods.cil.section import CIL
+from clj.methods.common import ModelState, OptimSpec, TaskInfo
+from clj.methods.cil.icarl_phases import (backbone_param_count, begin_phase, phase_lr,  # noqa: F401
+                                      resolve_memory_size, task_statics, task_steps)
+from clj.replay import exemplars as ex
+
+OBJECTIVES = ("icarl", "wa", "replay")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Static hyperparameters (hashable).
+
+    Attributes:
+      objective: one of ``OBJECTIVES``.
+      augment: the scenario's transform (train: augmented; test: normalise).
+      memory_size, fixed_memory, memory_per_class: the exemplar budget.
+      kd_T, kd_weight: distillation temperature and weight.
+      predict: ``"cnn"`` or ``"nme"``.
+      init_optim, update_optim: task-0 and later-task optimizers.
+      batch_size: the loop's batch size B (for the replay share).
+      feature_batch_size: chunk size of feature extraction in ``end_task``.
+      num_classes: C.
+      replay_batch_size, max_replay_batch: see :func:`cil_common.replay_batch`.
+      batching: ``"pycil"`` or ``"concat"`` (module doc).
+      wa_loss: ``"kd2"`` or ``"lambda"`` (module doc).
+      class_sizes: training images per class (static).
+      task_classes: the classes of every task (static).
+      init_epochs, epochs: epochs of task 0 and of later tasks.
+      st: the current task's :class:`~clj.methods.cil.common.TaskStatics`.
+    """
+
+    objective: str = "icarl"
+    augment: Augment = Augment()
+    memory_size: int = 2000
+    fixed_memory: bool = False
+    memory_per_class: int = 20
+    kd_T: float = 2.0
+    kd_weight: float = 1.0
+    predict: str = "cnn"
+    init_optim: OptimSpec = OptimSpec()
+    update_optim: OptimSpec = OptimSpec()
+    batch_size: int = 32
+    feature_batch_size: int = 256
+    num_classes: int = 10
+    replay_batch_size: int = -1
+    max_replay_batch: int = 512
+    batching: str = "concat"
+    wa_loss: str = "kd2"
+    class_sizes: tuple = ()
+    task_classes: tuple = ()
+    init_epochs: float = 1.0
+    epochs: float = 1.0
+    st: cc.TaskStatics = cc.TaskStatics()
+
+
+@struct.dataclass
+class State:
+    """Network, frozen old network, exemplar memory.
+
+    Attributes:
+      net: the network being trained.
+      old_params, old_batch_stats: the network at the end of the previous
+        task (teacher of the distillation).
+      mem: the exemplar memory (:class:`clj.replay.exemplars.ExemplarMemory`).
+      key: PRNG key of the per-epoch memory permutations (``"pycil"``).
+      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+        arrays (:func:`sweep_values`), so a grid of them is a vmapped axis.
+      hp: static hyperparameters (``kd_T`` and ``kd_weight`` there are the
+        config's values, kept for the record; the step reads ``hparams``).
+    """
+
+    net: ModelState
+    old_params: common.PyTree
+    old_batch_stats: common.PyTree
+    mem: ex.ExemplarMemory
+    key: jax.Array
+    hparams: dict
+    hp: Hparams = struct.field(pytree_node=False)
+
+
+SWEEPABLE = ("optim.lr", "cil.update_lr", "cil.kd_T", "cil.kd_weight")
+"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+them): the learning rates of task 0 (``optim.lr``) and of later tasks
+(``cil.update_lr``), the distillation temperature and weight (``kd_weight``
+< 0 = the method's default, resolved in the step by :func:`kd_weight`)."""
+
+
+def sweep_values(config, cil) -> dict:
+    """The :data:`SWEEPABLE` fields of the config as float32 [] arrays
+    (``cil``: the checked ``config.cil`` block)."""
+    return {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr),
+            "cil.kd_T": jnp.float32(cil.kd_T), "cil.kd_weight": jnp.float32(cil.kd_weight)}
+
+
+def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
+    """A fresh State: network from ``config.model``, empty exemplar memory of
+    the ``config.cil`` budget (``"single"`` kind under ``budget="fair"``).
+
+    Raises:
+      clj.config.ConfigError: bad ``config.cil`` values or an unknown objective.
+    """
+    from clj.errors import ConfigError
+
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective={objective!r} is unknown; valid: {', '.join(OBJECTIVES)}.")
+    cil = sections.block(config, CIL)
+    mem_size = resolve_memory_size(config, scenario, "single", cil)
+    init_o, upd_o = cc.optim_specs(config, cil)
+    kd_w = float(cil.kd_weight) if float(cil.kd_weight) >= 0 else (2.0 if objective == "wa" else 1.0)
+    init_ep, ep = cc.phase_epochs(config)
+    hp = Hparams(objective=objective, augment=common.augment_from_config(config.augment, scenario),
+                 memory_size=mem_size, fixed_memory=bool(cil.fixed_memory),
+                 memory_per_class=int(cil.memory_per_class), kd_T=float(cil.kd_T), kd_weight=kd_w,
+                 predict=str(cil.predict), init_optim=init_o, update_optim=upd_o,
+                 batch_size=int(config.train.batch_size), feature_batch_size=int(cil.feature_batch_size),
+                 num_classes=scenario.num_classes, replay_batch_size=int(cil.replay_batch_size),
+                 max_replay_batch=int(cil.max_replay_batch), batching=str(cil.batching),
+                 wa_loss=str(cil.wa_loss), class_sizes=cc.class_sizes(scenario),
+                 task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
+                 init_epochs=init_ep, epochs=ep)
+    model = common.model_from_config(config.model, scenario.num_classes)
+    k_net, k_state = jax.random.split(rng)
+    net = common.init_model_state(k_net, model, init_o, scenario.image_shape)
+    D = int(model.feature_dim)
+    cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
+    mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, D)
+    return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
+                 hparams=sweep_values(config, cil), hp=hp)
+
+
+def begin_task(state: State, task: TaskInfo) -> State:
+    """Task boundary: phase optimizer, reset of its state, task statics."""
+    hp = state.hp
+    hp = dataclasses.replace(hp, st=task_statics(hp, task))
+    return state.replace(net=begin_phase(state.net, hp, task), hp=hp)
+
+
+def head_update_mask(params, total: int, feature_rows: int | None = None):
+    """The update mask (bool, same structure as params, leaves broadcastable
+    to theirs) of :func:`clj.methods.common.apply_gradients`: True everywhere
+    except the head columns of classes >= ``total`` (and, with
+    ``feature_rows``, kernel rows >= it), which stay at their initial values."""
+    mask = dict(jax.tree_util.tree_map(lambda p: jnp.ones((), bool), params))
+    k = params["head"]["kernel"]
+    col = jnp.arange(k.shape[1]) < total
+    km = col[None, :]
+    if feature_rows is not None:
+        km = km & (jnp.arange(k.shape[0]) < feature_rows)[:, None]
+    mask["head"] = {"kernel": km, "bias": col}
+    return mask
+
+
+def draw_exemplars(hp, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
+                   task_step: jax.Array | None = None):
+    """The step's ``hp.st.replay`` exemplars (:func:`cil_common.draw_replay`:
+    uniform with replacement, or with ``key`` under ``"pycil"`` batching the
+    epoch's permutation), augmented.
+
+    Returns:
+      (x float32 [R, H, W, C], y int32 [R], valid bool [R]).
+    """
+    k_idx, k_aug = jax.random.split(rng)
+    idx, valid = cc.draw_replay(mem, hp.st, hp.batching, key, task_step, k_idx)
+    return hp.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
+
+
+def old_logits(state, x: jax.Array) -> jax.Array:
+    """Logits float32 [N, C] of the frozen previous-task network (eval-mode
+    BN, stop-gradient) on x: the distillation targets (iCaRL Sec. 2.4)."""
+    out, _ = common.forward(state.net, state.old_params, state.old_batch_stats, x, train=False)
+    return jax.lax.stop_gradient(out)
+
+
+def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
+                rng: jax.Array):
+    """The step's batch (module doc, item 2): ``(x, y, w)`` float32 [N, ...],
+    int32 [N], bool [N] (w: the row counts in the losses), N = B in
+    ``"pycil"`` mode (``new_per_step`` rows of ``batch`` + exemplars), B + R
+    in ``"concat"`` mode."""
+    st = hp.st
+    b = st.new_per_step if hp.batching == "pycil" else batch["y"].shape[0]
+    x, y = batch["x"][:b], batch["y"][:b]
+    w = jnp.ones(y.shape, bool)
+    if st.replay > 0:
+        rx, ry, valid = draw_exemplars(hp, mem, rng, key, task_step)
+        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
+    return x, y, w
+
+
+def kd_weight(hp, hparams: dict) -> jax.Array:
+    """The KD weight float32 [] of ``hparams["cil.kd_weight"]``: its value,
+    or the method's PyCIL default when it is < 0 (WA 2, otherwise 1)."""
+    w = hparams["cil.kd_weight"]
+    return jnp.where(w < 0, jnp.float32(2.0 if hp.objective == "wa" else 1.0), w)
+
+
+def loss_weights(hp, hparams: dict | None = None) -> tuple:
+    """(CE weight, KD weight) of the objective (module doc): Replay (1, 0);
+    iCaRL (1, kd_weight); WA ``kd2`` (1, kd_weight = 2); WA ``lambda``
+    (1 - l, l), l = known / total.  With ``hparams`` (the State's) the
+    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``hp.kd_weight``."""
+    st = hp.st
+    if hp.objective == "replay" or st.known <= 0:
+        return 1.0, 0.0
+    if hp.objective == "wa" and hp.wa_loss == "lambda":
+        lam = st.known / st.total
+        return 1.0 - lam, lam
+    return 1.0, (hp.kd_weight if hparams is None else kd_weight(hp, hparams))
+
+
+def train_step(state: State, batch: dict, rng: jax.Array):
+    """One step (module doc, item 2).
+
+    Args:
+      batch: ``x`` float32 [B, H, W, C] augmented, ``y`` int32 [B] (the loop's
+        batch of the current task).
+
+    Returns:
+      (State, {"loss", "ce", "kd", "acc"} float32 scalars).
+    """
+    hp, st, net = state.hp, state.hp.st, state.net
+    x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
+    nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
+    use_kd = hp.objective in ("icarl", "wa") and st.known > 0
+    w_ce, w_kd = loss_weights(hp, state.hparams)
+    targets = old_logits(state, x) if use_kd else None
+
+    def loss_fn(params):
+        logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
+        ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
+        kd = (cc.kd_loss(logits, targets, st.known, state.hparams["cil.kd_T"], w) if use_kd
+              else jnp.zeros((), jnp.float32))
+        return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
+
+    (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total),
+                                     base_lr=phase_lr(state.hparams, st.task))
+    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
+    return state.replace(net=new_net), {"loss": loss, "ce": ce, "kd": kd, "acc": acc}
+
+
+def features(state: State, x: jax.Array) -> jax.Array:
+    """Backbone features float32 [B, D] of normalised inputs (eval mode)."""
+    (_, f), _ = common.forward(state.net, state.net.params, state.net.batch_stats, x, train=False,
+                               return_features=True)
+    return f
+
+
+def end_task(state: State, task_data: dict) -> State:
+    """Task end (module doc, item 3).  ``task_data``: ``x`` uint8 [n, ...],
+    ``y`` int32 [n], ``info`` TaskInfo."""
+    hp, st = state.hp, state.hp.st
+    net = state.net
+    if hp.objective == "wa" and st.known > 0:
+        p = dict(net.params)
+        p["head"] = {**p["head"], "kernel": cc.weight_align(p["head"]["kernel"], st.known, st.total)}
+        net = net.replace(params=p)
+    state = state.replace(net=net)
+    classes = tuple(int(c) for c in task_data["info"].classes)
+    mem = ex.update_memory(state.mem, lambda xf: features(state, xf),
+                           lambda xb: hp.augment(xb, None, train=False), task_data["x"], task_data["y"],
+                           classes, st.quota, hp.num_classes, hp.feature_batch_size)
+    return state.replace(mem=mem, old_params=net.params, old_batch_stats=net.batch_stats)
+
+
+def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
+    """float32 [B, C]: head logits (``cnn``) or NME scores (``nme``)."""
+    del task_id
+    if state.hp.predict == "nme":
+        return ex.nme_scores(features(state, x), state.mem.class_means)
+    logits, _ = common.forward(state.net, state.net.params, state.net.batch_stats, x, train=False)
+    return logits
+
+
+def memory_bytes(state: State) -> dict:
+    """Byte-counted memory of the protocol: stored exemplars (uint8) and the
+    backbone's parameters at 4 bytes each (FC excluded, BN statistics
+    excluded); ``total`` is their sum."""
+    from clj.models.utils import count_params
+
+    buf = ex.exemplar_bytes(state.mem)
+    model = 4 * count_params({k: v for k, v in state.net.params.items() if k != "head"})
+    return {"buffer": buf, "model": model, "total": buf + model}
+
+
+def result_extras(state: State) -> dict:
+    hp = state.hp
+    return {"exemplars": int(state.mem.count()), "memory_size": hp.memory_size,
+            "exemplars_per_class": hp.st.quota, "predict": hp.predict,
+            "head_bytes": common.param_bytes(state.net.params["head"])}
+
+
+def make_spec(objective: str):
+    """The :class:`~clj.methods.api.MethodSpec` of ``icarl``, ``wa`` or ``replay``
+    (host task info: the known/total class counts are static per task)."""
+    import functools
+
+    from clj.methods.api import Capabilities, MethodSpec
+
+    sweepable = SWEEPABLE if objective != "replay" else SWEEPABLE[:2]  # Replay has no distillation
+    return MethodSpec(init=functools.partial(init, objective=objective), begin_task=begin_task,
+                      train_step=train_step, end_task=end_task, predict=predict,
+                      capabilities=Capabilities(static_task_info=True),
+                      memory_bytes=memory_bytes, result_extras=result_extras, task_steps=task_steps,
+                      sweepable=sweepable)
+
+
+SPEC = make_spec("icarl")

@@ -1,0 +1,123 @@
+"""The phases of the class-IL exemplar family (iCaRL, WA, Replay, AKR, MEMO,
+DER (Yan)): the exemplar budget, the static quantities of a task, its batch
+plan and its optimizer.
+
+Sources: Rebuffi et al., "iCaRL", CVPR 2017 (a fixed exemplar budget shared
+by the seen classes, Alg. 5); PyCIL (Zhou et al. 2021) for the init / update
+phases and the batch composition (``shared/specs/memo.md``); the fair
+budget of Zhou et al., "A Model or 603 Exemplars", ICLR 2023
+(:func:`clj.replay.exemplars.fair_exemplars`).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from clj.methods.cil import common as cc
+from clj.methods import common
+from clj.methods.common import ModelState, TaskInfo
+from clj.replay import exemplars as ex
+
+
+def backbone_param_count(config, scenario) -> int:
+    """Parameters of the backbone (FC excluded) of ``config.model``."""
+    from clj.models.utils import count_params
+
+    model = common.model_from_config(config.model, scenario.num_classes)
+    shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *scenario.image_shape)), train=False),
+                            jax.random.PRNGKey(0))
+    return count_params({k: v for k, v in shapes["params"].items() if k != "head"})
+
+
+def resolve_memory_size(config, scenario, kind: str, cil, counts: dict | None = None) -> int:
+    """``cil.memory_size`` or, with ``cil.budget="fair"``, the fair count of
+    :func:`clj.replay.exemplars.fair_exemplars` for ``kind``."""
+    if cil.budget == "fixed":
+        return int(cil.memory_size)
+    if counts is None:
+        counts = {"total": backbone_param_count(config, scenario)}
+    img = math.prod(int(d) for d in scenario.image_shape)  # host ints (init is also traced: eval_shape)
+    return ex.fair_exemplars(kind, counts["total"], scenario.num_tasks, img, int(cil.base_exemplars),
+                             counts.get("shallow", 0), counts.get("deep", 0))
+
+
+def _plan(hp, task_id: int, classes, n_new: int | None = None) -> tuple[int, int, int, dict]:
+    """(known, total, n_mem, batch plan) of a task from the static hp."""
+    known, total = int(min(classes)), int(max(classes)) + 1
+    n_mem = 0
+    if known > 0:
+        q = ex.per_class_quota(known, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
+        cap = ex.memory_capacity(hp.num_classes, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
+        sizes = hp.class_sizes or (q,) * known  # without sizes: every class fills its quota
+        n_mem = cc.stored_exemplars(sizes, known, q, cap)
+    if n_new is None:
+        n_new = sum(hp.class_sizes[c] for c in classes) if hp.class_sizes else 0
+    epochs = hp.init_epochs if task_id == 0 else hp.epochs
+    plan = cc.batch_plan(hp.batching, hp.batch_size, int(n_new), n_mem, epochs, hp.replay_batch_size,
+                         hp.max_replay_batch)
+    return known, total, n_mem, plan
+
+
+def task_statics(hp, task: TaskInfo) -> cc.TaskStatics:
+    """Static quantities of ``task``: known/total classes, the stored
+    exemplars n_mem (:func:`~clj.methods.cil.common.stored_exemplars`, what
+    herding kept, not the quota), the batch plan, the quota m after it."""
+    known, total, n_mem, plan = _plan(hp, task.task_id, task.classes)
+    if hp.batching == "concat":  # the loop's count of new-data steps per epoch
+        plan = cc.batch_plan("concat", hp.batch_size, task.steps_per_epoch * hp.batch_size, n_mem, 1.0,
+                             hp.replay_batch_size, hp.max_replay_batch)
+        plan.update(steps=task.num_steps, steps_per_epoch=task.steps_per_epoch)
+    quota = ex.per_class_quota(total, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
+    n_new = sum(hp.class_sizes[c] for c in task.classes) if hp.class_sizes else 0
+    return cc.TaskStatics(task=task.task_id, known=known, total=total, replay=plan["replay"], quota=quota,
+                          n_new=n_new, n_mem=n_mem, new_per_step=plan["new_per_step"],
+                          steps_per_epoch=plan["steps_per_epoch"], steps=plan["steps"])
+
+
+def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info) -> dict:
+    """The loop's hook: batches of task ``task_index`` (host ints).
+
+    Args:
+      config: the run's config (unused; the static hp has what is needed).
+      n_examples: the task's training images (the loop's pool).
+      batch_size: B.
+      task_index: the task.
+      state_info: the method State (any seed; only its static ``hp``).
+
+    Returns:
+      :func:`~clj.methods.cil.common.batch_plan`'s dict: ``steps``,
+      ``steps_per_epoch`` and ``new_per_step`` (the loop should put that
+      many fresh examples of its epoch-wise shuffled stream in the first rows
+      of each batch of B; the other rows are not used).
+    """
+    del config
+    hp = state_info.hp
+    if int(batch_size) != hp.batch_size:
+        raise ValueError(f"batch_size={batch_size} differs from train.batch_size={hp.batch_size} of the state.")
+    return _plan(hp, task_index, hp.task_classes[task_index], n_examples)[3]
+
+
+def phase_lr(hparams: dict, task_id: int) -> jax.Array:
+    """The base learning rate float32 [] of task ``task_id``'s phase from a
+    State's swept values: ``optim.lr`` in task 0, ``cil.update_lr`` later
+    (the phase optimizers of :func:`begin_phase`; the schedule scales it)."""
+    return hparams["optim.lr"] if task_id == 0 else hparams["cil.update_lr"]
+
+
+def begin_phase(net: ModelState, hp, task: TaskInfo) -> ModelState:
+    """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
+    union epoch in ``"pycil"`` mode) for the per-epoch schedules."""
+    st = hp.st
+    net = net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
+    net = common.begin_task_model(net, task)
+    if hp.batching == "pycil":
+        net = net.replace(steps_per_epoch=jnp.asarray(st.steps_per_epoch, jnp.int32),
+                          task_steps=jnp.asarray(st.steps, jnp.int32))
+        if task.num_steps != st.steps:
+            import warnings
+            warnings.warn(f"task {task.task_id}: the loop runs {task.num_steps} steps, cil.batching='pycil' "
+                          f"plans {st.steps} ({st.steps_per_epoch} per epoch); the loop must take the count "
+                          "from the method's task_steps.")
+    return net

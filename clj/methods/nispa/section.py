@@ -1,0 +1,51 @@
+"""The ``config.nispa`` block (NISPA, Gurbuz & Dovrolis, ICML 2022).  JAX-free."""
+from __future__ import annotations
+
+from clj.methods.sections import Section, at_least, choice, in_interval, need, positive
+
+NISPA_MASK_INITS = ("exact", "bernoulli")
+NISPA_TASK_IL_RULES = ("multiply", "restrict")
+
+
+def _check_nispa(v, config) -> None:
+    in_interval("nispa", v, "density", "(0, 1]")
+    choice("nispa", "mask_init", v["mask_init"], NISPA_MASK_INITS)
+    e = int(v["phase_epochs"])
+    at_least("nispa", v, 1, "phase_epochs")
+    need(float(config.train.epochs) >= e, f"train.epochs={config.train.epochs} is less than one phase "
+         f"(nispa.phase_epochs={e}); set train.epochs = max_phases * phase_epochs.")
+    in_interval("nispa", v, "val_fraction", "(0, 1)")
+    at_least("nispa", v, 1, "eval_chunk")
+    positive("nispa", v, "k")
+    at_least("nispa", v, 1, "min_phases")
+    need(int(v["select_samples"]) >= 0,
+         f"nispa.select_samples={v['select_samples']} is invalid: 0 (all) or > 0.")
+    need(config.optim.name == "adam",
+         f"optim.name={config.optim.name!r} is not supported by nispa; valid: 'adam'.")
+    need(config.scenario.kind in ("task_il", "class_il"),
+         f"scenario.kind={config.scenario.kind!r} is not supported by nispa; valid: 'task_il' "
+         "(or 'class_il' data evaluated task-incrementally).")
+    choice("nispa", "task_il_rule", v["task_il_rule"], NISPA_TASK_IL_RULES)
+
+
+NISPA = Section(
+    "nispa",
+    dict(density=0.2, a_f=0.75, k=30.0, phase_epochs=5, max_phases=26, min_phases=3, tau_stop=5.0,
+         val_fraction=0.1, select_samples=0, mask_init="exact", dense_first_conv=True, eval_chunk=512,
+         task_il_rule="multiply"),
+    dict(density="fraction of connections present in each sparse layer (first conv dense unless "
+                 "dense_first_conv=False)",
+         a_f="accuracy drop (points) below the best earlier phase that stops a task",
+         k="cosine schedule constant of p_t = 100 (1 + cos(pi t / k)) / 2 (Eq. 3)",
+         phase_epochs="epochs per phase (Adam re-created every phase)",
+         max_phases="phases per task at most (train.epochs = max_phases * phase_epochs)",
+         min_phases="phases before the a_f stopping rule may fire",
+         tau_stop="p_t (percent) at or below which a task stops",
+         val_fraction="fraction of each task's training examples held out for validation (by content hash)",
+         select_samples="training examples the unit selection averages over (0 = all)",
+         mask_init="initial masks: 'exact' (exact counts) or 'bernoulli' (official draw)",
+         dense_first_conv="keep the first conv layer dense",
+         eval_chunk="examples per vectorised forward when scoring validation/selection data",
+         task_il_rule="task-IL test rule: 'multiply' (the official code: logits x 0/1 task mask, argmax over all "
+                      "classes) or 'restrict' (argmax over the task's classes)"),
+    _check_nispa)
