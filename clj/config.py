@@ -127,7 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.replay = ml_collections.ConfigDict(dict(buffer_size=200, minibatch_size=32, alpha=0.3, beta=0.5))
 
     c.loop = ml_collections.ConfigDict(dict(
-        steps_per_call=0,         # 0 = auto by backend and model (see clj.train.loop.auto_chunking)
+        steps_per_call=0,         # 0 = auto by backend and model (see clj.train.runtime.auto_chunking)
         unroll=0,                 # 0 = auto; 1 = rolled scan; n = unroll factor
         eval_batch_size=512,
         eval_tasks="all",         # all | seen: after task t, evaluate every task's test set or only tasks <= t
@@ -263,7 +263,7 @@ SCHEDULES = ("constant", "cosine", "multistep")         # clj.methods.common.Opt
 MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_mlp",
                "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
-PLACEMENTS = ("device", "stream", "auto")               # clj.train.loop.PLACEMENTS
+PLACEMENTS = ("device", "stream", "auto")               # clj.train.placement.PLACEMENTS
 # model fields that are layer widths or counts: each must be >= 1
 MODEL_SIZE_FIELDS = ("hidden", "width", "channels", "fc_width", "num_blocks")
 
