@@ -1,8 +1,9 @@
 """The plan of a run, fixed before it starts: the points of a grid, each
-task's steps and example pool, each seed's example order and the
-checkpoint numbers (:class:`clj.train.loop.Runner` asks these once).
+task's steps and example pool, the chunk length, each seed's example order
+and the checkpoint numbers (:class:`clj.train.loop.Runner` asks these once).
 
-Host-side numpy only: nothing here is traced.
+Host-side only: nothing here is traced (a method's ``task_steps`` reads one
+seed's State as shapes).
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import dataclasses
 import math
 import os
 
+import jax
 import numpy as np
 
 from clj import config as config_lib
+from clj.train import runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,10 +183,6 @@ def plan_run(spec, config, scenario, caps, B: int):
     Raises:
       ConfigError: a batch larger than a task's examples.
     """
-    import jax
-
-    from clj.train import runtime
-
     state_info = None
     if spec.task_steps is not None:  # one seed's State as shapes: the static fields are real
         state_info = jax.eval_shape(lambda k: spec.init(k, config, scenario), jax.random.PRNGKey(0))
