@@ -64,9 +64,10 @@ from clj.train import plans as plans_lib
 from clj.train import runtime
 from clj.train.boundaries import Boundaries, task_info, what_the_method_sees
 from clj.train.chunk import make_chunk, params_finite  # noqa: F401  (params_finite: imported from here)
-from clj.train.placement import (PLACEMENTS, ChunkImages, apply_domain, apply_domain_per_example,  # noqa: F401
-                                 choose_placement, lay_out_data)
-from clj.train.results import Progress, record_task, summarize_diverged, write_configs, write_results  # noqa: F401
+from clj.train.placement import (PLACEMENTS, ChunkImages, DataLayout, apply_domain,  # noqa: F401
+                                 apply_domain_per_example, choose_placement, lay_out_data)
+from clj.train.results import (Progress, record_chunk, record_task, summarize_diverged,  # noqa: F401
+                               write_configs, write_results)
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
 from clj.train.signals import Diverged, Interrupted, MidTaskSaver, NoLog, catch_signals, watch_divergence
 
@@ -176,16 +177,13 @@ class Runner:
         """The resolved config of point i (the config with its values set)."""
         return plans_lib.point_config(self.config, self.points[i])
 
-    # The data layout's arrays as the runner's attributes (see placement.DataLayout).
-    X = property(lambda self: self.data.X)
-    Y = property(lambda self: self.data.Y)
-    Xt = property(lambda self: self.data.Xt)
-    Yt = property(lambda self: self.data.Yt)
-    records = property(lambda self: self.data.records)
-    eval_idx = property(lambda self: self.data.eval_idx)
-    eval_task = property(lambda self: self.data.eval_task)
-    eval_valid = property(lambda self: self.data.eval_valid)
-    eval_counts = property(lambda self: self.data.eval_counts)
+    def __getattr__(self, name):
+        """The data layout's fields (``X``, ``Y``, ``Xt``, ``Yt``, ``eval_idx``...:
+        :class:`clj.train.placement.DataLayout`) read as the runner's own."""
+        data = self.__dict__.get("data")
+        if data is not None and name in DataLayout.__dataclass_fields__:
+            return getattr(data, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _domain(self, x_raw, task_id):
         """Applies task ``task_id``'s input transform to uint8 [B, H, W, C]."""
@@ -445,14 +443,8 @@ class Runner:
                              run_point=self.run_point, grid=self.grid, num_tasks=self.scenario.num_tasks,
                              main=self.main)
             if bar is not None or self.main:
-                loss = float(np.mean(metrics["loss"][:, :n]))
-                if bar is not None:
-                    bar.update(n)
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                logger.log(event="chunk", task=t, step=s0 + n, loss=loss)
-                per_run = np.mean(metrics["loss"][:, :n], axis=1)
-                for r, tr in enumerate(self._trackers):
-                    tr.scalar("train/loss", per_run[r], self._step0 + s0 + n)
+                record_chunk(metrics["loss"], t, s0, n, bar=bar, logger=logger, trackers=self._trackers,
+                             step0=self._step0)
             return self.caps.early_stop and bool(np.all(metrics["task_done"][:, n - 1] > 0))
 
         if bar is not None and start_chunk:

@@ -53,6 +53,22 @@ def write_configs(config, workdir: str, point_configs: dict) -> None:
         write_json_atomic(os.path.join(d, "config.json"), json.loads(c.to_json_best_effort()))
 
 
+def record_chunk(loss, t: int, s0: int, n: int, *, bar, logger, trackers, step0: int) -> None:
+    """Records the chunk of steps ``s0 .. s0+n-1`` of task ``t`` (``loss``: the
+    chunk's host losses [S, K, ...]): the progress bar (None: no bar) moves
+    on with the mean loss, which the metrics log records, and each run's
+    tracker logs its own at step ``step0 + s0 + n`` (the finished tasks'
+    ``step0`` steps before)."""
+    mean = float(np.mean(loss[:, :n]))
+    if bar is not None:
+        bar.update(n)
+        bar.set_postfix(loss=f"{mean:.4f}")
+    logger.log(event="chunk", task=t, step=s0 + n, loss=mean)
+    per_run = np.mean(loss[:, :n], axis=1)
+    for r, tr in enumerate(trackers):
+        tr.scalar("train/loss", per_run[r], step0 + s0 + n)
+
+
 def record_task(prog: Progress, accs: dict, t: int, *, t0: float, t1: float, steps: int, trackers, logger,
                 num_runs: int, num_tasks: int, show: bool) -> None:
     """Records task ``t``, trained from ``t0`` to ``t1`` (``time.perf_counter``,
