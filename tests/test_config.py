@@ -34,6 +34,17 @@ def test_bad_values_refused(field, value, pattern):
         validate(c)
 
 
+def test_every_dataset_name_of_the_data_table_validates():
+    """One table of names: the config accepts every name clj.data.load_dataset
+    knows (tiny_imagenet was once refused), and --help lists the same."""
+    from clj.config import DATASETS as listed
+    from clj.data import DATASETS
+
+    assert tuple(listed) == DATASETS
+    for name in DATASETS:
+        validate(small_config("er", dataset=name))
+
+
 def test_buffer_larger_than_data_refused():
     c = small_config("er", **{"replay.buffer_size": 5000})
     validate(c)

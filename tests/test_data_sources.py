@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clj.data import DATASETS, Dataset, load_dataset, read_idx
-from clj.data import sources
+from clj.data import idx, sources
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -149,7 +149,7 @@ def test_decoded_cache_equal_keyed_and_off(tmp_path, monkeypatch):
     monkeypatch.setenv("CLJ_DATA_CACHE", str(cache))
     first = load_dataset("mnist", data_dir=src)
     assert len(list(cache.glob("idx-*.npz"))) == 1
-    monkeypatch.setattr(sources, "_decode_idx_set", lambda files: pytest.fail("decoded again"))
+    monkeypatch.setattr(idx, "decode_idx_set", lambda files: pytest.fail("decoded again"))
     second = load_dataset("mnist", data_dir=src)
     for a, b in ((first.x_train, second.x_train), (first.y_train, second.y_train),
                  (first.x_test, second.x_test), (first.y_test, second.y_test)):

