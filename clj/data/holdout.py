@@ -1,5 +1,5 @@
 """A hold-out (validation) split of a task's training examples by a hash of
-the image bytes, shared by NISPA (spec ``shared/specs/nispa.md`` §2: 10 % of
+the image bytes, shared by NISPA (``docs/nispa.md``: 10 % of
 each task's training examples never enter the loss) and the regularisation
 baselines' early stopping.  The official code draws
 a random 90/10 split per task; here an example's membership is a fixed 32-bit

@@ -5,33 +5,8 @@ evaluate every task -> checkpoint.  The loop knows a method only through its
 spec (:mod:`clj.methods.api`): the five functions and the declared
 capabilities.
 
-Speed (DESIGN.md, "Speed and scale"):
-
-* the dataset lives on the device as uint8 arrays; a batch is a gather by
-  index inside the jitted step, the domain transform and the augmentation run
-  on the device;
-* one compile of the training chunk per run: the chunk length K is fixed for
-  the run (:func:`clj.train.runtime.choose_chunk`), a task's last chunk masks
-  its extra steps as no-ops (state unchanged), and per-task values (task id,
-  first step, step count) are traced arguments;
-* no host round-trip on the hot path: the progress bar, ``metrics.jsonl`` and
-  early stopping read the previous chunk's metrics while the next chunk runs;
-* a 2-D mesh, seeds x data (:func:`clj.train.runtime.make_mesh`): seeds are a
-  ``vmap`` axis sharded over the ``seed`` mesh axis (each device holds its own
-  seeds' states); the batch and the evaluation examples are sharded over the
-  ``data`` axis; each seed's numbers equal a separate run of that seed;
-* ``init`` is one jitted call; ``begin_task`` / ``end_task`` compile once per
-  distinct shape (per task only for methods that declare
-  ``static_task_info``).
-
-Randomness is derived, never carried: the key of step k of task t of seed s
-is ``fold_in(fold_in(PRNGKey(s), t + 1), k)`` and the example order of a task
-comes from ``numpy.random.default_rng([s, t])``, so a run resumed from a
-checkpoint after task t ends exactly as an uninterrupted one.
-
-Batches: each task's stream is its epochs' shuffles concatenated and cut into
-batches of B; a last partial batch is completed from a further shuffle, so
-shapes stay static (at most B - 1 examples are seen once more).
+Why it is fast (one compile per run, the data on the device, many steps
+per host call, the seeds x data mesh, derived randomness): ``docs/design.md``.
 
 The loop reads top to bottom here; each concern lives beside it:
 :mod:`clj.train.plans` (grid points, task plans, example order),
