@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Dataset", "cached_decode", "channel_stats", "decode_cache_dir", "make_dataset"]
+__all__ = ["Dataset", "cached_decode", "channel_histograms", "channel_stats", "decode_cache_dir",
+           "histogram_stats", "make_dataset"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -100,20 +101,30 @@ class Dataset:
                 f"num_classes={self.num_classes})")
 
 
-def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean/std of ``x / 255`` for uint8 ``x [N, H, W, C]``.
+def channel_histograms(x: np.ndarray) -> np.ndarray:
+    """Per-channel histograms of the values of uint8 ``x [..., C]``.
 
-    Uses a 256-bin histogram per channel, so it needs no float copy of ``x``.
+    Returns:
+      ``int64 [C, 256]``: entry ``[c, v]`` counts the elements of channel ``c``
+      equal to ``v``. Histograms of parts of a dataset add up to the whole's.
     """
-    values = np.arange(256, dtype=np.float64) / 255.0
     flat = x.reshape(-1, x.shape[-1])
     hists = np.zeros((x.shape[-1], 256), np.int64)
     step = 1 << 20   # bincount casts to int64: blocks keep that copy small (MNIST: 8 MB, not 376)
     for i in range(0, flat.shape[0], step):
         for c in range(x.shape[-1]):
             hists[c] += np.bincount(flat[i:i + step, c], minlength=256)
+    return hists
+
+
+def histogram_stats(hists: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std of ``x / 255`` from ``x``'s
+    :func:`channel_histograms` (``int [C, 256]``); a channel with no
+    values gets mean and std 0.
+    """
+    values = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
-    for c in range(x.shape[-1]):
+    for c in range(hists.shape[0]):
         hist = hists[c].astype(np.float64)
         n = hist.sum()
         if n == 0:
@@ -125,6 +136,15 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
         means.append(m)
         stds.append(math.sqrt(max(var, 0.0)))
     return tuple(means), tuple(stds)
+
+
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std of ``x / 255`` for uint8 ``x [N, H, W, C]``.
+
+    Uses a 256-bin histogram per channel (:func:`channel_histograms`,
+    :func:`histogram_stats`), so it needs no float copy of ``x``.
+    """
+    return histogram_stats(channel_histograms(x))
 
 
 def make_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray,

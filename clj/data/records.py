@@ -1,28 +1,11 @@
-"""clj's on-disk dataset format: array_record shards plus a JSON of metadata.
+"""clj's on-disk dataset format (array_record shards plus a JSON of
+metadata): :class:`PreparedDataset`, its reader, and every public name of the
+format in one place.
 
-A prepared dataset lives in ``<data_dir>/clj/<name>/``::
-
-    metadata.json                      # see below
-    train.array_record-00000-of-00003  # shards of the train split
-    ...
-    test.array_record-00000-of-00001   # shards of the test split
-
-Every record is one example, with a fixed length for the whole dataset:
-
-    bytes 0..3   label, int32 little-endian
-    bytes 4..    image, H*W*C uint8 in H, W, C order (row-major)
-
-so a batch of records decodes with one ``np.frombuffer`` (no per-record Python
-decode). Shards are written with ``group_size:1`` (each record its own chunk,
-zstd-compressed), the layout grain's :class:`ArrayRecordDataSource` needs for
-fast random access.
-
-``metadata.json`` holds ``format`` (``"clj-records"``), ``format_version``
-(:data:`FORMAT_VERSION`), ``name``, ``image_shape`` ``[H, W, C]``, ``dtype``
-(``"uint8"``), ``label_dtype`` (``"int32"``), ``num_classes``, ``class_names``,
-``splits`` (per split: ``num_examples`` and the list of ``shards``, each with
-``file`` and ``num_examples``), ``mean``/``std`` (per channel, of the train
-images divided by 255) and ``source`` (what it was prepared from).
+The format (record layout, ``metadata.json``, locations) is described and
+implemented in :mod:`clj.data.record_format`; the writer is
+:class:`~clj.data.record_writer.DatasetWriter`. Both are re-exported here, so
+``from clj.data.records import DatasetWriter, prepared_dir`` keeps working.
 
 Nothing here imports TensorFlow.
 """
@@ -30,14 +13,17 @@ Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from clj.data.record_format import (FORMAT, FORMAT_VERSION, LABEL_BYTES, METADATA_FILE, SPLITS,
+                                    WRITER_OPTIONS, decode_records, encode_records, find_prepared,
+                                    prepared_dir)
+from clj.data.record_writer import DatasetWriter
 
 __all__ = [
     "FORMAT",
@@ -49,302 +35,10 @@ __all__ = [
     "decode_records",
     "find_prepared",
     "prepared_dir",
+    "METADATA_FILE",
+    "SPLITS",
+    "WRITER_OPTIONS",
 ]
-
-FORMAT = "clj-records"
-FORMAT_VERSION = 1
-LABEL_BYTES = 4
-METADATA_FILE = "metadata.json"
-WRITER_OPTIONS = "group_size:1"
-SPLITS = ("train", "test")
-
-
-# --------------------------------------------------------------------------
-# Record encoding
-# --------------------------------------------------------------------------
-
-
-def encode_records(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Packs examples into fixed-length records.
-
-    Args:
-      images: ``uint8 [n, H, W, C]``.
-      labels: integer ``[n]`` (must fit in int32).
-
-    Returns:
-      ``uint8 [n, 4 + H*W*C]``: row ``i`` is the bytes of record ``i`` (label
-      as int32 little-endian, then the image in H, W, C order).
-
-    Raises:
-      ValueError: wrong dtype/rank, or length mismatch.
-    """
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 [n, H, W, C], got {images.dtype} "
-                         f"{images.shape}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(f"labels must be [n] with n={len(images)}, got {labels.shape}")
-    n = len(images)
-    rows = np.empty((n, LABEL_BYTES + images[0].size if n else LABEL_BYTES), np.uint8)
-    rows[:, :LABEL_BYTES] = labels.astype("<i4").view(np.uint8).reshape(n, LABEL_BYTES)
-    rows[:, LABEL_BYTES:] = images.reshape(n, -1)
-    return rows
-
-
-def decode_records(records: Sequence[bytes], image_shape: Sequence[int],
-                   images_out: np.ndarray | None = None,
-                   labels_out: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Unpacks fixed-length records into images and labels in one pass.
-
-    Args:
-      records: ``n`` byte strings, each ``4 + H*W*C`` long.
-      image_shape: ``(H, W, C)``.
-      images_out: optional ``uint8 [n, H, W, C]`` array to fill (e.g. a slice of
-        a preallocated array); a new one is made if None.
-      labels_out: optional ``int32 [n]`` array to fill.
-
-    Returns:
-      ``(images uint8 [n, H, W, C], labels int32 [n])`` (the ``*_out`` arrays
-      when given).
-
-    Raises:
-      ValueError: a record of the wrong length.
-    """
-    h, w, c = (int(d) for d in image_shape)
-    rec_len = LABEL_BYTES + h * w * c
-    n = len(records)
-    buf = b"".join(records)
-    if len(buf) != n * rec_len:
-        bad = next(i for i, r in enumerate(records) if len(r) != rec_len)
-        raise ValueError(f"record {bad} has {len(records[bad])} bytes; expected "
-                         f"{rec_len} (4 label bytes + {h}x{w}x{c} image)")
-    rows = np.frombuffer(buf, np.uint8).reshape(n, rec_len)
-    if images_out is None:
-        images_out = np.empty((n, h, w, c), np.uint8)
-    if labels_out is None:
-        labels_out = np.empty((n,), np.int32)
-    images_out.reshape(n, -1)[...] = rows[:, LABEL_BYTES:]
-    labels_out[...] = rows[:, :LABEL_BYTES].copy().view("<i4").reshape(n)
-    return images_out, labels_out
-
-
-# --------------------------------------------------------------------------
-# Locations
-# --------------------------------------------------------------------------
-
-
-def prepared_dir(data_dir: str | os.PathLike, name: str) -> Path:
-    """``<data_dir>/clj/<name>``: where ``name`` is (or will be) prepared.
-
-    ``name`` may contain ``/`` (e.g. ``"emnist/letters"``), stored as
-    ``emnist-letters``.
-    """
-    return Path(data_dir).expanduser() / "clj" / name.replace("/", "-")
-
-
-def find_prepared(data_dir: str | os.PathLike | None, name: str) -> Path | None:
-    """Directory holding a prepared ``name`` under ``data_dir``, or None.
-
-    Looks at ``<data_dir>/clj/<name>/metadata.json``, then at ``data_dir``
-    itself if its ``metadata.json`` names ``name``.
-    """
-    if data_dir is None:
-        return None
-    cand = prepared_dir(data_dir, name)
-    if (cand / METADATA_FILE).is_file():
-        return cand
-    own = Path(data_dir).expanduser() / METADATA_FILE
-    if own.is_file():
-        try:
-            meta = json.loads(own.read_text())
-        except (OSError, ValueError):
-            return None
-        if meta.get("format") == FORMAT and meta.get("name") == name:
-            return own.parent
-    return None
-
-
-# --------------------------------------------------------------------------
-# Writer
-# --------------------------------------------------------------------------
-
-
-class DatasetWriter:
-    """Writes one dataset in clj's format, atomically.
-
-    Records go to ``<final_dir>.incomplete`` first; :meth:`close` writes
-    ``metadata.json`` and renames the folder to ``final_dir``, so a crashed
-    preparation never looks prepared.
-
-    Args:
-      final_dir: target folder (usually :func:`prepared_dir`).
-      name: dataset name stored in the metadata.
-      image_shape: ``(H, W, C)`` of every image.
-      num_classes: number of classes; labels must lie in ``[0, num_classes)``.
-      class_names: optional list of ``num_classes`` names.
-      shard_bytes: target bytes per shard (default 256 MiB).
-      overwrite: replace an existing ``final_dir``; otherwise it is an error.
-      source: free-form description of the source, stored in the metadata.
-
-    Raises:
-      FileExistsError: ``final_dir`` exists and ``overwrite`` is False.
-      ValueError: bad shape, class count or class names.
-    """
-
-    def __init__(self, final_dir: str | os.PathLike, name: str,
-                 image_shape: Sequence[int], num_classes: int,
-                 class_names: Sequence[str] | None = None, *,
-                 shard_bytes: int = 256 << 20, overwrite: bool = False,
-                 source: dict[str, Any] | None = None) -> None:
-        from array_record.python import array_record_module
-
-        self._module = array_record_module
-        self.final_dir = Path(final_dir)
-        self.image_shape = tuple(int(d) for d in image_shape)
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape must be (H, W, C) of positive ints, got "
-                             f"{tuple(image_shape)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-        if self.final_dir.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.final_dir} already exists; pass --overwrite to replace it")
-        self.name = name
-        self.num_classes = int(num_classes)
-        self.class_names = list(class_names) if class_names is not None else None
-        self.source = source or {}
-        self.record_len = LABEL_BYTES + int(np.prod(self.image_shape))
-        self.records_per_shard = max(1, shard_bytes // self.record_len)
-        self.tmp_dir = self.final_dir.with_name(self.final_dir.name + ".incomplete")
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir)
-        self.tmp_dir.mkdir(parents=True)
-        self._splits: dict[str, dict[str, Any]] = {}
-        self._writer: Any = None
-        self._hist = np.zeros((self.image_shape[2], 256), np.int64)
-        self._overwrite = overwrite
-
-    def _open_shard(self, split: str) -> None:
-        info = self._splits[split]
-        fname = f"{split}.array_record-{len(info['shards']):05d}"
-        self._writer = self._module.ArrayRecordWriter(
-            os.fspath(self.tmp_dir / fname), WRITER_OPTIONS)
-        info["shards"].append({"file": fname, "num_examples": 0})
-
-    def _close_shard(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def write(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
-        """Appends examples to ``split`` (``"train"`` or ``"test"``), in order.
-
-        Args:
-          images: ``uint8 [n, H, W, C]`` with the writer's image shape.
-          labels: integer ``[n]`` in ``[0, num_classes)``.
-
-        Raises:
-          ValueError: unknown split, wrong shape/dtype, labels out of range, or
-            a split written again after another one.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        images = np.asarray(images)
-        labels = np.asarray(labels)
-        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
-            raise ValueError(f"{self.name}: images must be uint8 [n, "
-                             f"{', '.join(map(str, self.image_shape))}], got "
-                             f"{images.dtype} {images.shape}")
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"{self.name}: {split} labels outside [0, "
-                             f"{self.num_classes}): min {labels.min()}, "
-                             f"max {labels.max()}")
-        if split not in self._splits:
-            if self._splits and list(self._splits)[-1] != split:
-                self._close_shard()
-            self._splits[split] = {"num_examples": 0, "shards": []}
-        elif list(self._splits)[-1] != split:
-            raise ValueError(f"split {split!r} must be written in one go")
-        info = self._splits[split]
-        rows = encode_records(images, labels)
-        if split == "train":
-            for c in range(self.image_shape[2]):
-                self._hist[c] += np.bincount(images[..., c].ravel(), minlength=256)
-        for row in rows:
-            if self._writer is None or (info["shards"][-1]["num_examples"]
-                                        >= self.records_per_shard):
-                self._close_shard()
-                self._open_shard(split)
-            self._writer.write(row.tobytes())
-            info["shards"][-1]["num_examples"] += 1
-        info["num_examples"] += len(rows)
-
-    def _stats(self) -> tuple[list[float], list[float]]:
-        values = np.arange(256, dtype=np.float64) / 255.0
-        means, stds = [], []
-        for hist in self._hist.astype(np.float64):
-            n = hist.sum()
-            m = float((hist * values).sum() / n) if n else 0.0
-            var = float((hist * values ** 2).sum() / n) - m * m if n else 0.0
-            means.append(m)
-            stds.append(math.sqrt(max(var, 0.0)))
-        return means, stds
-
-    def close(self) -> Path:
-        """Finishes the shards, writes ``metadata.json`` and publishes the folder.
-
-        Returns:
-          The final directory.
-
-        Raises:
-          ValueError: the train or test split is missing or empty.
-        """
-        self._close_shard()
-        for split in SPLITS:
-            if not self._splits.get(split, {}).get("num_examples"):
-                raise ValueError(f"{self.name}: split {split!r} is empty")
-        for info in self._splits.values():
-            n = len(info["shards"])
-            for i, shard in enumerate(info["shards"]):
-                new = f"{shard['file'][:-5]}{i:05d}-of-{n:05d}"
-                os.replace(self.tmp_dir / shard["file"], self.tmp_dir / new)
-                shard["file"] = new
-        mean, std = self._stats()
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "image_shape": list(self.image_shape),
-            "dtype": "uint8",
-            "label_dtype": "int32",
-            "record_layout": "int32 little-endian label, then H*W*C uint8 image "
-                             "bytes in H, W, C order",
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
-            "splits": self._splits,
-            "mean": mean,
-            "std": std,
-            "source": self.source,
-        }
-        (self.tmp_dir / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
-        os.replace(self.tmp_dir, self.final_dir)
-        return self.final_dir
-
-    def abort(self) -> None:
-        """Removes the incomplete folder."""
-        self._close_shard()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------
-# Reader
-# --------------------------------------------------------------------------
 
 
 def _split_even(n: int, parts: int) -> list[tuple[int, int]]:
