@@ -134,7 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
         shard_batch=True,         # shard the batch axis over all devices when it divides
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
-        cache_dir=""))
+        cache_dir="",
+        profile=False,            # a JAX profiler trace of a few chunks in <workdir>/profile (clj.train.profile)
+        profile_chunks=2))
     # Checkpoints: mid-task every `every_minutes` of training (0 = only at task ends) and at
     # SIGTERM/SIGINT; the `keep` newest are kept.  Not a result field (resuming ends the same).
     c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2))
@@ -218,6 +220,9 @@ FIELD_DOCS = {
     "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
     "loop.compilation_cache": "use JAX's persistent compilation cache",
     "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
+    "loop.profile": "write a JAX profiler trace of loop.profile_chunks chunks of the first task (from its second "
+                    "chunk, after compilation) under <workdir>/profile/, for TensorBoard's profile tab or Perfetto",
+    "loop.profile_chunks": "chunks traced when loop.profile=True (>= 1)",
     "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
     "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
     "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
@@ -396,6 +401,12 @@ def validate(config) -> None:
     lp = config.get("loop", None)
     if lp is not None and lp.get("eval_tasks", "all") not in EVAL_TASKS:
         raise ConfigError(f"loop.eval_tasks={lp.eval_tasks!r} is invalid; valid values: {', '.join(EVAL_TASKS)}.")
+    if lp is not None:
+        if not isinstance(lp.get("profile", False), bool):
+            raise ConfigError(f"loop.profile={lp.profile!r} is invalid; valid: True, False.")
+        pc = lp.get("profile_chunks", 2)
+        if isinstance(pc, bool) or not isinstance(pc, int) or pc < 1:
+            raise ConfigError(f"loop.profile_chunks={pc!r} is invalid: it must be an integer >= 1.")
     sc = config.scenario
     kinds = ("class_il", "task_il", "domain_il", "data_incremental")  # clj.scenarios.KINDS
     if sc.kind not in kinds:
