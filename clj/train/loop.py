@@ -306,13 +306,27 @@ class Runner:
             prog.random_init.pop("class_il_top5", None)
 
         logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else NoLog()
-        from clj.tracking import open_trackers
+        from clj.tracking import open_trackers, wandb_options
 
         n_seeds = len(self.config_seeds)
         run_dirs = [wd if n_seeds == 1 else os.path.join(wd, f"seed_{s}")
                     for wd in self.point_workdirs for s in self.config_seeds]  # one per vmapped run
-        self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
-                                       and self.main)
+        wandb = wandb_options(cfg) if self.main else None
+        names = configs = None
+        if wandb:  # each W&B run: its folder's name and its resolved config with its seed
+            import json
+
+            names = [os.path.basename(self.point_workdirs[p]) + ("" if n_seeds == 1 else f"/seed_{s}")
+                     for p, s in zip(self.run_point, self.seeds)]
+            points = [json.loads(self.point_config(i).to_json_best_effort()) for i in range(len(self.points))]
+            configs = [{**points[p], "seed": s} for p, s in zip(self.run_point, self.seeds)]
+        try:
+            self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
+                                           and self.main, wandb=wandb, names=names,
+                                           group=os.path.basename(self.workdir), configs=configs)
+        except BaseException:
+            logger.close()
+            raise
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
