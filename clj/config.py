@@ -105,7 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
     # placement: device (the dataset on every device) | stream (clj's prepared records read
     # from disk chunk by chunk) | auto (stream when prepared and too big for the device)
     c.data = ml_collections.ConfigDict(dict(placement="auto", threads=4, prefetch=2, eval_group=16))
-    c.tracking = ml_collections.ConfigDict(dict(tensorboard=False))
+    # wandb: also log to Weights & Biases (the optional extra: pip install 'clj[wandb]'), offline by default
+    c.tracking = ml_collections.ConfigDict(dict(tensorboard=False, wandb=False, wandb_project="clj",
+                                                wandb_mode="offline"))
     c.synthetic = ml_collections.ConfigDict(
         dict(image_shape=(32, 32, 3), num_classes=10, train_per_class=100, test_per_class=20))
     c.seed = 0
@@ -134,7 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
         shard_batch=True,         # shard the batch axis over all devices when it divides
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
-        cache_dir=""))
+        cache_dir="",
+        profile=False,            # a JAX profiler trace of a few chunks in <workdir>/profile (clj.train.profile)
+        profile_chunks=2))
     # Checkpoints: mid-task every `every_minutes` of training (0 = only at task ends) and at
     # SIGTERM/SIGINT; the `keep` newest are kept.  Not a result field (resuming ends the same).
     c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2))
@@ -216,8 +220,15 @@ FIELD_DOCS = {
     "data.prefetch": "chunks the stream placement reads ahead of the device",
     "data.eval_group": "evaluation batches per host read in the stream placement",
     "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
+    "tracking.wandb": "also log the same scalars to Weights & Biases, one W&B run per seed and grid point, files "
+                      "under each run's folder (needs the extra: pip install 'clj[wandb]')",
+    "tracking.wandb_project": "the W&B project",
+    "tracking.wandb_mode": "offline (no network; wandb sync uploads later) | online | disabled",
     "loop.compilation_cache": "use JAX's persistent compilation cache",
     "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
+    "loop.profile": "write a JAX profiler trace of loop.profile_chunks chunks of the first task (from its second "
+                    "chunk, after compilation) under <workdir>/profile/, for TensorBoard's profile tab or Perfetto",
+    "loop.profile_chunks": "chunks traced when loop.profile=True (>= 1)",
     "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
     "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
     "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
@@ -252,6 +263,8 @@ def _class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
 
 
 EVAL_TASKS = ("all", "seen")  # loop.eval_tasks
+WANDB_MODES = ("offline", "online", "disabled")  # tracking.wandb_mode (clj.tracking.WandbTracker)
+DIST_NAME = "clj"  # the distribution (pyproject.toml's [project] name), for the install hint of the extras
 # Valid names, kept here so that validate needs no JAX (tests/test_faults.py checks
 # that each equals the set it mirrors).
 OPTIMIZERS = ("sgd", "adam", "adamw")                   # clj.methods.common.OptimSpec.make
@@ -313,6 +326,28 @@ def _check_names(config) -> None:
         raise ConfigError(f"data.placement={data.placement!r} is unknown; valid: {', '.join(PLACEMENTS)}.")
 
 
+def _check_tracking(config) -> None:
+    """``tracking``'s fields, and that W&B, when on, can be imported (the
+    package is looked up, not imported)."""
+    import importlib.util
+
+    tr = config.get("tracking", None)
+    if tr is None:
+        return
+    on = tr.get("wandb", False)
+    if not isinstance(on, bool):
+        raise ConfigError(f"tracking.wandb={on!r} is invalid; valid: True, False.")
+    mode = tr.get("wandb_mode", "offline")
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"tracking.wandb_mode={mode!r} is unknown; valid: {', '.join(WANDB_MODES)}.")
+    project = tr.get("wandb_project", "clj")
+    if not isinstance(project, str) or not project.strip():
+        raise ConfigError(f"tracking.wandb_project={project!r} is invalid: it must be a non-empty name.")
+    if on and mode != "disabled" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"tracking.wandb=True needs the wandb package, which is not installed: "
+                          f"pip install '{DIST_NAME}[wandb]' (or set tracking.wandb=False).")
+
+
 def follow_seed(config) -> None:
     """Ties ``config.scenario.class_order_seed`` to ``config.seed`` (in place).
 
@@ -352,6 +387,7 @@ def validate(config) -> None:
         unknown optimizer, schedule, model, ``loop.mesh`` or
         ``data.placement``, a model width or count < 1, seed < 0,
         num_seeds < 1, a ``model.dtype`` other than float32 or bfloat16,
+        a bad ``loop.profile`` / ``tracking`` field, W&B on without its package,
         or a bad value of the method's blocks; the message
         names the value and what is valid.  (Unknown
         fields are refused by ml_collections itself at override time, and
@@ -396,6 +432,13 @@ def validate(config) -> None:
     lp = config.get("loop", None)
     if lp is not None and lp.get("eval_tasks", "all") not in EVAL_TASKS:
         raise ConfigError(f"loop.eval_tasks={lp.eval_tasks!r} is invalid; valid values: {', '.join(EVAL_TASKS)}.")
+    if lp is not None:
+        if not isinstance(lp.get("profile", False), bool):
+            raise ConfigError(f"loop.profile={lp.profile!r} is invalid; valid: True, False.")
+        pc = lp.get("profile_chunks", 2)
+        if isinstance(pc, bool) or not isinstance(pc, int) or pc < 1:
+            raise ConfigError(f"loop.profile_chunks={pc!r} is invalid: it must be an integer >= 1.")
+    _check_tracking(config)
     sc = config.scenario
     kinds = ("class_il", "task_il", "domain_il", "data_incremental")  # clj.scenarios.KINDS
     if sc.kind not in kinds:

@@ -38,8 +38,8 @@ LOCK_FILE = ".lock"
 
 # Dotted fields (or whole blocks) that do not change a run's results.
 NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task", "data_dir",
-                     "loop.compilation_cache", "loop.cache_dir", "checkpoint", "tracking", "data.placement",
-                     "data.threads", "data.prefetch", "data.eval_group")
+                     "loop.compilation_cache", "loop.cache_dir", "loop.profile", "loop.profile_chunks", "checkpoint",
+                     "tracking", "data.placement", "data.threads", "data.prefetch", "data.eval_group")
 
 
 # Result fields added after runs existed, with the default that reproduces the earlier

@@ -193,16 +193,11 @@ def partial_seed_rows(wd: str, seeds) -> tuple[dict, int]:
 
 
 def t_interval(diffs) -> tuple[float, float, float]:
-    """(mean, lower, upper) of the 95 % Student-t interval of the mean of paired differences."""
-    import numpy as np
-    from scipy import stats
+    """(mean, lower, upper) of the 95 % Student-t interval of the mean of paired differences
+    (:func:`clj.metrics.mean_ci`)."""
+    from clj.metrics.intervals import mean_ci
 
-    d = np.asarray(diffs, np.float64)
-    n = len(d)
-    if n < 2:
-        return float(d.mean()) if n else math.nan, math.nan, math.nan
-    h = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
-    return float(d.mean()), float(d.mean() - h), float(d.mean() + h)
+    return mean_ci(diffs, 0.95)
 
 
 PAIRED_SETTINGS = {"fmnist_b0inc2": "Fashion-MNIST B0 Inc2", "clutter": "cluttered MNIST (48x48) B0 Inc2"}

@@ -129,16 +129,12 @@ def run_row(base: str, row: str, ckpt: str, num_seeds: int, workdir: str, overri
 def paired(a: dict, b: dict) -> dict:
     """Mean of a - b over the seeds both rows ran (``{seed: accuracy}``) and its
     95 % Student-t interval."""
-    from scipy import stats
+    from clj.metrics.intervals import mean_ci
 
     seeds = sorted(set(a) & set(b))
     d = np.asarray([a[s] for s in seeds], np.float64) - np.asarray([b[s] for s in seeds], np.float64)
-    n = len(d)
-    m = float(d.mean())
-    if n < 2:
-        return {"mean": m, "lo": float("nan"), "hi": float("nan"), "n": n, "diffs": d.tolist()}
-    h = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
-    return {"mean": m, "lo": m - h, "hi": m + h, "n": n, "diffs": d.tolist()}
+    m, lo, hi = mean_ci(d, 0.95)
+    return {"mean": m, "lo": lo, "hi": hi, "n": len(d), "diffs": d.tolist()}
 
 
 def tabulate(results: dict, workdir: str) -> str:

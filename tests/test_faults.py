@@ -50,6 +50,8 @@ def _refused(r, pattern, status=2):
     (["--config.optim.momentum=nan"], "optim.momentum=nan is invalid"),
     (["--config.loop.mesh=bogus"], "loop.mesh='bogus' is unknown; valid: auto, seeds, data"),
     (["--config.data.placement=disk"], "data.placement='disk' is unknown; valid: device, stream, auto"),
+    (["--config.loop.profile_chunks=0"], "loop.profile_chunks=0 is invalid: it must be an integer >= 1"),
+    (["--config.loop.profile=yes"], "--config.loop.profile=yes: ('Non-boolean argument to boolean flag', 'yes')"),
     (["--config.train.batch_size=100000"],
      "train.batch_size=100000 is larger than the 269 training examples of the first task of digits"),
     # the first task holds 8 classes; a later one 2: refused from the method's plan of every task

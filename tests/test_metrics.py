@@ -341,6 +341,9 @@ def test_summarize_seeds():
     np.testing.assert_allclose(faa["mean"], 0.7, rtol=RTOL)
     np.testing.assert_allclose(faa["std"], 0.1, rtol=1e-9)
     assert faa["n"] == 3
+    # 95 % t interval: h = t_{0.975, 2} * 0.1 / sqrt(3) = 4.302653 * 0.057735 = 0.248414
+    h = 4.302653 * 0.1 / math.sqrt(3)
+    np.testing.assert_allclose(faa["ci95"], [0.7 - h, 0.7 + h], atol=1e-6)
     # totals 3, 4, 8: mean 5, sample std sqrt((4 + 1 + 9) / 2) = sqrt(7)
     np.testing.assert_allclose(summ["wall_time_s"]["total"]["mean"], 5.0, rtol=RTOL)
     np.testing.assert_allclose(summ["wall_time_s"]["total"]["std"], math.sqrt(7.0), rtol=RTOL)
@@ -356,7 +359,7 @@ def test_summarize_seeds():
         steps_per_task=[1])])
     assert one["metrics"]["class_il"]["fwt"] is None
     b = one["metrics"]["class_il"]["bwt"]
-    assert b["std"] == 0.0 and b["n"] == 1
+    assert b["std"] == 0.0 and b["n"] == 1 and b["ci95"] is None
     np.testing.assert_allclose(b["mean"], -0.25, rtol=RTOL)
 
     with pytest.raises(ValueError):
@@ -439,3 +442,23 @@ def test_memory_curve_measures_by_hand():
         memory_curve_measures([1.0, 2.0], [60.0, 70.0], [0.5, 0.5])
     with pytest.raises(ValueError, match="at least 2 points"):
         memory_curve_measures([1.0], [0.5], [0.5])
+
+
+def test_mean_ci_hand_computed():
+    from clj.metrics import mean_ci
+
+    # [1, 2, 3]: mean 2, sample std 1, half-width t_{0.975, 2} / sqrt(3) = 4.302653 * 0.57735 = 2.484138
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert m == pytest.approx(2.0)
+    assert lo == pytest.approx(2.0 - 2.484138, abs=1e-6) and hi == pytest.approx(2.0 + 2.484138, abs=1e-6)
+    # 90 %: t_{0.95, 2} = 2.919986 -> half-width 1.685854
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0], level=0.90)
+    assert hi - m == pytest.approx(2.919986 / math.sqrt(3), abs=1e-6)
+    # [0.6, 0.7, 0.8, 0.9]: std 0.129099, t_{0.975, 3} = 3.182446 -> half-width 0.205426
+    m, lo, hi = mean_ci(np.array([0.6, 0.7, 0.8, 0.9]))
+    assert m == pytest.approx(0.75) and hi - m == pytest.approx(0.205426, abs=1e-6) and m - lo == pytest.approx(hi - m)
+    m1, lo1, hi1 = mean_ci([0.5])
+    assert m1 == 0.5 and math.isnan(lo1) and math.isnan(hi1)
+    assert all(math.isnan(v) for v in mean_ci([]))
+    with pytest.raises(ValueError, match=r"level=1\.5 is invalid; valid: a confidence level in \(0, 1\)"):
+        mean_ci([1.0, 2.0], level=1.5)

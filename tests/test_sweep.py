@@ -238,3 +238,34 @@ def test_tracker_writes_scalars_and_results_curves(tmp_path):
     assert sc["class_il/acc_task_0"] == [(0, 0.75), (1, 0.25)] and sc["class_il/average_accuracy"][1] == (1, 0.5)
     with pytest.raises(FileNotFoundError, match="no results.json"):
         write_run(str(tmp_path / "off"))
+
+
+def test_csv_appends_the_confidence_intervals_after_the_existing_columns():
+    from clj.metrics import summarize_seeds
+    from clj.sweep.report import _intervals_of, _metrics_of, metric_names, to_csv
+
+    def res(seed, faa):
+        return {"method": "er", "dataset": "digits", "seed": seed, "wall_time_s": {"total": 1.0},
+                "metrics": {"class_il": {"final_average_accuracy": faa, "fwt": None}}}
+
+    summ = summarize_seeds([res(0, 0.1), res(1, 0.2), res(2, 0.3)])
+    rows = [{"point": "p3", "overrides": {"optim.lr": 0.1}, "seeds": 3, "diverged": 0, "wall_time_s": (1.0, 0.0),
+             "metrics": _metrics_of(summ, True), "ci95": _intervals_of(summ, True)},
+            {"point": "p1", "overrides": {"optim.lr": 0.2}, "seeds": 1, "diverged": 0, "wall_time_s": (1.0, 0.0),
+             "metrics": _metrics_of(res(0, 0.5), False), "ci95": _intervals_of(res(0, 0.5), False)}]
+    lines = to_csv(["optim.lr"], rows).splitlines()
+    m, f = "class_il.final_average_accuracy", "class_il.fwt"
+    # the columns before the intervals are as they were; the intervals come last
+    names = metric_names(rows)
+    assert m in names and f in names
+    assert lines[0].split(",") == ["point", "optim.lr", "seeds", "diverged_seeds", "wall_time_s", "wall_time_s.std",
+                                   *[c for n in names for c in (n, n + ".std")],
+                                   *[c for n in names for c in (n + ".ci95_lo", n + ".ci95_hi")]]
+    first = dict(zip(lines[0].split(","), lines[1].split(",")))
+    # [0.1, 0.2, 0.3]: mean 0.2, std 0.1, half-width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    assert float(first[m]) == pytest.approx(0.2) and float(first[m + ".std"]) == pytest.approx(0.1)
+    assert float(first[m + ".ci95_lo"]) == pytest.approx(0.2 - 0.248414, abs=1e-6)
+    assert float(first[m + ".ci95_hi"]) == pytest.approx(0.2 + 0.248414, abs=1e-6)
+    assert first[f + ".ci95_lo"] == first[f + ".ci95_hi"] == ""
+    one = dict(zip(lines[0].split(","), lines[2].split(",")))  # one seed: no interval
+    assert float(one[m]) == 0.5 and one[m + ".ci95_lo"] == one[m + ".ci95_hi"] == ""

@@ -4,6 +4,8 @@
   (accuracy on task j after training task i).
 * :mod:`clj.metrics.results` -- ``results.json`` assembly, atomic JSON
   writing, seed aggregation, JSON-lines metrics logging.
+* :mod:`clj.metrics.intervals` -- :func:`mean_ci`, the Student-t confidence
+  interval of a mean over seeds.
 * :mod:`clj.metrics.plots` -- heat maps and accuracy curves (Agg, no windows).
   Not imported here so that importing :mod:`clj.metrics` does not import
   matplotlib; use ``from clj.metrics.plots import ...``.
@@ -22,6 +24,7 @@ from clj.metrics.accuracy import (
     task_accuracies,
     validate_accuracy_matrix,
 )
+from clj.metrics.intervals import mean_ci
 from clj.metrics.results import (
     MetricsLogger,
     build_results,
@@ -44,6 +47,7 @@ __all__ = [
     "summarize",
     "task_accuracies",
     "validate_accuracy_matrix",
+    "mean_ci",
     "MetricsLogger",
     "build_results",
     "read_json",

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from clj.metrics.accuracy import METRIC_NAMES, summarize
+from clj.metrics.intervals import mean_ci
 
 __all__ = [
     "to_jsonable",
@@ -279,17 +280,24 @@ def build_results(
 
 
 def _mean_std(values: Sequence[Optional[float]]):
-    """``{"mean", "std", "n"}`` over the non-None values, or None if there are none.
+    """``{"mean", "std", "ci95", "n"}`` over the non-None values, or None if
+    there are none.
 
     ``std`` is the sample standard deviation (``ddof=1``) when ``n > 1`` and
-    ``0.0`` when ``n == 1``.
+    ``0.0`` when ``n == 1``; ``ci95`` is ``[lo, hi]``, the 95 % Student-t
+    confidence interval of the mean (:func:`clj.metrics.intervals.mean_ci`),
+    or None when ``n == 1``.
     """
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None
     arr = np.asarray(vals, dtype=np.float64)
     std = float(np.std(arr, ddof=1)) if arr.size > 1 else 0.0
-    return {"mean": float(np.mean(arr)), "std": std, "n": int(arr.size)}
+    ci = None
+    if arr.size > 1:
+        _, lo, hi = mean_ci(arr, 0.95)
+        ci = [lo, hi]
+    return {"mean": float(np.mean(arr)), "std": std, "ci95": ci, "n": int(arr.size)}
 
 
 def _common_value(results_list, key):
@@ -310,14 +318,18 @@ def summarize_seeds(results_list: Iterable[Mapping[str, Any]]) -> dict:
 
         {"method": .., "dataset": ..,
          "seeds": [0, 1, 2],
-         "metrics": {"class_il": {"final_average_accuracy": {"mean": .., "std": .., "n": 3},
+         "metrics": {"class_il": {"final_average_accuracy": {"mean": .., "std": .., "ci95": [lo, hi],
+                                                             "n": 3},
                                   ..., "fwt": None},
                      "task_il": {...}},
          "accuracy_matrix": {"class_il": {"mean": [[..]], "std": [[..]]}, ...},
-         "wall_time_s": {"total": {"mean": .., "std": .., "n": 3}}}
+         "wall_time_s": {"total": {"mean": .., "std": .., "ci95": [lo, hi], "n": 3}}}
 
     ``std`` is the sample standard deviation (``ddof=1``) across seeds, or
-    ``0.0`` for a single seed.  A metric that is ``None`` in every run (e.g.
+    ``0.0`` for a single seed; ``ci95`` is the 95 % Student-t confidence
+    interval of the mean over seeds, ``[mean - h, mean + h]`` with ``h =
+    t_{0.975, n-1} * std / sqrt(n)`` (:func:`clj.metrics.mean_ci`), or
+    ``None`` for a single seed.  A metric that is ``None`` in every run (e.g.
     FWT without random-init accuracies) stays ``None``; otherwise runs where
     it is ``None`` are skipped and ``n`` counts the runs used.
     ``accuracy_matrix`` holds the element-wise mean/std of each setting's

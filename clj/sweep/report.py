@@ -7,7 +7,10 @@ parameters, no numbers), ``wall_time_s`` (mean over
 seeds of the run's training time; the points of one vmapped program share
 it), then for every metric ``<setting>.<metric>`` (mean over seeds, a
 fraction in [0, 1]) and ``<setting>.<metric>.std`` (sample std, ddof=1; 0
-for one seed).  ``DIR/sweep.md``: the same as a Markdown table of the
+for one seed), then, after all of these, ``<setting>.<metric>.ci95_lo`` and
+``<setting>.<metric>.ci95_hi`` for every metric (the 95 % Student-t
+confidence interval of the mean over seeds, :func:`clj.metrics.mean_ci`;
+empty for one seed).  ``DIR/sweep.md``: the same as a Markdown table of the
 headline metrics (:data:`MD_METRICS` of each setting), in % as ``mean ± std``.  ``DIR/sweep_<metric>.png``: the metric against one swept
 field, one line per value of the others.
 """
@@ -41,6 +44,18 @@ def _metrics_of(res: dict, summary: bool) -> dict[str, tuple]:
     return out
 
 
+def _intervals_of(res: dict, summary: bool) -> dict[str, tuple]:
+    """``{"setting.metric": (lo, hi)}``: the 95 % confidence interval of the
+    mean over seeds of a summary.json (``(None, None)`` for one seed, a
+    results.json, or a summary written before the intervals existed)."""
+    out = {}
+    for setting, ms in (res.get("metrics") or {}).items():
+        for name, v in (ms or {}).items():
+            ci = v.get("ci95") if summary and isinstance(v, dict) else None
+            out[f"{setting}.{name}"] = (None, None) if not ci else (ci[0], ci[1])
+    return out
+
+
 def collect(sweep_dir: str, skipped: list | None = None, log=None) -> tuple[list[str], list[dict]]:
     """The swept fields and one row per finished point found under
     ``sweep_dir`` (folders holding ``point.json`` and their own results:
@@ -48,7 +63,8 @@ def collect(sweep_dir: str, skipped: list | None = None, log=None) -> tuple[list
     ``point.json``), in grid order.
 
     A row: ``{"point": name, "overrides": {...}, "seeds": n, "wall_time_s":
-    (mean, std), "metrics": {"setting.metric": (mean, std)}}``.  A folder
+    (mean, std), "metrics": {"setting.metric": (mean, std)}, "ci95":
+    {"setting.metric": (lo, hi)}}`` (``(None, None)`` for one seed).  A folder
     whose results file is not its own is left out, said in one line through
     ``log`` (default: stderr) and appended to ``skipped`` as ``(name, reason)``.
     """
@@ -72,21 +88,22 @@ def collect(sweep_dir: str, skipped: list | None = None, log=None) -> tuple[list
         summ, res = os.path.join(d, "summary.json"), os.path.join(d, "results.json")
         if int(point.get("num_seeds", 1)) > 1 and os.path.isfile(summ):
             r = read_json(summ)
-            metrics = _metrics_of(r, True)
+            metrics, ci95 = _metrics_of(r, True), _intervals_of(r, True)
             seeds = len(r.get("seeds") or [])
             diverged = len(r.get("diverged") or [])
             w = (r.get("wall_time_s") or {}).get("total") or {}
             wall = (w.get("mean"), w.get("std"))
         elif int(point.get("num_seeds", 1)) == 1 and os.path.isfile(res):
             r = read_json(res)
-            metrics = _metrics_of(r, False)
+            metrics, ci95 = _metrics_of(r, False), _intervals_of(r, False)
             diverged = int(r.get("status") == "diverged")
             seeds = 1 - diverged
             wall = ((r.get("wall_time_s") or {}).get("total"), 0.0)
         else:
             continue  # not finished
         rows.append({"point": os.path.basename(d), "index": point.get("index", 0), "overrides": point["overrides"],
-                     "seeds": seeds, "diverged": diverged, "wall_time_s": wall, "metrics": metrics})
+                     "seeds": seeds, "diverged": diverged, "wall_time_s": wall, "metrics": metrics,
+                     "ci95": ci95})
     rows.sort(key=lambda r: (r["index"], r["point"]))
     return fields, rows
 
@@ -138,7 +155,8 @@ def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["point", *fields, "seeds", "diverged_seeds", "wall_time_s", "wall_time_s.std",
-                *[c for n in names for c in (n, f"{n}.std")]])
+                *[c for n in names for c in (n, f"{n}.std")],
+                *[c for n in names for c in (f"{n}.ci95_lo", f"{n}.ci95_hi")]])
     for r in rows:
         vals = [r["point"], *[format_value(r["overrides"].get(f, "")) for f in fields], r["seeds"],
                 r.get("diverged", 0),
@@ -146,6 +164,8 @@ def to_csv(fields: Sequence[str], rows: Sequence[dict]) -> str:
         for n in names:
             m, s = r["metrics"].get(n, (None, None))
             vals += ["" if m is None else repr(float(m)), "" if s is None else repr(float(s))]
+        for n in names:
+            vals += ["" if v is None else repr(float(v)) for v in r.get("ci95", {}).get(n, (None, None))]
         w.writerow(vals)
     return buf.getvalue()
 

@@ -142,6 +142,7 @@ class Runner:
         self._boundaries = Boundaries(self.spec, self.caps.static_task_info, self._domain, SEED_MESH_AXIS,
                                       self._state_sharding)
         self.chunk_compiles = 0
+        self._profiler = None  # loop.profile: a ChunkProfiler while the run trains (clj.train.profile)
         self.main = dist.is_main()  # process 0 alone prints and writes
         if config.progress and self.main:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
@@ -305,17 +306,36 @@ class Runner:
             prog.random_init.pop("class_il_top5", None)
 
         logger = MetricsLogger(os.path.join(self.workdir, "metrics.jsonl")) if self.main else NoLog()
-        from clj.tracking import open_trackers
+        from clj.tracking import open_trackers, wandb_options
 
         n_seeds = len(self.config_seeds)
         run_dirs = [wd if n_seeds == 1 else os.path.join(wd, f"seed_{s}")
                     for wd in self.point_workdirs for s in self.config_seeds]  # one per vmapped run
-        self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
-                                       and self.main)
+        wandb = wandb_options(cfg) if self.main else None
+        names = configs = None
+        if wandb:  # each W&B run: its folder's name and its resolved config with its seed
+            import json
+
+            names = [os.path.basename(self.point_workdirs[p]) + ("" if n_seeds == 1 else f"/seed_{s}")
+                     for p, s in zip(self.run_point, self.seeds)]
+            points = [json.loads(self.point_config(i).to_json_best_effort()) for i in range(len(self.points))]
+            configs = [{**points[p], "seed": s} for p, s in zip(self.run_point, self.seeds)]
+        try:
+            self._trackers = open_trackers(run_dirs, bool((cfg.get("tracking") or {}).get("tensorboard", False))
+                                           and self.main, wandb=wandb, names=names,
+                                           group=os.path.basename(self.workdir), configs=configs)
+        except BaseException:
+            logger.close()
+            raise
         T = sc.num_tasks
         every = 60.0 * float((cfg.get("checkpoint") or {}).get("every_minutes", 0) or 0)
         self._signal = None
         self._prog = prog  # the divergence watch marks its runs
+        if bool(cfg.loop.get("profile", False)) and self.main:
+            from clj.train.profile import PROFILE_DIR, ChunkProfiler
+
+            self._profiler = ChunkProfiler(os.path.join(self.workdir, PROFILE_DIR),
+                                           int(cfg.loop.get("profile_chunks", 2)))
         restore_handlers = catch_signals(self)
         try:
             for t in range(prog.completed_tasks, T):
@@ -400,6 +420,8 @@ class Runner:
         task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
                                        for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()
+        if self._profiler is not None:  # loop.profile: a few chunks traced (the call is unchanged when off)
+            fn = self._profiler.wrap(fn, t, start_chunk, n_chunks)
         bar = None
         if self.config.progress and self.main:
             from tqdm.auto import tqdm
@@ -447,6 +469,8 @@ class Runner:
                 bar.close()
             if chunks is not None:
                 chunks.close()
+            if self._profiler is not None:
+                self._profiler.stop()  # the task ended (or stopped) before its last traced chunk
         done = plan.steps if stopped_at is None else stopped_at
         return state, done
 
