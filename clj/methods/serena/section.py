@@ -103,7 +103,7 @@ SERENA = Section(
          mask_draw="new cell masks: exact_count | bernoulli ('' = the protocol's)",
          detector="drift statistic: ema_acc | running_since_task_start | running_since_detection | batch_acc "
                   "('' = the protocol's)",
-         vote="cell choice at test time ('' = the protocol's; see the VOTES of clj.methods.serena.serena)",
+         vote="cell choice at test time ('' = the protocol's; see the VOTES of clj.methods.serena)",
          new_cell_init="a new cell's weights: zeros | reinit_random ('' = the protocol's)",
          eval_cell_batch="cells per vectorised forward at test time (0 = all at once)",
          route_stats="class means kept during training: '' = those the vote reads; 'all' = pixel, union and "
