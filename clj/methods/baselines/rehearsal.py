@@ -22,7 +22,7 @@ All five share one State: a :class:`ModelState` and an optional
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -134,7 +134,7 @@ class Draw(NamedTuple):
       valid: bool [m], the rows that are real buffer entries.
     """
 
-    inputs: Any
+    inputs: object   # a pytree (see above)
     y: jax.Array
     logits: jax.Array | None
     valid: jax.Array
