@@ -293,9 +293,9 @@ def setup():
         modulated by the pre-update saliency net's train-mode features (with
         train_step's dropout key)."""
         state = ser.init(k, c, sc, "derpp")
-        hp = state.hp
+        static = state.static
         k_drop = jax.random.split(rng, 4)[0]
-        x = hp.augment(ser.pad_raw(hp, batch["x_raw"]))
+        x = static.augment(ser.pad_raw(static, batch["x_raw"]))
         _, feats, _ = ser.saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, True, k_drop)
         logits, _ = ser.classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, feats, True)
         # A wrong variant: eval-mode saliency features.

@@ -34,7 +34,7 @@ from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add,
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -57,21 +57,21 @@ class State:
       buffer: reservoir buffer (images, labels; no logits).
       seen: bool [C], the labels met in the stream so far.
       task: int32 [], index of the current task (replay and masking from 1 on).
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     buffer: Buffer
     seen: jax.Array
     task: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr",)
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
 def check_replay_config(config, method: str) -> None:
@@ -92,13 +92,13 @@ def init(rng: jax.Array, config, scenario) -> State:
     """
     check_replay_config(config, "er_ace")
     r = sections.block(config, REPLAY)
-    hp = Hparams(augment=common.augment_from_config(config.augment, scenario),
-                 buffer_size=int(r.buffer_size), minibatch_size=int(r.minibatch_size))
+    static = Static(augment=common.augment_from_config(config.augment, scenario),
+                    buffer_size=int(r.buffer_size), minibatch_size=int(r.minibatch_size))
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
-    return State(net=net, buffer=init_buffer(hp.buffer_size, scenario.image_shape, 0),
+    return State(net=net, buffer=init_buffer(static.buffer_size, scenario.image_shape, 0),
                  seen=jnp.zeros((scenario.num_classes,), bool), task=jnp.zeros((), jnp.int32),
-                 hparams={"optim.lr": jnp.float32(config.optim.lr)}, hp=hp)
+                 swept={"optim.lr": jnp.float32(config.optim.lr)}, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -195,11 +195,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics: ``loss``, ``loss_stream``, ``loss_replay``, ``acc``).
     """
-    hp, net = state.hp, state.net
+    static, net = state.static, state.net
     k_draw, k_aug, k_add = jax.random.split(rng, 3)
     active, seen = ace_mask(state.seen, batch["y"])
-    idx, valid = sample_indices(state.buffer, k_draw, hp.minibatch_size)
-    draw = Draw(hp.augment(state.buffer.x[idx], k_aug, train=True), state.buffer.y[idx], None, valid)
+    idx, valid = sample_indices(state.buffer, k_draw, static.minibatch_size)
+    draw = Draw(static.augment(state.buffer.x[idx], k_aug, train=True), state.buffer.y[idx], None, valid)
 
     def apply_fn(params, batch_stats, x):
         return common.forward(net, params, batch_stats, x, train=True)
@@ -208,7 +208,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return ace_loss(apply_fn, params, net.batch_stats, batch["x"], batch["y"], draw, active, state.task > 0)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])
     buf = reservoir_add(state.buffer, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
     metrics = {"loss": loss, "loss_stream": aux["loss_stream"], "loss_replay": aux["loss_replay"],
                "acc": common.accuracy(aux["logits"], batch["y"])}

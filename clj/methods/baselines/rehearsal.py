@@ -38,7 +38,7 @@ OBJECTIVES = ("finetune", "er", "der", "derpp")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -65,44 +65,44 @@ class State:
     Attributes:
       net: the network (params, BN statistics, optimizer state, counters).
       buffer: the replay memory, or None for finetune / joint.
-      hparams: the sweepable hyperparameters as float32 [] arrays
+      swept: the sweepable hyperparameters as float32 [] arrays
         (:data:`SWEEPABLE` -> value), so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     buffer: Buffer | None
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "replay.alpha", "replay.beta")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
-def hparams_from_config(config, scenario, objective: str) -> Hparams:
+def static_from_config(config, scenario, objective: str) -> Static:
     # fine-tuning and joint training do not declare the replay block: its values unchecked
     r = sections.block(config, REPLAY) if objective not in ("finetune", "joint") else sections.merged(REPLAY, config)
-    return Hparams(objective=objective, augment=common.augment_from_config(config.augment, scenario),
-                   buffer_size=int(r["buffer_size"]) if objective != "finetune" else 0,
-                   minibatch_size=int(r["minibatch_size"]), alpha=float(r["alpha"]), beta=float(r["beta"]))
+    return Static(objective=objective, augment=common.augment_from_config(config.augment, scenario),
+                  buffer_size=int(r["buffer_size"]) if objective != "finetune" else 0,
+                  minibatch_size=int(r["minibatch_size"]), alpha=float(r["alpha"]), beta=float(r["beta"]))
 
 
 def init(rng: jax.Array, config, scenario, objective: str) -> State:
     """A fresh State: network from ``config.model``, optimizer from
     ``config.optim``, an empty buffer of ``config.replay.buffer_size`` slots
     (storing logits for DER/DER++)."""
-    hp = hparams_from_config(config, scenario, objective)
+    static = static_from_config(config, scenario, objective)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim),
                                   scenario.image_shape)
     buf = None
     if objective != "finetune":
-        buf = init_buffer(hp.buffer_size, scenario.image_shape,
+        buf = init_buffer(static.buffer_size, scenario.image_shape,
                           scenario.num_classes if objective in ("der", "derpp") else 0)
-    hparams = {"optim.lr": jnp.float32(config.optim.lr), "replay.alpha": jnp.float32(hp.alpha),
-               "replay.beta": jnp.float32(hp.beta)}
-    return State(net=net, buffer=buf, hparams=hparams, hp=hp)
+    swept = {"optim.lr": jnp.float32(config.optim.lr), "replay.alpha": jnp.float32(static.alpha),
+             "replay.beta": jnp.float32(static.beta)}
+    return State(net=net, buffer=buf, swept=swept, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -205,13 +205,13 @@ def num_draws(objective: str) -> int:
 
 def _replay_draw(state: State, rng: jax.Array) -> Draw:
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = sample_indices(state.buffer, k_idx, state.hp.minibatch_size)
-    x = state.hp.augment(state.buffer.x[idx], k_aug, train=True)
+    idx, valid = sample_indices(state.buffer, k_idx, state.static.minibatch_size)
+    x = state.static.augment(state.buffer.x[idx], k_aug, train=True)
     return Draw(x, state.buffer.y[idx], state.buffer.logits[idx], valid)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One step of the objective in ``state.hp.objective`` (module doc;
+    """One step of the objective in ``state.static.objective`` (module doc;
     loss :func:`objective_loss`).
 
     Args:
@@ -224,8 +224,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics dict of float32 scalars: ``loss``, ``acc``).
     """
-    hp, net = state.hp, state.net
-    objective = "finetune" if state.buffer is None else hp.objective
+    static, net = state.static, state.net
+    objective = "finetune" if state.buffer is None else static.objective
     keys = jax.random.split(rng, 3)
     draws = [_replay_draw(state, k) for k in keys[:num_draws(objective)]]
     empty = state.buffer.is_empty() if state.buffer is not None else jnp.zeros((), bool)
@@ -235,13 +235,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     def loss_fn(params):
         return objective_loss(objective, apply_fn, params, net.batch_stats, batch["x"], batch["y"], draws,
-                              state.hparams["replay.alpha"], state.hparams["replay.beta"], empty)
+                              state.swept["replay.alpha"], state.swept["replay.beta"], empty)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])
     buf = state.buffer
     if buf is not None:
-        store_logits = aux["logits"] if hp.objective in ("der", "derpp") else None
+        store_logits = aux["logits"] if static.objective in ("der", "derpp") else None
         buf = reservoir_add(buf, keys[2], batch["x_raw"], batch["y"], logits=store_logits,
                             task_id=batch.get("task_id"))
     metrics = {"loss": loss, "acc": common.accuracy(aux["logits"], batch["y"])}

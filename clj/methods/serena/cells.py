@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from clj.methods.serena.settings import Hparams
+from clj.methods.serena.settings import Static
 from clj.methods.serena.detector import reset_detector
 from clj.sparse import init_masks, pack_mask, trainable_mask
 
@@ -21,7 +21,7 @@ PyTree = Any
 
 @struct.dataclass
 class State:
-    """Everything SERENA carries (all shapes static; ``M = hp.max_cells``).
+    """Everything SERENA carries (all shapes static; ``M = static.max_cells``).
 
     Attributes:
       bank: the union network (params pytree, float32).
@@ -54,7 +54,7 @@ class State:
         cell m was open (labels only, never a task id).
       mask_key, init_key: PRNG keys of cell masks (``fold_in(mask_key, m)``)
         and of ``reinit_random`` values.
-      hp, model: static settings and the Flax module.
+      static, model: static settings and the Flax module.
       prepared: static; True on the output of :func:`prepare_predict`
         (``bank`` already holds the open cell, ``cell_masks`` its mask), which
         is for prediction only.
@@ -83,16 +83,16 @@ class State:
     cell_class_count: jax.Array
     mask_key: jax.Array
     init_key: jax.Array
-    hp: Hparams = struct.field(pytree_node=False)
+    static: Static = struct.field(pytree_node=False)
     model: Any = struct.field(pytree_node=False)
     prepared: bool = struct.field(pytree_node=False, default=False)
 
 
-def draw_mask(hp: Hparams, key: jax.Array, params: PyTree) -> PyTree:
-    """The mask of the cell whose key is ``key``: ERK densities ``hp.densities``,
-    exact per-layer counts or independent Bernoulli draws (``hp.mask_draw``);
+def draw_mask(static: Static, key: jax.Array, params: PyTree) -> PyTree:
+    """The mask of the cell whose key is ``key``: ERK densities ``static.densities``,
+    exact per-layer counts or independent Bernoulli draws (``static.mask_draw``);
     drawn over the whole tensor, so cells overlap (spec §4.5, §10.2)."""
-    return init_masks(key, params, dict(hp.densities), exact=hp.mask_draw == "exact_count")
+    return init_masks(key, params, dict(static.densities), exact=static.mask_draw == "exact_count")
 
 
 def cell_key(state: State, m) -> jax.Array:
@@ -113,7 +113,7 @@ def merged_bank(state: State) -> PyTree:
     """``bank`` with the open cell's weights merged in (spec §4.3 step 4):
     ``faithful``: every nonzero working weight; ``exact``: the open cell's
     trainable weights (``mask_cur & ~frozen``).  Idempotent once closed."""
-    if state.hp.freeze == "faithful":
+    if state.static.freeze == "faithful":
         return jax.tree_util.tree_map(lambda b, w: jnp.where(w != 0, w, b), state.bank, state.work)
     return jax.tree_util.tree_map(lambda b, w, m, f: jnp.where(m & ~f, w, b),
                                   state.bank, state.work, state.mask_cur, state.frozen)
@@ -133,19 +133,19 @@ def open_cell(state: State) -> State:
     working weights ``bank * mask`` (unused positions 0, or fresh random
     values with ``new_cell_init='reinit_random'``), fresh optimizer moments,
     detector window reset (spec §4.3 steps 5-7)."""
-    hp = state.hp
+    static = state.static
     m = state.n_cells
-    mask = draw_mask(hp, cell_key(state, m), state.bank)
+    mask = draw_mask(static, cell_key(state, m), state.bank)
     src = state.bank
-    if hp.new_cell_init == "reinit_random":
+    if static.new_cell_init == "reinit_random":
         fresh = state.model.init(jax.random.fold_in(state.init_key, m),
-                                 jnp.zeros((1, *hp.image_shape), jnp.float32))["params"]
+                                 jnp.zeros((1, *static.image_shape), jnp.float32))["params"]
         src = jax.tree_util.tree_map(lambda b, r, f: jnp.where(f, b, r), state.bank, fresh, state.frozen)
     work = restrict(src, mask)
-    st = state.replace(work=work, mask_cur=mask, opt_state=hp.tx().init(work), n_cells=m + 1,
+    st = state.replace(work=work, mask_cur=mask, opt_state=static.tx().init(work), n_cells=m + 1,
                        cell_start=state.cell_start.at[m].set(state.step))
     # The official statistic's counters live until the next true boundary.
-    return reset_detector(st, counters=hp.detector != "running_since_task_start")
+    return reset_detector(st, counters=static.detector != "running_since_task_start")
 
 
 def masked_step(state: State, grads: PyTree) -> State:
@@ -158,7 +158,7 @@ def masked_step(state: State, grads: PyTree) -> State:
     mask is the whole open cell, so coupled weight decay and momentum move
     the frozen weights inside the cell (the official code's leak)."""
     trainable = trainable_mask(state.mask_cur, state.frozen)
-    update_mask = trainable if state.hp.freeze == "exact" else state.mask_cur
-    upd, opt = state.hp.tx().update(grads, state.opt_state, state.work, update_mask=update_mask,
-                                    grad_mask=trainable)
+    update_mask = trainable if state.static.freeze == "exact" else state.mask_cur
+    upd, opt = state.static.tx().update(grads, state.opt_state, state.work, update_mask=update_mask,
+                                        grad_mask=trainable)
     return state.replace(work=optax.apply_updates(state.work, upd), opt_state=opt)

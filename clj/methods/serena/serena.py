@@ -70,7 +70,7 @@ import numpy as np
 
 from clj.methods.common import TaskInfo, any_seed, cross_entropy
 from clj.methods.serena.cells import PyTree, State, close_cell, draw_mask, masked_step, open_cell, restrict
-from clj.methods.serena.settings import capabilities, default_config, hparams_from_config  # noqa: F401
+from clj.methods.serena.settings import capabilities, default_config, static_from_config  # noqa: F401
 from clj.methods.serena.settings import model_from_config
 from clj.methods.serena.detector import detector_push
 from clj.methods.serena.route import SUM_FIELDS, accumulate_class_means, space_dim
@@ -83,24 +83,24 @@ def init(rng: jax.Array, config, scenario) -> State:
     model = model_from_config(config, scenario.num_classes)
     k_init, k_mask, k_re = jax.random.split(rng, 3)
     params = model.init(k_init, jnp.zeros((1, *scenario.image_shape), jnp.float32))["params"]
-    hp = hparams_from_config(config, scenario, params)
-    mask0 = draw_mask(hp, jax.random.fold_in(k_mask, 0), params)
+    static = static_from_config(config, scenario, params)
+    mask0 = draw_mask(static, jax.random.fold_in(k_mask, 0), params)
     work = restrict(params, mask0)
-    M = hp.max_cells
+    M = static.max_cells
     packed = jax.tree_util.tree_map(lambda m: jnp.zeros((M, math.ceil(m.size / 8)), jnp.uint8), mask0)
-    W = hp.window
+    W = static.window
     z = jnp.zeros((), jnp.int32)
     return State(bank=work, work=work, mask_cur=mask0,
                  frozen=jax.tree_util.tree_map(jnp.zeros_like, mask0), cell_masks=packed,
-                 opt_state=hp.tx().init(work), n_cells=jnp.ones((), jnp.int32), closed=jnp.zeros((), bool),
+                 opt_state=static.tx().init(work), n_cells=jnp.ones((), jnp.int32), closed=jnp.zeros((), bool),
                  win=jnp.zeros((W,), jnp.float32), win_count=z, win_pos=z, correct=z, seen=z,
                  ema=jnp.zeros((), jnp.float32), step=z,
                  cell_start=jnp.full((M,), -1, jnp.int32).at[0].set(0), dropped=z,
                  **{field: jnp.zeros((scenario.num_classes, space_dim(space, scenario.image_shape, model)
-                                      if space in hp.class_means else 0), jnp.float32)
+                                      if space in static.class_means else 0), jnp.float32)
                     for space, field in SUM_FIELDS.items()},
                  cell_class_count=jnp.zeros((M, scenario.num_classes), jnp.int32), mask_key=k_mask,
-                 init_key=k_re, hp=hp, model=model)
+                 init_key=k_re, static=static, model=model)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -136,7 +136,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss, logits), grads = jax.value_and_grad(lambda w: _loss(state, w, x, y), has_aux=True)(state.work)
     n_correct = jnp.sum(jnp.argmax(logits, -1) == y)
     st, det, c = detector_push(state, n_correct, B, new_task)
-    can = st.n_cells < st.hp.max_cells
+    can = st.n_cells < st.static.max_cells
     fire = det & can
 
     def switch(s):
@@ -213,20 +213,21 @@ def memory_bytes(state: State) -> dict:
 def result_extras(state: State) -> dict:
     """The protocol, its effective knobs, the cells opened and when, and the
     union density (results.json ``extra.serena``)."""
-    hp = state.hp
+    static = state.static
     n = int(state.n_cells)
     frozen = jax.tree_util.tree_leaves(state.frozen)
     union = float(sum(int(jnp.sum(f)) for f in frozen) / max(sum(f.size for f in frozen), 1))
     return {"serena": {
-        "protocol": hp.protocol, "freeze": hp.freeze, "mask_draw": hp.mask_draw, "detector": hp.detector,
-        "vote": hp.vote, "class_means": list(hp.class_means), "new_cell_init": hp.new_cell_init, "density": hp.density, "window": hp.window,
-        "threshold": hp.threshold, "ema_decay": hp.ema_decay, "min_window_mean": hp.min_window_mean,
-        "max_cells": hp.max_cells, "n_cells": n,
+        "protocol": static.protocol, "freeze": static.freeze, "mask_draw": static.mask_draw,
+        "detector": static.detector, "vote": static.vote, "class_means": list(static.class_means),
+        "new_cell_init": static.new_cell_init, "density": static.density, "window": static.window,
+        "threshold": static.threshold, "ema_decay": static.ema_decay, "min_window_mean": static.min_window_mean,
+        "max_cells": static.max_cells, "n_cells": n,
         "cell_start_steps": [int(s) for s in np.asarray(state.cell_start)[:n]],
         "detections_dropped_at_capacity": int(state.dropped), "union_density": union,
-        "layer_densities": dict(hp.densities),
-        "optim": {"name": hp.optim, "lr": hp.lr, "momentum": hp.momentum, "nesterov": hp.nesterov,
-                  "weight_decay": hp.weight_decay}}}
+        "layer_densities": dict(static.densities),
+        "optim": {"name": static.optim, "lr": static.lr, "momentum": static.momentum, "nesterov": static.nesterov,
+                  "weight_decay": static.weight_decay}}}
 
 
 def _spec():

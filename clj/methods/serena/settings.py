@@ -1,6 +1,6 @@
 """SERENA's config plumbing: the ``config.serena`` section (defaults and
 checks live in the JAX-free :mod:`clj.methods.serena.section`), the protocol knobs
-resolved, the static :class:`Hparams` of a run (with its optimizer), the
+resolved, the static :class:`Static` of a run (with its optimizer), the
 backbone and the loop hooks that depend on the config.
 
 Source: spec ``shared/specs/serena.md`` §6 (defaults), §11 (protocols).
@@ -52,7 +52,7 @@ def resolved(config) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static (hashable) settings; see :func:`default_config` and the module doc."""
 
     protocol: str
@@ -93,23 +93,23 @@ class Hparams:
         return masked_optimizer(optax.chain(*parts))
 
 
-def hparams_from_config(config, scenario, params) -> Hparams:
+def static_from_config(config, scenario, params) -> Static:
     """The static settings of a run: ``config.serena`` resolved for its
     protocol, ERK densities of ``params``, the optimizer of ``config.optim``."""
     s = sections.block(config, serena_section.SERENA)
     r = resolved(config)
     dens = layer_densities(params, float(s.density), "erk")
     max_cells = int(s.max_cells) or scenario.num_tasks + 8
-    return Hparams(protocol=s.protocol, freeze=r["freeze"], mask_draw=r["mask_draw"], detector=r["detector"],
-                   vote=r["vote"], new_cell_init=r["new_cell_init"], density=float(s.density),
-                   densities=tuple(sorted((k, float(v)) for k, v in dens.items())), window=int(s.window),
-                   threshold=float(s.threshold), ema_decay=float(s.ema_decay),
-                   min_window_mean=float(r["min_window_mean"]), max_cells=max_cells,
-                   optim=config.optim.name, lr=float(config.optim.lr),
-                   momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
-                   weight_decay=float(config.optim.get("weight_decay", 0.0)),
-                   eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape),
-                   class_means=class_mean_spaces(r["vote"], str(s.get("route_stats", ""))))
+    return Static(protocol=s.protocol, freeze=r["freeze"], mask_draw=r["mask_draw"], detector=r["detector"],
+                  vote=r["vote"], new_cell_init=r["new_cell_init"], density=float(s.density),
+                  densities=tuple(sorted((k, float(v)) for k, v in dens.items())), window=int(s.window),
+                  threshold=float(s.threshold), ema_decay=float(s.ema_decay),
+                  min_window_mean=float(r["min_window_mean"]), max_cells=max_cells,
+                  optim=config.optim.name, lr=float(config.optim.lr),
+                  momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
+                  weight_decay=float(config.optim.get("weight_decay", 0.0)),
+                  eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape),
+                  class_means=class_mean_spaces(r["vote"], str(s.get("route_stats", ""))))
 
 
 def class_mean_spaces(vote: str, route_stats: str) -> tuple[str, ...]:

@@ -39,16 +39,16 @@ def cell_outputs(state: State, x: jax.Array, valid: jax.Array | None = None) -> 
         padding rows get outputs too, but do not change the others'.
     Returns:
       float32 [M, B, C]; rows ``m >= n_cells`` are zeros: they are not
-      computed.  Cells run ``hp.eval_cell_batch`` at a time (vmapped), for
+      computed.  Cells run ``static.eval_cell_batch`` at a time (vmapped), for
       ``ceil(n_cells / eval_cell_batch)`` iterations of a loop whose trip
       count is data-dependent (under a vmap over seeds it runs the largest
       seed's count).
     """
-    hp = state.hp
+    static = state.static
     st = prepare_predict(state)
     bank, cms = st.bank, st.cell_masks
-    M = hp.max_cells
-    G = min(hp.eval_cell_batch or M, M)
+    M = static.max_cells
+    G = min(static.eval_cell_batch or M, M)
     n_groups = -(-M // G)
     n_live = st.n_cells
     shapes = jax.tree_util.tree_map(lambda b: b.shape, bank)
@@ -150,7 +150,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
             valid: jax.Array | None = None) -> jax.Array:
     """Scores float32 [B, C] (argmax = SERENA's prediction) of normalised
     inputs x float32 [B, H, W, C]: the live cells' forward passes combined by
-    ``hp.vote`` (:func:`combine_cells`).
+    ``static.vote`` (:func:`combine_cells`).
 
     Args:
       task_id: int32 [B], used only by the official rule; in ``official``
@@ -164,7 +164,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
     For speed, call :func:`prepare_predict` once per evaluation and pass its
     result here; the scores are the same either way.
     """
-    rule = state.hp.vote
+    rule = state.static.vote
     if rule == "official_task_indexed" and task_id is None:
         rule = "recency_vote"  # no task id given: every cell votes
     st = prepare_predict(state)  # once, for the routing pass and the cells
