@@ -148,16 +148,18 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     return logits
 
 
-def ace_loss(apply_fn: Callable, params, batch_stats, inputs, y: jax.Array, draw: Draw, active: jax.Array,
+def ace_loss(params, *, apply_fn: Callable, batch_stats, inputs, y: jax.Array, draw: Draw, active: jax.Array,
              replay_on: jax.Array):
     """The ER-ACE loss (module doc) on a stream batch and one replay draw; a
-    pure function of ``params`` for ``jax.grad``.
+    pure function of ``params`` (the one positional argument) for
+    ``jax.grad``; every other argument is named.
 
     Args:
+      params: the network's parameters (differentiated).
       apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
         new batch_stats)``, the network in training mode (each call is its own
         BatchNorm batch).
-      params, batch_stats: the network's variables.
+      batch_stats: the network's BatchNorm statistics.
       inputs: the stream batch's inputs (leading axis B); y: int32 [B].
       draw: the replay draw (:class:`clj.methods.baselines.rehearsal.Draw`; its
         ``logits`` are not used).
@@ -205,7 +207,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return common.forward(net, params, batch_stats, x, train=True)
 
     def loss_fn(params):
-        return ace_loss(apply_fn, params, net.batch_stats, batch["x"], batch["y"], draw, active, state.task > 0)
+        return ace_loss(params, apply_fn=apply_fn, batch_stats=net.batch_stats, inputs=batch["x"], y=batch["y"],
+                        draw=draw, active=active, replay_on=state.task > 0)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])

@@ -140,17 +140,19 @@ class Draw(NamedTuple):
     valid: jax.Array
 
 
-def objective_loss(objective: str, apply_fn: Callable, params, batch_stats, inputs, y: jax.Array,
+def objective_loss(params, *, objective: str, apply_fn: Callable, batch_stats, inputs, y: jax.Array,
                    draws: Sequence[Draw], alpha, beta, empty: jax.Array):
     """The loss of one rehearsal objective (module doc) on a stream batch and
-    its replay draws; a pure function of ``params`` for ``jax.grad``.
+    its replay draws; a pure function of ``params`` (the one positional
+    argument) for ``jax.grad``; every other argument is named.
 
     Args:
+      params: the network's parameters (differentiated).
       objective: one of ``OBJECTIVES``; ``finetune`` ignores ``draws``.
       apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
         new batch_stats)``, the network in training mode (each call is its own
         BatchNorm batch).
-      params, batch_stats: the network's variables.
+      batch_stats: the network's BatchNorm statistics.
       inputs: the stream batch's inputs (leading axis B); y: int32 [B].
       draws: ER and DER one :class:`Draw`, DER++ two (independent).
       alpha, beta: float32 [] weights of the logit MSE (DER, DER++) and of
@@ -234,8 +236,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return common.forward(net, params, batch_stats, x, train=True)
 
     def loss_fn(params):
-        return objective_loss(objective, apply_fn, params, net.batch_stats, batch["x"], batch["y"], draws,
-                              state.swept["replay.alpha"], state.swept["replay.beta"], empty)
+        return objective_loss(params, objective=objective, apply_fn=apply_fn, batch_stats=net.batch_stats,
+                              inputs=batch["x"], y=batch["y"], draws=draws, alpha=state.swept["replay.alpha"],
+                              beta=state.swept["replay.beta"], empty=empty)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])

@@ -342,12 +342,12 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     if static.base == "er_ace":
         active, seen = er_ace.ace_mask(state.seen, y)
-        loss_fn = functools.partial(er_ace.ace_loss, apply_fn, batch_stats=ms.batch_stats, inputs=(x, feats), y=y,
-                                    draw=draws[0], active=active, replay_on=state.task > 0)
+        loss_fn = functools.partial(er_ace.ace_loss, apply_fn=apply_fn, batch_stats=ms.batch_stats,
+                                    inputs=(x, feats), y=y, draw=draws[0], active=active, replay_on=state.task > 0)
     else:
-        loss_fn = functools.partial(rehearsal.objective_loss, static.base, apply_fn, batch_stats=ms.batch_stats,
-                                    inputs=(x, feats), y=y, draws=draws, alpha=static.alpha, beta=static.beta,
-                                    empty=state.buffer.is_empty())
+        loss_fn = functools.partial(rehearsal.objective_loss, objective=static.base, apply_fn=apply_fn,
+                                    batch_stats=ms.batch_stats, inputs=(x, feats), y=y, draws=draws,
+                                    alpha=static.alpha, beta=static.beta, empty=state.buffer.is_empty())
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(ms.params)
     new_cls = common.apply_gradients(ms, grads, aux["batch_stats"])
     logits = aux["logits"]
