@@ -2,8 +2,8 @@
 
 Source: Caccia et al., "New Insights on Reducing Abrupt Representation Change
 in Online Continual Learning", ICLR 2022 (Sec. 4, the ER-AML / ER-ACE
-objectives), as Mammoth's ``models/er_ace.py`` runs it (semantics summarised
-in ``shared/specs/ser.md`` §4.3, §5.2 and §9 item 9):
+objectives), as Mammoth's ``models/er_ace.py`` runs it (``docs/baselines.md``,
+"ER, DER, DER++ and ER-ACE as Mammoth runs them"):
 
 * the stream cross-entropy is computed over a **mask** of the logits: the
   classes present in the current batch, plus every class at or above the

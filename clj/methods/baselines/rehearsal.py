@@ -3,7 +3,8 @@
 Sources: Buzzega et al., "Dark Experience for General Continual Learning",
 NeurIPS 2020 (DER, DER++; Alg. 1); Chaudhry et al. 2019 / Riemer et al. 2019
 (ER with reservoir sampling); semantics of Mammoth (``models/er.py``,
-``der.py``, ``derpp.py``) as summarised in ``shared/specs/replay.md``:
+``der.py``, ``derpp.py``) as ``docs/baselines.md`` ("ER, DER, DER++ and ER-ACE
+as Mammoth runs them") describes them:
 
 * the buffer stores the **non-augmented** stream examples, inserted by
   reservoir sampling **after** the optimizer step;

@@ -1,6 +1,7 @@
 """NISPA: Neuro-Inspired Stability-Plasticity Adaptation (Gurbuz & Dovrolis,
 ICML 2022, arXiv 2206.09117), task-incremental, as its official code runs it
-(``specs/nispa.md``).
+(``docs/nispa.md``, "The algorithm as the official code runs it"; the paper's
+sections are cited as "paper §").
 
 One sparse network of fixed density learns every task.  Each hidden unit is
 *stable* (promoted at an earlier task boundary), *candidate* (selected in the
@@ -10,16 +11,16 @@ the classes seen so far count as stable.  A task trains in **phases** of
 
 1. the phase's accuracy is its best epoch's validation accuracy; stop when it
    falls more than ``a_f`` points below the best of the earlier phases
-   (t >= 3) or when p_t <= 5 % (§3.8), rolling back to the previous phase's
-   snapshot and the unit selection that produced its connectivity;
+   (t >= 3) or when p_t <= 5 % (paper §3.8), rolling back to the previous
+   phase's snapshot and the unit selection that produced its connectivity;
 2. otherwise the units that together give p_t % of each hidden layer's total
    average activation on the task's training data become candidates, with
-   p_t = 100 (1 + cos(pi t / k)) / 2 (Eq. 3, §3.3);
+   p_t = 100 (1 + cos(pi t / k)) / 2 (paper Eq. 3, §3.3);
 3. every connection from a plastic unit into a stable/candidate unit is
    dropped; plastic units left without outgoing connections get one
    zero-valued connection; the rest of the dropped budget is regrown at random
    into plastic targets with N(mean, std) of the layer's weights, so each
-   layer keeps its number of connections (§3.5-3.6);
+   layer keeps its number of connections (paper §3.5-3.6);
 4. the next phase starts from the rewired best-epoch snapshot.
 
 At the task end the final selection is promoted to stable, every connection
@@ -115,7 +116,8 @@ def begin_task(state: State, task: TaskInfo) -> State:
 def end_task(state: State, task_data) -> State:
     """Rolls back to the last kept phase, promotes its selection to stable,
     freezes stable->stable connections and stable biases, re-initialises
-    every other weight (spec §4.7).  ``task_data`` is unused."""
+    every other weight (``docs/nispa.md``, "The task boundary: promote,
+    freeze, re-initialise").  ``task_data`` is unused."""
     del task_data
     static = state.static
     ok = state.prev_valid
@@ -203,12 +205,12 @@ def task_il_correct(logits: jax.Array, y: jax.Array, task_mask: jax.Array, rule:
     Args:
       logits: float [B, C]; y: int [B] labels; task_mask: bool or 0/1 [C]
         (or [B, C]) marking the test example's task classes.
-      rule: ``'multiply'``: the official code's rule (spec §4.9): the logits
-        times the 0/1 mask, argmax over all C classes, so when every task
-        logit is negative a masked class (at 0) wins and the example counts
-        as wrong; ``'restrict'``: argmax over the task's classes only (the
-        core loop's rule; it differs from 'multiply' exactly on the examples
-        whose task logits are all <= 0).
+      rule: ``'multiply'``: the official code's rule (``docs/nispa.md``,
+        "Output masking"): the logits times the 0/1 mask, argmax over all C
+        classes, so when every task logit is negative a masked class (at 0)
+        wins and the example counts as wrong; ``'restrict'``: argmax over the
+        task's classes only (the core loop's rule; it differs from 'multiply'
+        exactly on the examples whose task logits are all <= 0).
 
     Raises:
       ValueError: unknown ``rule``.

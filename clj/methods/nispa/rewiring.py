@@ -1,7 +1,7 @@
-"""NISPA's rewiring after a phase (spec ``shared/specs/nispa.md`` §4.4-4.5,
-paper §3.3-3.6): the average activation of every hidden unit on the task's
-training data (the selection statistic), then drop, fix-up and random
-regrowth of the connections in every layer.
+"""NISPA's rewiring after a phase (``docs/nispa.md``, "Candidate selection" and
+"Rewiring: drop, fix-up, grow"; paper §3.3-3.6): the average activation of
+every hidden unit on the task's training data (the selection statistic), then
+drop, fix-up and random regrowth of the connections in every layer.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from clj.methods.nispa.state import Static, PyTree, State, forward, stable_full
 
 def average_activations(state: State, params: PyTree, conn: dict) -> list:
     """Per hidden unit layer, float32 [n_units]: post-ReLU activation summed
-    over spatial positions, averaged over the selection buffer (§4.4)."""
+    over spatial positions, averaged over the selection buffer
+    (``docs/nispa.md``, "Candidate selection")."""
     static = state.static
     E = static.chunk
     xs = state.sel_x.reshape(-1, E, *state.sel_x.shape[1:])
@@ -35,9 +36,10 @@ def average_activations(state: State, params: PyTree, conn: dict) -> list:
 
 def rewire(static: Static, rng: jax.Array, params: PyTree, conn: dict, S: tuple):
     """Drop, fix-up and grow in every layer for the unit sets ``S`` (hidden
-    layers then outputs; spec §4.5).  Returns ``(params, conn, leftover
-    int32 [n_layers])``; a layer's connection count is unchanged unless
-    ``leftover > 0`` (too few free positions into plastic targets)."""
+    layers then outputs; ``docs/nispa.md``, "Rewiring: drop, fix-up, grow").
+    Returns ``(params, conn, leftover int32 [n_layers])``; a layer's
+    connection count is unchanged unless ``leftover > 0`` (too few free
+    positions into plastic targets)."""
     Sf = stable_full(static, S)
     new_p, new_c, left = {}, {}, []
     keys = jax.random.split(rng, 3 * static.n_layers).reshape(static.n_layers, 3, -1)

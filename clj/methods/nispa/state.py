@@ -1,6 +1,6 @@
 """NISPA's static settings, its State, the masks of the sparse network and
-the State's construction from a config (spec ``shared/specs/nispa.md`` §4.1,
-§9.1-9.3).
+the State's construction from a config (``docs/nispa.md``, "Networks" and "Unit
+states").
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ class Static:
     @property
     def tx(self) -> optax.GradientTransformationExtraArgs:
         """Adam through the masked update (frozen and absent connections get
-        exactly zero gradient, moments and update; spec §4.3, §9.3)."""
+        exactly zero gradient, moments and update; ``docs/nispa.md``, "A task,
+        phase by phase")."""
         return masked_optimizer(optax.adam(self.lr))
 
     @property
@@ -159,7 +160,7 @@ def stable_full(static: Static, stable: tuple) -> list:
 
 def trainable(static: Static, params: PyTree, conn: dict, stable: tuple) -> PyTree:
     """The update mask: existing, non-frozen connections and the biases of
-    non-stable units (spec §4.3, §9.3)."""
+    non-stable units (``docs/nispa.md``, "A task, phase by phase")."""
     sf = stable_full(static, stable)
     out = {}
     for l, s in enumerate(static.specs):

@@ -2,11 +2,11 @@
 stream, its pretraining before task 0 and its weight import.
 
 Source: Sorrenti et al., "Saliency-driven Experience Replay for Continual
-Learning", NeurIPS 2024 (the saliency branch trained online on the stream,
-its encoder features modulating the classifier); the official code's
-optimiser and step as paraphrased in ``shared/specs/ser.md`` §4.2, §4.5 and
-§11.3.  The classifier side and the method's step are in
-:mod:`clj.methods.ser.ser`.
+Learning", NeurIPS 2024 (the saliency branch trained online on the stream, its
+encoder features modulating the classifier); the official code's optimiser and
+step as ``docs/ser.md`` describes them ("One training step", "Optimisers",
+"Without the saliency data or the checkpoint").  The classifier side and the
+method's step are in :mod:`clj.methods.ser.ser`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from clj.models.saliency import SaliencyNet
 @dataclasses.dataclass(frozen=True)
 class SalOptSpec:
     """The saliency optimiser (hashable): PyTorch SGD with momentum and coupled
-    weight decay, two groups (ser.md §4.5): ``cnn`` (encoder) at
+    weight decay, two groups (``docs/ser.md``, "Optimisers"): ``cnn`` (encoder) at
     ``lr * cnn_lr_factor`` / ``cnn_weight_decay``; the rest at ``lr`` /
     ``weight_decay``.  optax's trace starts at zero, so its first step equals
     PyTorch's momentum buffer initialised to the gradient."""
@@ -116,7 +116,8 @@ def kld_step(model: SaliencyNet, tx: optax.GradientTransformation, params, batch
 
 
 def saliency_step(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
-    """The saliency branch's step on a stream batch (ser.md §4.2 step 1):
+    """The saliency branch's step on a stream batch (``docs/ser.md``, "One
+    training step", steps 1-2):
     :func:`kld_step` at ``static.sal_coeff`` with the saliency optimiser.
 
     Returns:
@@ -136,7 +137,8 @@ def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_
     (:func:`clj.methods.ser.targets.procedural_images`, disjoint from the
     continual stream) against the configured offline target (``teacher``
     falls back to spectral residual), with the saliency optimiser at
-    ``lr_mult`` times its learning rates (ser.md §11.3).  One ``lax.scan``.
+    ``lr_mult`` times its learning rates (``docs/ser.md``, "Without the
+    saliency data or the checkpoint").  One ``lax.scan``.
 
     Returns:
       (params, batch_stats).

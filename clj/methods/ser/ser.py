@@ -3,17 +3,18 @@
 Source: Sorrenti, Bellitto, Proietto Salanitri, Pennisi, Palazzo, Spampinato,
 "Saliency-driven Experience Replay for Continual Learning", NeurIPS 2024
 (two branches, multiplicative modulation, stop-gradient from the classifier
-to the saliency net); the official code's step as paraphrased in
-``shared/specs/ser.md`` §4.2 (DER++), §4.3 (ER-ACE), §5.2 (ER, inferred).
+to the saliency net); the official code's step as ``docs/ser.md``, "SER as the
+official code runs it", describes it (DER++, ER-ACE; ER by the same pattern,
+the official code has no ER variant).
 
-One jitted step (``train_step``), in the order of ser.md §4.2:
+One jitted step (``train_step``), in the official order ("One training step"):
 
 1. **Saliency step.**  The saliency net runs in train mode (batch-stat BN,
    channel dropout) on the stream images; loss ``sal_coeff * KLD(pred,
    target)``; one step of its own optimiser (SGD momentum 0.9, coupled weight
    decay; encoder at ``sal_lr * sal_cnn_lr_factor`` with
    ``sal_cnn_weight_decay``, decoder at ``sal_lr`` with ``sal_weight_decay``;
-   §4.5).  The encoder's five pre-ReLU features of *this* forward (pre-update
+   "Optimisers").  The encoder's five pre-ReLU features of *this* forward (pre-update
    weights) modulate the stream pass; they are ``stop_gradient``-ed, so no
    classification gradient reaches the saliency net, and the saliency loss
    does not depend on the classifier.
@@ -33,29 +34,31 @@ One jitted step (``train_step``), in the order of ser.md §4.2:
    Plain SGD on the classifier (``config.optim``).
 4. **Insertion**: reservoir, after the step, of the (padded, uint8) stream
    images, labels and, for DER++, the stream logits of step 3 (pre-update,
-   train mode, modulated).  No saliency map is stored or replayed (§4.2,
-   §9 item 8): storing uint8 and normalising at sampling equals the official
-   float copy of the normalised stream tensor up to float rounding.
+   train mode, modulated).  No saliency map is stored or replayed ("One
+   training step", step 5): storing uint8 and normalising at sampling equals
+   the official float copy of the normalised stream tensor up to float
+   rounding.
 
 The saliency branch (its optimiser, step, pretraining and weight import)
 is :mod:`clj.methods.ser.saliency`.
 
 Saliency targets (``ser.sal_target``, recorded in results.json): the offline
-``spectral_residual`` (default), ``center``, ``center_sr`` (ser.md §11.2) or
-``teacher``: the eval-mode prediction of a frozen copy of the *initial*
-saliency net, meaningful with ``sal_init='ckpt:<file>'`` (a user's saliency
-checkpoint standing in for the dataset's pseudo-ground-truth maps).
+``spectral_residual`` (default), ``center``, ``center_sr`` ("Without the
+saliency data or the checkpoint") or ``teacher``: the eval-mode prediction of a
+frozen copy of the *initial* saliency net, meaningful with
+``sal_init='ckpt:<file>'`` (a user's saliency checkpoint standing in for the
+dataset's pseudo-ground-truth maps).
 
-Saliency weights (``ser.sal_init``, §11.3): ``pretrain:<K>`` (default:
-K steps on procedural images disjoint from every dataset, before task 0),
-``scratch`` (the classifier's initial backbone copied into the encoder, as
+Saliency weights (``ser.sal_init``, the same subsection): ``pretrain:<K>``
+(default: K steps on procedural images disjoint from every dataset, before
+task 0), ``scratch`` (the classifier's initial backbone copied into the encoder, as
 the official code deep-copies it), ``ckpt:<path>`` (an ``.npz`` written by
-:func:`~clj.methods.ser.saliency.save_saliency_checkpoint`, e.g. after converting the official
-PyTorch checkpoint).
+:func:`~clj.methods.ser.saliency.save_saliency_checkpoint`, e.g. after
+converting the official PyTorch checkpoint).
 
 Inputs whose H or W are not multiples of 8 (Fashion-MNIST's 28x28) are
 zero-padded (in pixel space) to the next multiple of 8 for both networks.
-The method refuses data augmentation (SER trains without it, §2).
+The method refuses data augmentation (SER trains without it, "The paper's protocol").
 """
 from __future__ import annotations
 
@@ -93,7 +96,8 @@ CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20}
 
 def ser_config() -> ml_collections.ConfigDict:
     """Defaults of ``config.ser`` (a config file sets ``c.ser = ser_config()``
-    and overrides fields; ser.md §6 for the paper's values)."""
+    and overrides fields; ``docs/ser.md``, "The paper's protocol", for the
+    paper's values)."""
     return ml_collections.ConfigDict(ser_section.SER.defaults)
 
 
@@ -180,7 +184,7 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     (``width`` honoured) made modulatable; the saliency net has the same
     width; both compute in ``model.dtype`` (float32 parameters).  The
     encoder starts as a copy of the classifier's initial backbone
-    (ser.md §9 item 15), then ``sal_init`` applies; with
+    (``docs/ser.md``, "The saliency network"), then ``sal_init`` applies; with
     ``ser.cls_init='sal_encoder'`` the classifier's backbone (parameters and
     BN statistics) is then replaced by a copy of the saliency encoder (the
     "base initialised from the saliency encoder" control; with
@@ -199,7 +203,7 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     aug = common.augment_from_config(config.augment, scenario)
     _check(aug.crop_pad == 0 and not aug.flip,
            f"augment.crop_pad={aug.crop_pad}, augment.flip={aug.flip}: SER trains without augmentation "
-           "(ser.md §2); set crop_pad=0, flip=False.")
+           "(docs/ser.md); set crop_pad=0, flip=False.")
     H, W, C = scenario.image_shape
     ph, pw = _pad_amounts(H), _pad_amounts(W)
     in_shape = (H + ph, W + pw, C)
@@ -288,7 +292,8 @@ def classifier_apply(ms: ModelState, params, batch_stats, x, feats, train: bool)
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
     """Logits float32 [B, C] of normalised x float32 [B, H, W, C]: the
     saliency net (eval mode) gives the features that modulate the classifier
-    (eval mode); test images need the saliency branch (ser.md §7)."""
+    (eval mode); test images need the saliency branch (``docs/ser.md``,
+    "Evaluation")."""
     del task_id
     x = pad_normalized(state.static, x)
     _, feats, _ = saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, train=False)

@@ -1,4 +1,5 @@
-"""SERENA's concept cells (spec ``shared/specs/serena.md`` §4): the State,
+"""SERENA's concept cells (``docs/serena.md``, "Concept cells and their masks",
+"Opening and closing a cell"): the State,
 the random sparse mask of a cell, closing a cell (merge into the union
 network, freeze, store its mask bit-packed), opening the next one, and the
 open cell's optimizer step through the one masked update.
@@ -91,7 +92,8 @@ class State:
 def draw_mask(static: Static, key: jax.Array, params: PyTree) -> PyTree:
     """The mask of the cell whose key is ``key``: ERK densities ``static.densities``,
     exact per-layer counts or independent Bernoulli draws (``static.mask_draw``);
-    drawn over the whole tensor, so cells overlap (spec §4.5, §10.2)."""
+    drawn over the whole tensor, so cells overlap (``docs/serena.md``, "Concept cells
+    and their masks")."""
     return init_masks(key, params, dict(static.densities), exact=static.mask_draw == "exact_count")
 
 
@@ -110,7 +112,8 @@ def store_mask(cell_masks: PyTree, row, mask: PyTree) -> PyTree:
 
 
 def merged_bank(state: State) -> PyTree:
-    """``bank`` with the open cell's weights merged in (spec §4.3 step 4):
+    """``bank`` with the open cell's weights merged in (``docs/serena.md``, "Opening and
+    closing a cell", step 1):
     ``faithful``: every nonzero working weight; ``exact``: the open cell's
     trainable weights (``mask_cur & ~frozen``).  Idempotent once closed."""
     if state.static.freeze == "faithful":
@@ -132,7 +135,8 @@ def open_cell(state: State) -> State:
     """Opens cell ``n_cells``: a new mask from ``fold_in(mask_key, n_cells)``,
     working weights ``bank * mask`` (unused positions 0, or fresh random
     values with ``new_cell_init='reinit_random'``), fresh optimizer moments,
-    detector window reset (spec §4.3 steps 5-7)."""
+    detector window reset (``docs/serena.md``, "Opening and closing a
+    cell", steps 3-4)."""
     static = state.static
     m = state.n_cells
     mask = draw_mask(static, cell_key(state, m), state.bank)
@@ -150,7 +154,8 @@ def open_cell(state: State) -> State:
 
 def masked_step(state: State, grads: PyTree) -> State:
     """One optimizer step of the open cell through the one masked update
-    (:func:`clj.sparse.masked_optimizer`; spec §4.4, §11.4).
+    (:func:`clj.sparse.masked_optimizer`; ``docs/serena.md``, "Freezing and the
+    optimizer").
 
     ``exact``: only the open cell's trainable weights ``mask_cur & ~frozen``
     move; frozen weights keep their bits whatever the optimizer.

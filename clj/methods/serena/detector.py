@@ -1,4 +1,4 @@
-"""SERENA's drift detector (spec ``shared/specs/serena.md`` §5, §11.1): a
+"""SERENA's drift detector (``docs/serena.md``, "The drift detector"): a
 window of W values of a prequential-accuracy statistic; a cell closes when
 the newest value falls below ``threshold`` x the window mean.
 """
@@ -23,7 +23,8 @@ def reset_detector(state: State, counters: bool) -> State:
 def detector_push(state: State, n_correct: jax.Array, n: int, new_task: jax.Array):
     """Updates the statistic with one batch and decides whether to fire.
 
-    Statistic c (percent), by ``static.detector`` (spec §5, §11.1):
+    Statistic c (percent), by ``static.detector`` (``docs/serena.md``, "The drift
+    detector"):
     ``running_since_task_start``: 100 * correct / seen, counters reset by
     ``new_task``; ``running_since_detection``: the same, reset by detection;
     ``batch_acc``: the batch accuracy; ``ema_acc``: an exponential moving

@@ -2,7 +2,7 @@
 
 **This is clj's rule, not SERENA's.**  SERENA's official code chooses the
 voting cells with the true task id of the test data (cells ``0..t`` vote on
-task ``t``, spec ``shared/specs/serena.md`` §7); a task-free learner has no
+task ``t``, ``docs/serena.md``, "Prediction: the official vote"); a task-free learner has no
 such id.  clj therefore routes each test input to one cell: the class whose
 mean training representation is nearest to the input's (squared Euclidean
 distance, classes seen in training only), then the cell that saw most

@@ -3,26 +3,29 @@ subnetworks ("concept cells").
 
 Source: Yildirim et al., "Self-Regulated Neurogenesis for Online
 Data-Incremental Learning", CoLLAs 2025 (PMLR 330:657-671, arXiv 2403.14684
-v2), as its official code runs it; ``shared/specs/serena.md`` paraphrases the
-code (section numbers below refer to it).
+v2), as its official code runs it; ``docs/serena.md``, "The algorithm as the
+official code runs it", describes the code (the quoted names below are its
+subsections).
 
 One dense weight array per layer (``bank``, the union network) carries every
 cell.  Exactly one cell is open at a time: a random sparse mask with ERK
-layer densities (§4.2) whose weights form the working network ``work``
-(``bank`` restricted to the mask; weights of earlier cells inside the mask
-are read-only, §4.3-4.4).  Each train step
+layer densities ("Concept cells and their masks") whose weights form the
+working network ``work`` (``bank`` restricted to the mask; weights of earlier
+cells inside the mask are read-only, "Freezing and the optimizer").  Each
+train step
 
 1. measures the open cell's prequential accuracy on the incoming batch
    (test-then-train) and pushes a drift statistic into a window of ``W``;
 2. fires a detection when the statistic drops below ``threshold`` x the window
-   mean (strict ``<``, checked only once the window is full: §5);
+   mean (strict ``<``, checked only once the window is full: "The drift
+   detector");
 3. on a detection (inside ``lax.cond``, all shapes static) closes the open
    cell -- merges its weights into ``bank``, ORs its mask into ``frozen``,
    stores its mask bit-packed -- and opens a new one with a fresh mask,
    fresh optimizer moments and weights taken from ``bank`` (so weights no cell
-   used start at 0, §4.3);
+   used start at 0, "Opening and closing a cell");
 4. takes one masked SGD step of the cross-entropy over all classes on the open
-   cell (the triggering batch trains the new cell, §5 step 4).
+   cell (the triggering batch trains the new cell, "The drift detector").
 
 ``end_task`` (called once, at the end of the stream) closes the last cell.
 ``predict`` runs the live cells (``bank`` restricted to each mask) and
@@ -36,12 +39,14 @@ Two protocols (config ``serena.protocol``), recorded in results.json:
               task (reset by ``batch["new_task"]``, so the config must set
               ``scenario.reveal_boundaries=True``); weight decay and momentum
               move frozen weights inside the open cell (coupled decay on a
-              gradient zeroed only at frozen positions, §4.4) and the merge
-              copies every nonzero working weight (§10.8); masks are
+              gradient zeroed only at frozen positions, "Freezing and the
+              optimizer") and the merge copies every nonzero working weight
+              ("Opening and closing a cell"); masks are
               Bernoulli draws; at test time data of true task ``t`` is voted
               on by cells ``0..t`` with weights ``m + 1``, ties to the
-              earliest voter (§7).  The loop passes the true task id to both
-              evaluation passes (:func:`clj.methods.serena.settings.capabilities`).
+              earliest voter ("Prediction: the official vote").  The loop
+              passes the true task id to both evaluation passes
+              (:func:`clj.methods.serena.settings.capabilities`).
 ``task_free`` (default) sees no boundary and no task id, in training or at
               test time: the statistic is an exponential moving average of
               batch accuracy reset only by its own detection; frozen weights
@@ -79,7 +84,8 @@ from clj.methods.serena.vote import predict, prepare_predict
 
 def init(rng: jax.Array, config, scenario) -> State:
     """A fresh State with cell 0 open: random init (U(±1/sqrt(fan_in)))
-    restricted to cell 0's mask (spec §4.3)."""
+    restricted to cell 0's mask (``docs/serena.md``, "Opening and closing a
+    cell")."""
     model = model_from_config(config, scenario.num_classes)
     k_init, k_mask, k_re = jax.random.split(rng, 3)
     params = model.init(k_init, jnp.zeros((1, *scenario.image_shape), jnp.float32))["params"]
@@ -117,7 +123,7 @@ def _loss(state: State, work: PyTree, x, y):
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One online step (module doc, spec §11.5).
+    """One online step (module doc; ``docs/serena.md``, "The drift detector").
 
     Args:
       state: the State.
@@ -163,14 +169,16 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
 def end_task(state: State, task_data) -> State:
     """Closes the open cell (the official code's explicit end-of-stream close,
-    spec §10.14).  Called once, at the end of a data-incremental stream."""
+    ``docs/serena.md``, "Opening and closing a cell").  Called once, at the
+    end of a data-incremental stream."""
     del task_data
     return close_cell(state).replace(closed=jnp.ones((), bool))
 
 
 # ------------------------------------------------------------------ reporting
 def official_stream_accuracies(final_row, test_counts) -> dict:
-    """The official code's end-of-stream figures (spec §8) from the final
+    """The official code's end-of-stream figures (``docs/serena.md``, "The official
+    figures") from the final
     model's per-task accuracies.
 
     "Stream t" is the accuracy pooled over the test examples of tasks 0..t
@@ -202,7 +210,7 @@ def official_stream_accuracies(final_row, test_counts) -> dict:
 
 def memory_bytes(state: State) -> dict:
     """Bytes: the union network (float32) and the bit-packed masks of the
-    cells used (spec §11.2 (b))."""
+    cells used (one row of ``ceil(n / 8)`` bytes per cell)."""
     n = int(state.n_cells)
     per_cell = sum(int(c.shape[-1]) for c in jax.tree_util.tree_leaves(state.cell_masks))
     model = sum(int(np.prod(b.shape)) * 4 for b in jax.tree_util.tree_leaves(state.bank))

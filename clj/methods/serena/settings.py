@@ -3,7 +3,7 @@ checks live in the JAX-free :mod:`clj.methods.serena.section`), the protocol kno
 resolved, the static :class:`Static` of a run (with its optimizer), the
 backbone and the loop hooks that depend on the config.
 
-Source: spec ``shared/specs/serena.md`` §6 (defaults), §11 (protocols).
+Source: ``docs/serena.md``, "Official defaults" and "Protocols".
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ PROTOCOL_DEFAULTS = serena_section.SERENA_PROTOCOL_DEFAULTS  # protocol -> the v
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The ``config.serena`` block with the official code's defaults (spec §6).
+    """The ``config.serena`` block with the official code's defaults
+    (``docs/serena.md``, "Official defaults").
 
     ``""`` / negative values mean "the protocol's choice" (``PROTOCOL_DEFAULTS``).
     """
@@ -79,8 +80,9 @@ class Static:
 
     def tx(self) -> optax.GradientTransformationExtraArgs:
         """PyTorch's SGD (coupled weight decay, Nesterov momentum) or Adam, as
-        an optax chain (spec §11.4), through the masked update (its masks are
-        passed by :func:`masked_step`)."""
+        an optax chain (``docs/serena.md``, "Freezing and the optimizer"),
+        through the masked update (its masks are passed by
+        :func:`masked_step`)."""
         parts = []
         if self.weight_decay > 0:
             parts.append(optax.add_decayed_weights(self.weight_decay))
@@ -130,8 +132,9 @@ def model_from_config(config, num_classes: int):
 
 def capabilities(config):
     """SERENA's capabilities for ``config``: the official protocol sees task
-    boundaries (its statistic resets per task, spec §7) and evaluates with the
-    true task id; the task-free protocol sees neither."""
+    boundaries (its statistic resets per task, ``docs/serena.md``, "The drift
+    detector") and evaluates with the true task id; the task-free protocol
+    sees neither."""
     from clj.methods.api import Capabilities
 
     off = sections.block(config, serena_section.SERENA).protocol == "official"

@@ -1,4 +1,4 @@
-"""SERENA at test time (spec ``shared/specs/serena.md`` §7, §11.2): every
+"""SERENA at test time (``docs/serena.md``, "Prediction: the official vote"): every
 live cell runs the union network restricted to its mask, and the cells'
 outputs are combined by a vote or a routing rule.
 """
@@ -79,8 +79,9 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     """Combines per-cell logits [M, B, C] into one score [B, C] (argmax = prediction).
 
     Rules:
-      ``official_task_indexed`` (spec §7): cells ``m <= task_id[b]`` vote for
-        their argmax class with weight ``m + 1``; the most-voted class wins,
+      ``official_task_indexed`` (``docs/serena.md``, "Prediction: the
+        official vote"): cells ``m <= task_id[b]`` vote for their argmax
+        class with weight ``m + 1``; the most-voted class wins,
         ties go to the class whose earliest voter is earliest.  Needs the
         true task id.
       ``recency_vote``: the same vote over all cells (no task id): the newest
@@ -159,7 +160,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
       valid: bool [B], the rows that are real examples (padding False).  The
         stateless BatchNorm of the ResNet normalises with the statistics of
         the valid rows only, so a padded batch predicts its valid rows as the
-        unpadded batch does (spec §10.6).  None: every row is real.
+        unpadded batch does (``docs/serena.md``, "Backbones").  None: every row is real.
 
     For speed, call :func:`prepare_predict` once per evaluation and pass its
     result here; the scores are the same either way.
