@@ -35,7 +35,8 @@ PyTree = Any
 # ---------------------------------------------------------------- selection
 def default_maskable(path: tuple, leaf) -> bool:
     """Masked leaves by default: kernels of Dense/Conv layers (ndim >= 2, name
-    ``kernel``); biases and norm scales are dense (SERENA §4.1, NISPA)."""
+    ``kernel``); biases and norm scales are dense (``docs/serena.md``,
+    "Concept cells and their masks"; NISPA)."""
     name = str(getattr(path[-1], "key", path[-1])) if path else ""
     return name == "kernel" and getattr(leaf, "ndim", 0) >= 2
 

@@ -3,11 +3,12 @@
 Source: Y.-L. Lee, D.-S. Chen, C.-Y. Lee, Y.-H. Tsai, W.-C. Chiu, "Data
 Efficient Incremental Learning Via Attentive Knowledge Replay", IEEE SMC
 2023 (abstract, method figure, results table; the official code was not
-available, see ``shared/specs/akr.md``).  The iCaRL base is
+available, see ``docs/akr.md``).  The iCaRL base is
 :mod:`clj.methods.cil.icarl` (herding memory, frozen previous model, CNN or NME
 prediction).
 
-What the paper fixes (spec Sec. 4.1) and this module implements:
+What the paper fixes (``docs/akr.md``, "What the paper fixes") and this module
+implements:
 
 * training pairs (x_i, x_j) drawn from the union of new data and exemplars
   are blended **globally** into one virtual image ``a_i x_i + a_j x_j``
@@ -43,8 +44,8 @@ weights and virtual images :mod:`clj.methods.akr.blend`; item 4's loss
 :func:`clj.methods.akr.loss.classifier_loss`.  The names of those modules
 stay importable from here.
 
-Decisions where the paper is silent (spec Sec. 4; each is a ``config.akr``
-switch, defaults in :data:`AKR_DEFAULTS`):
+Decisions where the paper is silent (``docs/akr.md``, "Design decisions"; each is a
+``config.akr`` switch, defaults in :data:`AKR_DEFAULTS`):
 
 * ``replay``: ``"attentive"`` (AKR), ``"mixup"`` (the paper's Mixup row: the
   same pipeline with ``a ~ Beta(beta_alpha)`` in every step, no S),

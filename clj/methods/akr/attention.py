@@ -5,7 +5,7 @@ Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (abstract: weights from the samples'
 relative importance, measured by their feature change across phases;
 method figure: the attention module with shared weights); the readings of
-what the paper leaves open are ``shared/specs/akr.md`` Sec. 4.4-4.7 and the
+what the paper leaves open are in ``docs/akr.md``, "Design decisions", and the
 switches of :mod:`clj.methods.akr.akr`.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def feature_drift(f_cur: jax.Array, f_old: jax.Array, metric: str = "l2", normal
     ``l2``: ``||n(f_cur) - n(f_old)||`` (n = L2 normalisation when
     ``normalize``); ``cosine``: ``1 - cos(f_cur, f_old)``.  Zero when the two
     features are equal.  (AKR abstract: importance from feature change across
-    phases; spec Sec. 4.6.)
+    phases; ``docs/akr.md``, "Design decisions": importance.)
     """
     f_cur, f_old = f_cur.astype(jnp.float32), f_old.astype(jnp.float32)
     if metric == "cosine":
@@ -62,7 +62,8 @@ def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau
 
     The paper says the weights follow each sample's relative importance from
     its feature change across phases (AKR abstract); the mapping from drift
-    to a pair weight is not given (spec Sec. 4.6, open), hence the options.
+    to a pair weight is not given (``docs/akr.md``, "Design decisions"), hence the
+    options.
 
     Raises:
       ValueError: unknown ``norm``.
@@ -100,7 +101,7 @@ def importance_loss(a: jax.Array, r: jax.Array, valid: jax.Array, reg: float = 0
     """L_att: BCE between the pair weights a and the importance targets r
     (both float32 [N]), mean over the ``valid`` (float [N]) rows, minus
     ``reg`` x the weights' binary entropy; float32 [].  Its minimum over a
-    is at a = r (spec Sec. 4.7, reading A)."""
+    is at a = r (``docs/akr.md``, "Design decisions": reading A)."""
     la = jnp.log(jnp.clip(a, EPS, 1.0))
     lb = jnp.log(jnp.clip(1.0 - a, EPS, 1.0))
     per = -(r * la + (1.0 - r) * lb)
@@ -174,11 +175,11 @@ def attention_scores(state, attn_params, x: jax.Array, old_feats: jax.Array) -> 
 
 
 def max_drift_loss(state, a: jax.Array, x: jax.Array, xj: jax.Array, valid: jax.Array) -> jax.Array:
-    """Reading B of L_att (spec Sec. 4.7): minus the squared distance of the
-    normalised old and current features of the blended image ``blend(x, xj,
-    a)`` (gradient through the blend into a; both models frozen here), plus
-    ``attn_reg`` x the weights' negative binary entropy; mean over the
-    ``valid`` (bool [N]) rows.  float32 []."""
+    """Reading B of L_att (``docs/akr.md``, "Design decisions"): minus the
+    squared distance of the normalised old and current features of the blended
+    image ``blend(x, xj, a)`` (gradient through the blend into a; both models
+    frozen here), plus ``attn_reg`` x the weights' negative binary entropy;
+    mean over the ``valid`` (bool [N]) rows.  float32 []."""
     static, net = state.static, state.net
     xt = blend(x, xj, a)
     (_, fo), _ = common.forward(net, state.old_params, state.old_batch_stats, xt, train=False,

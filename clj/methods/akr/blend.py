@@ -4,7 +4,7 @@ their mixed labels.
 Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (method figure: "Normalization", the
 virtual sample ``a_i x_i + a_j x_j`` and the "Mixed Label"); the choices the
-paper leaves open are named in ``shared/specs/akr.md`` Sec. 4 and in
+paper leaves open are named in ``docs/akr.md``, "Design decisions", and in
 :mod:`clj.methods.akr.akr`.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ def pair_weights(s_i: jax.Array, s_j: jax.Array, norm: str = "softmax", tau=1.0)
 
     Returns:
       float32 [N] in (0, 1); equal scores give 0.5; swapping the inputs gives
-      ``1 - a_i``.  (AKR figure, "Normalization" block; spec Sec. 4.4.)
+      ``1 - a_i``.  (AKR figure, "Normalization" block;
+      ``docs/akr.md``, "Design decisions".)
     """
     if norm == "softmax":
         return jax.nn.sigmoid((s_i - s_j) / tau)

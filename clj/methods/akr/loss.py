@@ -5,7 +5,7 @@ Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (the virtual samples and their mixed
 labels replace the real ones in iCaRL's objective); Rebuffi et al., "iCaRL",
 CVPR 2017, Sec. 2.4 (the BCE with the old model's outputs as targets);
-``shared/specs/akr.md`` Sec. 3.3, 4.5.
+``docs/akr.md``, "Official iCaRL's loss" and "Design decisions".
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array, num: int, weights:
 
 
 def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weights) -> jax.Array:
-    """Official iCaRL's loss on (blended) samples (Rebuffi et al. 2017, Sec. 2.4;
-    spec Sec. 3.3 / 4.5): sigmoid BCE against T with T = sigmoid(old logits)
-    on the ``known`` old classes, the mixed label on ``[known, total)``, 0
-    above; averaged over the seen outputs (``over="seen"``) or all outputs,
-    then over the weighted rows.  float32 []."""
+    """Official iCaRL's loss on (blended) samples (Rebuffi et al. 2017,
+    Sec. 2.4; ``docs/akr.md``, "Official iCaRL's loss"): sigmoid BCE against
+    T with T = sigmoid(old logits) on the ``known`` old classes, the mixed
+    label on ``[known, total)``, 0 above; averaged over the seen outputs
+    (``over="seen"``) or all outputs, then over the weighted rows.
+    float32 []."""
     C = logits.shape[-1]
     col = jnp.arange(C)
     T = jnp.where(col < total, mixed, 0.0)

@@ -10,7 +10,7 @@ extra class; PyCIL's variant without the channel-pruning masks); Zhou et
 al., "A Model or 603 Exemplars: Towards Memory-Efficient Class-Incremental
 Learning", ICLR 2023 (MEMO, Sec. 4: only the last residual stage is
 specialized and replicated; ``train_base``); PyCIL ``models/der.py`` /
-``memo.py`` as summarised in ``shared/specs/memo.md`` Secs. 4-5.
+``memo.py`` as ``docs/memo.md``, "MEMO's network and its growth", describes them.
 
 The network (its stacked blocks, static shapes, growth) is
 :class:`clj.models.growing.GrowingNet`.  Gradients flow through the old

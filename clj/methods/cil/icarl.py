@@ -5,7 +5,8 @@ Learning", CVPR 2017 (herding Alg. 4, reduction Alg. 5, NME Alg. 1,
 distillation Sec. 2.4); Zhao et al., "Maintaining Discrimination and
 Fairness in Class Incremental Learning", CVPR 2020 (WA: distillation plus
 weight aligning, Eq. 6); PyCIL (Zhou et al. 2021) ``models/icarl.py``,
-``wa.py``, ``replay.py`` for the protocol (``shared/specs/memo.md``).
+``wa.py``, ``replay.py`` for the protocol (``docs/memo.md``, "PyCIL and MEMO as
+their code runs them").
 
 One single-backbone network with a head over all classes of the scenario
 (logits of classes not seen yet are masked out of every loss; their head

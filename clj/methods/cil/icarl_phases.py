@@ -4,7 +4,8 @@ plan and its optimizer.
 
 Sources: Rebuffi et al., "iCaRL", CVPR 2017 (a fixed exemplar budget shared
 by the seen classes, Alg. 5); PyCIL (Zhou et al. 2021) for the init / update
-phases and the batch composition (``shared/specs/memo.md``); the fair
+phases and the batch composition (``docs/memo.md``, "Two optimizer phases" and "Design
+choices"); the fair
 budget of Zhou et al., "A Model or 603 Exemplars", ICLR 2023
 (:func:`clj.replay.exemplars.fair_exemplars`).
 """
