@@ -258,7 +258,7 @@ def test_bad_config_values():
 
 # ---------------------------------------------------------------- budget (issue 14 item 7)
 def _official_phase_count(accs, a_f, k, tau_stop=5.0, min_phase=3):
-    """The official task loop's stopping rule (spec §4.6) on phase accuracies."""
+    """The official task loop's stopping rule (docs/nispa.md, "Stopping and rollback") on phase accuracies."""
     prev = 0.0
     for t, acc in enumerate(accs, start=1):
         p = float(nu.tau(t, k))

@@ -1,10 +1,10 @@
 """SER (clj.methods.ser.ser, clj.models.saliency, clj.methods.ser.targets).
 
-Oracles of shared/specs/ser.md §12: modulation identity and signed gating
-(§12.4-5), square pooling (§12.6), no cross-gradients (§12.7), stored logits
-(§12.3), KLD (§12.9), saliency optimiser (§12.10), decoder (§12.12),
-Gaussian priors (§12.13), spectral residual (§12.18); plus a run vmapped over 2 seeds
-and sharded over 4 simulated devices (subprocess).
+Properties of the official code as docs/ser.md ("SER as the official code
+runs it") describes it: modulation identity and signed gating, square
+pooling, no cross-gradients, stored logits, KLD, saliency optimiser, decoder,
+Gaussian priors, spectral residual; plus a run vmapped over 2 seeds and
+sharded over 4 simulated devices (subprocess).
 """
 import json
 import os

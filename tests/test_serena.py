@@ -1,5 +1,6 @@
 """SERENA: backbones, cells, detection, freezing, voting, protocols, the loop
-(spec ``shared/specs/serena.md`` §12 oracles)."""
+(the official code's properties, ``docs/serena.md``; "Oracle n" labels number
+them in this file)."""
 import json
 import types
 
@@ -42,7 +43,8 @@ def _bits(x):
 
 # ------------------------------------------------------------------ backbones
 def test_resnet18_erk_table_and_param_counts():
-    """Oracles 1 and 17: 21 bias-free leaves, exact totals, spec §4.2 ERK table."""
+    """Oracles 1 and 17: 21 bias-free leaves, exact totals, the ERK densities of the
+    official procedure (``docs/serena.md``, "Concept cells and their masks")."""
     expect = {10: (11172032, 0.548, 0.028, 1.0), 100: (11218112, 0.519, 0.026, 0.720)}
     for C, (total, d_stem, d_l4, d_head) in expect.items():
         m = get_family_model("serena_resnet18", C, "serena")
@@ -453,7 +455,7 @@ def test_class_order_follows_the_seed_as_the_official_code():
     ds = load_dataset("digits")
     c = _cfg("official")
     assert class_order_follows_seed(c) and c.scenario.class_order_seed == 0
-    # seed 0: the spec's CIFAR-10 order (§2), computed with numpy's legacy RNG
+    # seed 0: the official CIFAR-10 order (docs/serena.md, "Class order"), from numpy's legacy RNG
     np.testing.assert_array_equal(scenario_from_config(ds, c.scenario).class_order, [2, 8, 4, 9, 1, 6, 7, 3, 0, 5])
     c.seed = 1
     sc1 = scenario_from_config(ds, c.scenario)

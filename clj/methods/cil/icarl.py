@@ -78,7 +78,7 @@ class Static:
       batch_size: the loop's batch size B (for the replay share).
       feature_batch_size: chunk size of feature extraction in ``end_task``.
       num_classes: C.
-      replay_batch_size, max_replay_batch: see :func:`cil_common.replay_batch`.
+      replay_batch_size, max_replay_batch: see :func:`clj.methods.cil.common.replay_batch`.
       batching: ``"pycil"`` or ``"concat"`` (module doc).
       wa_loss: ``"kd2"`` or ``"lambda"`` (module doc).
       class_sizes: training images per class (static).
@@ -210,9 +210,10 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
 
 def draw_exemplars(static, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
                    task_step: jax.Array | None = None):
-    """The step's ``static.st.replay`` exemplars (:func:`cil_common.draw_replay`:
-    uniform with replacement, or with ``key`` under ``"pycil"`` batching the
-    epoch's permutation), augmented.
+    """The step's ``static.st.replay`` exemplars
+    (:func:`clj.methods.cil.common.draw_replay`: uniform with replacement, or
+    with ``key`` under ``"pycil"`` batching the epoch's permutation),
+    augmented.
 
     Returns:
       (x float32 [R, H, W, C], y int32 [R], valid bool [R]).

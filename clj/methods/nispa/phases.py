@@ -25,7 +25,7 @@ def phase_limit(k: float, tau_stop: float, max_phases: int | None = None) -> int
     (``docs/nispa.md``, "Stopping and rollback"): the first t >= 1 with
     p_t = 100 (1 + cos(pi t / k)) / 2 <= ``tau_stop`` (26 for k = 30,
     tau_stop = 5), capped by ``max_phases`` when given.  Computed in float32
-    as :func:`nispa_units.tau` does.
+    as :func:`clj.methods.nispa.units.tau` does.
 
     Raises:
       ConfigError: k <= 0, max_phases < 1, or p_t never reaches tau_stop and

@@ -161,7 +161,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     onehot = jax.nn.one_hot(y, st.cell_class_count.shape[1], dtype=jnp.float32)          # [B, C]
     st = st.replace(cell_class_count=st.cell_class_count.at[st.n_cells - 1].add(
         jnp.sum(onehot, 0).astype(jnp.int32)))
-    st = accumulate_class_means(st, x, onehot)  # running class means of the routing rules (serena_route)
+    st = accumulate_class_means(st, x, onehot)  # running class means of the routing rules (clj.methods.serena.route)
     metrics = {"loss": loss, "acc": n_correct.astype(jnp.float32) / B, "stat": c,
                "fire": fire.astype(jnp.float32), "n_cells": st.n_cells.astype(jnp.float32)}
     return st, metrics
