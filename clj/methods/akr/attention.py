@@ -210,27 +210,27 @@ def attention_step(state, x: jax.Array, w: jax.Array, partner: jax.Array, pw: ja
       ``(attn_params, attn_opt_state, a float32 [N] S's weights before its
       step, L_att float32 [], mean drift float32 [], corr(a, r) float32 [])``.
     """
-    static, net, hv = state.static, state.net, state.swept
+    static, net, swept = state.static, state.net, state.swept
     (_, old_feats_x), _ = common.forward(net, state.old_params, state.old_batch_stats, x, train=False,
                                          return_features=True)
     old_feats_x = jax.lax.stop_gradient(old_feats_x)
     (_, cur_feats_x), _ = common.forward(net, net.params, net.batch_stats, x, train=False, return_features=True)
     cur_feats_x = jax.lax.stop_gradient(cur_feats_x)
     d = feature_drift(cur_feats_x, old_feats_x, static.drift_metric, static.feat_norm)
-    r = jax.lax.stop_gradient(importance_targets(d, d[partner], static.importance_norm, hv["akr.importance_tau"],
+    r = jax.lax.stop_gradient(importance_targets(d, d[partner], static.importance_norm, swept["akr.importance_tau"],
                                                  static.importance_sign, valid=w))
     xj = x[partner]
 
     def att_loss_fn(ap):
         s = attention_scores(state, ap, x, old_feats_x)
-        a = pair_weights(s, s[partner], static.attn_norm, hv["akr.attn_tau"])
+        a = pair_weights(s, s[partner], static.attn_norm, swept["akr.attn_tau"])
         if static.attn_objective == "importance":
             return importance_loss(a, r, pw, static.attn_reg), a
         return max_drift_loss(state, a, x, xj, pw), a
 
     lr = None
     if static.attn_lr_decay:
-        lr = hv["akr.attn_lr"] * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
-    params, opt, loss, a = update_attention(attention_tx(hv["akr.attn_lr"]), state.attn_params,
+        lr = swept["akr.attn_lr"] * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
+    params, opt, loss, a = update_attention(attention_tx(swept["akr.attn_lr"]), state.attn_params,
                                             state.attn_opt_state, att_loss_fn, lr)
     return params, opt, a, loss, jnp.mean(d), weighted_corr(a, r, pw)
