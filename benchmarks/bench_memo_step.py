@@ -65,11 +65,11 @@ def main():
             if t not in tasks:
                 continue
             idx = sc.tasks[t].train_idx[:B]
-            batch = {"x": s.hp.augment(jnp.asarray(sc.x_train[idx])), "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
+            batch = {"x": s.static.augment(jnp.asarray(sc.x_train[idx])), "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
             for version in ("vmap", "loop"):
-                sv = s.replace(hp=dataclasses.replace(s.hp, growth=version))
+                sv = s.replace(static=dataclasses.replace(s.static, growth=version))
                 comp, per = time_step(sv, batch, a.steps)
-                print(f"{method:<11} {t:>4} {s.hp.live:>6} {version:<5} {comp:9.1f} {per:8.3f}  "
+                print(f"{method:<11} {t:>4} {s.static.live:>6} {version:<5} {comp:9.1f} {per:8.3f}  "
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Shared settings of the AKR configs (issue 7; ``shared/specs/akr.md``).
+"""Shared settings of the AKR configs (issue 7; ``docs/akr.md``).
 
 * :func:`digits_config`: Split-digits class-IL B0 Inc2 (5 phases), ResNet-8,
   a small fixed exemplar budget (``cil.memory_size=100`` in total, so 10 per
@@ -6,7 +6,8 @@
   (``"attentive"``), the Mixup baseline (``"mixup"``) or iCaRL (``"icarl"``:
   the ``icarl`` method with the same settings; ``"none"`` runs the same loss
   through the akr module).
-* :func:`cifar_config`: the paper's CIFAR-100 protocol (spec Secs. 2, 3, 6):
+* :func:`cifar_config`: the paper's CIFAR-100 protocol (``docs/akr.md``, "The
+  CIFAR-100 protocol, as clj reads it"):
   ResNet-32, seed-1993 class order, 90 epochs per phase, SGD momentum 0.9,
   lr 2.0 divided by 5 at (1-indexed) epochs 50 and 64 (reading R1),
   batch 128, crop + flip, 2000 exemplars in total, official iCaRL's sigmoid
@@ -70,7 +71,7 @@ def cifar_config(replay: str, init_cls: int, increment: int):
     c.scenario.class_order_seed = 1993
     c.seed = 20200920
     c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5, dtype="float32"))
-    # lr 2.0 / 5 after 1-indexed epochs 49 and 63 = 0-indexed milestones 49, 63 (spec Sec. 2.4, R1);
+    # lr 2.0 / 5 after 1-indexed epochs 49 and 63 = 0-indexed milestones 49, 63 (docs/akr.md);
     # L2 penalty 1e-5 sum w^2 = decoupled gradient 2e-5 w (applied to every parameter here).
     opt = dict(name="sgd", lr=2.0, momentum=0.9, weight_decay=2e-5, schedule="multistep", milestones=(49, 63),
                gamma=0.2)

@@ -8,7 +8,7 @@ import ml_collections
 
 from clj.config import base_config
 
-LAMBDAS = {"ewc": 10000.0, "si": 100.0, "mas": 1000.0}   # the authors' EF-MNIST settings (specs/nispa.md §7.3)
+LAMBDAS = {"ewc": 10000.0, "si": 100.0, "mas": 1000.0}   # the authors' EF-MNIST settings (docs/nispa.md)
 
 
 def reg_config(method: str, dataset: str = "digits"):

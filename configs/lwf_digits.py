@@ -1,7 +1,7 @@
 """LwF (lambda 1, T 2, head warm-up) on Split-digits, class-IL, 5 tasks of 2 classes (bundled real data).
 
 Settings: :func:`configs.replay_common.digits_config` (no buffer is used);
-the ``lwf`` block is the paper's and Mammoth's (clj/methods/lwf.py).
+the ``lwf`` block is the paper's and Mammoth's (clj/methods/baselines/lwf.py).
 """
 import ml_collections
 

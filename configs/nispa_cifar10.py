@@ -1,9 +1,9 @@
 """NISPA on Split CIFAR-10, task-IL, 5 tasks of 2 classes (the paper's setting,
-specs/nispa.md §5.1): the sparse ConvNet (first conv dense, 10 % density
-elsewhere), Adam lr 0.002, batch 128, a_f = 0.75 points, phases of 5 epochs,
-k = 30, CIFAR-10 normalisation, no augmentation.  Seeds of the paper: 0, 19,
-42, 2022, 31415 (``experiments/nispa.py`` runs them).  Needs the TFDS
-cifar10 files; a GPU run.
+docs/nispa.md, "Settings of the paper's runs"): the sparse ConvNet (first conv
+dense, 10 % density elsewhere), Adam lr 0.002, batch 128, a_f = 0.75 points,
+phases of 5 epochs, k = 30, CIFAR-10 normalisation, no augmentation.  Seeds of
+the paper: 0, 19, 42, 2022, 31415 (``experiments/nispa.py`` runs them).  Needs
+the TFDS cifar10 files; a GPU run.
 """
 import ml_collections
 

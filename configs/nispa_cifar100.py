@@ -1,7 +1,8 @@
 """NISPA on Split CIFAR-100, task-IL, 20 tasks of 5 classes (the paper's
-setting, specs/nispa.md §5.1): sparse ConvNet at 10 % density (first conv
-dense), Adam lr 0.002, batch 64, a_f = 2.5 points, phases of 5 epochs, k = 30.
-Seeds 0, 19, 42, 2022, 31415.  Needs the TFDS cifar100 files; a GPU run.
+setting, docs/nispa.md, "Settings of the paper's runs"): sparse ConvNet at 10 %
+density (first conv dense), Adam lr 0.002, batch 64, a_f = 2.5 points, phases
+of 5 epochs, k = 30.  Seeds 0, 19, 42, 2022, 31415.  Needs the TFDS cifar100
+files; a GPU run.
 """
 from configs.nispa_cifar10 import get_config as _c10
 

@@ -11,7 +11,7 @@ from clj.config import base_config
 
 
 def nispa_section(**kw) -> ml_collections.ConfigDict:
-    """The ``config.nispa`` block with the paper's defaults (specs/nispa.md §5.1)."""
+    """The ``config.nispa`` block with the paper's defaults (docs/nispa.md)."""
     d = dict(density=0.2, a_f=0.75, k=30.0, phase_epochs=5, max_phases=26, min_phases=3, tau_stop=5.0,
              val_fraction=0.1, select_samples=0, mask_init="exact", dense_first_conv=True, eval_chunk=512,
              task_il_rule="multiply")

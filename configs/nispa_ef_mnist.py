@@ -1,4 +1,4 @@
-"""NISPA on EF-MNIST (the paper's setting, specs/nispa.md §2.1, §5.1): EMNIST
+"""NISPA on EF-MNIST (the paper's setting, docs/nispa.md): EMNIST
 balanced (47 classes) followed by Fashion-MNIST (labels 47-56), 5 tasks of
 [10, 13, 13, 11, 10] classes in label order, task-IL; sparse MLP
 784-400-400-400-57 at 20 % density, Adam lr 0.01, batch 512, a_f = 0.75,

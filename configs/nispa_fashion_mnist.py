@@ -1,9 +1,10 @@
 """NISPA on Split Fashion-MNIST, task-IL, 5 tasks of 2 classes.
 
 The paper's MLP (784-400-400-400-10, 20 % density in every layer) and its
-EF-MNIST hyperparameters (specs/nispa.md §5.1): Adam lr 0.01, batch 512,
-a_f = 0.75 points, phases of 5 epochs, cosine tau with k = 30 (at most 26
-phases), 10 % validation split.  Offline from Debian's dataset-fashion-mnist.
+EF-MNIST hyperparameters (docs/nispa.md, "Settings of the paper's runs"): Adam
+lr 0.01, batch 512, a_f = 0.75 points, phases of 5 epochs, cosine tau with k =
+30 (at most 26 phases), 10 % validation split.  Offline from Debian's
+dataset-fashion-mnist.
 """
 import ml_collections
 

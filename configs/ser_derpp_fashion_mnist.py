@@ -1,12 +1,13 @@
 """DER++ + SER on Split Fashion-MNIST (real data, offline), class-IL, 5 tasks of
 2 classes, online (batch 8, minibatch 8), on CPU in minutes.
 
-Offline saliency branch (ser.md §11): spectral-residual targets, saliency net
-pretrained for 300 steps on procedural images disjoint from the stream.
-28x28 inputs are zero-padded to 32x32 (the decoder needs multiples of 8).
-A reduced ResNet-18 (width 8) and one tenth of each task's stream
-(``train.epochs=0.1``: 1,200 of 12,000 images per task, seen once) keep it to
-a few CPU minutes; ``--config.train.epochs=1`` runs the full online stream.
+Offline saliency branch (docs/ser.md, "Without the saliency data or the
+checkpoint"): spectral-residual targets, saliency net pretrained for 300 steps
+on procedural images disjoint from the stream.  28x28 inputs are zero-padded to
+32x32 (the decoder needs multiples of 8).  A reduced ResNet-18 (width 8) and
+one tenth of each task's stream (``train.epochs=0.1``: 1,200 of 12,000 images
+per task, seen once) keep it to a few CPU minutes; ``--config.train.epochs=1``
+runs the full online stream.
 The baseline is the same config with ``--config.method=derpp``;
 ``experiments/ser.py`` runs both on the same seeds.
 """

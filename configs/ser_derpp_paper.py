@@ -1,4 +1,4 @@
-"""DER++ + SER with the paper's settings (ser.md §2, §6: the README command).
+"""DER++ + SER with the paper's settings (docs/ser.md: the README command).
 
 Paper: Split FG-ImageNet / Split Mini-ImageNet, 20 tasks x 5 classes, 288x384
 inputs, no augmentation, one epoch, batch 8, minibatch 8, buffer 2000

@@ -5,7 +5,7 @@ concepts of 5 classes in the official per-seed class order
 fixes it), batch 10, one pass, the paper's
 ResNet-18 (width 64, stateless BN, no biases), SGD lr 0.0005, Nesterov
 momentum 0.9, weight decay 5e-4, 5 %-dense ERK cells, W = 10, theta = 0.5
-(spec §6).  Augmentation: random crop (pad 4) + flip (the official
+(docs/serena.md, "Official defaults").  Augmentation: random crop (pad 4) + flip (the official
 ColorJitter(brightness) is not in the core transform).
 
     python launch.py --config=configs/serena_cifar100.py:official   # comparable with the paper

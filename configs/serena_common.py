@@ -1,13 +1,14 @@
 """Config builders shared by ``configs/serena_*.py`` (a helper of the
 shipped configs, not a config itself): SERENA under either
-protocol and the baselines of the paper's figure (spec §9) on the same
+protocol and the baselines of the paper's figure (docs/serena.md, "Results") on the same
 stream.
 
 Variants (the part after ``:`` in ``--config=configs/serena_<ds>.py:<variant>``):
 
 ``task_free`` (default)  SERENA, no task boundary or id anywhere.
 ``official``             SERENA as the official code runs it (boundary reset of
-                         the statistic, task-indexed vote; spec §2, §7).
+                         the statistic, task-indexed vote; docs/serena.md,
+                         "The algorithm as the official code runs it").
 ``er``                   reservoir ER, online: one pass, batch 10, replay 10
                          (core ``er``), the same data-incremental stream.
 ``iid_online``           upper bound: one pass, batch 10, over one shuffled
@@ -15,7 +16,7 @@ Variants (the part after ``:`` in ``--config=configs/serena_<ds>.py:<variant>``)
 ``iid_offline``          upper bound: the same single task, ``offline_epochs``
                          passes.
 
-Class order (spec §2): the official code permutes the classes with the run's
+Class order (docs/serena.md, "Class order"): the official code permutes the classes with the run's
 seed (``DataManager(shuffle=True, seed=args.seed)``: ``np.random.seed(seed)``
 then ``np.random.permutation(num_classes)``), i.e. clj's
 ``scenario.class_order="seeded"`` with ``class_order_seed`` equal to the run
@@ -69,7 +70,7 @@ def make_config(variant: str, *, dataset: str, num_classes: int, increment: int,
     c.optim.lr = lr
     c.optim.momentum = 0.9
     c.optim.weight_decay = weight_decay
-    c.serena = section_config("serena")   # the official code's defaults (spec §6)
+    c.serena = section_config("serena")   # the official code's defaults (docs/serena.md, "Official defaults")
     c.variant = variant
     for k, v in (augment or {}).items():
         c.augment[k] = v

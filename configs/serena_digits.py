@@ -14,7 +14,7 @@ tiny set; the digits job uses lr 0.5 for SERENA (its 5 %-dense cells start
 with tiny activations) and 0.05 for the dense baselines (``--config.optim.lr``
 to change it).  Weight decay 5e-7 keeps the official lr x wd product
 (2.5e-7), which sets how fast the official protocol's frozen-but-shared
-weights decay (spec §4.4).
+weights decay (docs/serena.md, "Freezing and the optimizer").
 
 The class order follows the seed, as in the official code
 (``np.random.seed(seed); permutation(10)``; ``--config.seed=s``), so each

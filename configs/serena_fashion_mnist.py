@@ -1,6 +1,6 @@
 """SERENA on Split Fashion-MNIST (5 concepts of 2 classes) as an online
 data-incremental stream: batch 10, one pass, the bias-free MLP
-784-400-400-10 of the paper's Split-MNIST panel (spec §3.2), 5 %-dense ERK
+784-400-400-10 of the paper's Split-MNIST panel (docs/serena.md, "Backbones"), 5 %-dense ERK
 cells, W = 10, theta = 0.5 -- the Split-MNIST settings of
 ``configs/serena_mnist.py`` unchanged (lr 0.05, wd 5e-6; nothing tuned for
 this dataset).  Fashion-MNIST is read offline from its IDX files (see

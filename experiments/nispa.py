@@ -16,10 +16,10 @@ loop's rule and GT-RIPL's multi-head evaluation of the baselines) and
 official NISPA code's rule).  Both are measured on the final State, which
 gives the final average accuracy (the mean of the accuracy matrix's last row).
 
-Reference numbers: the paper's result table could not be retrieved
-(specs/nispa.md §7.2); what is printed is the authors' committed seed-0
-output of their official code (specs/nispa.md §7.1): task-IL ACC 91.72 %
-on EF-MNIST and 91.28 % on CIFAR-10.  ``--seeds`` defaults to the paper's
+Reference numbers: the paper's result table could not be retrieved; what is
+printed is the seed-0 output of the official code that the authors committed
+with it (docs/nispa.md, "Paper comparison"): task-IL ACC 91.72 % on EF-MNIST
+and 91.28 % on CIFAR-10.  ``--seeds`` defaults to the paper's
 0, 19, 42, 2022, 31415.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PAPER_SEEDS = (0, 19, 42, 2022, 31415)
-REFERENCE = {  # official code, seed 0, task-IL ACC in % (specs/nispa.md §7.1)
+REFERENCE = {  # official code, seed 0, task-IL ACC in % (docs/nispa.md, "Paper comparison")
     "ef_mnist": {"acc": 91.72, "per_task": [96.73, 90.85, 94.56, 90.36, 86.09], "phases": [15, 10, 7, 5, 12]},
     "cifar10": {"acc": 91.28, "per_task": [95.50, 83.95, 87.30, 96.00, 93.65], "phases": [9, 8, 10, 15, 18]},
     "cifar100": None,
@@ -47,7 +47,8 @@ REFERENCE = {  # official code, seed 0, task-IL ACC in % (specs/nispa.md §7.1)
 
 def ef_mnist_scenario(data_dir: str | None):
     """EMNIST-balanced (labels 0-46) followed by Fashion-MNIST (47-56), tasks of
-    [10, 13, 13, 11, 10] classes in label order, task-IL (specs/nispa.md §2.1).
+    [10, 13, 13, 11, 10] classes in label order, task-IL (docs/nispa.md,
+    "Settings of the paper's runs").
 
     Raises:
       FileNotFoundError: the EMNIST or Fashion-MNIST files are missing.

@@ -12,8 +12,8 @@ final average class-IL / task-IL accuracy (mean +- std over seeds),
 forgetting and wall time, beside the paper's numbers where known.
 
 The paper's Table 1 cells (Split Mini-ImageNet / FG-ImageNet, buffers
-1000/2000/5000) could not be read from the available material
-(``shared/specs/ser.md`` §8), so that column says so instead of inventing them.
+1000/2000/5000) could not be read from the available material (``docs/ser.md``),
+so that column says so instead of inventing them.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PAPER = "n/a (Table 1 not retrievable, ser.md §8)"
+PAPER = "n/a (Table 1 not retrievable, docs/ser.md)"
 
 
 def _fmt(d):

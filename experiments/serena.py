@@ -1,5 +1,6 @@
 """Runs SERENA's paper settings (both protocols) and the baselines over
-seeds, and prints the paper's figure readings (spec §9) beside ours.
+seeds, and prints the paper's figure readings (docs/serena.md, "What the
+paper reports") beside ours.
 
     python experiments/serena.py --datasets=digits,mnist [--seeds=3] [--variants=official,task_free,er]
 
@@ -28,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# Pixel readings of the README figure (spec §9), final accuracy in %.
+# Pixel readings of the README figure (docs/serena.md, "What the paper reports"), final accuracy in %.
 PAPER = {
     "mnist": {"official": 98.5, "iid_offline": 98.4, "iid_online": 96.4, "er": 92.1},
     "cifar10": {"official": 88.5, "iid_offline": 85.3, "iid_online": 60.2, "er": 42.3},

@@ -85,7 +85,7 @@ def _per_seed_results(wd: str, n: int) -> list[dict]:
 
 def routing_accuracy(runner, state):
     """Per seed, the share of test examples that the class-mean rule
-    ``state.hp.vote`` sends to the cell that trained most on their true
+    ``state.static.vote`` sends to the cell that trained most on their true
     class: float [S].  None when the test set is not on the device."""
     import jax
     import jax.numpy as jnp
@@ -95,7 +95,7 @@ def routing_accuracy(runner, state):
 
     if getattr(runner, "Xt", None) is None:
         return None
-    rule = state.hp.vote
+    rule = state.static.vote
     idx, valid = runner.eval_idx, runner.eval_valid
 
     def seed_fn(st):
@@ -147,7 +147,7 @@ def run_dataset(ds: str, seeds: int, out: str, train_fraction: float = 1.0) -> d
     seen = sc.seen_classes(sc.num_tasks - 1) if runner.mask_unseen else np.ones(sc.num_classes, bool)
     cells = np.asarray(state.n_cells).tolist()
     for rule, _ in RULES[1:]:
-        st = state.replace(hp=dataclasses.replace(state.hp, vote=rule))
+        st = state.replace(static=dataclasses.replace(state.static, vote=rule))
         t1 = time.perf_counter()
         accs = runner.evaluate(st, seen)["class_il"]            # [S, T]
         ev = time.perf_counter() - t1

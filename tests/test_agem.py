@@ -83,7 +83,7 @@ def _task_data(sc, t):
 
 def test_end_task_adds_an_equal_share_of_distinct_task_examples():
     sc, _, st = _setup(buffer_size=13)            # 3 tasks: 13 // 3 = 4 per task
-    assert st.hp.per_task == 4
+    assert st.static.per_task == 4
     for t in range(3):
         st = _end_task(agem.begin_task(st, _info(sc, t)), _task_data(sc, t))
         assert int(st.buffer.num_seen) == 4 * (t + 1)
@@ -102,7 +102,7 @@ def test_step_is_sgd_on_the_projected_gradient():
     st = _end_task(agem.begin_task(st, _info(sc, 0)), _task_data(sc, 0))
     st = agem.begin_task(st, _info(sc, 1))
     idx = sc.tasks[1].train_idx[:5]
-    aug = st.hp.augment
+    aug = st.static.augment
     batch = {"x": aug(jnp.asarray(sc.x_train[idx]), None, train=False),
              "x_raw": jnp.asarray(sc.x_train[idx]), "y": jnp.asarray(sc.y_train[idx], jnp.int32),
              "task_id": jnp.ones(5, jnp.int32)}
@@ -114,7 +114,7 @@ def test_step_is_sgd_on_the_projected_gradient():
     from clj.replay.buffer import sample_indices
     net = st.net
     k_draw, k_aug = jax.random.split(rng)
-    bidx, valid = sample_indices(st.buffer, k_draw, st.hp.minibatch_size)
+    bidx, valid = sample_indices(st.buffer, k_draw, st.static.minibatch_size)
     bx = aug(st.buffer.x[bidx], k_aug, train=True)
 
     def ce(p, x, y, w=None):
@@ -137,7 +137,7 @@ def test_empty_memory_step_is_plain_sgd():
     sc, c, st = _setup()
     st = agem.begin_task(st, _info(sc, 0))
     idx = sc.tasks[0].train_idx[:5]
-    batch = {"x": st.hp.augment(jnp.asarray(sc.x_train[idx]), None, train=False),
+    batch = {"x": st.static.augment(jnp.asarray(sc.x_train[idx]), None, train=False),
              "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
     new, m = _train_step(st, batch, jax.random.PRNGKey(1))
     assert float(m["loss_ref"]) == 0.0 and float(m["projected"]) == 0.0

@@ -3,7 +3,7 @@ the middle of a phase must resume and go on training: the resumed steps have a
 non-zero loss and herding fills the memory at the phase's end.
 
 The loop restores a mid-task checkpoint into ``init_state()``'s structure; a
-method that declares ``static_task_info`` keeps the task's statics (``hp.st``:
+method that declares ``static_task_info`` keeps the task's statics (``static.st``:
 known/total classes, exemplar quota, replay rows) in static fields, which a
 checkpoint does not hold, so the loop rebuilds them with ``begin_task`` and
 keeps the checkpoint's arrays.  Without that the resumed steps trained with

@@ -24,11 +24,11 @@ from clj.replay import exemplars as ex
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _hp(**kw):
+def _static(**kw):
     base = dict(memory_size=1000, batch_size=32, class_sizes=(30, 30, 30, 30), num_classes=4,
                 task_classes=((0, 1), (2, 3)), init_epochs=2.0, epochs=3.0)
     base.update(kw)
-    return icarl.Hparams(**base)
+    return icarl.Static(**base)
 
 
 def _info(t, classes, steps=10, spe=2):
@@ -38,15 +38,15 @@ def _info(t, classes, steps=10, spe=2):
 # ------------------------------------------------------------------ item 1
 def test_replay_share_from_stored_exemplars_when_quota_exceeds_class_size():
     # quota floor(1000 / 2) = 500 per class, but a class has only 30 images: 60 stored, not 1000
-    st = icarl.task_statics(_hp(batching="concat"), _info(1, (2, 3), spe=2))
+    st = icarl.task_statics(_static(batching="concat"), _info(1, (2, 3), spe=2))
     assert (st.known, st.total, st.n_new, st.n_mem) == (2, 4, 60, 60)
     assert st.replay == round(32 * 60 / 64) == 30  # was min(512, round(32 * 1000 / 64)) = 500
     assert st.quota == 250
     # a quota below the class size stores the quota
-    st = icarl.task_statics(_hp(memory_size=40), _info(1, (2, 3), spe=2))
+    st = icarl.task_statics(_static(memory_size=40), _info(1, (2, 3), spe=2))
     assert st.n_mem == 2 * 20
     # fixed per-class memory
-    st = icarl.task_statics(_hp(fixed_memory=True, memory_per_class=50), _info(1, (2, 3), spe=2))
+    st = icarl.task_statics(_static(fixed_memory=True, memory_per_class=50), _info(1, (2, 3), spe=2))
     assert st.n_mem == 60
     assert cc.stored_exemplars((5, 7, 100), 3, 6, 1000) == 5 + 6 + 6
     assert cc.stored_exemplars((5, 7, 100), 3, 6, 12) == 12  # capacity
@@ -80,19 +80,19 @@ def test_pycil_batch_plan_by_hand():
 
 def test_pycil_mixed_batch_shapes_and_each_exemplar_once_per_epoch():
     n_mem, B = 24, 16
-    hp = _hp(batching="pycil", batch_size=B, memory_size=24, class_sizes=(12, 12, 20, 20), init_epochs=2.0,
-             epochs=2.0)
-    st = icarl.task_statics(hp, _info(1, (2, 3)))
+    static = _static(batching="pycil", batch_size=B, memory_size=24, class_sizes=(12, 12, 20, 20), init_epochs=2.0,
+                     epochs=2.0)
+    st = icarl.task_statics(static, _info(1, (2, 3)))
     # 40 new + 24 stored = 64 = 4 batches of 16: 10 new + 6 exemplars each
     assert (st.n_new, st.n_mem, st.steps_per_epoch, st.steps, st.new_per_step, st.replay) == (40, 24, 4, 8, 10, 6)
-    hp = dataclasses.replace(hp, st=st)
+    static = dataclasses.replace(static, st=st)
     mem = ex.init_memory(24, (2, 2, 1), 4, 4)
     x = jnp.arange(24, dtype=jnp.uint8)[:, None, None, None] * jnp.ones((1, 2, 2, 1), jnp.uint8)
     mem = mem.replace(x=x, y=jnp.repeat(jnp.arange(2, dtype=jnp.int32), 12),
                       rank=jnp.tile(jnp.arange(12, dtype=jnp.int32), 2))
     batch = {"x": jnp.full((B, 2, 2, 1), -1.0), "y": jnp.full((B,), 3, jnp.int32)}
     key = jax.random.PRNGKey(5)
-    draw = jax.jit(lambda k, rng: icarl.mixed_batch(hp, mem, key, k, batch, rng))
+    draw = jax.jit(lambda k, rng: icarl.mixed_batch(static, mem, key, k, batch, rng))
     seen = []
     for k in range(st.steps):
         xb, yb, wb = draw(jnp.int32(k), jax.random.PRNGKey(100 + k))
@@ -146,25 +146,25 @@ def _tiny_scenario():
 def test_wa_loss_variants():
     sc = _tiny_scenario()
     s = icarl.init(jax.random.PRNGKey(0), _mlp_config("wa"), sc, "wa")
-    assert s.hp.wa_loss == "kd2"  # the default: the code behind the MEMO paper's WA numbers
+    assert s.static.wa_loss == "kd2"  # the default: the code behind the MEMO paper's WA numbers
     s = icarl.begin_task(s, _info(0, (0, 1), steps=1, spe=2))
     tr = sc.tasks[0].train_idx
     s = jax.jit(lambda s, x, y: icarl.end_task(s, {"x": x, "y": y, "info": _info(0, (0, 1))}))(
         s, jnp.asarray(sc.x_train[tr]), jnp.asarray(sc.y_train[tr]))
     s = icarl.begin_task(s, _info(1, (2, 3), steps=1, spe=2))
     idx = sc.tasks[1].train_idx[:8]
-    batch = {"x": s.hp.augment(jnp.asarray(sc.x_train[idx])), "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
+    batch = {"x": s.static.augment(jnp.asarray(sc.x_train[idx])), "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
     # kd2: CE + 2 KD; lambda: (1 - l) CE + l KD with l = known / total = 2 / 4
     for wa_loss, weights in (("kd2", (1.0, 2.0)), ("lambda", (0.5, 0.5))):
-        sv = s.replace(hp=dataclasses.replace(s.hp, wa_loss=wa_loss))
-        assert icarl.loss_weights(sv.hp) == weights
+        sv = s.replace(static=dataclasses.replace(s.static, wa_loss=wa_loss))
+        assert icarl.loss_weights(sv.static) == weights
         _, m = jax.jit(icarl.train_step)(sv, batch, jax.random.PRNGKey(1))
         assert float(m["kd"]) > 0
         np.testing.assert_allclose(float(m["loss"]), weights[0] * float(m["ce"]) + weights[1] * float(m["kd"]),
                                    rtol=1e-6)
     # iCaRL and Replay are unaffected by the switch
     for obj, w in (("icarl", (1.0, 1.0)), ("replay", (1.0, 0.0))):
-        assert icarl.loss_weights(dataclasses.replace(s.hp, objective=obj, kd_weight=1.0, wa_loss="lambda")) == w
+        assert icarl.loss_weights(dataclasses.replace(s.static, objective=obj, kd_weight=1.0, wa_loss="lambda")) == w
 
 
 # ------------------------------------------------------------------ item 4
@@ -224,8 +224,8 @@ def test_growth_loop_equals_vmap_and_freezes_old_blocks():
     p["spec"] = jax.tree_util.tree_unflatten(
         tdef, [a + 0.05 * jax.random.normal(k, a.shape) * grow(a) for a, k in zip(leaves, ks)])
     s = s.replace(net=s.net.replace(params=p))
-    s_v = s.replace(hp=dataclasses.replace(s.hp, network=dataclasses.replace(s.hp.network, growth="vmap")))
-    assert s.hp.network.growth == "loop" and s.hp.live == 2
+    s_v = s.replace(static=dataclasses.replace(s.static, network=dataclasses.replace(s.static.network, growth="vmap")))
+    assert s.static.network.growth == "loop" and s.static.live == 2
     idx = sc.tasks[1].train_idx[:8]
     x = jnp.asarray(sc.x_train[idx], jnp.float32) / 255.0
     batch = {"x": x, "y": jnp.asarray(sc.y_train[idx], jnp.int32)}
@@ -258,4 +258,4 @@ def test_fair_budget_configs_plan_their_tasks(name, tmp_path):
 
     r = Runner(load_config(name), str(tmp_path / name))
     assert len(r.plans) == 5 and all(p.steps > 0 for p in r.plans)
-    assert r._state_info.hp.memory_size > 0
+    assert r._state_info.static.memory_size > 0

@@ -1,4 +1,4 @@
-"""ER-ACE (clj.methods.baselines.er_ace): the ACE mask (spec ser.md §12.15) and the step."""
+"""ER-ACE (clj.methods.baselines.er_ace): the ACE mask (docs/baselines.md) and the step."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -64,7 +64,7 @@ def _batches(sc, st, t, n):
     out = []
     for i in range(n):
         j = idx[(5 * i + np.arange(5)) % idx.shape[0]]
-        out.append({"x": st.hp.augment(jnp.asarray(sc.x_train[j]), None, train=False),
+        out.append({"x": st.static.augment(jnp.asarray(sc.x_train[j]), None, train=False),
                     "x_raw": jnp.asarray(sc.x_train[j]), "y": jnp.asarray(sc.y_train[j], jnp.int32)})
     return out
 

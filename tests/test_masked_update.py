@@ -67,7 +67,7 @@ def _serena():
     for k in range(3):
         st, _ = step(st, batch(k), jax.random.PRNGKey(k))
     st = serena_cells.open_cell(serena_cells.close_cell(st))        # cell 0 closed: its weights are frozen
-    assert st.hp.freeze == "exact"
+    assert st.static.freeze == "exact"
     return Case(st, step, [batch(10 + k) for k in range(4)], lambda s: s.work, lambda s: s.opt_state,
                 lambda s: _tm(lambda m, f: ~(m & ~f), s.mask_cur, s.frozen))
 
@@ -89,7 +89,7 @@ def _nispa():
                                        num_classes=sc.num_classes))
     hidden = tuple(jnp.arange(a.shape[0]) % 3 == 0 for a in st.stable[:-1])
     st = st.replace(stable=hidden + (jnp.arange(sc.num_classes) < 2,))
-    X, Y, aug = sc.x_train, sc.y_train, st.hp.augment
+    X, Y, aug = sc.x_train, sc.y_train, st.static.augment
     batches = []
     for k in range(3):
         ix = task.train_idx[16 * k:16 * (k + 1)]
@@ -99,11 +99,11 @@ def _nispa():
                         "task_size": jnp.int32(task.num_train)})
 
     def frozen(s):
-        hp = s.hp
-        sf = nispa_state.stable_full(hp, s.stable)
+        static = s.static
+        sf = nispa_state.stable_full(static, s.stable)
         return {sp.name: {"kernel": nu.expand(sp, nu.frozen_matrix(sp, sf[l], sf[l + 1]),
                                               s.params[sp.name]["kernel"].shape),
-                          "bias": sf[l + 1]} for l, sp in enumerate(hp.specs)}
+                          "bias": sf[l + 1]} for l, sp in enumerate(static.specs)}
 
     return Case(st, jax.jit(nispa.train_step), batches, lambda s: s.params, lambda s: s.opt_state, frozen)
 
@@ -196,7 +196,7 @@ def _expand(kind):
         st = spec.begin_task(st, _info(sc, t))
 
     def frozen(s):
-        m = _tm(jnp.logical_not, expand.update_mask(s.hp, s.net.params))
+        m = _tm(jnp.logical_not, expand.update_mask(s.static, s.net.params))
         assert all(bool(jnp.all(a[0])) for a in jax.tree_util.tree_leaves(m["spec"]))   # block 0 is frozen
         return m
 

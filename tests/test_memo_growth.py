@@ -78,7 +78,7 @@ def test_memo_growth_and_freezing(train_base):
     for k in range(2):
         s, m = step(s, _batch(sc, 0, k), jax.random.PRNGKey(k))
     # head rows of the not-yet-live block stay zero
-    assert float(jnp.abs(s.net.params["head"]["kernel"][s.hp.network.D:]).max()) == 0.0
+    assert float(jnp.abs(s.net.params["head"]["kernel"][s.static.network.D:]).max()) == 0.0
     s = _end(s, sc, 0)
     assert int(s.mem.count()) == 6  # 3 per class for 2 classes (floor(6 / 2))
     s = expand.begin_task(s, _info(sc, 1))
@@ -88,7 +88,7 @@ def test_memo_growth_and_freezing(train_base):
     assert _leaves_equal(take(p["spec"], 1), take(p["spec"], 0))
     assert _leaves_equal(take(bs["spec"], 1), take(bs["spec"], 0))
     # old classes x old features of the head are copied; new-block rows are live
-    assert s.hp.st.replay > 0
+    assert s.static.st.replay > 0
     old_block0, old_stats0 = take(p["spec"], 0), take(bs["spec"], 0)
     gen_p, gen_s = p["gen"], bs["gen"]
     for k in range(3):

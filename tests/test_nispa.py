@@ -56,7 +56,7 @@ def _run_task(state, sc, t, B, epochs, seed=0):
     order = np.concatenate([task.train_idx[rs.permutation(n)] for _ in range(epochs + 1)])[: steps * B]
     idx = jnp.asarray(order.reshape(steps, B), jnp.int32)
     X, Y = jnp.asarray(sc.x_train), jnp.asarray(sc.y_train, jnp.int32)
-    aug = state.hp.augment
+    aug = state.static.augment
 
     @jax.jit
     def run(state, idx):
@@ -101,7 +101,7 @@ def test_hash_split_numpy_twin():
 
 
 # ---------------------------------------------------------------- rewiring
-def _mlp_hp(sizes=(40, 30, 30, 6), density=0.3):
+def _mlp_specs(sizes=(40, 30, 30, 6), density=0.3):
     specs = tuple(LayerSpec(f"l{i}", "dense", sizes[i], sizes[i + 1], sizes[i], 1, density)
                   for i in range(len(sizes) - 1))
     return specs
@@ -119,7 +119,7 @@ def _rand_state(specs, key, density):
     return params, conn
 
 
-class _HP:
+class _Static:
     def __init__(self, specs):
         self.specs = specs
         self.n_layers = len(specs)
@@ -128,14 +128,14 @@ class _HP:
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_rewire_density_drop_and_growth_targets(arch):
     if arch == "mlp":
-        specs = _mlp_hp()
+        specs = _mlp_specs()
     else:
         specs = SparseConvNet(num_classes=6, channels=(8, 8, 16, 16), fc_width=24).layer_specs((8, 8, 3), 0.3)
-    hp = _HP(specs)
+    static = _Static(specs)
     key = jax.random.PRNGKey(3)
     params, conn = _rand_state(specs, key, 0.3)
     before = {s.name: int(nu.count(s, conn[s.name])) for s in specs}
-    rw = jax.jit(lambda p, c, S, k: nispa_rewiring.rewire(hp, k, p, c, S))
+    rw = jax.jit(lambda p, c, S, k: nispa_rewiring.rewire(static, k, p, c, S))
     for it in range(3):  # several rewirings with shrinking plastic sets
         S = []
         for j, s in enumerate(specs):
@@ -214,19 +214,19 @@ def test_frozen_weights_bit_identical_and_zero_forgetting():
     state = nispa.init(jax.random.PRNGKey(1), cfg, sc)
     state, m0 = _run_task(state, sc, 0, 16, 6)
     assert int(state.phases_per_task[0]) >= 3
-    hp = state.hp
-    sf = nispa_state.stable_full(hp, state.stable)
+    static = state.static
+    sf = nispa_state.stable_full(static, state.stable)
     frozen = {s.name: (np.asarray(nu.expand(s, nu.frozen_matrix(s, sf[l], sf[l + 1]),
                                              state.params[s.name]["kernel"].shape)),
-                       np.asarray(sf[l + 1])) for l, s in enumerate(hp.specs)}
+                       np.asarray(sf[l + 1])) for l, s in enumerate(static.specs)}
     snap = jax.tree_util.tree_map(np.asarray, state.params)
     assert any(f[0].any() for f in frozen.values())
-    x0 = hp.augment(jnp.asarray(sc.x_test[sc.tasks[0].test_idx]), None, train=False)
+    x0 = static.augment(jnp.asarray(sc.x_test[sc.tasks[0].test_idx]), None, train=False)
     logits0 = np.asarray(nispa.predict(state, x0))[:, list(sc.tasks[0].classes)]
     stable0 = [np.asarray(s) for s in state.stable]
     for t in (1, 2):
         state, _ = _run_task(state, sc, t, 16, 6)
-        for s in hp.specs:
+        for s in static.specs:
             fw, fb = frozen[s.name]
             w, b = np.asarray(state.params[s.name]["kernel"]), np.asarray(state.params[s.name]["bias"])
             assert np.array_equal(w[fw], snap[s.name]["kernel"][fw])
@@ -236,8 +236,8 @@ def test_frozen_weights_bit_identical_and_zero_forgetting():
         # stable sets only grow; stable units receive input only from stable units
         for a, b in zip(stable0, state.stable):
             assert not np.any(a & ~np.asarray(b))
-        sf2 = nispa_state.stable_full(hp, state.stable)
-        for l, s in enumerate(hp.specs):
+        sf2 = nispa_state.stable_full(static, state.stable)
+        for l, s in enumerate(static.specs):
             u = np.asarray(state.conn[s.name])
             src = np.asarray(nu.source_vector(s, sf2[l]))
             assert not np.any(u & np.asarray(sf2[l + 1])[None, :] & ~src[:, None])
@@ -258,7 +258,7 @@ def test_bad_config_values():
 
 # ---------------------------------------------------------------- budget (issue 14 item 7)
 def _official_phase_count(accs, a_f, k, tau_stop=5.0, min_phase=3):
-    """The official task loop's stopping rule (spec §4.6) on phase accuracies."""
+    """The official task loop's stopping rule (docs/nispa.md, "Stopping and rollback") on phase accuracies."""
     prev = 0.0
     for t, acc in enumerate(accs, start=1):
         p = float(nu.tau(t, k))
@@ -311,7 +311,7 @@ def test_last_phase_completes_phase_count_is_official_and_late_steps_change_noth
     def step(st, k):
         ix = jnp.asarray(order[(k % (5 * spe)) * B:(k % (5 * spe) + 1) * B])
         xr = X[ix]
-        batch = {"x": st.hp.augment(xr, None, train=False), "x_raw": xr, "y": Y[ix], "step": jnp.int32(k),
+        batch = {"x": st.static.augment(xr, None, train=False), "x_raw": xr, "y": Y[ix], "step": jnp.int32(k),
                  "steps_per_epoch": jnp.int32(spe), "task_size": jnp.int32(n)}
         return step_fn(st, batch, jax.random.fold_in(jax.random.PRNGKey(0), k))
 
@@ -402,7 +402,7 @@ def test_regularizers_penalise_drift(method, tmp_path):
     t0 = sc.tasks[0]
     info = TaskInfo(0, t0.classes, 5, 5, sc.num_classes)
     st = m.begin_task(st, info)
-    x = st.hp.augment(jnp.asarray(sc.x_train[t0.train_idx[:16]]), None, train=False)
+    x = st.static.augment(jnp.asarray(sc.x_train[t0.train_idx[:16]]), None, train=False)
     batch = {"x": x, "y": jnp.asarray(sc.y_train[t0.train_idx[:16]], jnp.int32)}
     for _ in range(5):
         st, _ = jax.jit(m.train_step)(st, batch, jax.random.PRNGKey(0))

@@ -46,7 +46,7 @@ def test_ewc_per_task_vs_online_by_hand():
         g = jax.grad(lambda p: reg.penalty(st, p))(zero)
         gw = {"per_task": 2 * 3.0 * (2.0 * (0 - 1) + 0.5 * (0 - 3)), "online": 2 * 3.0 * 2.5 * (0 - 3)}[mode]
         assert all(np.allclose(np.asarray(a), gw) for a in jax.tree_util.tree_leaves(g))
-    assert _linear("ewc", sc, ewc_mode="per_task").hp.slots == sc.num_tasks
+    assert _linear("ewc", sc, ewc_mode="per_task").static.slots == sc.num_tasks
 
 
 def _task0(st, sc):
@@ -59,7 +59,7 @@ def _np_logits(st, x):
     p = st.net.params
     (name,) = [k for k in p if "kernel" in p[k]] or [None]
     w, b = np.asarray(p[name]["kernel"], np.float64), np.asarray(p[name]["bias"], np.float64)
-    xf = np.asarray(st.hp.augment(x, None, train=False), np.float64).reshape(x.shape[0], -1)
+    xf = np.asarray(st.static.augment(x, None, train=False), np.float64).reshape(x.shape[0], -1)
     return xf, xf @ w + b, name
 
 
@@ -109,7 +109,7 @@ def test_mas_batches_average_absolute_batch_gradients():
     st, x, t0 = _task0(st, sc)
     key = jax.random.PRNGKey(3)
     om = reg.importance(st, st.net.params, x, key)
-    order, n_tr = reg._order(key, x, st.hp)
+    order, n_tr = reg._order(key, x, st.static)
     assert int(n_tr) == n
     xf, lo, name = _np_logits(st, x)
     cls = list(t0.classes)
@@ -193,7 +193,7 @@ def test_stopped_task_leaves_state_unchanged_and_holdout_not_trained_on():
     def batch(k):
         ix = (np.arange(B) + (k % spe) * B) % n
         xr = x[ix]
-        return {"x": st.hp.augment(xr, None, train=False), "x_raw": xr, "y": y[ix], "step": jnp.int32(k),
+        return {"x": st.static.augment(xr, None, train=False), "x_raw": xr, "y": y[ix], "step": jnp.int32(k),
                 "steps_per_epoch": jnp.int32(spe), "task_size": jnp.int32(n)}
 
     k = 0

@@ -1,10 +1,10 @@
 """SER (clj.methods.ser.ser, clj.models.saliency, clj.methods.ser.targets).
 
-Oracles of shared/specs/ser.md §12: modulation identity and signed gating
-(§12.4-5), square pooling (§12.6), no cross-gradients (§12.7), stored logits
-(§12.3), KLD (§12.9), saliency optimiser (§12.10), decoder (§12.12),
-Gaussian priors (§12.13), spectral residual (§12.18); plus a run vmapped over 2 seeds
-and sharded over 4 simulated devices (subprocess).
+Properties of the official code as docs/ser.md ("SER as the official code
+runs it") describes it: modulation identity and signed gating, square
+pooling, no cross-gradients, stored logits, KLD, saliency optimiser, decoder,
+Gaussian priors, spectral residual; plus a run vmapped over 2 seeds and
+sharded over 4 simulated devices (subprocess).
 """
 import json
 import os
@@ -293,9 +293,9 @@ def setup():
         modulated by the pre-update saliency net's train-mode features (with
         train_step's dropout key)."""
         state = ser.init(k, c, sc, "derpp")
-        hp = state.hp
+        static = state.static
         k_drop = jax.random.split(rng, 4)[0]
-        x = hp.augment(ser.pad_raw(hp, batch["x_raw"]))
+        x = static.augment(ser.pad_raw(static, batch["x_raw"]))
         _, feats, _ = ser.saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, True, k_drop)
         logits, _ = ser.classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, feats, True)
         # A wrong variant: eval-mode saliency features.

@@ -32,26 +32,27 @@ def _states(base: str):
     c = _config(f"ser_{base}", mnp_blocks=(0, 0, 0, 0, 0))
     sc = load_scenario(c)
     s = ser.init(KEY, c, sc, base)
-    hp = s.hp
+    static = s.static
     x_raw = jnp.asarray(sc.x_train[:8])
     y = jnp.asarray(sc.y_train[:8].astype(np.int32))
-    M = hp.buffer_size
+    M = static.buffer_size
     buf = s.buffer
     logits = jnp.broadcast_to(jnp.linspace(-1.0, 2.0, buf.logits.shape[-1]), buf.logits.shape)
     buf = buf.replace(x=jnp.broadcast_to(x_raw[3], buf.x.shape), y=jnp.full((M,), y[5], jnp.int32),
                       logits=logits, num_seen=jnp.asarray(3 * M, jnp.int32))
     s = s.replace(buffer=buf, task=jnp.ones((), jnp.int32))
-    batch = {"x": hp.augment(x_raw), "x_raw": x_raw, "y": y, "task_id": jnp.ones((8,), jnp.int32)}
+    batch = {"x": static.augment(x_raw), "x_raw": x_raw, "y": y, "task_id": jnp.ones((8,), jnp.int32)}
     if base == "er_ace":
         b = er_ace.State(net=s.cls, buffer=buf, seen=s.seen, task=s.task,
-                         hparams={"optim.lr": jnp.float32(c.optim.lr)},
-                         hp=er_ace.Hparams(augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size))
+                         swept={"optim.lr": jnp.float32(c.optim.lr)},
+                         static=er_ace.Static(augment=static.augment, buffer_size=M,
+                                              minibatch_size=static.minibatch_size))
         return s, b, er_ace.train_step, batch
-    rh = rehearsal.Hparams(objective=base, augment=hp.augment, buffer_size=M, minibatch_size=hp.minibatch_size,
-                           alpha=hp.alpha, beta=hp.beta)
-    hparams = {"optim.lr": jnp.float32(c.optim.lr), "replay.alpha": jnp.float32(hp.alpha),
-               "replay.beta": jnp.float32(hp.beta)}
-    return s, rehearsal.State(net=s.cls, buffer=buf, hparams=hparams, hp=rh), rehearsal.train_step, batch
+    rh = rehearsal.Static(objective=base, augment=static.augment, buffer_size=M, minibatch_size=static.minibatch_size,
+                          alpha=static.alpha, beta=static.beta)
+    swept = {"optim.lr": jnp.float32(c.optim.lr), "replay.alpha": jnp.float32(static.alpha),
+             "replay.beta": jnp.float32(static.beta)}
+    return s, rehearsal.State(net=s.cls, buffer=buf, swept=swept, static=rh), rehearsal.train_step, batch
 
 
 _CHILD = """

@@ -1,5 +1,6 @@
 """SERENA: backbones, cells, detection, freezing, voting, protocols, the loop
-(spec ``shared/specs/serena.md`` §12 oracles)."""
+(the official code's properties, ``docs/serena.md``; "Oracle n" labels number
+them in this file)."""
 import json
 import types
 
@@ -42,7 +43,8 @@ def _bits(x):
 
 # ------------------------------------------------------------------ backbones
 def test_resnet18_erk_table_and_param_counts():
-    """Oracles 1 and 17: 21 bias-free leaves, exact totals, spec §4.2 ERK table."""
+    """Oracles 1 and 17: 21 bias-free leaves, exact totals, the ERK densities of the
+    official procedure (``docs/serena.md``, "Concept cells and their masks")."""
     expect = {10: (11172032, 0.548, 0.028, 1.0), 100: (11218112, 0.519, 0.026, 0.720)}
     for C, (total, d_stem, d_l4, d_head) in expect.items():
         m = get_family_model("serena_resnet18", C, "serena")
@@ -82,17 +84,17 @@ def test_stateless_bn_train_equals_eval_and_padding():
 # ------------------------------------------------------------------ cells
 def test_new_cell_masks_exact_erk_density_and_determinism():
     st = serena.init(jax.random.PRNGKey(0), _cfg(**{"model.hidden": (32, 32)}), _scenario(10, (8, 8, 1)))
-    dens = dict(st.hp.densities)
+    dens = dict(st.static.densities)
     for _ in range(2):
         st = cells.open_cell(cells.close_cell(st))
         for p, m in jax.tree_util.tree_flatten_with_path(st.mask_cur)[0]:
             name = "/".join(k.key for k in p)
             n = int(np.prod(m.shape))
             assert int(m.sum()) == min(n, max(1, round(dens[name] * n)))  # exact count
-    again = cells.draw_mask(st.hp, cells.cell_key(st, 2), st.bank)
+    again = cells.draw_mask(st.static, cells.cell_key(st, 2), st.bank)
     for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(st.mask_cur)):
         np.testing.assert_array_equal(a, b)
-    m1 = cells.draw_mask(st.hp, cells.cell_key(st, 1), st.bank)
+    m1 = cells.draw_mask(st.static, cells.cell_key(st, 1), st.bank)
     assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree_util.tree_leaves(m1),
                                                      jax.tree_util.tree_leaves(again)))
     # Stored (bit-packed) masks of closed cells are the masks they trained with.
@@ -295,7 +297,7 @@ def test_nearest_class_mean_statistics_and_routing():
     route = serena_vote.route_by_class_mean(st3, q)
     np.testing.assert_array_equal(route[:3], [0, 0, 1])
     assert int(route[3]) in (0, 1)  # class 3 unseen: routed to a seen class's cell, never crashing
-    lg = jax.random.normal(jax.random.PRNGKey(3), (st.hp.max_cells, 4, 4))
+    lg = jax.random.normal(jax.random.PRNGKey(3), (st.static.max_cells, 4, 4))
     out = serena_vote.combine_cells(lg, jnp.int32(2), "nearest_class_mean", route=route)
     np.testing.assert_array_equal(jnp.argmax(out, -1), np.asarray(jnp.argmax(lg, -1))[np.asarray(route), np.arange(4)])
     with pytest.raises(ValueError, match="route"):
@@ -397,7 +399,7 @@ def test_prepare_predict_and_live_cells_leave_results_unchanged():
     for protocol in ("official", "task_free"):
         st = _cell_state(protocol, n_cells=3, max_cells=5, eval_cell_batch=2)
         ref = _all_cells_reference(st, x)
-        full = serena_vote.combine_cells(ref, st.n_cells, st.hp.vote, tid if protocol == "official" else None)
+        full = serena_vote.combine_cells(ref, st.n_cells, st.static.vote, tid if protocol == "official" else None)
         prep = serena.prepare_predict(st)
         assert prep.prepared and serena.prepare_predict(prep) is prep
         for s in (st, prep):
@@ -453,7 +455,7 @@ def test_class_order_follows_the_seed_as_the_official_code():
     ds = load_dataset("digits")
     c = _cfg("official")
     assert class_order_follows_seed(c) and c.scenario.class_order_seed == 0
-    # seed 0: the spec's CIFAR-10 order (§2), computed with numpy's legacy RNG
+    # seed 0: the official CIFAR-10 order (docs/serena.md, "Class order"), from numpy's legacy RNG
     np.testing.assert_array_equal(scenario_from_config(ds, c.scenario).class_order, [2, 8, 4, 9, 1, 6, 7, 3, 0, 5])
     c.seed = 1
     sc1 = scenario_from_config(ds, c.scenario)

@@ -43,7 +43,7 @@ def test_state_shapes_dtypes_and_exact_accumulation():
         assert (st.class_sum.shape, st.union_feat_sum.shape, st.cell0_feat_sum.shape) == ((4, dp), (4, du), (4, dc))
         assert st.class_sum.dtype == st.union_feat_sum.dtype == st.cell0_feat_sum.dtype == jnp.float32
     st = serena.init(jax.random.PRNGKey(0), _cfg(**{"serena.route_stats": "all"}), sc)
-    assert st.hp.class_means == ("pixels", "union", "cell0")
+    assert st.static.class_means == ("pixels", "union", "cell0")
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 6))
     y = jnp.array([0, 1, 1, 2, 0, 1, 3, 3])
     st2, _ = jax.jit(serena.train_step)(st, {"x": x, "y": y}, jax.random.PRNGKey(2))
@@ -57,7 +57,7 @@ def test_state_shapes_dtypes_and_exact_accumulation():
         np.testing.assert_allclose(getattr(st2, field), oh.T @ f, rtol=1e-5, atol=1e-6)
     # One cell open: cell 0's network is the union network.
     np.testing.assert_allclose(st2.union_feat_sum, st2.cell0_feat_sum, rtol=1e-6, atol=1e-7)
-    assert serena.memory_bytes(st2)["class_statistics"] == 4 * (4 * (6 + 16 + 16) + st.hp.max_cells * 4)
+    assert serena.memory_bytes(st2)["class_statistics"] == 4 * (4 * (6 + 16 + 16) + st.static.max_cells * 4)
 
 
 def _hand_state(vote):

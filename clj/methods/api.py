@@ -109,7 +109,7 @@ class MethodSpec:
         its batch of B; PyCIL's mixed batches).  ``state_info`` is one seed's
         State as shapes (``jax.eval_shape``): its static fields are real.
       sweepable: config paths (``"optim.lr"``) whose values the State carries
-        as float32 [] arrays in ``state.hparams`` (no shape depends on them),
+        as float32 [] arrays in ``state.swept`` (no shape depends on them),
         so the loop can run a grid of them as one vmapped program.
       prepare_predict: ``state -> state`` called once per evaluation before
         the evaluation batches (work every ``predict`` would repeat, e.g.

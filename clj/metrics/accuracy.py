@@ -319,9 +319,10 @@ def memory_curve_measures(memory_mb, avg_acc, last_acc) -> dict:
     """MEMO's memory-agnostic measures of one method's performance-memory curve.
 
     Source: Zhou et al., "A Model or 603 Exemplars", ICLR 2023, Sec. 5 and
-    Table 1 (spec memo.md Sec. 3.3).  The paper gives no formula; the reported
-    magnitudes fit a trapezoid rule with accuracy as a fraction and memory in
-    MB, and APM as accuracy in percent per MB, which is what this computes.
+    Table 1 (``docs/memo.md``, "Performance-memory curves").  The paper gives
+    no formula; the reported magnitudes fit a trapezoid rule with accuracy as a
+    fraction and memory in MB, and APM as accuracy in percent per MB, which is
+    what this computes.
 
     Args:
       memory_mb: float [P], total memory (exemplars + models) of each point,

@@ -10,7 +10,7 @@ classifier over the new extractor with the old classes as one extra class);
 Zhou et al., "A Model or 603 Exemplars: Towards Memory-Efficient
 Class-Incremental Learning", ICLR 2023, Sec. 4 (MEMO: only the last residual
 stage is specialized and replicated); PyCIL ``models/der.py`` /
-``memo.py`` as summarised in ``shared/specs/memo.md`` Secs. 4-5.
+``memo.py`` as ``docs/memo.md``, "MEMO's network and its growth", describes them.
 
 Growth as explicit state, static shapes for the whole run:
 

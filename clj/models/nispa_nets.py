@@ -7,7 +7,7 @@ method multiplies into the parameters before calling ``apply``
 Besides the logits they return the post-ReLU activation of every hidden
 *unit layer* (the per-unit statistics NISPA selects stable units from).
 
-Layouts (``specs/nispa.md`` §3):
+Layouts (``docs/nispa.md``, "Networks"):
 
 * :class:`SparseMLP` - flatten -> ``hidden`` Dense+ReLU layers -> Dense(C).
   The EF-MNIST net is 784-400-400-400-C at 20 % density in every layer.
@@ -79,7 +79,7 @@ class SparseMLP(nn.Module):
     Call ``apply(vars, x)`` with float32 ``x`` [B, ...]; returns
     ``(logits float32 [B, C], [activation float32 [B, h] per hidden layer])``.
     Kernels: Kaiming normal fan_out (ReLU gain), biases PyTorch's default
-    uniform (spec §3.1).  Params: ``fc0 .. fc{L-1}``, ``out``.
+    uniform (``docs/nispa.md``, "Networks").  Params: ``fc0 .. fc{L-1}``, ``out``.
     """
 
     num_classes: int
@@ -111,7 +111,7 @@ class SparseMLP(nn.Module):
 
 
 class SparseConvNet(nn.Module):
-    """NISPA's CIFAR ConvNet (spec §3.2), NHWC.
+    """NISPA's CIFAR ConvNet (``docs/nispa.md``, "Networks"), NHWC.
 
     Call ``apply(vars, x)`` with float32 ``x`` [B, H, W, C]; returns
     ``(logits [B, num_classes], [5 activations])``: conv0 [B,H,W,64], conv1
@@ -148,7 +148,7 @@ class SparseConvNet(nn.Module):
     def layer_specs(self, input_shape: Sequence[int], density: float,
                     dense_first: bool = True) -> tuple[LayerSpec, ...]:
         """Unit-level description of every weight layer; the first conv is
-        dense when ``dense_first`` (spec §3.2)."""
+        dense when ``dense_first`` (``docs/nispa.md``, "Networks")."""
         H, W, C = input_shape
         specs, cin = [], C
         for i, ch in enumerate(self.channels):
@@ -168,5 +168,6 @@ class SparseConvNet(nn.Module):
 def reinit_kernel(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     """A fresh Kaiming-normal (fan_out, ReLU gain, untruncated) kernel of
     ``shape`` (Dense (in, out) or Conv HWIO): NISPA's re-initialisation at a
-    task boundary (spec §4.7 step 4)."""
+    task boundary (``docs/nispa.md``, "The task boundary:
+    promote, freeze, re-initialise", step 3)."""
     return _untruncated("fan_out")(key, tuple(shape), jnp.float32)

@@ -3,9 +3,10 @@ multiplicatively, and a UNISAL-style saliency predictor on the same backbone.
 
 Source: Sorrenti et al., "Saliency-driven Experience Replay for Continual
 Learning" (SER), NeurIPS 2024; the architecture as the official code builds it,
-paraphrased in ``shared/specs/ser.md`` §3 and §9:
+described in ``docs/ser.md``, "The classifier and where it is modulated" and
+"The saliency network":
 
-* **Classifier** (:class:`ModulatedResNet18`, §3.1, §3.3): the CIFAR ResNet-18
+* **Classifier** (:class:`ModulatedResNet18`): the CIFAR ResNet-18
   of :mod:`clj.models.resnet` (3x3 stem, no max-pool, stages of two
   BasicBlocks with widths ``width * (1, 2, 4, 8)`` and strides 1, 2, 2, 2).
   At five points -- the stem and the *last* BasicBlock of each stage -- the
@@ -16,15 +17,15 @@ paraphrased in ``shared/specs/ser.md`` §3 and §9:
   With ``s_i = 1`` (or no modulation) this is exactly the plain ResNet-18; the
   parameter tree has the same names as :class:`clj.models.resnet.ResNet18`,
   so the two share parameters.
-* **Pooling** (§9 item 1): ``pool_mode="mammoth_square"`` averages the left
+* **Pooling**: ``pool_mode="mammoth_square"`` averages the left
   ``h x h`` square of the final ``h x w`` map (Mammoth's ``avg_pool2d`` with
   kernel = h); ``"global"`` averages all of it.  They agree for square maps.
-* **Saliency net** (:class:`SaliencyNet`, §3.2): the same ResNet-18 as encoder
+* **Saliency net** (:class:`SaliencyNet`): the same ResNet-18 as encoder
   (``cnn``), returning its five pre-ReLU features, and a light decoder:
   ``skip_2x`` on stage 3 and ``skip_4x`` on stage 2 (1x1 expand, BN, ReLU6,
   channel dropout 0.6, 1x1 reduce with bias, BN), ``post_cnn`` (an inverted
   residual with expand ratio 1) on stage 4 (after ReLU, optionally
-  concatenated with 16 learned Gaussian prior maps, §3.4), bilinear x2,
+  concatenated with 16 learned Gaussian prior maps), bilinear x2,
   concatenation with ``skip_2x``, ``upsampling_2`` (inverted residual, expand
   2) and bilinear x2, concatenation with ``skip_4x``, ``post_upsampling_2``
   (inverted residual, expand 2), a 1x1 conv to one channel, nearest x2 to the
@@ -119,8 +120,9 @@ def square_pool(x: jax.Array, mode: str) -> jax.Array:
     """Pools ``[B, h, w, C]`` to ``[B, C]`` (float32).
 
     ``mammoth_square``: mean over rows ``[0, h)`` and columns ``[0, h)``
-    (PyTorch ``avg_pool2d`` with kernel h and stride h, for h <= w < 2h; ser.md
-    §9 item 1); ``global``: mean over all of ``h x w``.
+    (PyTorch ``avg_pool2d`` with kernel h and stride h, for h <= w < 2h;
+    ``docs/ser.md``, "The classifier and where it is modulated"); ``global``:
+    mean over all of ``h x w``.
 
     Raises:
       ValueError: an unknown mode, or ``mammoth_square`` with h > w or w >= 2h
@@ -243,7 +245,8 @@ def _depthwise(channels: int, name: str, dtype: Any = jnp.float32) -> nn.Conv:
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 inverted residual, stride 1 (ser.md §3.2 items 4, 6, 7).
+    """MobileNetV2 inverted residual, stride 1 (``docs/ser.md``, "The
+    saliency network").
 
     expand_ratio 1: depthwise 3x3, BN, ReLU6, 1x1 to ``features``, BN.
     expand_ratio r > 1: 1x1 to r*C_in, BN, ReLU6, depthwise 3x3, BN, ReLU6,
@@ -271,9 +274,9 @@ class InvertedResidual(nn.Module):
 
 
 class Skip(nn.Module):
-    """Decoder skip: 1x1 to ``2*features_in``, BN, ReLU6, channel dropout,
-    1x1 (with bias) to ``features``, BN (ser.md §3.2 items 1-2), computed in
-    ``dtype``."""
+    """Decoder skip: 1x1 to ``2*features_in``, BN, ReLU6, channel dropout, 1x1
+    (with bias) to ``features``, BN (``docs/ser.md``, "The saliency network"),
+    computed in ``dtype``."""
 
     features: int
     drop: float = 0.6
@@ -288,9 +291,10 @@ class Skip(nn.Module):
 
 
 def manual_gaussian_init(key, shape, dtype=jnp.float32):
-    """The 16 manual Gaussian priors [16, 2 (y, x), 2 (mu, log sigma)] of
-    ser.md §3.4: a 3x3 grid at {0.25, 0.5, 0.75}^2 with log sigma -1.5, three
-    vertical bands, three horizontal bands, one broad centre."""
+    """The 16 manual Gaussian priors [16, 2 (y, x), 2 (mu, log sigma)]
+    (``docs/ser.md``, "The saliency network"): a 3x3 grid at
+    {0.25, 0.5, 0.75}^2 with log sigma -1.5, three vertical bands, three
+    horizontal bands, one broad centre."""
     del key, shape
     g = []
     for y in (0.25, 0.5, 0.75):
@@ -305,7 +309,8 @@ def manual_gaussian_init(key, shape, dtype=jnp.float32):
 
 
 def gaussian_maps(g: jax.Array, h: int, w: int, scale: float = 6.0) -> jax.Array:
-    """Prior maps float32 [h, w, 16] from parameters g [16, 2, 2] (ser.md §3.4)
+    """Prior maps float32 [h, w, 16] from parameters g [16, 2, 2]
+    (``docs/ser.md``, "The saliency network")
     over a linspace(0, 1) grid: ``scale * exp(-((y-mu_y)/s_y)^2/2) *
     exp(-((x-mu_x)/s_x)^2/2)``, s = exp(log sigma)."""
     ys = jnp.linspace(0.0, 1.0, h)[:, None, None]

@@ -1,10 +1,10 @@
 """Backbones of SERENA (Yildirim et al., CoLLAs 2025): no biases anywhere and
-parameter-free, stateless BatchNorm (spec ``serena.md`` §3).
+parameter-free, stateless BatchNorm (``docs/serena.md``, "Backbones").
 
 * :class:`SerenaMLP` — flatten -> Dense(400) -> ReLU -> Dense(400) -> ReLU ->
-  head, no biases (the paper's ``MLP_400_400``, spec §3.2).
+  head, no biases (the paper's ``MLP_400_400``).
 * :class:`SerenaResNet18` — the CIFAR ResNet-18 of the official code
-  (spec §3.1): 7x7 stride-2 stem with explicit padding 3 and **no max-pool**,
+  (``docs/serena.md``, "Backbones"): 7x7 stride-2 stem with explicit padding 3 and **no max-pool**,
   four stages of two BasicBlocks at ``width * (1, 2, 4, 8)`` channels, global
   average pool, bias-free linear head.  ``width=64`` is the paper's network
   (11,172,032 parameters for 10 classes); ``width=20`` is the "reduced"
@@ -20,7 +20,7 @@ Weights use ``variance_scaling(1/3, "fan_in", "uniform")`` = U(±1/sqrt(fan_in))
 PyTorch's default init of Conv/Linear.  Params have the top-level keys
 ``backbone`` and ``head`` like every ``clj.models`` network, and every leaf
 is a ``kernel`` (so :func:`clj.sparse.default_maskable` masks them all,
-spec §4.1).
+``docs/serena.md``, "Concept cells and their masks").
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def stateless_batch_norm(x: jax.Array, eps: float = 1e-5, valid: jax.Array | Non
 
     Mean and biased variance over all axes but the last, of the rows where
     ``valid`` (bool [B], default all) is True; no affine parameters
-    (spec §3.1, §11.7).  Rows with ``valid=False`` are normalised too, but do
+    (``docs/serena.md``, "Backbones").  Rows with ``valid=False`` are normalised too, but do
     not enter the statistics.
 
     Returns:

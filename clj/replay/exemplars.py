@@ -4,8 +4,8 @@ The memory of the class-incremental methods of PyCIL (iCaRL, WA, DER, MEMO,
 and the methods built on them).  Sources: Rebuffi et al., "iCaRL:
 Incremental Classifier and Representation Learning", CVPR 2017, Alg. 4
 (herding selection), Alg. 5 (reduction), Alg. 1 (nearest-mean-of-exemplars);
-PyCIL's ``BaseLearner.build_rehearsal_memory`` conventions as summarised in
-``shared/specs/memo.md`` Sec. 3.1:
+PyCIL's ``BaseLearner.build_rehearsal_memory`` conventions as
+``docs/memo.md``, "The exemplar memory", describes them:
 
 * a **fixed total** budget M (``m = floor(M / C_t)`` exemplars per class after
   task t, C_t = classes seen including the new ones) or a **fixed per-class**
@@ -311,7 +311,8 @@ def sample_exemplars(mem: ExemplarMemory, rng: jax.Array, n: int) -> tuple[jax.A
 
 def exemplar_bytes(mem: ExemplarMemory) -> int:
     """Bytes of the stored images (count x H x W x C, uint8), the quantity
-    the memory-aligned protocol counts (MEMO, Sec. 3.2 of the spec)."""
+    the memory-aligned protocol counts (``docs/memo.md``, "The memory-aligned
+    (fair) budget")."""
     per = int(np.prod(mem.x.shape[1:]))
     return int(mem.count()) * per
 

@@ -2,7 +2,7 @@
 the one masked update, random regrowth, and bit-packed storage.
 
 Sparse methods keep dense weight arrays and a boolean mask of the same shape.
-Two kinds of mask (DESIGN.md, "Two kinds of mask"):
+Two kinds of mask (``docs/methods.md``, "The masked update"):
 
 * a **weight mask** says which connections exist: the forward pass uses
   ``w * mask`` (:func:`apply_masks`);
@@ -35,7 +35,8 @@ PyTree = Any
 # ---------------------------------------------------------------- selection
 def default_maskable(path: tuple, leaf) -> bool:
     """Masked leaves by default: kernels of Dense/Conv layers (ndim >= 2, name
-    ``kernel``); biases and norm scales are dense (SERENA §4.1, NISPA)."""
+    ``kernel``); biases and norm scales are dense (``docs/serena.md``,
+    "Concept cells and their masks"; NISPA)."""
     name = str(getattr(path[-1], "key", path[-1])) if path else ""
     return name == "kernel" and getattr(leaf, "ndim", 0) >= 2
 
@@ -203,7 +204,8 @@ def _where_mask(tree: PyTree, mask: PyTree) -> PyTree:
 
 def masked_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """``tx`` restricted to the trainable weights: the one masked update of
-    every sparse or freezing method (DESIGN.md, "Two kinds of mask").
+    every sparse or freezing method (``docs/methods.md``, "The masked
+    update").
 
     The masks are extra arguments of each update::
 
@@ -234,7 +236,7 @@ def masked_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransfor
     purpose: SERENA's ``freeze='faithful'`` passes ``update_mask`` = the open
     cell and ``grad_mask`` = its trainable weights, so coupled weight decay and
     momentum move the frozen weights inside the cell as in the official code
-    (spec serena.md §4.4).
+    (``docs/serena.md``, "Freezing and the optimizer").
 
     Without masks the wrapper is ``tx``.  Its state is ``tx``'s own (same
     pytree), so checkpoints and code reading ``tx``'s state (e.g.

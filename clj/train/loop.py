@@ -246,7 +246,7 @@ class Runner:
 
         def init(k, h):
             st = self.spec.init(k, self.config, self.scenario)
-            return st.replace(hparams={**st.hparams, **h}) if h else st
+            return st.replace(swept={**st.swept, **h}) if h else st
 
         return jax.jit(jax.vmap(init), out_shardings=self._state_sharding)(keys, hv)
 

@@ -3,11 +3,12 @@
 Source: Y.-L. Lee, D.-S. Chen, C.-Y. Lee, Y.-H. Tsai, W.-C. Chiu, "Data
 Efficient Incremental Learning Via Attentive Knowledge Replay", IEEE SMC
 2023 (abstract, method figure, results table; the official code was not
-available, see ``shared/specs/akr.md``).  The iCaRL base is
+available, see ``docs/akr.md``).  The iCaRL base is
 :mod:`clj.methods.cil.icarl` (herding memory, frozen previous model, CNN or NME
 prediction).
 
-What the paper fixes (spec Sec. 4.1) and this module implements:
+What the paper fixes (``docs/akr.md``, "What the paper fixes") and this module
+implements:
 
 * training pairs (x_i, x_j) drawn from the union of new data and exemplars
   are blended **globally** into one virtual image ``a_i x_i + a_j x_j``
@@ -43,8 +44,8 @@ weights and virtual images :mod:`clj.methods.akr.blend`; item 4's loss
 :func:`clj.methods.akr.loss.classifier_loss`.  The names of those modules
 stay importable from here.
 
-Decisions where the paper is silent (spec Sec. 4; each is a ``config.akr``
-switch, defaults in :data:`AKR_DEFAULTS`):
+Decisions where the paper is silent (``docs/akr.md``, "Design decisions"; each is a
+``config.akr`` switch, defaults in :data:`AKR_DEFAULTS`):
 
 * ``replay``: ``"attentive"`` (AKR), ``"mixup"`` (the paper's Mixup row: the
   same pipeline with ``a ~ Beta(beta_alpha)`` in every step, no S),
@@ -153,7 +154,7 @@ def get_akr(config) -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams(icarl.Hparams):
+class Static(icarl.Static):
     """iCaRL's static hyperparameters plus the ``config.akr`` fields (module doc)."""
 
     replay: str = "attentive"
@@ -196,14 +197,14 @@ class State:
         blended rows, mean drift, L_att, the exemplar's mean weight in
         new/exemplar pairs (NaN without such pairs), corr(a, r) over the
         valid pairs (0 when undefined).
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis (iCaRL's, plus S's
         temperatures and learning rate).
       weight_acc: float32 [T, 4] per phase, over the steps whose blending
         weights were used (mixup: every step; AKR: after the warm-up):
         sum of |a - 0.5| over blended rows, their count, sum of the
         exemplar's weight over blended new/exemplar pairs, their count.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
@@ -214,12 +215,12 @@ class State:
     attn_opt_state: common.PyTree
     attn_stats: jax.Array
     weight_acc: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = icarl.SWEEPABLE + ("akr.attn_tau", "akr.importance_tau", "akr.attn_lr")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on
 them): iCaRL's (:data:`clj.methods.cil.icarl.SWEEPABLE`), the temperatures of the
 pair weight and of the importance targets, and S's Adam learning rate (set
 into S's optimizer state at every phase start)."""
@@ -237,35 +238,35 @@ def init(rng: jax.Array, config, scenario) -> State:
     base = icarl.init(k_net, config, scenario, "icarl")
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.to_dict().items()}
     fields["beta_alpha"] = tuple(float(v) for v in a.beta_alpha)
-    hp = Hparams(**{f.name: getattr(base.hp, f.name) for f in dataclasses.fields(icarl.Hparams)},
-                 **fields, feat_dim=int(base.net.model.feature_dim))
+    static = Static(**{f.name: getattr(base.static, f.name) for f in dataclasses.fields(icarl.Static)},
+                    **fields, feat_dim=int(base.net.model.feature_dim))
     net = base.net
-    attn = init_attention(k_att, hp, net)
-    hparams = {**base.hparams, "akr.attn_tau": jnp.float32(hp.attn_tau),
-               "akr.importance_tau": jnp.float32(hp.importance_tau), "akr.attn_lr": jnp.float32(hp.attn_lr)}
+    attn = init_attention(k_att, static, net)
+    swept = {**base.swept, "akr.attn_tau": jnp.float32(static.attn_tau),
+             "akr.importance_tau": jnp.float32(static.importance_tau), "akr.attn_lr": jnp.float32(static.attn_lr)}
     return State(net=net, old_params=base.old_params, old_batch_stats=base.old_batch_stats, mem=base.mem,
-                 attn_params=attn, attn_opt_state=attention_tx(hparams["akr.attn_lr"]).init(attn),
+                 attn_params=attn, attn_opt_state=attention_tx(swept["akr.attn_lr"]).init(attn),
                  attn_stats=jnp.zeros((5,), jnp.float32),
-                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), hparams=hparams, hp=hp)
+                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), swept=swept, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """iCaRL's phase start, then S re-initialised: ``trunk_copy`` zeroes the
     score layer (and, with ``attn_train="all"``, copies the old model's
     params into the trunk); ``feature_mlp`` zeroes its output layer; the
-    optimizer state is reset (learning rate ``hparams["akr.attn_lr"]``)."""
-    hp = dataclasses.replace(state.hp, st=icarl.task_statics(state.hp, task))
-    net = state.net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
+    optimizer state is reset (learning rate ``swept["akr.attn_lr"]``)."""
+    static = dataclasses.replace(state.static, st=icarl.task_statics(state.static, task))
+    net = state.net.replace(optim=static.init_optim if task.task_id == 0 else static.update_optim)
     net = common.begin_task_model(net, task)
     attn = dict(state.attn_params)
-    if hp.attn_arch == "trunk_copy":
-        attn.update(zero_head(hp.feat_dim))
-        if hp.attn_train == "all":
+    if static.attn_arch == "trunk_copy":
+        attn.update(zero_head(static.feat_dim))
+        if static.attn_train == "all":
             attn["trunk"] = state.old_params
     else:
         attn.update({"w2": jnp.zeros_like(attn["w2"]), "b2": jnp.zeros_like(attn["b2"])})
-    opt = attention_tx(state.hparams["akr.attn_lr"]).init(attn)
-    return state.replace(net=net, hp=hp, attn_params=attn, attn_opt_state=opt)
+    opt = attention_tx(state.swept["akr.attn_lr"]).init(attn)
+    return state.replace(net=net, static=static, attn_params=attn, attn_opt_state=opt)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -284,40 +285,40 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       in blended new/exemplar pairs; NaN without such pairs), ``corr_a_r``
       (corr of S's weights and the importance targets); float32 scalars.
     """
-    hp, st, net = state.hp, state.hp.st, state.net
+    static, st, net = state.static, state.static.st, state.net
     x, y = batch["x"], batch["y"]
     B = y.shape[0]
     w = jnp.ones(y.shape, bool)
     if st.replay > 0:  # the same exemplar draw as icarl.train_step (same key)
-        rx, ry, rv = icarl.draw_exemplars(hp, state.mem, rng)
+        rx, ry, rv = icarl.draw_exemplars(static, state.mem, rng)
         x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, rv])
     N = y.shape[0]
     k_pair, k_beta, k_frac = jax.random.split(jax.random.fold_in(rng, 7), 3)
     has_old = st.known > 0
-    mixing = hp.replay != "none" and (has_old or hp.phase0_mix == "random")
-    partner = partners(hp.pair_mode, k_pair, B, N) if mixing else jnp.arange(N, dtype=jnp.int32)
+    mixing = static.replay != "none" and (has_old or static.phase0_mix == "random")
+    partner = partners(static.pair_mode, k_pair, B, N) if mixing else jnp.arange(N, dtype=jnp.int32)
     pw = w & w[partner]
 
     zero = jnp.zeros((), jnp.float32)
     att_loss, drift_mean, corr, a_att = zero, zero, zero, None
     attn_params, attn_opt = state.attn_params, state.attn_opt_state
-    if hp.replay == "attentive" and has_old:
+    if static.replay == "attentive" and has_old:
         attn_params, attn_opt, a_att, att_loss, drift_mean, corr = attention_step(state, x, w, partner, pw)
-    a, in_use = blend_weights(hp, net.task_step, net.steps_per_epoch, a_att, N, mixing, has_old, k_beta, k_frac)
+    a, in_use = blend_weights(static, net.task_step, net.steps_per_epoch, a_att, N, mixing, has_old, k_beta, k_frac)
     xt = blend(x, x[partner], a) if mixing else x
-    mixed = mixed_targets(y, y[partner], a, hp.num_classes)
+    mixed = mixed_targets(y, y[partner], a, static.num_classes)
     rw = w & jnp.where(a < 1.0, w[partner], True)
     targets = icarl.old_logits(state, xt) if has_old else None
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, xt, train=True)
-        loss, ce, kd = classifier_loss(hp, logits, y, mixed, rw, targets, mixing, state.hparams)
+        loss, ce, kd = classifier_loss(static, logits, y, mixed, rw, targets, mixing, state.swept)
         return loss, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    mask = None if (hp.target_mode == "icarl_bce" and hp.bce_over == "all") else \
+    mask = None if (static.target_mode == "icarl_bce" and static.bce_over == "all") else \
         icarl.head_update_mask(net.params, st.total)
-    new_net = common.apply_gradients(net, grads, bs, mask, base_lr=icarl.phase_lr(state.hparams, st.task))
+    new_net = common.apply_gradients(net, grads, bs, mask, base_lr=icarl.phase_lr(state.swept, st.task))
     abs_a, share, weight_acc = _weight_diagnostics(state, a, partner, B, pw, in_use)
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:B], -1) == batch["y"]).astype(jnp.float32))
     stats = jnp.stack([abs_a, drift_mean, att_loss, share, corr]).astype(jnp.float32)
@@ -340,7 +341,7 @@ def _weight_diagnostics(state: State, a: jax.Array, partner: jax.Array, B: int, 
     ex_sum, ex_n = exemplar_share(a, partner, B, counted)
     share = jnp.where(ex_n > 0, ex_sum / jnp.maximum(ex_n, 1.0), jnp.nan)
     add = jnp.where(in_use, jnp.stack([abs_sum, nb, ex_sum, ex_n]), 0.0)
-    return abs_a, share, state.weight_acc.at[state.hp.st.task].add(add.astype(jnp.float32))
+    return abs_a, share, state.weight_acc.at[state.static.st.task].add(add.astype(jnp.float32))
 
 
 def end_task(state: State, task_data: dict) -> State:
@@ -367,15 +368,15 @@ def result_extras(state: State) -> dict:
     the last step's values."""
     import numpy as np
 
-    hp = state.hp
+    static = state.static
     out = icarl.result_extras(state)
     acc = np.asarray(state.weight_acc, np.float64)
     abs_a = [float(s / n) if n > 0 else None for s, n in acc[:, :2]]
     share = [float(s / n) if n > 0 else None for s, n in acc[:, 2:]]
     tot = acc[1:].sum(0) if len(acc) > 1 else np.zeros(4)
     st = np.asarray(state.attn_stats, np.float64)
-    out.update({"replay": hp.replay, "target_mode": hp.target_mode, "attn_arch": hp.attn_arch,
-                "attn_train": hp.attn_train, "importance_norm": hp.importance_norm,
+    out.update({"replay": static.replay, "target_mode": static.target_mode, "attn_arch": static.attn_arch,
+                "attn_train": static.attn_train, "importance_norm": static.importance_norm,
                 "attn_param_bytes": common.param_bytes(state.attn_params),
                 "abs_a_per_task": abs_a, "exemplar_weight_per_task": share,
                 "abs_a_mean": float(tot[0] / tot[1]) if tot[1] > 0 else None,

@@ -5,7 +5,7 @@ Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (abstract: weights from the samples'
 relative importance, measured by their feature change across phases;
 method figure: the attention module with shared weights); the readings of
-what the paper leaves open are ``shared/specs/akr.md`` Sec. 4.4-4.7 and the
+what the paper leaves open are in ``docs/akr.md``, "Design decisions", and the
 switches of :mod:`clj.methods.akr.akr`.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def feature_drift(f_cur: jax.Array, f_old: jax.Array, metric: str = "l2", normal
     ``l2``: ``||n(f_cur) - n(f_old)||`` (n = L2 normalisation when
     ``normalize``); ``cosine``: ``1 - cos(f_cur, f_old)``.  Zero when the two
     features are equal.  (AKR abstract: importance from feature change across
-    phases; spec Sec. 4.6.)
+    phases; ``docs/akr.md``, "Design decisions": importance.)
     """
     f_cur, f_old = f_cur.astype(jnp.float32), f_old.astype(jnp.float32)
     if metric == "cosine":
@@ -62,7 +62,8 @@ def importance_targets(d_i: jax.Array, d_j: jax.Array, norm: str = "zscore", tau
 
     The paper says the weights follow each sample's relative importance from
     its feature change across phases (AKR abstract); the mapping from drift
-    to a pair weight is not given (spec Sec. 4.6, open), hence the options.
+    to a pair weight is not given (``docs/akr.md``, "Design decisions"), hence the
+    options.
 
     Raises:
       ValueError: unknown ``norm``.
@@ -100,7 +101,7 @@ def importance_loss(a: jax.Array, r: jax.Array, valid: jax.Array, reg: float = 0
     """L_att: BCE between the pair weights a and the importance targets r
     (both float32 [N]), mean over the ``valid`` (float [N]) rows, minus
     ``reg`` x the weights' binary entropy; float32 [].  Its minimum over a
-    is at a = r (spec Sec. 4.7, reading A)."""
+    is at a = r (``docs/akr.md``, "Design decisions": reading A)."""
     la = jnp.log(jnp.clip(a, EPS, 1.0))
     lb = jnp.log(jnp.clip(1.0 - a, EPS, 1.0))
     per = -(r * la + (1.0 - r) * lb)
@@ -150,12 +151,12 @@ def zero_head(D: int):
     return {"w": jnp.zeros((D,), jnp.float32), "b": jnp.zeros((), jnp.float32)}
 
 
-def init_attention(rng: jax.Array, hp, net: ModelState):
+def init_attention(rng: jax.Array, static, net: ModelState):
     """S's initial trainable parameters (see :class:`State`)."""
-    D = hp.feat_dim
-    if hp.attn_arch == "trunk_copy":
-        return {"trunk": net.params, **zero_head(D)} if hp.attn_train == "all" else zero_head(D)
-    H = hp.attn_hidden
+    D = static.feat_dim
+    if static.attn_arch == "trunk_copy":
+        return {"trunk": net.params, **zero_head(D)} if static.attn_train == "all" else zero_head(D)
+    H = static.attn_hidden
     w1 = jax.random.normal(rng, (D, H), jnp.float32) * jnp.sqrt(2.0 / D)
     return {"w1": w1, "b1": jnp.zeros((H,), jnp.float32), "w2": jnp.zeros((H,), jnp.float32),
             "b2": jnp.zeros((), jnp.float32)}
@@ -174,21 +175,21 @@ def attention_scores(state, attn_params, x: jax.Array, old_feats: jax.Array) -> 
 
 
 def max_drift_loss(state, a: jax.Array, x: jax.Array, xj: jax.Array, valid: jax.Array) -> jax.Array:
-    """Reading B of L_att (spec Sec. 4.7): minus the squared distance of the
-    normalised old and current features of the blended image ``blend(x, xj,
-    a)`` (gradient through the blend into a; both models frozen here), plus
-    ``attn_reg`` x the weights' negative binary entropy; mean over the
-    ``valid`` (bool [N]) rows.  float32 []."""
-    hp, net = state.hp, state.net
+    """Reading B of L_att (``docs/akr.md``, "Design decisions"): minus the
+    squared distance of the normalised old and current features of the blended
+    image ``blend(x, xj, a)`` (gradient through the blend into a; both models
+    frozen here), plus ``attn_reg`` x the weights' negative binary entropy;
+    mean over the ``valid`` (bool [N]) rows.  float32 []."""
+    static, net = state.static, state.net
     xt = blend(x, xj, a)
     (_, fo), _ = common.forward(net, state.old_params, state.old_batch_stats, xt, train=False,
                                 return_features=True)
     (_, fc), _ = common.forward(net, jax.lax.stop_gradient(net.params), net.batch_stats, xt,
                                 train=False, return_features=True)
     per = -jnp.sum((ex.l2_normalize(fc) - ex.l2_normalize(jax.lax.stop_gradient(fo))) ** 2, -1)
-    if hp.attn_reg:
-        per = per + hp.attn_reg * (a * jnp.log(jnp.clip(a, EPS, 1.0))
-                                   + (1 - a) * jnp.log(jnp.clip(1 - a, EPS, 1.0)))
+    if static.attn_reg:
+        per = per + static.attn_reg * (a * jnp.log(jnp.clip(a, EPS, 1.0))
+                                       + (1 - a) * jnp.log(jnp.clip(1 - a, EPS, 1.0)))
     v = valid.astype(jnp.float32)
     return jnp.sum(per * v) / jnp.maximum(jnp.sum(v), 1.0)
 
@@ -209,27 +210,27 @@ def attention_step(state, x: jax.Array, w: jax.Array, partner: jax.Array, pw: ja
       ``(attn_params, attn_opt_state, a float32 [N] S's weights before its
       step, L_att float32 [], mean drift float32 [], corr(a, r) float32 [])``.
     """
-    hp, net, hv = state.hp, state.net, state.hparams
+    static, net, swept = state.static, state.net, state.swept
     (_, old_feats_x), _ = common.forward(net, state.old_params, state.old_batch_stats, x, train=False,
                                          return_features=True)
     old_feats_x = jax.lax.stop_gradient(old_feats_x)
     (_, cur_feats_x), _ = common.forward(net, net.params, net.batch_stats, x, train=False, return_features=True)
     cur_feats_x = jax.lax.stop_gradient(cur_feats_x)
-    d = feature_drift(cur_feats_x, old_feats_x, hp.drift_metric, hp.feat_norm)
-    r = jax.lax.stop_gradient(importance_targets(d, d[partner], hp.importance_norm, hv["akr.importance_tau"],
-                                                 hp.importance_sign, valid=w))
+    d = feature_drift(cur_feats_x, old_feats_x, static.drift_metric, static.feat_norm)
+    r = jax.lax.stop_gradient(importance_targets(d, d[partner], static.importance_norm, swept["akr.importance_tau"],
+                                                 static.importance_sign, valid=w))
     xj = x[partner]
 
     def att_loss_fn(ap):
         s = attention_scores(state, ap, x, old_feats_x)
-        a = pair_weights(s, s[partner], hp.attn_norm, hv["akr.attn_tau"])
-        if hp.attn_objective == "importance":
-            return importance_loss(a, r, pw, hp.attn_reg), a
+        a = pair_weights(s, s[partner], static.attn_norm, swept["akr.attn_tau"])
+        if static.attn_objective == "importance":
+            return importance_loss(a, r, pw, static.attn_reg), a
         return max_drift_loss(state, a, x, xj, pw), a
 
     lr = None
-    if hp.attn_lr_decay:
-        lr = hv["akr.attn_lr"] * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
-    params, opt, loss, a = update_attention(attention_tx(hv["akr.attn_lr"]), state.attn_params,
+    if static.attn_lr_decay:
+        lr = swept["akr.attn_lr"] * net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch) / net.optim.lr
+    params, opt, loss, a = update_attention(attention_tx(swept["akr.attn_lr"]), state.attn_params,
                                             state.attn_opt_state, att_loss_fn, lr)
     return params, opt, a, loss, jnp.mean(d), weighted_corr(a, r, pw)

@@ -4,7 +4,7 @@ their mixed labels.
 Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (method figure: "Normalization", the
 virtual sample ``a_i x_i + a_j x_j`` and the "Mixed Label"); the choices the
-paper leaves open are named in ``shared/specs/akr.md`` Sec. 4 and in
+paper leaves open are named in ``docs/akr.md``, "Design decisions", and in
 :mod:`clj.methods.akr.akr`.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ def pair_weights(s_i: jax.Array, s_j: jax.Array, norm: str = "softmax", tau=1.0)
 
     Returns:
       float32 [N] in (0, 1); equal scores give 0.5; swapping the inputs gives
-      ``1 - a_i``.  (AKR figure, "Normalization" block; spec Sec. 4.4.)
+      ``1 - a_i``.  (AKR figure, "Normalization" block;
+      ``docs/akr.md``, "Design decisions".)
     """
     if norm == "softmax":
         return jax.nn.sigmoid((s_i - s_j) / tau)
@@ -77,12 +78,12 @@ def partners(pair_mode: str, key: jax.Array, B: int, N: int) -> jax.Array:
     return jax.random.permutation(key, N).astype(jnp.int32)
 
 
-def blend_weights(hp, task_step: jax.Array, steps_per_epoch: jax.Array, a_att: jax.Array | None, N: int,
+def blend_weights(static, task_step: jax.Array, steps_per_epoch: jax.Array, a_att: jax.Array | None, N: int,
                   mixing: bool, has_old: bool, k_beta: jax.Array, k_frac: jax.Array):
     """The step's blending weights (AKR module doc, item 4).
 
     Args:
-      hp: AKR's static hyperparameters (``beta_alpha``, ``warmup_epochs``,
+      static: AKR's static hyperparameters (``beta_alpha``, ``warmup_epochs``,
         ``mix_fraction``).
       task_step, steps_per_epoch: int32 [], the classifier's step in the task
         and its steps per epoch (the warm-up is counted in epochs).
@@ -100,14 +101,14 @@ def blend_weights(hp, task_step: jax.Array, steps_per_epoch: jax.Array, a_att: j
     in_use = jnp.asarray(mixing and has_old)
     if not mixing:
         return jnp.ones((N,), jnp.float32), in_use
-    a_beta = jax.random.beta(k_beta, hp.beta_alpha[0], hp.beta_alpha[1], (N,)).astype(jnp.float32)
+    a_beta = jax.random.beta(k_beta, static.beta_alpha[0], static.beta_alpha[1], (N,)).astype(jnp.float32)
     a = a_beta
     if a_att is not None:
         epoch = task_step // jnp.maximum(steps_per_epoch, 1)
-        in_use = epoch >= hp.warmup_epochs
+        in_use = epoch >= static.warmup_epochs
         a = jnp.where(in_use, jax.lax.stop_gradient(a_att), a_beta)
-    if hp.mix_fraction < 1.0:
-        a = jnp.where(jax.random.bernoulli(k_frac, hp.mix_fraction, (N,)), a, 1.0)
+    if static.mix_fraction < 1.0:
+        a = jnp.where(jax.random.bernoulli(k_frac, static.mix_fraction, (N,)), a, 1.0)
     return jax.lax.stop_gradient(a), in_use
 
 

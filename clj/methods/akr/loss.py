@@ -5,7 +5,7 @@ Source: Lee et al., "Data Efficient Incremental Learning Via Attentive
 Knowledge Replay", IEEE SMC 2023 (the virtual samples and their mixed
 labels replace the real ones in iCaRL's objective); Rebuffi et al., "iCaRL",
 CVPR 2017, Sec. 2.4 (the BCE with the old model's outputs as targets);
-``shared/specs/akr.md`` Sec. 3.3, 4.5.
+``docs/akr.md``, "Official iCaRL's loss" and "Design decisions".
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array, num: int, weights:
 
 
 def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weights) -> jax.Array:
-    """Official iCaRL's loss on (blended) samples (Rebuffi et al. 2017, Sec. 2.4;
-    spec Sec. 3.3 / 4.5): sigmoid BCE against T with T = sigmoid(old logits)
-    on the ``known`` old classes, the mixed label on ``[known, total)``, 0
-    above; averaged over the seen outputs (``over="seen"``) or all outputs,
-    then over the weighted rows.  float32 []."""
+    """Official iCaRL's loss on (blended) samples (Rebuffi et al. 2017,
+    Sec. 2.4; ``docs/akr.md``, "Official iCaRL's loss"): sigmoid BCE against
+    T with T = sigmoid(old logits) on the ``known`` old classes, the mixed
+    label on ``[known, total)``, 0 above; averaged over the seen outputs
+    (``over="seen"``) or all outputs, then over the weighted rows.
+    float32 []."""
     C = logits.shape[-1]
     col = jnp.arange(C)
     T = jnp.where(col < total, mixed, 0.0)
@@ -46,13 +47,13 @@ def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weig
     return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weights: jax.Array,
-                    old_logits: jax.Array | None, mixing: bool, hparams: dict):
-    """The classifier's loss on the (blended) batch, ``hp.target_mode``
+def classifier_loss(static, logits: jax.Array, y: jax.Array, mixed: jax.Array, weights: jax.Array,
+                    old_logits: jax.Array | None, mixing: bool, swept: dict):
+    """The classifier's loss on the (blended) batch, ``static.target_mode``
     (:mod:`clj.methods.akr.akr` module doc).
 
     Args:
-      hp: AKR's static hyperparameters (``hp.st``: the task's known / total
+      static: AKR's static hyperparameters (``static.st``: the task's known / total
         classes).
       logits: float32 [N, C] of the blended images; y: int32 [N] the first
         images' labels; mixed: float32 [N, C] the mixed labels
@@ -62,16 +63,16 @@ def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weigh
         (phase >= 1), else None.
       mixing: the images are blended; without, ``mixed_ce_kd`` is exactly
         iCaRL's loss (:func:`clj.methods.cil.icarl.train_step`).
-      hparams: the State's swept values (``cil.kd_T``, ``cil.kd_weight``,
+      swept: the State's swept values (``cil.kd_T``, ``cil.kd_weight``,
         float32 []).
 
     Returns:
       (loss, ce, kd) float32 [] (``icarl_bce``: kd = 0, loss = ce).
     """
-    st = hp.st
+    st = static.st
     zero = jnp.zeros((), jnp.float32)
-    if hp.target_mode != "mixed_ce_kd":
-        ce = icarl_bce(logits, old_logits, mixed, st.known, st.total, hp.bce_over, weights)
+    if static.target_mode != "mixed_ce_kd":
+        ce = icarl_bce(logits, old_logits, mixed, st.known, st.total, static.bce_over, weights)
         return ce, ce, zero
     if mixing:
         ce = soft_cross_entropy(logits, mixed, st.total, weights)
@@ -79,6 +80,6 @@ def classifier_loss(hp, logits: jax.Array, y: jax.Array, mixed: jax.Array, weigh
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, weights)
     from clj.methods.cil.icarl import kd_weight
 
-    T, w_kd = hparams["cil.kd_T"], kd_weight(hp, hparams)
+    T, w_kd = swept["cil.kd_T"], kd_weight(static, swept)
     kd = cc.kd_loss(logits, old_logits, st.known, T, weights) if st.known > 0 else zero
     return ce + w_kd * kd, ce, kd

@@ -44,7 +44,7 @@ from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add,
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -68,20 +68,20 @@ class State:
       net: network, BN statistics, optimizer state, counters.
       buffer: the episodic memory (images, labels, task ids; no logits).
       key: PRNG key of the task-end draws.
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     buffer: Buffer
     key: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr",)
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
 def init(rng: jax.Array, config, scenario) -> State:
@@ -97,13 +97,13 @@ def init(rng: jax.Array, config, scenario) -> State:
     if M < T:
         raise ValueError(f"replay.buffer_size={M} is invalid for agem with {T} tasks: each task gets "
                          f"buffer_size // num_tasks slots, so it must be >= {T}.")
-    hp = Hparams(augment=common.augment_from_config(config.augment, scenario), buffer_size=M,
-                 per_task=M // T, minibatch_size=int(r["minibatch_size"]))
+    static = Static(augment=common.augment_from_config(config.augment, scenario), buffer_size=M,
+                    per_task=M // T, minibatch_size=int(r["minibatch_size"]))
     k_net, k_state = jax.random.split(rng)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
     return State(net=net, buffer=init_buffer(M, scenario.image_shape, 0), key=k_state,
-                 hparams={"optim.lr": jnp.float32(config.optim.lr)}, hp=hp)
+                 swept={"optim.lr": jnp.float32(config.optim.lr)}, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -152,7 +152,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       while the memory is empty), ``projected`` (1 when the step projected),
       ``acc``).
     """
-    hp, net = state.hp, state.net
+    static, net = state.static, state.net
     k_draw, k_aug = jax.random.split(rng)
 
     def stream_loss(params):
@@ -164,8 +164,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     # Branch-free: an empty memory gives all-invalid rows, a zero reference
     # gradient and so no projection (the BatchNorm statistics skip the draw).
     empty = state.buffer.is_empty()
-    idx, valid = sample_indices(state.buffer, k_draw, hp.minibatch_size)
-    bx = hp.augment(state.buffer.x[idx], k_aug, train=True)
+    idx, valid = sample_indices(state.buffer, k_draw, static.minibatch_size)
+    bx = static.augment(state.buffer.x[idx], k_aug, train=True)
     by = state.buffer.y[idx]
 
     def memory_loss(params):
@@ -175,7 +175,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss_ref, bs_mem), g_ref = jax.value_and_grad(memory_loss, has_aux=True)(net.params)
     bs = jax.tree_util.tree_map(lambda a, b: jnp.where(empty, a, b), bs, bs_mem)
     g, dot = project(g, g_ref)
-    new_net = common.apply_gradients(net, g, bs, base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, g, bs, base_lr=state.swept["optim.lr"])
     metrics = {"loss": loss, "loss_ref": loss_ref, "projected": (dot < 0).astype(jnp.float32),
                "acc": common.accuracy(logits, batch["y"])}
     return state.replace(net=new_net), metrics
@@ -190,7 +190,7 @@ def end_task(state: State, task_data) -> State:
         (:class:`TaskInfo`) of the task just trained.
     """
     key, k_perm, k_add = jax.random.split(state.key, 3)
-    n, k = task_data["y"].shape[0], state.hp.per_task
+    n, k = task_data["y"].shape[0], state.static.per_task
     order = jax.random.permutation(k_perm, n)
     pick = order[jnp.arange(k) % n]
     valid = jnp.arange(k) < n

@@ -2,8 +2,8 @@
 
 Source: Caccia et al., "New Insights on Reducing Abrupt Representation Change
 in Online Continual Learning", ICLR 2022 (Sec. 4, the ER-AML / ER-ACE
-objectives), as Mammoth's ``models/er_ace.py`` runs it (semantics summarised
-in ``shared/specs/ser.md`` §4.3, §5.2 and §9 item 9):
+objectives), as Mammoth's ``models/er_ace.py`` runs it (``docs/baselines.md``,
+"ER, DER, DER++ and ER-ACE as Mammoth runs them"):
 
 * the stream cross-entropy is computed over a **mask** of the logits: the
   classes present in the current batch, plus every class at or above the
@@ -34,7 +34,7 @@ from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add,
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -57,21 +57,21 @@ class State:
       buffer: reservoir buffer (images, labels; no logits).
       seen: bool [C], the labels met in the stream so far.
       task: int32 [], index of the current task (replay and masking from 1 on).
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     buffer: Buffer
     seen: jax.Array
     task: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr",)
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
 def check_replay_config(config, method: str) -> None:
@@ -92,13 +92,13 @@ def init(rng: jax.Array, config, scenario) -> State:
     """
     check_replay_config(config, "er_ace")
     r = sections.block(config, REPLAY)
-    hp = Hparams(augment=common.augment_from_config(config.augment, scenario),
-                 buffer_size=int(r.buffer_size), minibatch_size=int(r.minibatch_size))
+    static = Static(augment=common.augment_from_config(config.augment, scenario),
+                    buffer_size=int(r.buffer_size), minibatch_size=int(r.minibatch_size))
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
-    return State(net=net, buffer=init_buffer(hp.buffer_size, scenario.image_shape, 0),
+    return State(net=net, buffer=init_buffer(static.buffer_size, scenario.image_shape, 0),
                  seen=jnp.zeros((scenario.num_classes,), bool), task=jnp.zeros((), jnp.int32),
-                 hparams={"optim.lr": jnp.float32(config.optim.lr)}, hp=hp)
+                 swept={"optim.lr": jnp.float32(config.optim.lr)}, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -148,16 +148,18 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     return logits
 
 
-def ace_loss(apply_fn: Callable, params, batch_stats, inputs, y: jax.Array, draw: Draw, active: jax.Array,
+def ace_loss(params, *, apply_fn: Callable, batch_stats, inputs, y: jax.Array, draw: Draw, active: jax.Array,
              replay_on: jax.Array):
     """The ER-ACE loss (module doc) on a stream batch and one replay draw; a
-    pure function of ``params`` for ``jax.grad``.
+    pure function of ``params`` (the one positional argument) for
+    ``jax.grad``; every other argument is named.
 
     Args:
+      params: the network's parameters (differentiated).
       apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
         new batch_stats)``, the network in training mode (each call is its own
         BatchNorm batch).
-      params, batch_stats: the network's variables.
+      batch_stats: the network's BatchNorm statistics.
       inputs: the stream batch's inputs (leading axis B); y: int32 [B].
       draw: the replay draw (:class:`clj.methods.baselines.rehearsal.Draw`; its
         ``logits`` are not used).
@@ -195,20 +197,21 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics: ``loss``, ``loss_stream``, ``loss_replay``, ``acc``).
     """
-    hp, net = state.hp, state.net
+    static, net = state.static, state.net
     k_draw, k_aug, k_add = jax.random.split(rng, 3)
     active, seen = ace_mask(state.seen, batch["y"])
-    idx, valid = sample_indices(state.buffer, k_draw, hp.minibatch_size)
-    draw = Draw(hp.augment(state.buffer.x[idx], k_aug, train=True), state.buffer.y[idx], None, valid)
+    idx, valid = sample_indices(state.buffer, k_draw, static.minibatch_size)
+    draw = Draw(static.augment(state.buffer.x[idx], k_aug, train=True), state.buffer.y[idx], None, valid)
 
     def apply_fn(params, batch_stats, x):
         return common.forward(net, params, batch_stats, x, train=True)
 
     def loss_fn(params):
-        return ace_loss(apply_fn, params, net.batch_stats, batch["x"], batch["y"], draw, active, state.task > 0)
+        return ace_loss(params, apply_fn=apply_fn, batch_stats=net.batch_stats, inputs=batch["x"], y=batch["y"],
+                        draw=draw, active=active, replay_on=state.task > 0)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])
     buf = reservoir_add(state.buffer, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
     metrics = {"loss": loss, "loss_stream": aux["loss_stream"], "loss_replay": aux["loss_replay"],
                "acc": common.accuracy(aux["logits"], batch["y"])}

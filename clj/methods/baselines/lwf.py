@@ -58,7 +58,7 @@ _NEG = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -87,12 +87,12 @@ class State:
       task_mask: bool [C], the current task's classes (the warm-up's).
       warm_steps: int32 [], warm-up steps of the current task (0 in the first).
       phase_step: int32 [], steps taken in the current task (warm-up included).
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis (``optim.lr`` is also the
         warm-up's rate).
-      hp: static hyperparameters (``alpha`` and ``temp`` there
+      static: the static (hashable) hyperparameters of the run (``alpha`` and ``temp`` there
         are the config's values, kept for the record; the step reads
-        ``hparams``).
+        ``swept``).
     """
 
     net: ModelState
@@ -103,12 +103,12 @@ class State:
     task_mask: jax.Array
     warm_steps: jax.Array
     phase_step: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "lwf.alpha", "lwf.softmax_temp")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
 def init(rng: jax.Array, config, scenario) -> State:
@@ -119,16 +119,16 @@ def init(rng: jax.Array, config, scenario) -> State:
       ConfigError: a bad ``config.lwf`` block or scenario kind.
     """
     v = sections.block(config, LWF)
-    hp = Hparams(alpha=float(v["alpha"]), temp=float(v["softmax_temp"]), warmup=bool(v["warmup"]),
-                 augment=common.augment_from_config(config.augment, scenario))
+    static = Static(alpha=float(v["alpha"]), temp=float(v["softmax_temp"]), warmup=bool(v["warmup"]),
+                    augment=common.augment_from_config(config.augment, scenario))
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
     none = jnp.zeros((scenario.num_classes,), bool)
     z = jnp.zeros((), jnp.int32)
-    hparams = {"optim.lr": jnp.float32(config.optim.lr), "lwf.alpha": jnp.float32(hp.alpha),
-               "lwf.softmax_temp": jnp.float32(hp.temp)}
+    swept = {"optim.lr": jnp.float32(config.optim.lr), "lwf.alpha": jnp.float32(static.alpha),
+             "lwf.softmax_temp": jnp.float32(static.temp)}
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, seen=none, old=none,
-                 task_mask=none, warm_steps=z, phase_step=z, hparams=hparams, hp=hp)
+                 task_mask=none, warm_steps=z, phase_step=z, swept=swept, static=static)
 
 
 def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_info=None) -> int:
@@ -148,7 +148,7 @@ def begin_task(state: State, task: TaskInfo) -> State:
     """Resets the optimizer, adds the task's classes to ``seen`` and sets the
     warm-up length (half the task's steps from the second task on)."""
     tid = jnp.asarray(task.task_id, jnp.int32)
-    warm = jnp.where((tid > 0) & state.hp.warmup, jnp.asarray(task.num_steps, jnp.int32) // 2, 0)
+    warm = jnp.where((tid > 0) & state.static.warmup, jnp.asarray(task.num_steps, jnp.int32) // 2, 0)
     return state.replace(net=common.begin_task_model(state.net, task), seen=state.seen | task.class_mask,
                          task_mask=jnp.asarray(task.class_mask, bool), warm_steps=warm,
                          phase_step=jnp.zeros((), jnp.int32))
@@ -194,7 +194,7 @@ def _warmup_update(state: State, batch: dict):
         return common.cross_entropy(jnp.where(state.task_mask[None, :], logits, _NEG), batch["y"])
 
     loss, g = jax.value_and_grad(loss_fn)(net.params["head"])
-    sgd = optax.sgd(state.hparams["optim.lr"])  # stateless: no momentum
+    sgd = optax.sgd(state.swept["optim.lr"])  # stateless: no momentum
     upd, _ = sgd.update(g, sgd.init(g))
     return {**net.params, "head": optax.apply_updates(net.params["head"], upd)}, loss
 
@@ -215,20 +215,20 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       (1 on a warm-up step), ``acc``).
     """
     del rng
-    hp, net = state.hp, state.net
-    x_old = hp.augment(batch["x_raw"], None, train=False)
+    static, net = state.static, state.net
+    x_old = static.augment(batch["x_raw"], None, train=False)
     old_logits, _ = common.forward(net, state.old_params, state.old_batch_stats, x_old, train=False)
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, batch["x"], train=True)
         ce = common.cross_entropy(jnp.where(state.seen[None, :], logits, _NEG), batch["y"])
-        kd = distillation(logits, old_logits, state.old, state.hparams["lwf.softmax_temp"])
-        return ce + state.hparams["lwf.alpha"] * kd, (bs, logits, ce, kd)
+        kd = distillation(logits, old_logits, state.old, state.swept["lwf.softmax_temp"])
+        return ce + state.swept["lwf.alpha"] * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    trained = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
+    trained = common.apply_gradients(net, grads, bs, base_lr=state.swept["optim.lr"])
     warming = state.phase_step < state.warm_steps
-    if hp.warmup:
+    if static.warmup:
         warm_params, warm_loss = _warmup_update(state, batch)
         warmed = net.replace(params=warm_params)
         new_net = jax.tree_util.tree_map(lambda a, b: jnp.where(warming, a, b), warmed, trained)

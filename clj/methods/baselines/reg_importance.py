@@ -3,7 +3,7 @@ MAS's output sensitivity, SI's path integral) and how a task's Omega joins
 the stored ones; :mod:`clj.methods.baselines.regularization` holds the method (module
 doc there: the sources and GT-RIPL's rules each estimator follows).
 
-Every function takes the regularisation ``State`` (duck-typed: ``hp``,
+Every function takes the regularisation ``State`` (duck-typed: ``static``,
 ``net``, ``w``, ``start``, ``class_mask``, ``omega``, ``anchor``,
 ``filled``) and is traced inside ``end_task``.
 """
@@ -27,17 +27,17 @@ def zeros(t):
 
 def task_head(state, logits):
     """``logits`` float32 [B, C] with the other tasks' classes at -1e9 when
-    the method trains multi-head (``state.hp.multi_head``)."""
-    return jnp.where(state.class_mask[None, :], logits, NEG) if state.hp.multi_head else logits
+    the method trains multi-head (``state.static.multi_head``)."""
+    return jnp.where(state.class_mask[None, :], logits, NEG) if state.static.multi_head else logits
 
 
-def _order(key, x_raw, hp):
+def _order(key, x_raw, static):
     """A uniform random order of the task's examples with the hold-out ones
     last, and the number of training (non-hold-out) examples."""
     n = x_raw.shape[0]
-    if hp.val_permille > 0:
+    if static.val_permille > 0:
         from clj.data.holdout import is_val
-        val = is_val(x_raw, hp.val_permille)
+        val = is_val(x_raw, static.val_permille)
     else:
         val = jnp.zeros((n,), bool)
     order = jnp.argsort(jax.random.uniform(key, (n,)) + 2.0 * val.astype(jnp.float32))
@@ -56,20 +56,20 @@ def importance(state, params, x_raw: jax.Array, key: jax.Array):
     per-example gradient of log p(y_hat|x); MAS: the mean over training
     batches of |grad of the batch mean of the (mean or summed over the
     head's outputs) squared logits|; SI: w / ((theta - start)^2 + xi)."""
-    hp, net = state.hp, state.net
-    if hp.kind == "si":
-        w = jax.tree_util.tree_map(lambda a: jnp.maximum(a, 0.0), state.w) if hp.si_clip else state.w
-        return jax.tree_util.tree_map(lambda wi, a, b: wi / ((a - b) ** 2 + hp.xi), w, params, state.start)
+    static, net = state.static, state.net
+    if static.kind == "si":
+        w = jax.tree_util.tree_map(lambda a: jnp.maximum(a, 0.0), state.w) if static.si_clip else state.w
+        return jax.tree_util.tree_map(lambda wi, a, b: wi / ((a - b) ** 2 + static.xi), w, params, state.start)
     n = x_raw.shape[0]
-    order, n_tr = _order(key, x_raw, hp)
+    order, n_tr = _order(key, x_raw, static)
 
     def logits_of(p, x):
-        out, _ = common.forward(net, p, net.batch_stats, hp.augment(x, None, train=False), train=False)
+        out, _ = common.forward(net, p, net.batch_stats, static.augment(x, None, train=False), train=False)
         return out
 
-    if hp.kind == "ewc":
-        m = min(hp.n_fisher, n)
-        E = min(hp.chunk, m)
+    if static.kind == "ewc":
+        m = min(static.n_fisher, n)
+        E = min(static.chunk, m)
         size = math.ceil(m / E) * E
         idx = _pad(order[:m], size)
         wt = (jnp.arange(size) < jnp.minimum(m, n_tr)).astype(jnp.float32)
@@ -91,13 +91,13 @@ def importance(state, params, x_raw: jax.Array, key: jax.Array):
         return jax.tree_util.tree_map(lambda a: a / cnt, tot)
 
     # MAS
-    m = n if hp.imp_samples == 0 else min(hp.imp_samples, n)
-    E = min(hp.imp_batch, m)
+    m = n if static.imp_samples == 0 else min(static.imp_samples, n)
+    E = min(static.imp_batch, m)
     size = math.ceil(m / E) * E
     idx = _pad(order[:m], size)
     m_tr = jnp.minimum(m, n_tr)
     wt = (jnp.arange(size) < m_tr).astype(jnp.float32)
-    K = jnp.sum(state.class_mask, dtype=jnp.float32) if hp.multi_head else jnp.float32(state.class_mask.shape[0])
+    K = jnp.sum(state.class_mask, dtype=jnp.float32) if static.multi_head else jnp.float32(state.class_mask.shape[0])
 
     def body(acc, inp):
         ix, wc = inp
@@ -105,9 +105,9 @@ def importance(state, params, x_raw: jax.Array, key: jax.Array):
 
         def sq(p):
             lo = logits_of(p, x_raw[ix])
-            lo = jnp.where(state.class_mask[None, :], lo, 0.0) if hp.multi_head else lo
+            lo = jnp.where(state.class_mask[None, :], lo, 0.0) if static.multi_head else lo
             per = jnp.sum(lo ** 2, -1)
-            if hp.mas_scale == "mean":
+            if static.mas_scale == "mean":
                 per = per / K
             return jnp.sum(per * wc) / jnp.maximum(cnt, 1.0)
 
@@ -123,8 +123,8 @@ def absorb(state, omega_t, params):
     """Stores this task's importance and anchor: per-task EWC writes slot
     ``filled`` (its own Omega and anchor); the online variants add Omega_t to
     slot 0 and move its anchor to ``params``."""
-    if state.hp.slots > 1:
-        k = jnp.minimum(state.filled, state.hp.slots - 1)
+    if state.static.slots > 1:
+        k = jnp.minimum(state.filled, state.static.slots - 1)
         omega = jax.tree_util.tree_map(lambda o, t: o.at[k].set(t), state.omega, omega_t)
         anchor = jax.tree_util.tree_map(lambda a, p: a.at[k].set(p), state.anchor, params)
     else:

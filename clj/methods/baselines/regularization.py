@@ -67,7 +67,7 @@ KINDS = ("ewc", "si", "mas")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters.
 
     Attributes:
@@ -119,7 +119,7 @@ class State:
       best_acc, since_best, epochs, stopped: early stopping (best validation
         accuracy of the task, epochs since it, epochs run, stop flag).
       key: PRNG key for the importance draws.
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis like the seeds.
     """
 
@@ -138,12 +138,12 @@ class State:
     epochs: jax.Array
     stopped: jax.Array
     key: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "reg.lam")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
 def _stack(t, n: int):
@@ -189,12 +189,12 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
         val_cap = max(int(is_val_np(scenario.x_train[t.train_idx], permille).sum()) for t in scenario.tasks)
         val_cap = max(val_cap, 1)
     slots = scenario.num_tasks if (kind == "ewc" and mode == "per_task") else 1
-    hp = Hparams(kind=kind, lam=lam, n_fisher=int(r["n_fisher"]), xi=float(r["xi"]), multi_head=multi_head,
-                 ewc_mode=mode, mas_scale=str(r["mas_scale"]), si_clip=bool(r["si_clip"]), slots=slots,
-                 imp_samples=int(r["importance_samples"]),
-                 imp_batch=int(r["importance_batch"]) or int(config.train.batch_size), val_permille=permille,
-                 val_cap=val_cap, patience=pat, augment=common.augment_from_config(config.augment, scenario),
-                 chunk=int(r["chunk"]))
+    static = Static(kind=kind, lam=lam, n_fisher=int(r["n_fisher"]), xi=float(r["xi"]), multi_head=multi_head,
+                    ewc_mode=mode, mas_scale=str(r["mas_scale"]), si_clip=bool(r["si_clip"]), slots=slots,
+                    imp_samples=int(r["importance_samples"]),
+                    imp_batch=int(r["importance_batch"]) or int(config.train.batch_size), val_permille=permille,
+                    val_cap=val_cap, patience=pat, augment=common.augment_from_config(config.augment, scenario),
+                    chunk=int(r["chunk"]))
     k_net, k_state = jax.random.split(rng)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim),
@@ -206,7 +206,7 @@ def init(rng: jax.Array, config, scenario, kind: str) -> State:
                  start=net.params, class_mask=jnp.ones((scenario.num_classes,), bool),
                  val_x=jnp.zeros((val_cap, *shape), jnp.uint8), val_y=jnp.zeros((val_cap,), jnp.int32),
                  val_n=i0, best_acc=f0, since_best=i0, epochs=i0, stopped=b0, key=k_state,
-                 hparams={"optim.lr": jnp.float32(config.optim.lr), "reg.lam": jnp.float32(lam)}, hp=hp)
+                 swept={"optim.lr": jnp.float32(config.optim.lr), "reg.lam": jnp.float32(lam)}, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -223,7 +223,7 @@ def penalty(state: State, params) -> jax.Array:
     """``lam * sum_r sum_i Omega_r,i (theta_i - theta*_r,i)^2`` (float32 [])."""
     terms = jax.tree_util.tree_map(lambda o, p, a: jnp.sum(o * (p[None] - a) ** 2), state.omega, params,
                                    state.anchor)
-    return state.hparams["reg.lam"] * sum(jax.tree_util.tree_leaves(terms))
+    return state.swept["reg.lam"] * sum(jax.tree_util.tree_leaves(terms))
 
 
 def early_stop_update(best: jax.Array, since_best: jax.Array, epochs: jax.Array, acc: jax.Array,
@@ -249,7 +249,7 @@ def val_accuracy(state: State, params) -> jax.Array:
     """Accuracy (fraction, float32 []) on the hold-out buffer with the head's
     logits (multi-head: the task's classes)."""
     net = state.net
-    x = state.hp.augment(state.val_x, None, train=False)
+    x = state.static.augment(state.val_x, None, train=False)
     out, _ = common.forward(net, params, net.batch_stats, x, train=False)
     ok = (jnp.argmax(_head(state, out), -1) == state.val_y) & (jnp.arange(state.val_y.shape[0]) < state.val_n)
     return jnp.sum(ok, dtype=jnp.float32) / jnp.maximum(state.val_n, 1).astype(jnp.float32)
@@ -276,13 +276,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns: (State, {loss, acc, task_done}).
     """
     del rng
-    hp, net = state.hp, state.net
+    static, net = state.static, state.net
     y = batch["y"]
     live = ~state.stopped
-    if hp.val_permille > 0:
+    if static.val_permille > 0:
         from clj.data.holdout import is_val
         xr = batch["x_raw"]
-        val = is_val(xr, hp.val_permille)
+        val = is_val(xr, static.val_permille)
         B = y.shape[0]
         step, spe = batch["step"], batch["steps_per_epoch"]
         first = (step * B + jnp.arange(B, dtype=jnp.int32)) < batch["task_size"]
@@ -298,19 +298,19 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     (loss, (bs, logits)), g_task = jax.value_and_grad(task_loss, has_aux=True)(net.params)
     g_pen = jax.grad(lambda p: penalty(state, p))(net.params)
     grads = jax.tree_util.tree_map(jnp.add, g_task, g_pen)
-    new_net = common.apply_gradients(net, grads, bs, base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, grads, bs, base_lr=state.swept["optim.lr"])
     w = state.w
-    if hp.kind == "si":
+    if static.kind == "si":
         w = jax.tree_util.tree_map(lambda wi, g, a, b: wi - g * (a - b), w, g_task, new_net.params, net.params)
     twf = tw.astype(jnp.float32)
     metrics = {"loss": loss + penalty(state, net.params),
                "acc": jnp.sum((jnp.argmax(_head(state, logits), -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)}
     state = state.replace(net=jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), new_net, net),
                           w=jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), w, state.w))
-    if hp.patience > 0:
+    if static.patience > 0:
         def epoch_end(s):
             best, since, ep, stop = early_stop_update(s.best_acc, s.since_best, s.epochs,
-                                                      val_accuracy(s, s.net.params), hp.patience)
+                                                      val_accuracy(s, s.net.params), static.patience)
             new = s.replace(best_acc=best, since_best=since, epochs=ep, stopped=stop)
             return jax.tree_util.tree_map(lambda a, b: jnp.where(s.stopped, a, b), s, new)
 
@@ -325,7 +325,7 @@ def end_task(state: State, task_data) -> State:
     (:func:`absorb`)."""
     params = state.net.params
     key, k_imp = jax.random.split(state.key)
-    omega_t = importance(state, params, task_data["x"], k_imp) if state.hp.kind != "si" else \
+    omega_t = importance(state, params, task_data["x"], k_imp) if state.static.kind != "si" else \
         importance(state, params, None, k_imp)
     state = absorb(state, omega_t, params)
     return state.replace(w=_zeros(params), start=params, key=key)
@@ -343,7 +343,7 @@ def memory_bytes(state: State) -> dict:
     per slot, and SI's path integral and start point) and of the hold-out
     buffer."""
     pb = common.param_bytes(state.net.params)
-    extra = 2 * state.hp.slots + (2 if state.hp.kind == "si" else 0)
+    extra = 2 * state.static.slots + (2 if state.static.kind == "si" else 0)
     buf = int(state.val_x.size * state.val_x.dtype.itemsize + state.val_y.size * 4)
     return {"model": pb, "regularizer": extra * pb, "buffer": buf}
 
@@ -351,11 +351,11 @@ def memory_bytes(state: State) -> dict:
 def result_extras(state: State) -> dict:
     """The importance options in effect and the epochs trained in the last
     task (results.json "extra")."""
-    hp = state.hp
-    return {"reg": {"kind": hp.kind, "ewc_mode": hp.ewc_mode if hp.kind == "ewc" else None,
-                    "mas_scale": hp.mas_scale if hp.kind == "mas" else None,
-                    "si_clip": hp.si_clip if hp.kind == "si" else None,
-                    "val_permille": hp.val_permille, "patience": hp.patience,
+    static = state.static
+    return {"reg": {"kind": static.kind, "ewc_mode": static.ewc_mode if static.kind == "ewc" else None,
+                    "mas_scale": static.mas_scale if static.kind == "mas" else None,
+                    "si_clip": static.si_clip if static.kind == "si" else None,
+                    "val_permille": static.val_permille, "patience": static.patience,
                     "last_task_epochs": int(np.asarray(state.epochs))}}
 
 

@@ -3,7 +3,8 @@
 Sources: Buzzega et al., "Dark Experience for General Continual Learning",
 NeurIPS 2020 (DER, DER++; Alg. 1); Chaudhry et al. 2019 / Riemer et al. 2019
 (ER with reservoir sampling); semantics of Mammoth (``models/er.py``,
-``der.py``, ``derpp.py``) as summarised in ``shared/specs/replay.md``:
+``der.py``, ``derpp.py``) as ``docs/baselines.md`` ("ER, DER, DER++ and ER-ACE
+as Mammoth runs them") describes them:
 
 * the buffer stores the **non-augmented** stream examples, inserted by
   reservoir sampling **after** the optimizer step;
@@ -38,7 +39,7 @@ OBJECTIVES = ("finetune", "er", "der", "derpp")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -65,44 +66,44 @@ class State:
     Attributes:
       net: the network (params, BN statistics, optimizer state, counters).
       buffer: the replay memory, or None for finetune / joint.
-      hparams: the sweepable hyperparameters as float32 [] arrays
+      swept: the sweepable hyperparameters as float32 [] arrays
         (:data:`SWEEPABLE` -> value), so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     buffer: Buffer | None
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "replay.alpha", "replay.beta")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on them)."""
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
-def hparams_from_config(config, scenario, objective: str) -> Hparams:
+def static_from_config(config, scenario, objective: str) -> Static:
     # fine-tuning and joint training do not declare the replay block: its values unchecked
     r = sections.block(config, REPLAY) if objective not in ("finetune", "joint") else sections.merged(REPLAY, config)
-    return Hparams(objective=objective, augment=common.augment_from_config(config.augment, scenario),
-                   buffer_size=int(r["buffer_size"]) if objective != "finetune" else 0,
-                   minibatch_size=int(r["minibatch_size"]), alpha=float(r["alpha"]), beta=float(r["beta"]))
+    return Static(objective=objective, augment=common.augment_from_config(config.augment, scenario),
+                  buffer_size=int(r["buffer_size"]) if objective != "finetune" else 0,
+                  minibatch_size=int(r["minibatch_size"]), alpha=float(r["alpha"]), beta=float(r["beta"]))
 
 
 def init(rng: jax.Array, config, scenario, objective: str) -> State:
     """A fresh State: network from ``config.model``, optimizer from
     ``config.optim``, an empty buffer of ``config.replay.buffer_size`` slots
     (storing logits for DER/DER++)."""
-    hp = hparams_from_config(config, scenario, objective)
+    static = static_from_config(config, scenario, objective)
     model = common.model_from_config(config.model, scenario.num_classes)
     net = common.init_model_state(rng, model, common.optim_spec_from_config(config.optim),
                                   scenario.image_shape)
     buf = None
     if objective != "finetune":
-        buf = init_buffer(hp.buffer_size, scenario.image_shape,
+        buf = init_buffer(static.buffer_size, scenario.image_shape,
                           scenario.num_classes if objective in ("der", "derpp") else 0)
-    hparams = {"optim.lr": jnp.float32(config.optim.lr), "replay.alpha": jnp.float32(hp.alpha),
-               "replay.beta": jnp.float32(hp.beta)}
-    return State(net=net, buffer=buf, hparams=hparams, hp=hp)
+    swept = {"optim.lr": jnp.float32(config.optim.lr), "replay.alpha": jnp.float32(static.alpha),
+             "replay.beta": jnp.float32(static.beta)}
+    return State(net=net, buffer=buf, swept=swept, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -140,17 +141,19 @@ class Draw(NamedTuple):
     valid: jax.Array
 
 
-def objective_loss(objective: str, apply_fn: Callable, params, batch_stats, inputs, y: jax.Array,
+def objective_loss(params, *, objective: str, apply_fn: Callable, batch_stats, inputs, y: jax.Array,
                    draws: Sequence[Draw], alpha, beta, empty: jax.Array):
     """The loss of one rehearsal objective (module doc) on a stream batch and
-    its replay draws; a pure function of ``params`` for ``jax.grad``.
+    its replay draws; a pure function of ``params`` (the one positional
+    argument) for ``jax.grad``; every other argument is named.
 
     Args:
+      params: the network's parameters (differentiated).
       objective: one of ``OBJECTIVES``; ``finetune`` ignores ``draws``.
       apply_fn: ``(params, batch_stats, inputs) -> (logits float32 [n, C],
         new batch_stats)``, the network in training mode (each call is its own
         BatchNorm batch).
-      params, batch_stats: the network's variables.
+      batch_stats: the network's BatchNorm statistics.
       inputs: the stream batch's inputs (leading axis B); y: int32 [B].
       draws: ER and DER one :class:`Draw`, DER++ two (independent).
       alpha, beta: float32 [] weights of the logit MSE (DER, DER++) and of
@@ -205,13 +208,13 @@ def num_draws(objective: str) -> int:
 
 def _replay_draw(state: State, rng: jax.Array) -> Draw:
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = sample_indices(state.buffer, k_idx, state.hp.minibatch_size)
-    x = state.hp.augment(state.buffer.x[idx], k_aug, train=True)
+    idx, valid = sample_indices(state.buffer, k_idx, state.static.minibatch_size)
+    x = state.static.augment(state.buffer.x[idx], k_aug, train=True)
     return Draw(x, state.buffer.y[idx], state.buffer.logits[idx], valid)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
-    """One step of the objective in ``state.hp.objective`` (module doc;
+    """One step of the objective in ``state.static.objective`` (module doc;
     loss :func:`objective_loss`).
 
     Args:
@@ -224,8 +227,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics dict of float32 scalars: ``loss``, ``acc``).
     """
-    hp, net = state.hp, state.net
-    objective = "finetune" if state.buffer is None else hp.objective
+    static, net = state.static, state.net
+    objective = "finetune" if state.buffer is None else static.objective
     keys = jax.random.split(rng, 3)
     draws = [_replay_draw(state, k) for k in keys[:num_draws(objective)]]
     empty = state.buffer.is_empty() if state.buffer is not None else jnp.zeros((), bool)
@@ -234,14 +237,15 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         return common.forward(net, params, batch_stats, x, train=True)
 
     def loss_fn(params):
-        return objective_loss(objective, apply_fn, params, net.batch_stats, batch["x"], batch["y"], draws,
-                              state.hparams["replay.alpha"], state.hparams["replay.beta"], empty)
+        return objective_loss(params, objective=objective, apply_fn=apply_fn, batch_stats=net.batch_stats,
+                              inputs=batch["x"], y=batch["y"], draws=draws, alpha=state.swept["replay.alpha"],
+                              beta=state.swept["replay.beta"], empty=empty)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.hparams["optim.lr"])
+    new_net = common.apply_gradients(net, grads, aux["batch_stats"], base_lr=state.swept["optim.lr"])
     buf = state.buffer
     if buf is not None:
-        store_logits = aux["logits"] if hp.objective in ("der", "derpp") else None
+        store_logits = aux["logits"] if static.objective in ("der", "derpp") else None
         buf = reservoir_add(buf, keys[2], batch["x_raw"], batch["y"], logits=store_logits,
                             task_id=batch.get("task_id"))
     metrics = {"loss": loss, "acc": common.accuracy(aux["logits"], batch["y"])}

@@ -4,7 +4,8 @@ Replay, DER, MEMO): their config block, the two-phase optimizer (PyCIL's
 loss, weight aligning, and the per-task static quantities.
 
 Config block ``config.cil`` (every field has the PyCIL default; see
-``shared/specs/memo.md`` Secs. 2.3, 3):
+``docs/memo.md``, "Two optimizer phases", "The exemplar memory" and "The
+memory-aligned (fair) budget"):
 
 * ``memory_size`` (2000), ``fixed_memory`` (False), ``memory_per_class`` (20):
   the exemplar budget (:mod:`clj.replay.exemplars`);

@@ -10,7 +10,7 @@ extra class; PyCIL's variant without the channel-pruning masks); Zhou et
 al., "A Model or 603 Exemplars: Towards Memory-Efficient Class-Incremental
 Learning", ICLR 2023 (MEMO, Sec. 4: only the last residual stage is
 specialized and replicated; ``train_base``); PyCIL ``models/der.py`` /
-``memo.py`` as summarised in ``shared/specs/memo.md`` Secs. 4-5.
+``memo.py`` as ``docs/memo.md``, "MEMO's network and its growth", describes them.
 
 The network (its stacked blocks, static shapes, growth) is
 :class:`clj.models.growing.GrowingNet`.  Gradients flow through the old
@@ -48,7 +48,7 @@ from clj.replay import exemplars as ex
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -64,7 +64,7 @@ class Hparams:
       batch_size, replay_batch_size, max_replay_batch: replay share.
       feature_batch_size: chunk of feature extraction at task end.
       batching, class_sizes, task_classes, init_epochs, epochs: as
-        :class:`clj.methods.cil.icarl.Hparams`.
+        :class:`clj.methods.cil.icarl.Static`.
       st: the current task's statics.
     """
 
@@ -111,20 +111,20 @@ class State:
         optimizer state and counters.
       mem: exemplar memory (class means over T*D features).
       key: PRNG key for the per-task head initialisation.
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays, so a grid of them is a vmapped axis.
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     net: ModelState
     mem: ex.ExemplarMemory
     key: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "cil.update_lr")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on
 them): the learning rates of task 0 and of later tasks (the phase
 optimizers, :func:`clj.methods.cil.icarl_phases.phase_lr`)."""
 
@@ -145,46 +145,46 @@ def init(rng: jax.Array, config, scenario, kind: str = "memo") -> State:
     mem_size = resolve_memory_size(config, scenario, kind, cil, counts)
     init_o, upd_o = cc.optim_specs(config, cil)
     init_ep, ep = cc.phase_epochs(config)
-    hp = Hparams(kind=kind, network=network, num_classes=scenario.num_classes,
-                 augment=common.augment_from_config(config.augment, scenario), memory_size=mem_size,
-                 fixed_memory=bool(cil.fixed_memory), memory_per_class=int(cil.memory_per_class),
-                 predict=str(cil.predict), train_base=bool(cil.train_base), alpha_aux=float(cil.alpha_aux),
-                 init_optim=init_o, update_optim=upd_o, batch_size=int(config.train.batch_size),
-                 replay_batch_size=int(cil.replay_batch_size), max_replay_batch=int(cil.max_replay_batch),
-                 feature_batch_size=int(cil.feature_batch_size), batching=str(cil.batching),
-                 class_sizes=cc.class_sizes(scenario),
-                 task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
-                 init_epochs=init_ep, epochs=ep)
+    static = Static(kind=kind, network=network, num_classes=scenario.num_classes,
+                    augment=common.augment_from_config(config.augment, scenario), memory_size=mem_size,
+                    fixed_memory=bool(cil.fixed_memory), memory_per_class=int(cil.memory_per_class),
+                    predict=str(cil.predict), train_base=bool(cil.train_base), alpha_aux=float(cil.alpha_aux),
+                    init_optim=init_o, update_optim=upd_o, batch_size=int(config.train.batch_size),
+                    replay_batch_size=int(cil.replay_batch_size), max_replay_batch=int(cil.max_replay_batch),
+                    feature_batch_size=int(cil.feature_batch_size), batching=str(cil.batching),
+                    class_sizes=cc.class_sizes(scenario),
+                    task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
+                    init_epochs=init_ep, epochs=ep)
     k_gen, k_spec, k_state = jax.random.split(rng, 3)
     params, stats = network.init(k_gen, k_spec, scenario.image_shape)
     tx = init_o.make()
     z = jnp.zeros((), jnp.int32)
     model = ModelState(params=params, batch_stats=stats, opt_state=tx.init(params), step=z, task_step=z,
                        task_steps=z, steps_per_epoch=jnp.ones((), jnp.int32), model=network.spec, optim=init_o)
-    cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
+    cap = ex.memory_capacity(scenario.num_classes, mem_size, static.fixed_memory, static.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, network.T * network.D)
-    hparams = {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr)}
-    return State(net=model, mem=mem, key=k_state, hparams=hparams, hp=hp)
+    swept = {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr)}
+    return State(net=model, mem=mem, key=k_state, swept=swept, static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """Grows the network for ``task`` (module doc) and resets the optimizer."""
     from clj.methods.cil.icarl import begin_phase, task_statics
 
-    st = task_statics(state.hp, task)
-    hp = dataclasses.replace(state.hp, st=st)
-    p, bs = hp.network.grow(state.net.params, state.net.batch_stats, jax.random.fold_in(state.key, st.task),
-                            st.task, st.known)
-    net = begin_phase(state.net.replace(params=p, batch_stats=bs), hp, task)
-    return state.replace(net=net, hp=hp)
+    st = task_statics(state.static, task)
+    static = dataclasses.replace(state.static, st=st)
+    p, bs = static.network.grow(state.net.params, state.net.batch_stats, jax.random.fold_in(state.key, st.task),
+                                st.task, st.known)
+    net = begin_phase(state.net.replace(params=p, batch_stats=bs), static, task)
+    return state.replace(net=net, static=static)
 
 
-def update_mask(hp: Hparams, params):
+def update_mask(static: Static, params):
     """The update mask of this task (:meth:`GrowingNet.update_mask`): the
     seen classes' head columns and the task's aux columns."""
-    st = hp.st
-    return hp.network.update_mask(params, live=hp.live, gen_train=hp.gen_train, classes=st.total,
-                              aux_classes=st.total - st.known + 1)
+    st = static.st
+    return static.network.update_mask(params, live=static.live, gen_train=static.gen_train, classes=st.total,
+                                      aux_classes=st.total - st.known + 1)
 
 
 def aux_labels(y: jax.Array, known: int) -> jax.Array:
@@ -203,14 +203,14 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     """
     from clj.methods.cil.icarl import mixed_batch, phase_lr
 
-    hp, st, net = state.hp, state.hp.st, state.net
-    gnet, live = hp.network, hp.live
-    x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
-    nb = st.new_per_step if hp.batching == "pycil" else batch["y"].shape[0]
-    use_aux = st.task >= 1 and hp.alpha_aux > 0
+    static, st, net = state.static, state.static.st, state.net
+    gnet, live = static.network, static.live
+    x, y, w = mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
+    nb = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
+    use_aux = st.task >= 1 and static.alpha_aux > 0
 
     def loss_from(params, new_block):
-        feats, bs, f_new = gnet.features(params, net.batch_stats, x, live=live, gen_train=hp.gen_train,
+        feats, bs, f_new = gnet.features(params, net.batch_stats, x, live=live, gen_train=static.gen_train,
                                          train=True, new_block=new_block)
         logits = gnet.logits(params, feats)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
@@ -218,18 +218,18 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         if use_aux:
             al = gnet.aux_logits(params, f_new)
             aux = common.cross_entropy(cc.mask_logits(al, st.total - st.known + 1), aux_labels(y, st.known), w)
-        return ce + hp.alpha_aux * aux, (bs, logits, ce, aux)
+        return ce + static.alpha_aux * aux, (bs, logits, ce, aux)
 
     if gnet.growth == "loop":  # differentiate the trainable subtree only
-        tp = gnet.trainable(net.params, live=live, gen_train=hp.gen_train)
+        tp = gnet.trainable(net.params, live=live, gen_train=static.gen_train)
         (loss, (bs, logits, ce, aux)), g_tp = jax.value_and_grad(
             lambda tp: loss_from(*gnet.merge_trainable(net.params, tp)), has_aux=True)(tp)
         grads = gnet.full_grads(net.params, g_tp, live=live)
     else:
         (loss, (bs, logits, ce, aux)), grads = jax.value_and_grad(
             lambda p: loss_from(p, None), has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, update_mask(hp, net.params),
-                                     base_lr=phase_lr(state.hparams, st.task))
+    new_net = common.apply_gradients(net, grads, bs, update_mask(static, net.params),
+                                     base_lr=phase_lr(state.swept, st.task))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits[:nb], st.total), -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "aux": aux, "acc": acc}
 
@@ -237,22 +237,22 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 def features(state: State, x: jax.Array) -> jax.Array:
     """Concatenated features float32 [B, T*D] (eval mode; zeros for blocks
     not live yet) of normalised inputs."""
-    hp = state.hp
-    return hp.network.features(state.net.params, state.net.batch_stats, x, live=hp.live, gen_train=hp.gen_train,
-                           train=False)[0]
+    static = state.static
+    return static.network.features(state.net.params, state.net.batch_stats, x, live=static.live,
+                                   gen_train=static.gen_train, train=False)[0]
 
 
 def end_task(state: State, task_data: dict) -> State:
     """Weight aligning (tasks >= 1), then the exemplar memory (module doc)."""
-    hp, st = state.hp, state.hp.st
+    static, st = state.static, state.static.st
     if st.known > 0:
         p = dict(state.net.params)
         p["head"] = {**p["head"], "kernel": cc.weight_align(p["head"]["kernel"], st.known, st.total)}
         state = state.replace(net=state.net.replace(params=p))
     classes = tuple(int(c) for c in task_data["info"].classes)
     mem = ex.update_memory(state.mem, lambda xf: features(state, xf),
-                           lambda xb: hp.augment(xb, None, train=False), task_data["x"], task_data["y"],
-                           classes, st.quota, hp.num_classes, hp.feature_batch_size)
+                           lambda xb: static.augment(xb, None, train=False), task_data["x"], task_data["y"],
+                           classes, st.quota, static.num_classes, static.feature_batch_size)
     return state.replace(mem=mem)
 
 
@@ -260,15 +260,15 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     """float32 [B, C]: head logits (``cnn``) or NME scores (``nme``)."""
     del task_id
     f = features(state, x)
-    if state.hp.predict == "nme":
+    if state.static.predict == "nme":
         return ex.nme_scores(f, state.mem.class_means)
-    return state.hp.network.logits(state.net.params, f)
+    return state.static.network.logits(state.net.params, f)
 
 
 def model_param_count(state: State) -> int:
     """Parameters of the live network, FC and aux heads excluded: the
     generalized part plus the live specialized blocks."""
-    return GrowingNet.param_count(state.net.params, live=state.hp.live)
+    return GrowingNet.param_count(state.net.params, live=state.static.live)
 
 
 def memory_bytes(state: State) -> dict:
@@ -280,10 +280,10 @@ def memory_bytes(state: State) -> dict:
 
 
 def result_extras(state: State) -> dict:
-    hp = state.hp
-    return {"exemplars": int(state.mem.count()), "memory_size": hp.memory_size,
-            "exemplars_per_class": hp.st.quota, "live_blocks": hp.live, "predict": hp.predict,
-            "train_base": hp.train_base, "model_params_no_fc": model_param_count(state),
+    static = state.static
+    return {"exemplars": int(state.mem.count()), "memory_size": static.memory_size,
+            "exemplars_per_class": static.st.quota, "live_blocks": static.live, "predict": static.predict,
+            "train_base": static.train_base, "model_params_no_fc": model_param_count(state),
             "head_bytes": common.param_bytes(state.net.params["head"]) + common.param_bytes(state.net.params["aux"])}
 
 
@@ -293,7 +293,7 @@ def make_spec(kind: str):
     import functools
 
     from clj.methods.api import Capabilities, MethodSpec
-    from clj.methods.cil.icarl import task_steps as icarl_task_steps  # the same batch plan (hp fields shared)
+    from clj.methods.cil.icarl import task_steps as icarl_task_steps  # the same batch plan (static fields shared)
 
     return MethodSpec(init=functools.partial(init, kind=kind), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,

@@ -5,7 +5,8 @@ Learning", CVPR 2017 (herding Alg. 4, reduction Alg. 5, NME Alg. 1,
 distillation Sec. 2.4); Zhao et al., "Maintaining Discrimination and
 Fairness in Class Incremental Learning", CVPR 2020 (WA: distillation plus
 weight aligning, Eq. 6); PyCIL (Zhou et al. 2021) ``models/icarl.py``,
-``wa.py``, ``replay.py`` for the protocol (``shared/specs/memo.md``).
+``wa.py``, ``replay.py`` for the protocol (``docs/memo.md``, "PyCIL and MEMO as
+their code runs them").
 
 One single-backbone network with a head over all classes of the scenario
 (logits of classes not seen yet are masked out of every loss; their head
@@ -64,7 +65,7 @@ OBJECTIVES = ("icarl", "wa", "replay")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -77,7 +78,7 @@ class Hparams:
       batch_size: the loop's batch size B (for the replay share).
       feature_batch_size: chunk size of feature extraction in ``end_task``.
       num_classes: C.
-      replay_batch_size, max_replay_batch: see :func:`cil_common.replay_batch`.
+      replay_batch_size, max_replay_batch: see :func:`clj.methods.cil.common.replay_batch`.
       batching: ``"pycil"`` or ``"concat"`` (module doc).
       wa_loss: ``"kd2"`` or ``"lambda"`` (module doc).
       class_sizes: training images per class (static).
@@ -120,10 +121,10 @@ class State:
         task (teacher of the distillation).
       mem: the exemplar memory (:class:`clj.replay.exemplars.ExemplarMemory`).
       key: PRNG key of the per-epoch memory permutations (``"pycil"``).
-      hparams: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
+      swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays (:func:`sweep_values`), so a grid of them is a vmapped axis.
-      hp: static hyperparameters (``kd_T`` and ``kd_weight`` there are the
-        config's values, kept for the record; the step reads ``hparams``).
+      static: the static (hashable) hyperparameters of the run (``kd_T`` and ``kd_weight`` there are the
+        config's values, kept for the record; the step reads ``swept``).
     """
 
     net: ModelState
@@ -131,12 +132,12 @@ class State:
     old_batch_stats: common.PyTree
     mem: ex.ExemplarMemory
     key: jax.Array
-    hparams: dict
-    hp: Hparams = struct.field(pytree_node=False)
+    swept: dict
+    static: Static = struct.field(pytree_node=False)
 
 
 SWEEPABLE = ("optim.lr", "cil.update_lr", "cil.kd_T", "cil.kd_weight")
-"""Config fields carried as arrays in ``State.hparams`` (no shape depends on
+"""Config fields carried as arrays in ``State.swept`` (no shape depends on
 them): the learning rates of task 0 (``optim.lr``) and of later tasks
 (``cil.update_lr``), the distillation temperature and weight (``kd_weight``
 < 0 = the method's default, resolved in the step by :func:`kd_weight`)."""
@@ -165,31 +166,31 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     init_o, upd_o = cc.optim_specs(config, cil)
     kd_w = float(cil.kd_weight) if float(cil.kd_weight) >= 0 else (2.0 if objective == "wa" else 1.0)
     init_ep, ep = cc.phase_epochs(config)
-    hp = Hparams(objective=objective, augment=common.augment_from_config(config.augment, scenario),
-                 memory_size=mem_size, fixed_memory=bool(cil.fixed_memory),
-                 memory_per_class=int(cil.memory_per_class), kd_T=float(cil.kd_T), kd_weight=kd_w,
-                 predict=str(cil.predict), init_optim=init_o, update_optim=upd_o,
-                 batch_size=int(config.train.batch_size), feature_batch_size=int(cil.feature_batch_size),
-                 num_classes=scenario.num_classes, replay_batch_size=int(cil.replay_batch_size),
-                 max_replay_batch=int(cil.max_replay_batch), batching=str(cil.batching),
-                 wa_loss=str(cil.wa_loss), class_sizes=cc.class_sizes(scenario),
-                 task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
-                 init_epochs=init_ep, epochs=ep)
+    static = Static(objective=objective, augment=common.augment_from_config(config.augment, scenario),
+                    memory_size=mem_size, fixed_memory=bool(cil.fixed_memory),
+                    memory_per_class=int(cil.memory_per_class), kd_T=float(cil.kd_T), kd_weight=kd_w,
+                    predict=str(cil.predict), init_optim=init_o, update_optim=upd_o,
+                    batch_size=int(config.train.batch_size), feature_batch_size=int(cil.feature_batch_size),
+                    num_classes=scenario.num_classes, replay_batch_size=int(cil.replay_batch_size),
+                    max_replay_batch=int(cil.max_replay_batch), batching=str(cil.batching),
+                    wa_loss=str(cil.wa_loss), class_sizes=cc.class_sizes(scenario),
+                    task_classes=tuple(tuple(int(c) for c in t.classes) for t in scenario.tasks),
+                    init_epochs=init_ep, epochs=ep)
     model = common.model_from_config(config.model, scenario.num_classes)
     k_net, k_state = jax.random.split(rng)
     net = common.init_model_state(k_net, model, init_o, scenario.image_shape)
     D = int(model.feature_dim)
-    cap = ex.memory_capacity(scenario.num_classes, mem_size, hp.fixed_memory, hp.memory_per_class)
+    cap = ex.memory_capacity(scenario.num_classes, mem_size, static.fixed_memory, static.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, D)
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
-                 hparams=sweep_values(config, cil), hp=hp)
+                 swept=sweep_values(config, cil), static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary: phase optimizer, reset of its state, task statics."""
-    hp = state.hp
-    hp = dataclasses.replace(hp, st=task_statics(hp, task))
-    return state.replace(net=begin_phase(state.net, hp, task), hp=hp)
+    static = state.static
+    static = dataclasses.replace(static, st=task_statics(static, task))
+    return state.replace(net=begin_phase(state.net, static, task), static=static)
 
 
 def head_update_mask(params, total: int, feature_rows: int | None = None):
@@ -207,18 +208,19 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
     return mask
 
 
-def draw_exemplars(hp, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
+def draw_exemplars(static, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
                    task_step: jax.Array | None = None):
-    """The step's ``hp.st.replay`` exemplars (:func:`cil_common.draw_replay`:
-    uniform with replacement, or with ``key`` under ``"pycil"`` batching the
-    epoch's permutation), augmented.
+    """The step's ``static.st.replay`` exemplars
+    (:func:`clj.methods.cil.common.draw_replay`: uniform with replacement, or
+    with ``key`` under ``"pycil"`` batching the epoch's permutation),
+    augmented.
 
     Returns:
       (x float32 [R, H, W, C], y int32 [R], valid bool [R]).
     """
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = cc.draw_replay(mem, hp.st, hp.batching, key, task_step, k_idx)
-    return hp.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
+    idx, valid = cc.draw_replay(mem, static.st, static.batching, key, task_step, k_idx)
+    return static.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
 
 
 def old_logits(state, x: jax.Array) -> jax.Array:
@@ -228,41 +230,41 @@ def old_logits(state, x: jax.Array) -> jax.Array:
     return jax.lax.stop_gradient(out)
 
 
-def mixed_batch(hp, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
+def mixed_batch(static, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
                 rng: jax.Array):
     """The step's batch (module doc, item 2): ``(x, y, w)`` float32 [N, ...],
     int32 [N], bool [N] (w: the row counts in the losses), N = B in
     ``"pycil"`` mode (``new_per_step`` rows of ``batch`` + exemplars), B + R
     in ``"concat"`` mode."""
-    st = hp.st
-    b = st.new_per_step if hp.batching == "pycil" else batch["y"].shape[0]
+    st = static.st
+    b = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
     x, y = batch["x"][:b], batch["y"][:b]
     w = jnp.ones(y.shape, bool)
     if st.replay > 0:
-        rx, ry, valid = draw_exemplars(hp, mem, rng, key, task_step)
+        rx, ry, valid = draw_exemplars(static, mem, rng, key, task_step)
         x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
     return x, y, w
 
 
-def kd_weight(hp, hparams: dict) -> jax.Array:
-    """The KD weight float32 [] of ``hparams["cil.kd_weight"]``: its value,
+def kd_weight(static, swept: dict) -> jax.Array:
+    """The KD weight float32 [] of ``swept["cil.kd_weight"]``: its value,
     or the method's PyCIL default when it is < 0 (WA 2, otherwise 1)."""
-    w = hparams["cil.kd_weight"]
-    return jnp.where(w < 0, jnp.float32(2.0 if hp.objective == "wa" else 1.0), w)
+    w = swept["cil.kd_weight"]
+    return jnp.where(w < 0, jnp.float32(2.0 if static.objective == "wa" else 1.0), w)
 
 
-def loss_weights(hp, hparams: dict | None = None) -> tuple:
+def loss_weights(static, swept: dict | None = None) -> tuple:
     """(CE weight, KD weight) of the objective (module doc): Replay (1, 0);
     iCaRL (1, kd_weight); WA ``kd2`` (1, kd_weight = 2); WA ``lambda``
-    (1 - l, l), l = known / total.  With ``hparams`` (the State's) the
-    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``hp.kd_weight``."""
-    st = hp.st
-    if hp.objective == "replay" or st.known <= 0:
+    (1 - l, l), l = known / total.  With ``swept`` (the State's) the
+    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``static.kd_weight``."""
+    st = static.st
+    if static.objective == "replay" or st.known <= 0:
         return 1.0, 0.0
-    if hp.objective == "wa" and hp.wa_loss == "lambda":
+    if static.objective == "wa" and static.wa_loss == "lambda":
         lam = st.known / st.total
         return 1.0 - lam, lam
-    return 1.0, (hp.kd_weight if hparams is None else kd_weight(hp, hparams))
+    return 1.0, (static.kd_weight if swept is None else kd_weight(static, swept))
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -275,23 +277,23 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "ce", "kd", "acc"} float32 scalars).
     """
-    hp, st, net = state.hp, state.hp.st, state.net
-    x, y, w = mixed_batch(hp, state.mem, state.key, net.task_step, batch, rng)
+    static, st, net = state.static, state.static.st, state.net
+    x, y, w = mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
     nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
-    use_kd = hp.objective in ("icarl", "wa") and st.known > 0
-    w_ce, w_kd = loss_weights(hp, state.hparams)
+    use_kd = static.objective in ("icarl", "wa") and st.known > 0
+    w_ce, w_kd = loss_weights(static, state.swept)
     targets = old_logits(state, x) if use_kd else None
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
         ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
-        kd = (cc.kd_loss(logits, targets, st.known, state.hparams["cil.kd_T"], w) if use_kd
+        kd = (cc.kd_loss(logits, targets, st.known, state.swept["cil.kd_T"], w) if use_kd
               else jnp.zeros((), jnp.float32))
         return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total),
-                                     base_lr=phase_lr(state.hparams, st.task))
+                                     base_lr=phase_lr(state.swept, st.task))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "kd": kd, "acc": acc}
 
@@ -306,24 +308,24 @@ def features(state: State, x: jax.Array) -> jax.Array:
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3).  ``task_data``: ``x`` uint8 [n, ...],
     ``y`` int32 [n], ``info`` TaskInfo."""
-    hp, st = state.hp, state.hp.st
+    static, st = state.static, state.static.st
     net = state.net
-    if hp.objective == "wa" and st.known > 0:
+    if static.objective == "wa" and st.known > 0:
         p = dict(net.params)
         p["head"] = {**p["head"], "kernel": cc.weight_align(p["head"]["kernel"], st.known, st.total)}
         net = net.replace(params=p)
     state = state.replace(net=net)
     classes = tuple(int(c) for c in task_data["info"].classes)
     mem = ex.update_memory(state.mem, lambda xf: features(state, xf),
-                           lambda xb: hp.augment(xb, None, train=False), task_data["x"], task_data["y"],
-                           classes, st.quota, hp.num_classes, hp.feature_batch_size)
+                           lambda xb: static.augment(xb, None, train=False), task_data["x"], task_data["y"],
+                           classes, st.quota, static.num_classes, static.feature_batch_size)
     return state.replace(mem=mem, old_params=net.params, old_batch_stats=net.batch_stats)
 
 
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
     """float32 [B, C]: head logits (``cnn``) or NME scores (``nme``)."""
     del task_id
-    if state.hp.predict == "nme":
+    if state.static.predict == "nme":
         return ex.nme_scores(features(state, x), state.mem.class_means)
     logits, _ = common.forward(state.net, state.net.params, state.net.batch_stats, x, train=False)
     return logits
@@ -341,9 +343,9 @@ def memory_bytes(state: State) -> dict:
 
 
 def result_extras(state: State) -> dict:
-    hp = state.hp
-    return {"exemplars": int(state.mem.count()), "memory_size": hp.memory_size,
-            "exemplars_per_class": hp.st.quota, "predict": hp.predict,
+    static = state.static
+    return {"exemplars": int(state.mem.count()), "memory_size": static.memory_size,
+            "exemplars_per_class": static.st.quota, "predict": static.predict,
             "head_bytes": common.param_bytes(state.net.params["head"])}
 
 

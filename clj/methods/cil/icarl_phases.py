@@ -4,7 +4,8 @@ plan and its optimizer.
 
 Sources: Rebuffi et al., "iCaRL", CVPR 2017 (a fixed exemplar budget shared
 by the seen classes, Alg. 5); PyCIL (Zhou et al. 2021) for the init / update
-phases and the batch composition (``shared/specs/memo.md``); the fair
+phases and the batch composition (``docs/memo.md``, "Two optimizer phases" and "Design
+choices"); the fair
 budget of Zhou et al., "A Model or 603 Exemplars", ICLR 2023
 (:func:`clj.replay.exemplars.fair_exemplars`).
 """
@@ -43,34 +44,34 @@ def resolve_memory_size(config, scenario, kind: str, cil, counts: dict | None = 
                              counts.get("shallow", 0), counts.get("deep", 0))
 
 
-def _plan(hp, task_id: int, classes, n_new: int | None = None) -> tuple[int, int, int, dict]:
-    """(known, total, n_mem, batch plan) of a task from the static hp."""
+def _plan(static, task_id: int, classes, n_new: int | None = None) -> tuple[int, int, int, dict]:
+    """(known, total, n_mem, batch plan) of a task from the run's :class:`~clj.methods.cil.icarl.Static`."""
     known, total = int(min(classes)), int(max(classes)) + 1
     n_mem = 0
     if known > 0:
-        q = ex.per_class_quota(known, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-        cap = ex.memory_capacity(hp.num_classes, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-        sizes = hp.class_sizes or (q,) * known  # without sizes: every class fills its quota
+        q = ex.per_class_quota(known, static.memory_size, static.fixed_memory, static.memory_per_class)
+        cap = ex.memory_capacity(static.num_classes, static.memory_size, static.fixed_memory, static.memory_per_class)
+        sizes = static.class_sizes or (q,) * known  # without sizes: every class fills its quota
         n_mem = cc.stored_exemplars(sizes, known, q, cap)
     if n_new is None:
-        n_new = sum(hp.class_sizes[c] for c in classes) if hp.class_sizes else 0
-    epochs = hp.init_epochs if task_id == 0 else hp.epochs
-    plan = cc.batch_plan(hp.batching, hp.batch_size, int(n_new), n_mem, epochs, hp.replay_batch_size,
-                         hp.max_replay_batch)
+        n_new = sum(static.class_sizes[c] for c in classes) if static.class_sizes else 0
+    epochs = static.init_epochs if task_id == 0 else static.epochs
+    plan = cc.batch_plan(static.batching, static.batch_size, int(n_new), n_mem, epochs, static.replay_batch_size,
+                         static.max_replay_batch)
     return known, total, n_mem, plan
 
 
-def task_statics(hp, task: TaskInfo) -> cc.TaskStatics:
+def task_statics(static, task: TaskInfo) -> cc.TaskStatics:
     """Static quantities of ``task``: known/total classes, the stored
     exemplars n_mem (:func:`~clj.methods.cil.common.stored_exemplars`, what
     herding kept, not the quota), the batch plan, the quota m after it."""
-    known, total, n_mem, plan = _plan(hp, task.task_id, task.classes)
-    if hp.batching == "concat":  # the loop's count of new-data steps per epoch
-        plan = cc.batch_plan("concat", hp.batch_size, task.steps_per_epoch * hp.batch_size, n_mem, 1.0,
-                             hp.replay_batch_size, hp.max_replay_batch)
+    known, total, n_mem, plan = _plan(static, task.task_id, task.classes)
+    if static.batching == "concat":  # the loop's count of new-data steps per epoch
+        plan = cc.batch_plan("concat", static.batch_size, task.steps_per_epoch * static.batch_size, n_mem, 1.0,
+                             static.replay_batch_size, static.max_replay_batch)
         plan.update(steps=task.num_steps, steps_per_epoch=task.steps_per_epoch)
-    quota = ex.per_class_quota(total, hp.memory_size, hp.fixed_memory, hp.memory_per_class)
-    n_new = sum(hp.class_sizes[c] for c in task.classes) if hp.class_sizes else 0
+    quota = ex.per_class_quota(total, static.memory_size, static.fixed_memory, static.memory_per_class)
+    n_new = sum(static.class_sizes[c] for c in task.classes) if static.class_sizes else 0
     return cc.TaskStatics(task=task.task_id, known=known, total=total, replay=plan["replay"], quota=quota,
                           n_new=n_new, n_mem=n_mem, new_per_step=plan["new_per_step"],
                           steps_per_epoch=plan["steps_per_epoch"], steps=plan["steps"])
@@ -80,11 +81,11 @@ def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_
     """The loop's hook: batches of task ``task_index`` (host ints).
 
     Args:
-      config: the run's config (unused; the static hp has what is needed).
+      config: the run's config (unused; the State's ``static`` has what is needed).
       n_examples: the task's training images (the loop's pool).
       batch_size: B.
       task_index: the task.
-      state_info: the method State (any seed; only its static ``hp``).
+      state_info: the method State (any seed; only its ``static`` field).
 
     Returns:
       :func:`~clj.methods.cil.common.batch_plan`'s dict: ``steps``,
@@ -93,26 +94,26 @@ def task_steps(config, n_examples: int, batch_size: int, task_index: int, state_
       of each batch of B; the other rows are not used).
     """
     del config
-    hp = state_info.hp
-    if int(batch_size) != hp.batch_size:
-        raise ValueError(f"batch_size={batch_size} differs from train.batch_size={hp.batch_size} of the state.")
-    return _plan(hp, task_index, hp.task_classes[task_index], n_examples)[3]
+    static = state_info.static
+    if int(batch_size) != static.batch_size:
+        raise ValueError(f"batch_size={batch_size} differs from train.batch_size={static.batch_size} of the state.")
+    return _plan(static, task_index, static.task_classes[task_index], n_examples)[3]
 
 
-def phase_lr(hparams: dict, task_id: int) -> jax.Array:
+def phase_lr(swept: dict, task_id: int) -> jax.Array:
     """The base learning rate float32 [] of task ``task_id``'s phase from a
     State's swept values: ``optim.lr`` in task 0, ``cil.update_lr`` later
     (the phase optimizers of :func:`begin_phase`; the schedule scales it)."""
-    return hparams["optim.lr"] if task_id == 0 else hparams["cil.update_lr"]
+    return swept["optim.lr"] if task_id == 0 else swept["cil.update_lr"]
 
 
-def begin_phase(net: ModelState, hp, task: TaskInfo) -> ModelState:
+def begin_phase(net: ModelState, static, task: TaskInfo) -> ModelState:
     """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
     union epoch in ``"pycil"`` mode) for the per-epoch schedules."""
-    st = hp.st
-    net = net.replace(optim=hp.init_optim if task.task_id == 0 else hp.update_optim)
+    st = static.st
+    net = net.replace(optim=static.init_optim if task.task_id == 0 else static.update_optim)
     net = common.begin_task_model(net, task)
-    if hp.batching == "pycil":
+    if static.batching == "pycil":
         net = net.replace(steps_per_epoch=jnp.asarray(st.steps_per_epoch, jnp.int32),
                           task_steps=jnp.asarray(st.steps, jnp.int32))
         if task.num_steps != st.steps:

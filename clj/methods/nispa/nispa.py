@@ -1,6 +1,7 @@
 """NISPA: Neuro-Inspired Stability-Plasticity Adaptation (Gurbuz & Dovrolis,
 ICML 2022, arXiv 2206.09117), task-incremental, as its official code runs it
-(``specs/nispa.md``).
+(``docs/nispa.md``, "The algorithm as the official code runs it"; the paper's
+sections are cited as "paper §").
 
 One sparse network of fixed density learns every task.  Each hidden unit is
 *stable* (promoted at an earlier task boundary), *candidate* (selected in the
@@ -10,16 +11,16 @@ the classes seen so far count as stable.  A task trains in **phases** of
 
 1. the phase's accuracy is its best epoch's validation accuracy; stop when it
    falls more than ``a_f`` points below the best of the earlier phases
-   (t >= 3) or when p_t <= 5 % (§3.8), rolling back to the previous phase's
-   snapshot and the unit selection that produced its connectivity;
+   (t >= 3) or when p_t <= 5 % (paper §3.8), rolling back to the previous
+   phase's snapshot and the unit selection that produced its connectivity;
 2. otherwise the units that together give p_t % of each hidden layer's total
    average activation on the task's training data become candidates, with
-   p_t = 100 (1 + cos(pi t / k)) / 2 (Eq. 3, §3.3);
+   p_t = 100 (1 + cos(pi t / k)) / 2 (paper Eq. 3, §3.3);
 3. every connection from a plastic unit into a stable/candidate unit is
    dropped; plastic units left without outgoing connections get one
    zero-valued connection; the rest of the dropped budget is regrown at random
    into plastic targets with N(mean, std) of the layer's weights, so each
-   layer keeps its number of connections (§3.5-3.6);
+   layer keeps its number of connections (paper §3.5-3.6);
 4. the next phase starts from the rewired best-epoch snapshot.
 
 At the task end the final selection is promoted to stable, every connection
@@ -99,8 +100,8 @@ from clj.sparse import masks_nbytes
 def begin_task(state: State, task: TaskInfo) -> State:
     """Sets the task's class mask, resets the phase bookkeeping, the buffers'
     fill counts and Adam."""
-    hp = state.hp
-    cm = jnp.zeros((hp.num_classes,), jnp.float32).at[jnp.asarray(task.classes)].set(1.0)
+    static = state.static
+    cm = jnp.zeros((static.num_classes,), jnp.float32).at[jnp.asarray(task.classes)].set(1.0)
     seen = state.seen | (cm > 0)
     S = state.stable
     f0, i0, b0 = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)
@@ -109,15 +110,16 @@ def begin_task(state: State, task: TaskInfo) -> State:
         prev_p=jnp.full((), 100.0), prev_valid=b0, prev_params=state.params, prev_conn=state.conn,
         best_params=state.params, best_acc=f0, have_best=b0, acc_prev=f0, phase=i0, stopped=b0,
         task_id=jnp.asarray(task.task_id, jnp.int32), val_n=i0, sel_n=i0,
-        opt_state=hp.tx.init(state.params))
+        opt_state=static.tx.init(state.params))
 
 
 def end_task(state: State, task_data) -> State:
     """Rolls back to the last kept phase, promotes its selection to stable,
     freezes stable->stable connections and stable biases, re-initialises
-    every other weight (spec §4.7).  ``task_data`` is unused."""
+    every other weight (``docs/nispa.md``, "The task boundary: promote,
+    freeze, re-initialise").  ``task_data`` is unused."""
     del task_data
-    hp = state.hp
+    static = state.static
     ok = state.prev_valid
     params = tree_where(ok, state.prev_params, state.params)
     conn = tree_where(ok, state.prev_conn, state.conn)
@@ -126,11 +128,11 @@ def end_task(state: State, task_data) -> State:
     S = tuple(S[:-1]) + (state.seen,)
     stable = tuple(a | b for a, b in zip(state.stable, S))
     stable = tuple(stable[:-1]) + (state.seen,)
-    sf = stable_full(hp, stable)
-    sfS = stable_full(hp, S)
+    sf = stable_full(static, stable)
+    sfS = stable_full(static, S)
     key = jax.random.fold_in(state.key, state.task_id)
     new_params, new_conn = {}, {}
-    for l, s in enumerate(hp.specs):
+    for l, s in enumerate(static.specs):
         u, _ = nu.drop(s, conn[s.name], sfS[l], sfS[l + 1])   # a no-op unless the task had one phase
         fr = nu.frozen_matrix(s, sf[l], sf[l + 1])
         w, b = params[s.name]["kernel"], params[s.name]["bias"]
@@ -164,32 +166,32 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       ``task_done`` (1 once the stopping rule fired: the loop may end the
       task early)).
     """
-    hp = state.hp
+    static = state.static
     x, xr, y = batch["x"], batch["x_raw"], batch["y"]
     B = y.shape[0]
     step, spe, n_task = batch["step"], batch["steps_per_epoch"], batch["task_size"]
-    val = is_val(xr, hp.val_permille)
+    val = is_val(xr, static.val_permille)
     first = (step * B + jnp.arange(B, dtype=jnp.int32)) < n_task
     state = jax.lax.cond(step < spe, lambda s: fill_buffers(s, xr, y, val & first & ~s.stopped,
                                                             ~val & first & ~s.stopped), lambda s: s, state)
 
     tw = ~val
-    upd_mask = trainable(hp, state.params, state.conn, state.stable)
+    upd_mask = trainable(static, state.params, state.conn, state.stable)
 
     def loss_fn(p):
-        logits, _ = forward(hp, p, state.conn, x)
+        logits, _ = forward(static, p, state.conn, x)
         logits = logits * state.class_mask
         return common.cross_entropy(logits, y, tw), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = hp.tx.update(grads, state.opt_state, state.params, update_mask=upd_mask)
+    updates, opt_state = static.tx.update(grads, state.opt_state, state.params, update_mask=upd_mask)
     params = optax.apply_updates(state.params, updates)
     live = ~state.stopped
     state = state.replace(params=tree_where(live, params, state.params),
                           opt_state=tree_where(live, opt_state, state.opt_state))
     state = jax.lax.cond((step + 1) % spe == 0,
                          lambda s: tree_where(s.stopped, s, epoch_end(s)), lambda s: s, state)
-    state = jax.lax.cond((step + 1) % (spe * hp.phase_epochs) == 0,
+    state = jax.lax.cond((step + 1) % (spe * static.phase_epochs) == 0,
                          lambda s: phase_end(s, rng), lambda s: s, state)
     twf = tw.astype(jnp.float32)
     acc = jnp.sum((jnp.argmax(logits, -1) == y) * twf) / jnp.maximum(jnp.sum(twf), 1.0)
@@ -203,12 +205,12 @@ def task_il_correct(logits: jax.Array, y: jax.Array, task_mask: jax.Array, rule:
     Args:
       logits: float [B, C]; y: int [B] labels; task_mask: bool or 0/1 [C]
         (or [B, C]) marking the test example's task classes.
-      rule: ``'multiply'``: the official code's rule (spec §4.9): the logits
-        times the 0/1 mask, argmax over all C classes, so when every task
-        logit is negative a masked class (at 0) wins and the example counts
-        as wrong; ``'restrict'``: argmax over the task's classes only (the
-        core loop's rule; it differs from 'multiply' exactly on the examples
-        whose task logits are all <= 0).
+      rule: ``'multiply'``: the official code's rule (``docs/nispa.md``,
+        "Output masking"): the logits times the 0/1 mask, argmax over all C
+        classes, so when every task logit is negative a masked class (at 0)
+        wins and the example counts as wrong; ``'restrict'``: argmax over the
+        task's classes only (the core loop's rule; it differs from 'multiply'
+        exactly on the examples whose task logits are all <= 0).
 
     Raises:
       ValueError: unknown ``rule``.
@@ -227,13 +229,13 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
     """Logits float32 [B, C] of the sparse network on normalised x [B, H, W, C]
     (the loop's task-IL evaluation masks them to the task's classes)."""
     del task_id
-    return forward(state.hp, state.params, state.conn, x)[0]
+    return forward(state.static, state.params, state.conn, x)[0]
 
 
 # ---------------------------------------------------------------- reporting
 def layer_counts(state: State) -> dict:
     """Connections (kernel elements) per layer, host ints."""
-    return {s.name: int(nu.count(s, state.conn[s.name])) for s in state.hp.specs}
+    return {s.name: int(nu.count(s, state.conn[s.name])) for s in state.static.specs}
 
 
 def memory_bytes(state: State) -> dict:
@@ -249,19 +251,19 @@ def memory_bytes(state: State) -> dict:
 def result_extras(state: State) -> dict:
     """Phases per task, final p per task, stable units per layer, density per
     layer and lost growth budget (results.json "extra")."""
-    hp = state.hp
-    dens = {s.name: float(int(jnp.sum(state.conn[s.name])) / (s.rows * s.cols)) for s in hp.specs}
+    static = state.static
+    dens = {s.name: float(int(jnp.sum(state.conn[s.name])) / (s.rows * s.cols)) for s in static.specs}
     return {"nispa": {
         "phases_per_task": [int(v) for v in np.asarray(state.phases_per_task)],
         "final_p_per_task": [float(v) for v in np.asarray(state.final_p)],
-        "stable_units_per_layer": {s.name: int(jnp.sum(st)) for s, st in zip(hp.specs, state.stable)},
-        "units_per_layer": {s.name: int(s.cols) for s in hp.specs},
+        "stable_units_per_layer": {s.name: int(jnp.sum(st)) for s, st in zip(static.specs, state.stable)},
+        "units_per_layer": {s.name: int(s.cols) for s in static.specs},
         "density_per_layer": dens,
-        "target_density_per_layer": {s.name: s.density for s in hp.specs},
+        "target_density_per_layer": {s.name: s.density for s in static.specs},
         "connections_per_layer": layer_counts(state),
         "leftover_growth_budget": [int(v) for v in np.asarray(state.leftover)],
-        "validation_split": "hash of image bytes, %d/1000 of each task" % hp.val_permille,
-        "task_il_rule": hp.task_il_rule,
+        "validation_split": "hash of image bytes, %d/1000 of each task" % static.val_permille,
+        "task_il_rule": static.task_il_rule,
     }}
 
 

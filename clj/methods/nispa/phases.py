@@ -1,8 +1,8 @@
-"""NISPA's phase loop (spec ``shared/specs/nispa.md`` §4.2, §4.6, paper
-§3.7-3.8): a task trains in phases of ``phase_epochs`` epochs; every epoch
-end keeps the best validation snapshot, every phase end either stops (and
-rolls back) or selects candidate units and rewires; and the step budget that
-sizes a task in whole phases.
+"""NISPA's phase loop (``docs/nispa.md``, "A task, phase by phase" and
+"Stopping and rollback"; paper §3.7-3.8): a task trains in phases of
+``phase_epochs`` epochs; every epoch end keeps the best validation snapshot,
+every phase end either stops (and rolls back) or selects candidate units and
+rewires; and the step budget that sizes a task in whole phases.
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from clj.methods.nispa.state import PyTree, State, forward, tree_where
 
 def phase_limit(k: float, tau_stop: float, max_phases: int | None = None) -> int:
     """The most phases a task can train under the official stopping rule
-    (spec §4.6): the first t >= 1 with p_t = 100 (1 + cos(pi t / k)) / 2 <=
-    ``tau_stop`` (26 for k = 30, tau_stop = 5), capped by ``max_phases`` when
-    given.  Computed in float32 as :func:`nispa_units.tau` does.
+    (``docs/nispa.md``, "Stopping and rollback"): the first t >= 1 with
+    p_t = 100 (1 + cos(pi t / k)) / 2 <= ``tau_stop`` (26 for k = 30,
+    tau_stop = 5), capped by ``max_phases`` when given.  Computed in float32
+    as :func:`clj.methods.nispa.units.tau` does.
 
     Raises:
       ConfigError: k <= 0, max_phases < 1, or p_t never reaches tau_stop and
@@ -91,16 +92,17 @@ def fill_buffers(state: State, x_raw, y, to_val, to_sel) -> State:
 
 def val_accuracy(state: State, params: PyTree) -> jax.Array:
     """Top-1 accuracy (percent, float32 []) on the validation buffer, logits
-    multiplied by the task's class mask and argmax over all classes (§4.9)."""
-    hp = state.hp
-    E = hp.chunk
+    multiplied by the task's class mask and argmax over all classes (``docs/nispa.md``,
+    "Output masking")."""
+    static = state.static
+    E = static.chunk
     xs = state.val_x.reshape(-1, E, *state.val_x.shape[1:])
     ys = state.val_y.reshape(-1, E)
     idx = jnp.arange(xs.shape[0] * E, dtype=jnp.int32).reshape(-1, E)
 
     def body(inp):
         xb, yb, ib = inp
-        logits, _ = forward(hp, params, state.conn, hp.augment(xb, None, train=False))
+        logits, _ = forward(static, params, state.conn, static.augment(xb, None, train=False))
         ok = jnp.argmax(logits * state.class_mask, -1) == yb
         return jnp.sum(ok & (ib < state.val_n), dtype=jnp.int32)
 
@@ -111,7 +113,8 @@ def val_accuracy(state: State, params: PyTree) -> jax.Array:
 # ---------------------------------------------------------------- epoch and phase ends
 def epoch_end(state: State) -> State:
     """Keeps the epoch's params as the phase's best snapshot when its
-    validation accuracy beats the best so far (spec §4.2 step 1)."""
+    validation accuracy beats the best so far (``docs/nispa.md``, "A task,
+    phase by phase")."""
     acc = val_accuracy(state, state.params)
     better = acc > state.best_acc
     return state.replace(best_params=tree_where(better, state.params, state.best_params),
@@ -119,21 +122,21 @@ def epoch_end(state: State) -> State:
 
 
 def phase_end(state: State, rng: jax.Array) -> State:
-    """The end of a phase (spec §4.2 steps 1-8): stop test and rollback, or
-    selection + rewiring of the best-epoch snapshot; Adam is re-created.
-    A stopped state is returned unchanged."""
-    hp = state.hp
+    """The end of a phase (``docs/nispa.md``, "A task, phase by phase"): stop
+    test and rollback, or selection + rewiring of the best-epoch snapshot; Adam
+    is re-created.  A stopped state is returned unchanged."""
+    static = state.static
     t = state.phase + 1
-    p = nu.tau(t, hp.k)
+    p = nu.tau(t, static.k)
     snap = tree_where(state.have_best, state.best_params, state.params)
     acc_new = jnp.where(state.have_best, state.best_acc, 0.0)
-    stop = ((acc_new < state.acc_prev - hp.a_f) & (t >= hp.min_phases)) | (p <= hp.tau_stop)
+    stop = ((acc_new < state.acc_prev - static.a_f) & (t >= static.min_phases)) | (p <= static.tau_stop)
 
     # Go on: select on the snapshot, rewire a copy of it.
     acts = average_activations(state, snap, state.conn)
     hidden = tuple(st | nu.select_units(a, p) for st, a in zip(state.stable[:-1], acts))
     S_new = hidden + (state.seen,)
-    p2, c2, lo = rewire(hp, rng, snap, state.conn, S_new)
+    p2, c2, lo = rewire(static, rng, snap, state.conn, S_new)
     go = state.replace(params=p2, conn=c2, prev_params=snap, prev_conn=state.conn, prev_S=state.cur_S,
                        prev_p=state.cur_p, prev_valid=jnp.ones((), bool), cur_S=S_new, cur_p=p,
                        acc_prev=jnp.maximum(state.acc_prev, acc_new), leftover=state.leftover + lo)
@@ -146,5 +149,5 @@ def phase_end(state: State, rng: jax.Array) -> State:
                          prev_p=jnp.where(pv, state.prev_p, state.cur_p), prev_valid=jnp.ones((), bool))
     new = tree_where(stop, halt, go)
     new = new.replace(phase=t, best_acc=jnp.zeros((), jnp.float32), have_best=jnp.zeros((), bool),
-                      best_params=new.params, opt_state=hp.tx.init(new.params))
+                      best_params=new.params, opt_state=static.tx.init(new.params))
     return tree_where(state.stopped, state, new)

@@ -1,7 +1,7 @@
-"""NISPA's rewiring after a phase (spec ``shared/specs/nispa.md`` §4.4-4.5,
-paper §3.3-3.6): the average activation of every hidden unit on the task's
-training data (the selection statistic), then drop, fix-up and random
-regrowth of the connections in every layer.
+"""NISPA's rewiring after a phase (``docs/nispa.md``, "Candidate selection" and
+"Rewiring: drop, fix-up, grow"; paper §3.3-3.6): the average activation of
+every hidden unit on the task's training data (the selection statistic), then
+drop, fix-up and random regrowth of the connections in every layer.
 """
 from __future__ import annotations
 
@@ -9,39 +9,41 @@ import jax
 import jax.numpy as jnp
 
 from clj.methods.nispa import units as nu
-from clj.methods.nispa.state import Hparams, PyTree, State, forward, stable_full
+from clj.methods.nispa.state import Static, PyTree, State, forward, stable_full
 
 
 def average_activations(state: State, params: PyTree, conn: dict) -> list:
     """Per hidden unit layer, float32 [n_units]: post-ReLU activation summed
-    over spatial positions, averaged over the selection buffer (§4.4)."""
-    hp = state.hp
-    E = hp.chunk
+    over spatial positions, averaged over the selection buffer
+    (``docs/nispa.md``, "Candidate selection")."""
+    static = state.static
+    E = static.chunk
     xs = state.sel_x.reshape(-1, E, *state.sel_x.shape[1:])
     idx = jnp.arange(xs.shape[0] * E, dtype=jnp.int32).reshape(-1, E)
 
     def body(carry, inp):
         xb, ib = inp
-        _, acts = forward(hp, params, conn, hp.augment(xb, None, train=False))
+        _, acts = forward(static, params, conn, static.augment(xb, None, train=False))
         w = (ib < state.sel_n).astype(jnp.float32)
         sums = [jnp.einsum("b...c,b->c", a, w) for a in acts]
         return [c + s for c, s in zip(carry, sums)], None
 
-    init = [jnp.zeros((s.cols,), jnp.float32) for s in hp.specs[:-1]]
+    init = [jnp.zeros((s.cols,), jnp.float32) for s in static.specs[:-1]]
     sums, _ = jax.lax.scan(body, init, (xs, idx))
     n = jnp.maximum(state.sel_n, 1).astype(jnp.float32)
     return [s / n for s in sums]
 
 
-def rewire(hp: Hparams, rng: jax.Array, params: PyTree, conn: dict, S: tuple):
+def rewire(static: Static, rng: jax.Array, params: PyTree, conn: dict, S: tuple):
     """Drop, fix-up and grow in every layer for the unit sets ``S`` (hidden
-    layers then outputs; spec §4.5).  Returns ``(params, conn, leftover
-    int32 [n_layers])``; a layer's connection count is unchanged unless
-    ``leftover > 0`` (too few free positions into plastic targets)."""
-    Sf = stable_full(hp, S)
+    layers then outputs; ``docs/nispa.md``, "Rewiring: drop, fix-up, grow").
+    Returns ``(params, conn, leftover int32 [n_layers])``; a layer's
+    connection count is unchanged unless ``leftover > 0`` (too few free
+    positions into plastic targets)."""
+    Sf = stable_full(static, S)
     new_p, new_c, left = {}, {}, []
-    keys = jax.random.split(rng, 3 * hp.n_layers).reshape(hp.n_layers, 3, -1)
-    for l, s in enumerate(hp.specs):
+    keys = jax.random.split(rng, 3 * static.n_layers).reshape(static.n_layers, 3, -1)
+    for l, s in enumerate(static.specs):
         w, b = params[s.name]["kernel"], params[s.name]["bias"]
         u, budget = nu.drop(s, conn[s.name], Sf[l], Sf[l + 1])
         w = w * nu.expand(s, u, w.shape).astype(w.dtype)

@@ -1,6 +1,6 @@
 """NISPA's static settings, its State, the masks of the sparse network and
-the State's construction from a config (spec ``shared/specs/nispa.md`` §4.1,
-§9.1-9.3).
+the State's construction from a config (``docs/nispa.md``, "Networks" and "Unit
+states").
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ TASK_IL_RULES = ("multiply", "restrict")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters (hashable).
 
     Attributes:
@@ -70,7 +70,8 @@ class Hparams:
     @property
     def tx(self) -> optax.GradientTransformationExtraArgs:
         """Adam through the masked update (frozen and absent connections get
-        exactly zero gradient, moments and update; spec §4.3, §9.3)."""
+        exactly zero gradient, moments and update; ``docs/nispa.md``, "A task,
+        phase by phase")."""
         return masked_optimizer(optax.adam(self.lr))
 
     @property
@@ -80,7 +81,7 @@ class Hparams:
 
 @struct.dataclass
 class State:
-    """Everything NISPA carries (all arrays; ``hp`` is static).
+    """Everything NISPA carries (all arrays but ``static``, the run's static settings).
 
     Attributes:
       params: the network's weights (absent connections exactly 0).
@@ -132,7 +133,7 @@ class State:
     final_p: jax.Array
     leftover: jax.Array
     key: jax.Array
-    hp: Hparams = struct.field(pytree_node=False)
+    static: Static = struct.field(pytree_node=False)
 
 
 def tree_where(pred, a, b):
@@ -141,37 +142,37 @@ def tree_where(pred, a, b):
 
 
 # ---------------------------------------------------------------- masks / forward
-def full_masks(hp: Hparams, params: PyTree, conn: dict) -> PyTree:
+def full_masks(static: Static, params: PyTree, conn: dict) -> PyTree:
     """The params-shaped bool masks (kernels: expanded ``conn``; biases: all
     True) for :func:`clj.sparse.apply_masks`."""
     out = {}
-    for s in hp.specs:
+    for s in static.specs:
         k = params[s.name]["kernel"]
         out[s.name] = {"kernel": nu.expand(s, conn[s.name], k.shape),
                        "bias": jnp.ones(params[s.name]["bias"].shape, bool)}
     return out
 
 
-def stable_full(hp: Hparams, stable: tuple) -> list:
+def stable_full(static: Static, stable: tuple) -> list:
     """The stable vectors of every unit layer, the input layer (all stable) first."""
-    return [jnp.ones((hp.specs[0].n_src,), bool)] + list(stable)
+    return [jnp.ones((static.specs[0].n_src,), bool)] + list(stable)
 
 
-def trainable(hp: Hparams, params: PyTree, conn: dict, stable: tuple) -> PyTree:
+def trainable(static: Static, params: PyTree, conn: dict, stable: tuple) -> PyTree:
     """The update mask: existing, non-frozen connections and the biases of
-    non-stable units (spec §4.3, §9.3)."""
-    sf = stable_full(hp, stable)
+    non-stable units (``docs/nispa.md``, "A task, phase by phase")."""
+    sf = stable_full(static, stable)
     out = {}
-    for l, s in enumerate(hp.specs):
+    for l, s in enumerate(static.specs):
         fr = nu.frozen_matrix(s, sf[l], sf[l + 1])
         k = params[s.name]["kernel"]
         out[s.name] = {"kernel": nu.expand(s, conn[s.name] & ~fr, k.shape), "bias": ~sf[l + 1]}
     return out
 
 
-def forward(hp: Hparams, params: PyTree, conn: dict, x: jax.Array):
+def forward(static: Static, params: PyTree, conn: dict, x: jax.Array):
     """(logits float32 [B, C], hidden activations) of the sparse network."""
-    return hp.model.apply({"params": apply_masks(params, full_masks(hp, params, conn))}, x)
+    return static.model.apply({"params": apply_masks(params, full_masks(static, params, conn))}, x)
 
 
 def buffer_capacities(scenario, permille: int, chunk: int, select_samples: int) -> tuple[int, int, int]:
@@ -234,31 +235,31 @@ def init(rng: jax.Array, config, scenario) -> State:
     permille = int(round(1000 * vf))
     val_cap, sel_cap, chunk = buffer_capacities(scenario, permille, int(nv["eval_chunk"]),
                                                 int(nv["select_samples"]))
-    hp = Hparams(model=model, specs=specs, num_classes=scenario.num_classes, num_tasks=scenario.num_tasks,
-                 lr=float(config.optim.lr), a_f=float(nv["a_f"]), k=float(nv["k"]),
-                 phase_epochs=e, min_phases=int(nv["min_phases"]), tau_stop=float(nv["tau_stop"]),
-                 val_permille=permille, val_cap=val_cap, sel_cap=sel_cap,
-                 chunk=chunk,
-                 augment=common.augment_from_config(config.augment, scenario), task_il_rule=rule)
+    static = Static(model=model, specs=specs, num_classes=scenario.num_classes, num_tasks=scenario.num_tasks,
+                    lr=float(config.optim.lr), a_f=float(nv["a_f"]), k=float(nv["k"]),
+                    phase_epochs=e, min_phases=int(nv["min_phases"]), tau_stop=float(nv["tau_stop"]),
+                    val_permille=permille, val_cap=val_cap, sel_cap=sel_cap,
+                    chunk=chunk,
+                    augment=common.augment_from_config(config.augment, scenario), task_il_rule=rule)
 
     k_init, k_mask, k_state = jax.random.split(rng, 3)
     params = model.init(k_init, jnp.zeros((1, *shape), jnp.float32))["params"]
     params = {k: dict(v) for k, v in params.items()}
     conn = initial_connections(specs, k_mask, mask_init)
-    params = apply_masks(params, full_masks(hp, params, conn))
+    params = apply_masks(params, full_masks(static, params, conn))
     C, T = scenario.num_classes, scenario.num_tasks
     unit_sizes = [s.cols for s in specs]
     stable = tuple(jnp.zeros((n,), bool) for n in unit_sizes)
     f0, i0, b0 = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)
     return State(
-        params=params, conn=conn, stable=stable, cur_S=stable, opt_state=hp.tx.init(params),
+        params=params, conn=conn, stable=stable, cur_S=stable, opt_state=static.tx.init(params),
         best_params=params, best_acc=f0, have_best=b0, prev_params=params, prev_conn=conn, prev_S=stable,
         prev_p=jnp.full((), 100.0), prev_valid=b0, acc_prev=f0, phase=i0, stopped=b0,
         cur_p=jnp.full((), 100.0), task_id=i0, class_mask=jnp.zeros((C,), jnp.float32),
         seen=jnp.zeros((C,), bool), val_x=jnp.zeros((val_cap, *shape), jnp.uint8),
         val_y=jnp.zeros((val_cap,), jnp.int32), val_n=i0, sel_x=jnp.zeros((sel_cap, *shape), jnp.uint8),
         sel_n=i0, phases_per_task=jnp.zeros((T,), jnp.int32), final_p=jnp.zeros((T,), jnp.float32),
-        leftover=jnp.zeros((len(specs),), jnp.int32), key=k_state, hp=hp)
+        leftover=jnp.zeros((len(specs),), jnp.int32), key=k_state, static=static)
 
 
 def task_il_rule(config) -> str:

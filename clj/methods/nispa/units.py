@@ -12,7 +12,8 @@ Unit states are bool vectors per unit layer: ``stable`` (promoted at earlier
 task boundaries), ``cand`` (selected in the current phase), ``S = stable |
 cand`` and ``plastic = ~S``.  All functions are pure jax with static shapes
 (counts may be traced), so they run inside the jitted, vmapped train step.
-Spec: ``specs/nispa.md`` §4.4-4.7 (paper §3.3-3.8).
+The rules: ``docs/nispa.md``, "Candidate selection" to "The task boundary:
+promote, freeze, re-initialise" (paper §3.3-3.8).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def tau(t: jax.Array, k: float) -> jax.Array:
 
 
 def select_units(act: jax.Array, p: jax.Array) -> jax.Array:
-    """Candidate stable units of one layer (spec §4.4 step 3).
+    """Candidate stable units of one layer (``docs/nispa.md``, "Candidate
+    selection").
 
     Args:
       act: float32 [n] average activation per unit (>= 0 after ReLU).
@@ -80,8 +82,9 @@ def select_units(act: jax.Array, p: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------- rewiring
 def drop(spec: LayerSpec, u: jax.Array, s_in: jax.Array, s_out: jax.Array):
     """Removes every connection from a unit outside ``s_in`` into a unit of
-    ``s_out`` (spec §4.5a).  Returns ``(new_u, budget)``; the budget is the
-    number of removed kernel elements (int32 [])."""
+    ``s_out`` (``docs/nispa.md``, "Rewiring: drop, fix-up, grow": drop).
+    Returns ``(new_u, budget)``; the budget is the number of removed kernel
+    elements (int32 [])."""
     bad = s_out[None, :] & ~source_vector(spec, s_in)[:, None]
     new = u & ~bad
     return new, count(spec, u) - count(spec, new)
@@ -91,7 +94,8 @@ def fix_no_outgoing(spec: LayerSpec, rng: jax.Array, u: jax.Array, plastic_in: j
                     plastic_out: jax.Array, budget: jax.Array):
     """Gives every plastic source unit without an outgoing connection one
     connection to a uniformly drawn plastic target, in ascending unit order,
-    while the budget lasts (spec §4.5b).
+    while the budget lasts (``docs/nispa.md``, "Rewiring: drop, fix-up, grow":
+    fix-up).
 
     For a flatten layer the "no outgoing" test looks at all rows of the
     channel and the new connection leaves the channel's first row (the
@@ -118,10 +122,11 @@ def fix_no_outgoing(spec: LayerSpec, rng: jax.Array, u: jax.Array, plastic_in: j
 
 def grow(spec: LayerSpec, rng: jax.Array, u: jax.Array, plastic_out: jax.Array, budget: jax.Array):
     """Grows ``budget // ksize`` new connections drawn uniformly among absent
-    positions whose target is plastic (any source; spec §4.5c,
-    ``full_random``).  Returns ``(new_u, grown bool, leftover budget)``; the
-    leftover is > 0 only when fewer free positions exist (it is discarded,
-    as in the official code)."""
+    positions whose target is plastic (any source; ``docs/nispa.md``,
+    "Rewiring: drop, fix-up, grow": grow, the official ``full_random``).
+    Returns ``(new_u, grown bool, leftover budget)``; the leftover is > 0 only
+    when fewer free positions exist (it is discarded, as in the official
+    code)."""
     allowed = jnp.broadcast_to(plastic_out[None, :], u.shape)
     new = random_regrow_count(rng, u, budget // spec.ksize, allowed)
     grown = new & ~u
@@ -130,5 +135,6 @@ def grow(spec: LayerSpec, rng: jax.Array, u: jax.Array, plastic_out: jax.Array, 
 
 def frozen_matrix(spec: LayerSpec, stable_in: jax.Array, stable_out: jax.Array) -> jax.Array:
     """bool [rows, cols]: positions frozen after a task (target stable and
-    source stable, whether or not the connection exists; spec §4.7 step 3)."""
+    source stable, whether or not the connection exists; ``docs/nispa.md``,
+    "The task boundary: promote, freeze, re-initialise", step 2)."""
     return stable_out[None, :] & source_vector(spec, stable_in)[:, None]

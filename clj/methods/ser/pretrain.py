@@ -4,7 +4,8 @@
         --canvas=48 --num_train=10000 --width=8 --steps=3000 --out=runs/sal_fmnist.npz
 
 The paper's saliency branch starts from a network pretrained for saliency
-(``shared/specs/ser.md`` §2, §11.3: the official ``--sal_ckpt``) and is then
+(the official ``--sal_ckpt``; ``docs/ser.md``, "Without the saliency data or the
+checkpoint") and is then
 trained online on the stream.  This command trains
 :class:`clj.models.saliency.SaliencyNet` (the same encoder/decoder that
 ``ser_*`` builds for ``model.name=resnet18`` of the same ``width``) on a pool
@@ -17,11 +18,11 @@ dropout in train mode; the whole run is one jitted ``lax.scan`` per
 :func:`clj.methods.ser.saliency.save_saliency_checkpoint` and loaded by a SER run with
 ``--config.ser.sal_init=ckpt:<file>``.
 
-Printed and written beside the checkpoint (``<out>.json``): the loss curve,
-and the held-out KLD and correlation coefficient (CC, the saliency metric of
-``ser.md`` §10) on the pool's test split and, with ``--eval_dataset``, on
-another composite dataset's test split (e.g. the MNIST stream's), of the
-pretrained net and of the untrained one.
+Printed and written beside the checkpoint (``<out>.json``): the loss curve, and
+the held-out KLD and correlation coefficient (CC, a saliency metric of the
+official code: ``docs/ser.md``, "Evaluation") on the pool's test split and,
+with ``--eval_dataset``, on another composite dataset's test split (e.g. the
+MNIST stream's), of the pretrained net and of the untrained one.
 """
 from __future__ import annotations
 

@@ -2,11 +2,11 @@
 stream, its pretraining before task 0 and its weight import.
 
 Source: Sorrenti et al., "Saliency-driven Experience Replay for Continual
-Learning", NeurIPS 2024 (the saliency branch trained online on the stream,
-its encoder features modulating the classifier); the official code's
-optimiser and step as paraphrased in ``shared/specs/ser.md`` §4.2, §4.5 and
-§11.3.  The classifier side and the method's step are in
-:mod:`clj.methods.ser.ser`.
+Learning", NeurIPS 2024 (the saliency branch trained online on the stream, its
+encoder features modulating the classifier); the official code's optimiser and
+step as ``docs/ser.md`` describes them ("One training step", "Optimisers",
+"Without the saliency data or the checkpoint").  The classifier side and the
+method's step are in :mod:`clj.methods.ser.ser`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from clj.models.saliency import SaliencyNet
 @dataclasses.dataclass(frozen=True)
 class SalOptSpec:
     """The saliency optimiser (hashable): PyTorch SGD with momentum and coupled
-    weight decay, two groups (ser.md §4.5): ``cnn`` (encoder) at
+    weight decay, two groups (``docs/ser.md``, "Optimisers"): ``cnn`` (encoder) at
     ``lr * cnn_lr_factor`` / ``cnn_weight_decay``; the rest at ``lr`` /
     ``weight_decay``.  optax's trace starts at zero, so its first step equals
     PyTorch's momentum buffer initialised to the gradient."""
@@ -78,16 +78,16 @@ def saliency_apply(sal: SalState, params, batch_stats, x, train: bool, rng=None)
     return pred, feats, batch_stats
 
 
-def saliency_targets(hp, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array) -> jax.Array:
+def saliency_targets(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array) -> jax.Array:
     """Targets float32 [B, H, W] (unit sum) of padded uint8 ``x_raw`` /
-    normalised ``x`` images: the offline map ``hp.sal_target`` of
+    normalised ``x`` images: the offline map ``static.sal_target`` of
     :func:`clj.methods.ser.targets.compute_targets`, or with ``teacher`` the
     eval-mode prediction of the frozen initial saliency net."""
-    if hp.sal_target == "teacher":
+    if static.sal_target == "teacher":
         pred, _ = sal.model.apply({"params": teacher["params"], "batch_stats": teacher["batch_stats"]}, x,
                                   train=False)
         return tg.normalize_map(jax.lax.stop_gradient(pred[..., 0]))
-    return tg.compute_targets(hp.sal_target, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
+    return tg.compute_targets(static.sal_target, x_raw, static.sr_work_size, static.sr_blur_sigma, static.center_sigma)
 
 
 def kld_step(model: SaliencyNet, tx: optax.GradientTransformation, params, batch_stats, opt_state,
@@ -115,28 +115,30 @@ def kld_step(model: SaliencyNet, tx: optax.GradientTransformation, params, batch
     return optax.apply_updates(params, upd), bs, opt_state, loss, feats
 
 
-def saliency_step(hp, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
-    """The saliency branch's step on a stream batch (ser.md §4.2 step 1):
-    :func:`kld_step` at ``hp.sal_coeff`` with the saliency optimiser.
+def saliency_step(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
+    """The saliency branch's step on a stream batch (``docs/ser.md``, "One
+    training step", steps 1-2):
+    :func:`kld_step` at ``static.sal_coeff`` with the saliency optimiser.
 
     Returns:
       ``(new SalState, stream features (stop-gradient: no classification
       gradient reaches the saliency net), saliency loss float32 [])``.
     """
-    target = saliency_targets(hp, sal, teacher, x_raw, x)
+    target = saliency_targets(static, sal, teacher, x_raw, x)
     params, bs, opt, loss, feats = kld_step(sal.model, sal.optim.make(), sal.params, sal.batch_stats,
-                                            sal.opt_state, x, target, rng, hp.sal_coeff)
+                                            sal.opt_state, x, target, rng, static.sal_coeff)
     new = sal.replace(params=params, batch_stats=bs, opt_state=opt, step=sal.step + 1)
     return new, jax.lax.stop_gradient(feats), loss
 
 
-def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_stats, hp,
+def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_stats, static,
                       steps: int, batch: int, lr_mult: float):
     """Trains the saliency net for ``steps`` steps on procedural images
     (:func:`clj.methods.ser.targets.procedural_images`, disjoint from the
     continual stream) against the configured offline target (``teacher``
     falls back to spectral residual), with the saliency optimiser at
-    ``lr_mult`` times its learning rates (ser.md §11.3).  One ``lax.scan``.
+    ``lr_mult`` times its learning rates (``docs/ser.md``, "Without the
+    saliency data or the checkpoint").  One ``lax.scan``.
 
     Returns:
       (params, batch_stats).
@@ -144,14 +146,14 @@ def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_
     if steps <= 0:
         return params, batch_stats
     tx = sopt.make(lr_mult)
-    kind = "spectral_residual" if hp.sal_target == "teacher" else hp.sal_target
+    kind = "spectral_residual" if static.sal_target == "teacher" else static.sal_target
 
     def step(carry, k):
         p, bs, opt = carry
         k_img, k_drop = jax.random.split(k)
-        x_raw = tg.procedural_images(k_img, batch, hp.in_shape)
-        target = tg.compute_targets(kind, x_raw, hp.sr_work_size, hp.sr_blur_sigma, hp.center_sigma)
-        p, bs, opt, loss, _ = kld_step(smodel, tx, p, bs, opt, hp.augment(x_raw), target, k_drop)
+        x_raw = tg.procedural_images(k_img, batch, static.in_shape)
+        target = tg.compute_targets(kind, x_raw, static.sr_work_size, static.sr_blur_sigma, static.center_sigma)
+        p, bs, opt, loss, _ = kld_step(smodel, tx, p, bs, opt, static.augment(x_raw), target, k_drop)
         return (p, bs, opt), loss
 
     (params, batch_stats, _), _ = jax.lax.scan(step, (params, batch_stats, tx.init(params)),

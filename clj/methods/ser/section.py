@@ -66,4 +66,4 @@ def check_ser_model(config) -> None:
     a = config.augment
     need(int(a.get("crop_pad", 0)) == 0 and not a.get("flip", False),
          f"augment.crop_pad={a.get('crop_pad', 0)}, augment.flip={a.get('flip', False)}: SER trains without "
-         "augmentation (ser.md section 2); set crop_pad=0, flip=False.")
+         "augmentation (docs/ser.md); set crop_pad=0, flip=False.")

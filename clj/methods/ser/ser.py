@@ -3,17 +3,18 @@
 Source: Sorrenti, Bellitto, Proietto Salanitri, Pennisi, Palazzo, Spampinato,
 "Saliency-driven Experience Replay for Continual Learning", NeurIPS 2024
 (two branches, multiplicative modulation, stop-gradient from the classifier
-to the saliency net); the official code's step as paraphrased in
-``shared/specs/ser.md`` §4.2 (DER++), §4.3 (ER-ACE), §5.2 (ER, inferred).
+to the saliency net); the official code's step as ``docs/ser.md``, "SER as the
+official code runs it", describes it (DER++, ER-ACE; ER by the same pattern,
+the official code has no ER variant).
 
-One jitted step (``train_step``), in the order of ser.md §4.2:
+One jitted step (``train_step``), in the official order ("One training step"):
 
 1. **Saliency step.**  The saliency net runs in train mode (batch-stat BN,
    channel dropout) on the stream images; loss ``sal_coeff * KLD(pred,
    target)``; one step of its own optimiser (SGD momentum 0.9, coupled weight
    decay; encoder at ``sal_lr * sal_cnn_lr_factor`` with
    ``sal_cnn_weight_decay``, decoder at ``sal_lr`` with ``sal_weight_decay``;
-   §4.5).  The encoder's five pre-ReLU features of *this* forward (pre-update
+   "Optimisers").  The encoder's five pre-ReLU features of *this* forward (pre-update
    weights) modulate the stream pass; they are ``stop_gradient``-ed, so no
    classification gradient reaches the saliency net, and the saliency loss
    does not depend on the classifier.
@@ -33,29 +34,31 @@ One jitted step (``train_step``), in the order of ser.md §4.2:
    Plain SGD on the classifier (``config.optim``).
 4. **Insertion**: reservoir, after the step, of the (padded, uint8) stream
    images, labels and, for DER++, the stream logits of step 3 (pre-update,
-   train mode, modulated).  No saliency map is stored or replayed (§4.2,
-   §9 item 8): storing uint8 and normalising at sampling equals the official
-   float copy of the normalised stream tensor up to float rounding.
+   train mode, modulated).  No saliency map is stored or replayed ("One
+   training step", step 5): storing uint8 and normalising at sampling equals
+   the official float copy of the normalised stream tensor up to float
+   rounding.
 
 The saliency branch (its optimiser, step, pretraining and weight import)
 is :mod:`clj.methods.ser.saliency`.
 
 Saliency targets (``ser.sal_target``, recorded in results.json): the offline
-``spectral_residual`` (default), ``center``, ``center_sr`` (ser.md §11.2) or
-``teacher``: the eval-mode prediction of a frozen copy of the *initial*
-saliency net, meaningful with ``sal_init='ckpt:<file>'`` (a user's saliency
-checkpoint standing in for the dataset's pseudo-ground-truth maps).
+``spectral_residual`` (default), ``center``, ``center_sr`` ("Without the
+saliency data or the checkpoint") or ``teacher``: the eval-mode prediction of a
+frozen copy of the *initial* saliency net, meaningful with
+``sal_init='ckpt:<file>'`` (a user's saliency checkpoint standing in for the
+dataset's pseudo-ground-truth maps).
 
-Saliency weights (``ser.sal_init``, §11.3): ``pretrain:<K>`` (default:
-K steps on procedural images disjoint from every dataset, before task 0),
-``scratch`` (the classifier's initial backbone copied into the encoder, as
+Saliency weights (``ser.sal_init``, the same subsection): ``pretrain:<K>``
+(default: K steps on procedural images disjoint from every dataset, before
+task 0), ``scratch`` (the classifier's initial backbone copied into the encoder, as
 the official code deep-copies it), ``ckpt:<path>`` (an ``.npz`` written by
-:func:`~clj.methods.ser.saliency.save_saliency_checkpoint`, e.g. after converting the official
-PyTorch checkpoint).
+:func:`~clj.methods.ser.saliency.save_saliency_checkpoint`, e.g. after
+converting the official PyTorch checkpoint).
 
 Inputs whose H or W are not multiples of 8 (Fashion-MNIST's 28x28) are
 zero-padded (in pixel space) to the next multiple of 8 for both networks.
-The method refuses data augmentation (SER trains without it, §2).
+The method refuses data augmentation (SER trains without it, "The paper's protocol").
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ from clj.models.common import compute_dtype
 from clj.models.saliency import ModulatedResNet18, SaliencyNet
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
-__all__ = ["BASES", "CLASSIFIERS", "Hparams", "SalOptSpec", "SalState", "State", "classifier_apply", "init",
+__all__ = ["BASES", "CLASSIFIERS", "Static", "SalOptSpec", "SalState", "State", "classifier_apply", "init",
            "load_saliency_checkpoint", "make_spec", "pad_normalized", "pad_raw", "predict", "pretrain_saliency",
            "saliency_apply", "save_saliency_checkpoint", "ser_config", "train_step"]
 
@@ -93,12 +96,13 @@ CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20}
 
 def ser_config() -> ml_collections.ConfigDict:
     """Defaults of ``config.ser`` (a config file sets ``c.ser = ser_config()``
-    and overrides fields; ser.md §6 for the paper's values)."""
+    and overrides fields; ``docs/ser.md``, "The paper's protocol", for the
+    paper's values)."""
     return ml_collections.ConfigDict(ser_section.SER.defaults)
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static hyperparameters of SER (hashable); fields as in :func:`ser_config`
     plus the base method, replay sizes, DER++ weights, the normalisation and
     the padded input shape."""
@@ -135,7 +139,7 @@ class State:
       seen: bool [C] labels seen (ER-ACE mask).
       task: int32 [] current task index.
       sal_loss_ema: float32 [] running mean of the saliency loss (reporting).
-      hp: static hyperparameters.
+      static: the static (hashable) hyperparameters of the run.
     """
 
     cls: ModelState
@@ -145,7 +149,7 @@ class State:
     seen: jax.Array
     task: jax.Array
     sal_loss_ema: jax.Array
-    hp: Hparams = struct.field(pytree_node=False)
+    static: Static = struct.field(pytree_node=False)
 
 
 # ------------------------------------------------------------------ config
@@ -180,7 +184,7 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     (``width`` honoured) made modulatable; the saliency net has the same
     width; both compute in ``model.dtype`` (float32 parameters).  The
     encoder starts as a copy of the classifier's initial backbone
-    (ser.md §9 item 15), then ``sal_init`` applies; with
+    (``docs/ser.md``, "The saliency network"), then ``sal_init`` applies; with
     ``ser.cls_init='sal_encoder'`` the classifier's backbone (parameters and
     BN statistics) is then replaced by a copy of the saliency encoder (the
     "base initialised from the saliency encoder" control; with
@@ -199,21 +203,21 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     aug = common.augment_from_config(config.augment, scenario)
     _check(aug.crop_pad == 0 and not aug.flip,
            f"augment.crop_pad={aug.crop_pad}, augment.flip={aug.flip}: SER trains without augmentation "
-           "(ser.md §2); set crop_pad=0, flip=False.")
+           "(docs/ser.md); set crop_pad=0, flip=False.")
     H, W, C = scenario.image_shape
     ph, pw = _pad_amounts(H), _pad_amounts(W)
     in_shape = (H + ph, W + pw, C)
     r = sections.block(config, REPLAY)
-    hp = Hparams(base=base, buffer_size=int(r.buffer_size),
-                 minibatch_size=int(r.minibatch_size), alpha=float(r.alpha),
-                 beta=float(r.beta), augment=aug, in_shape=in_shape, pad=(ph, pw),
-                 sal_target=str(sc.sal_target), sal_init=str(sc.sal_init), sal_coeff=float(sc.sal_coeff),
-                 mnp_blocks=tuple(bool(b) for b in sc.mnp_blocks), sr_work_size=int(sc.sr_work_size),
-                 sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma),
-                 cls_init=str(sc.cls_init))
+    static = Static(base=base, buffer_size=int(r.buffer_size),
+                    minibatch_size=int(r.minibatch_size), alpha=float(r.alpha),
+                    beta=float(r.beta), augment=aug, in_shape=in_shape, pad=(ph, pw),
+                    sal_target=str(sc.sal_target), sal_init=str(sc.sal_init), sal_coeff=float(sc.sal_coeff),
+                    mnp_blocks=tuple(bool(b) for b in sc.mnp_blocks), sr_work_size=int(sc.sr_work_size),
+                    sr_blur_sigma=float(sc.sr_blur_sigma), center_sigma=float(sc.center_sigma),
+                    cls_init=str(sc.cls_init))
     k_cls, k_sal, k_pre = jax.random.split(rng, 3)
     dtype = compute_dtype(config.model)  # both networks compute in it; parameters stay float32
-    model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=hp.mnp_blocks, pool_mode=sc.pool_mode,
+    model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=static.mnp_blocks, pool_mode=sc.pool_mode,
                               dtype=dtype)
     cls = common.init_model_state(k_cls, model, common.optim_spec_from_config(config.optim), in_shape)
     smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians), dtype=dtype)
@@ -225,21 +229,21 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     sopt = SalOptSpec(lr=float(sc.sal_lr), cnn_lr_factor=float(sc.sal_cnn_lr_factor),
                       momentum=float(sc.sal_momentum), weight_decay=float(sc.sal_weight_decay),
                       cnn_weight_decay=float(sc.sal_cnn_weight_decay))
-    if hp.sal_init.startswith("ckpt:"):
-        sparams, sbs = load_saliency_checkpoint(hp.sal_init[5:], sparams, sbs)
-    elif hp.sal_init.startswith("pretrain:"):
-        sparams, sbs = pretrain_saliency(k_pre, smodel, sopt, sparams, sbs, hp,
-                                         int(hp.sal_init.split(":", 1)[1]), int(config.train.batch_size),
+    if static.sal_init.startswith("ckpt:"):
+        sparams, sbs = load_saliency_checkpoint(static.sal_init[5:], sparams, sbs)
+    elif static.sal_init.startswith("pretrain:"):
+        sparams, sbs = pretrain_saliency(k_pre, smodel, sopt, sparams, sbs, static,
+                                         int(static.sal_init.split(":", 1)[1]), int(config.train.batch_size),
                                          float(sc.pretrain_lr_mult))
     sal = SalState(params=sparams, batch_stats=sbs, opt_state=sopt.make().init(sparams),
                    step=jnp.zeros((), jnp.int32), model=smodel, optim=sopt)
     if sc.cls_init == "sal_encoder":  # transfer control: the classifier starts from the saliency encoder
         cls = cls.replace(params={**cls.params, "backbone": sparams["cnn"]},
                           batch_stats={**cls.batch_stats, "backbone": sbs["cnn"]})
-    teacher = {"params": sparams, "batch_stats": sbs} if hp.sal_target == "teacher" else None
-    buf = init_buffer(hp.buffer_size, in_shape, scenario.num_classes if base == "derpp" else 0)
+    teacher = {"params": sparams, "batch_stats": sbs} if static.sal_target == "teacher" else None
+    buf = init_buffer(static.buffer_size, in_shape, scenario.num_classes if base == "derpp" else 0)
     return State(cls=cls, sal=sal, teacher=teacher, buffer=buf, seen=jnp.zeros((scenario.num_classes,), bool),
-                 task=jnp.zeros((), jnp.int32), sal_loss_ema=jnp.zeros((), jnp.float32), hp=hp)
+                 task=jnp.zeros((), jnp.int32), sal_loss_ema=jnp.zeros((), jnp.float32), static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -256,23 +260,23 @@ def end_task(state: State, task_data) -> State:
 # ----------------------------------------------------------------- forward
 
 
-def pad_raw(hp: Hparams, x_raw: jax.Array) -> jax.Array:
+def pad_raw(static: Static, x_raw: jax.Array) -> jax.Array:
     """Zero-pads uint8 [B, H, W, C] to the model's input shape (centred)."""
-    ph, pw = hp.pad
+    ph, pw = static.pad
     if ph == 0 and pw == 0:
         return x_raw
     return jnp.pad(x_raw, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
 
 
-def pad_normalized(hp: Hparams, x: jax.Array) -> jax.Array:
+def pad_normalized(static: Static, x: jax.Array) -> jax.Array:
     """Pads normalised float [B, H, W, C] with the normalised value of a zero pixel."""
-    ph, pw = hp.pad
+    ph, pw = static.pad
     if ph == 0 and pw == 0:
         return x
-    a = hp.augment
+    a = static.augment
     fill = (-jnp.asarray(a.mean, jnp.float32) / jnp.asarray(a.std, jnp.float32)) if a.normalize else \
         jnp.zeros((x.shape[-1],), jnp.float32)
-    canvas = jnp.broadcast_to(fill, (x.shape[0], *hp.in_shape)).astype(x.dtype)
+    canvas = jnp.broadcast_to(fill, (x.shape[0], *static.in_shape)).astype(x.dtype)
     return jax.lax.dynamic_update_slice(canvas, x, (0, ph // 2, pw // 2, 0))
 
 
@@ -288,9 +292,10 @@ def classifier_apply(ms: ModelState, params, batch_stats, x, feats, train: bool)
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
     """Logits float32 [B, C] of normalised x float32 [B, H, W, C]: the
     saliency net (eval mode) gives the features that modulate the classifier
-    (eval mode); test images need the saliency branch (ser.md §7)."""
+    (eval mode); test images need the saliency branch (``docs/ser.md``,
+    "Evaluation")."""
     del task_id
-    x = pad_normalized(state.hp, x)
+    x = pad_normalized(state.static, x)
     _, feats, _ = saliency_apply(state.sal, state.sal.params, state.sal.batch_stats, x, train=False)
     logits, _ = classifier_apply(state.cls, state.cls.params, state.cls.batch_stats, x, feats, train=False)
     return logits
@@ -301,16 +306,16 @@ def _replay_draws(state: State, sal: SalState, k1: jax.Array, k2: jax.Array) -> 
     ``minibatch_size`` each; not augmented, normalised and padded), each
     with the *updated* saliency net's eval-mode features of its images (one
     saliency apply on all draws together: eval BN is per-example)."""
-    hp, buf, m = state.hp, state.buffer, state.hp.minibatch_size
+    static, buf, m = state.static, state.buffer, state.static.minibatch_size
     idx1, v1 = sample_indices(buf, k1, m)
     idx2, v2 = sample_indices(buf, k2, m)
-    idx = jnp.concatenate([idx1, idx2]) if hp.base == "derpp" else idx1
-    bx = hp.augment(buf.x[idx])
+    idx = jnp.concatenate([idx1, idx2]) if static.base == "derpp" else idx1
+    bx = static.augment(buf.x[idx])
     _, bfeats, _ = saliency_apply(sal, sal.params, sal.batch_stats, bx, train=False)
     bfeats = jax.lax.stop_gradient(bfeats)
     by = buf.y[idx]
-    first = Draw((bx[:m], [f[:m] for f in bfeats]), by[:m], buf.logits[idx1] if hp.base == "derpp" else None, v1)
-    if hp.base != "derpp":
+    first = Draw((bx[:m], [f[:m] for f in bfeats]), by[:m], buf.logits[idx1] if static.base == "derpp" else None, v1)
+    if static.base != "derpp":
         return [first]
     return [first, Draw((bx[m:], [f[m:] for f in bfeats]), by[m:], None, v2)]
 
@@ -328,31 +333,31 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (new State, metrics: ``loss``, ``sal_loss``, ``acc``).
     """
-    hp, ms = state.hp, state.cls
+    static, ms = state.static, state.cls
     k_drop, k_r1, k_r2, k_add = jax.random.split(rng, 4)
-    x_raw = pad_raw(hp, batch["x_raw"])
-    x = hp.augment(x_raw)
+    x_raw = pad_raw(static, batch["x_raw"])
+    x = static.augment(x_raw)
     y = batch["y"]
-    new_sal, feats, sal_loss = saliency_step(hp, state.sal, state.teacher, x_raw, x, k_drop)
+    new_sal, feats, sal_loss = saliency_step(static, state.sal, state.teacher, x_raw, x, k_drop)
     draws = _replay_draws(state, new_sal, k_r1, k_r2)
     seen = state.seen
 
     def apply_fn(params, batch_stats, inputs):  # the base's network: the modulated classifier
         return classifier_apply(ms, params, batch_stats, inputs[0], inputs[1], True)
 
-    if hp.base == "er_ace":
+    if static.base == "er_ace":
         active, seen = er_ace.ace_mask(state.seen, y)
-        loss_fn = functools.partial(er_ace.ace_loss, apply_fn, batch_stats=ms.batch_stats, inputs=(x, feats), y=y,
-                                    draw=draws[0], active=active, replay_on=state.task > 0)
+        loss_fn = functools.partial(er_ace.ace_loss, apply_fn=apply_fn, batch_stats=ms.batch_stats,
+                                    inputs=(x, feats), y=y, draw=draws[0], active=active, replay_on=state.task > 0)
     else:
-        loss_fn = functools.partial(rehearsal.objective_loss, hp.base, apply_fn, batch_stats=ms.batch_stats,
-                                    inputs=(x, feats), y=y, draws=draws, alpha=hp.alpha, beta=hp.beta,
-                                    empty=state.buffer.is_empty())
+        loss_fn = functools.partial(rehearsal.objective_loss, objective=static.base, apply_fn=apply_fn,
+                                    batch_stats=ms.batch_stats, inputs=(x, feats), y=y, draws=draws,
+                                    alpha=static.alpha, beta=static.beta, empty=state.buffer.is_empty())
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(ms.params)
     new_cls = common.apply_gradients(ms, grads, aux["batch_stats"])
     logits = aux["logits"]
     buf = reservoir_add(state.buffer, k_add, x_raw, y,
-                        logits=jax.lax.stop_gradient(logits) if hp.base == "derpp" else None,
+                        logits=jax.lax.stop_gradient(logits) if static.base == "derpp" else None,
                         task_id=batch.get("task_id"))
     ema = jnp.where(new_sal.step == 1, sal_loss, 0.99 * state.sal_loss_ema + 0.01 * sal_loss)
     metrics = {"loss": loss, "sal_loss": sal_loss, "acc": common.accuracy(logits, y)}
@@ -372,11 +377,12 @@ def memory_bytes(state: State) -> dict:
 
 def result_extras(state: State) -> dict:
     """SER's choices and saliency statistics for results.json ``extra``."""
-    hp = state.hp
-    return {"ser": {"base": hp.base, "sal_target": hp.sal_target, "sal_init": hp.sal_init,
-                    "mnp": "multiply", "mnp_blocks": [int(b) for b in hp.mnp_blocks],
-                    "input_shape": list(hp.in_shape), "padding": list(hp.pad),
-                    "cls_init": hp.cls_init, "sal_coeff": hp.sal_coeff, "sal_steps": int(np.asarray(state.sal.step)),
+    static = state.static
+    return {"ser": {"base": static.base, "sal_target": static.sal_target, "sal_init": static.sal_init,
+                    "mnp": "multiply", "mnp_blocks": [int(b) for b in static.mnp_blocks],
+                    "input_shape": list(static.in_shape), "padding": list(static.pad),
+                    "cls_init": static.cls_init, "sal_coeff": static.sal_coeff,
+                    "sal_steps": int(np.asarray(state.sal.step)),
                     "final_sal_loss_ema": float(np.asarray(state.sal_loss_ema))}}
 
 

@@ -1,13 +1,14 @@
 """Saliency targets and the saliency loss of SER, computable offline in jnp.
 
-Sources: ``shared/specs/ser.md`` §4.2 step 3 (the KLD loss of the official
-code), §11.2 (offline targets) and §11.3 (pretraining pool disjoint from the
-stream); Hou & Zhang, "Saliency Detection: A Spectral Residual Approach",
-CVPR 2007 (Sec. 2, Eqs. 5-9).
+Sources: ``docs/ser.md``, "One training step" (the KLD loss of the official
+code) and "Without the saliency data or the checkpoint" (offline targets, a
+pretraining pool disjoint from the stream); Hou & Zhang, "Saliency Detection: A
+Spectral Residual Approach", CVPR 2007 (Sec. 2, Eqs. 5-9).
 
-Every map here is float32 [B, H, W], non-negative, summing to 1 per image
-(ser.md §2's ``normalize_tensor``: a map summing to 0 becomes uniform).
-All functions are pure jnp, jit- and vmap-able.
+Every map here is float32 [B, H, W], non-negative, summing to 1 per image (as
+the official code normalises its maps: a map summing to 0 becomes uniform;
+``docs/ser.md``, "The paper's protocol").  All functions are pure jnp, jit- and
+vmap-able.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def kld_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
     """SER's saliency loss: mean over the batch of KL(target || pred).
 
     Both maps are normalised to unit sum over all their entries per sample,
-    then ``sum q * log(eps + q / (p + eps))`` with eps = 2.22e-16 (ser.md
-    §4.2 step 3).  Computed in float32.
+    then ``sum q * log(eps + q / (p + eps))`` with eps = 2.22e-16
+    (``docs/ser.md``, "One training step", step 1).  Computed in float32.
 
     Args:
       pred: float [B, H, W] or [B, H, W, 1], positive (a sigmoid output).
@@ -106,7 +107,8 @@ def dft2(x: jax.Array, inverse: bool = False) -> jax.Array:
 
 def spectral_residual(gray: jax.Array, work_size: int = 64, blur_sigma: float = 3.0,
                       out_shape: tuple[int, int] | None = None, border: str = "hann") -> jax.Array:
-    """Spectral-residual saliency (Hou & Zhang 2007; ser.md §11.2).
+    """Spectral-residual saliency (Hou & Zhang 2007; ``docs/ser.md``, "Without the
+    saliency data or the checkpoint").
 
     1. resize the gray image to ``work_size x work_size`` (bilinear);
        with ``border="hann"`` (default) subtract its mean and multiply it by
@@ -192,7 +194,8 @@ def compute_targets(kind: str, x_raw: jax.Array, work_size: int = 64, blur_sigma
 
 def procedural_images(rng: jax.Array, batch: int, shape: tuple[int, int, int]) -> jax.Array:
     """A pool of images disjoint from any dataset, for pretraining the
-    saliency net (ser.md §11.3): a smooth random background (bilinear upsampling
+    saliency net (``docs/ser.md``, "Without the saliency data or the
+    checkpoint"): a smooth random background (bilinear upsampling
     of a 4x4 noise grid, low contrast) with one to three random filled
     ellipses of random intensity, position and size.
 

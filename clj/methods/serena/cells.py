@@ -1,4 +1,5 @@
-"""SERENA's concept cells (spec ``shared/specs/serena.md`` §4): the State,
+"""SERENA's concept cells (``docs/serena.md``, "Concept cells and their masks",
+"Opening and closing a cell"): the State,
 the random sparse mask of a cell, closing a cell (merge into the union
 network, freeze, store its mask bit-packed), opening the next one, and the
 open cell's optimizer step through the one masked update.
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from clj.methods.serena.settings import Hparams
+from clj.methods.serena.settings import Static
 from clj.methods.serena.detector import reset_detector
 from clj.sparse import init_masks, pack_mask, trainable_mask
 
@@ -21,7 +22,7 @@ PyTree = Any
 
 @struct.dataclass
 class State:
-    """Everything SERENA carries (all shapes static; ``M = hp.max_cells``).
+    """Everything SERENA carries (all shapes static; ``M = static.max_cells``).
 
     Attributes:
       bank: the union network (params pytree, float32).
@@ -54,7 +55,7 @@ class State:
         cell m was open (labels only, never a task id).
       mask_key, init_key: PRNG keys of cell masks (``fold_in(mask_key, m)``)
         and of ``reinit_random`` values.
-      hp, model: static settings and the Flax module.
+      static, model: static settings and the Flax module.
       prepared: static; True on the output of :func:`prepare_predict`
         (``bank`` already holds the open cell, ``cell_masks`` its mask), which
         is for prediction only.
@@ -83,16 +84,17 @@ class State:
     cell_class_count: jax.Array
     mask_key: jax.Array
     init_key: jax.Array
-    hp: Hparams = struct.field(pytree_node=False)
+    static: Static = struct.field(pytree_node=False)
     model: Any = struct.field(pytree_node=False)
     prepared: bool = struct.field(pytree_node=False, default=False)
 
 
-def draw_mask(hp: Hparams, key: jax.Array, params: PyTree) -> PyTree:
-    """The mask of the cell whose key is ``key``: ERK densities ``hp.densities``,
-    exact per-layer counts or independent Bernoulli draws (``hp.mask_draw``);
-    drawn over the whole tensor, so cells overlap (spec §4.5, §10.2)."""
-    return init_masks(key, params, dict(hp.densities), exact=hp.mask_draw == "exact_count")
+def draw_mask(static: Static, key: jax.Array, params: PyTree) -> PyTree:
+    """The mask of the cell whose key is ``key``: ERK densities ``static.densities``,
+    exact per-layer counts or independent Bernoulli draws (``static.mask_draw``);
+    drawn over the whole tensor, so cells overlap (``docs/serena.md``, "Concept cells
+    and their masks")."""
+    return init_masks(key, params, dict(static.densities), exact=static.mask_draw == "exact_count")
 
 
 def cell_key(state: State, m) -> jax.Array:
@@ -110,10 +112,11 @@ def store_mask(cell_masks: PyTree, row, mask: PyTree) -> PyTree:
 
 
 def merged_bank(state: State) -> PyTree:
-    """``bank`` with the open cell's weights merged in (spec §4.3 step 4):
+    """``bank`` with the open cell's weights merged in (``docs/serena.md``, "Opening and
+    closing a cell", step 1):
     ``faithful``: every nonzero working weight; ``exact``: the open cell's
     trainable weights (``mask_cur & ~frozen``).  Idempotent once closed."""
-    if state.hp.freeze == "faithful":
+    if state.static.freeze == "faithful":
         return jax.tree_util.tree_map(lambda b, w: jnp.where(w != 0, w, b), state.bank, state.work)
     return jax.tree_util.tree_map(lambda b, w, m, f: jnp.where(m & ~f, w, b),
                                   state.bank, state.work, state.mask_cur, state.frozen)
@@ -132,25 +135,27 @@ def open_cell(state: State) -> State:
     """Opens cell ``n_cells``: a new mask from ``fold_in(mask_key, n_cells)``,
     working weights ``bank * mask`` (unused positions 0, or fresh random
     values with ``new_cell_init='reinit_random'``), fresh optimizer moments,
-    detector window reset (spec §4.3 steps 5-7)."""
-    hp = state.hp
+    detector window reset (``docs/serena.md``, "Opening and closing a
+    cell", steps 3-4)."""
+    static = state.static
     m = state.n_cells
-    mask = draw_mask(hp, cell_key(state, m), state.bank)
+    mask = draw_mask(static, cell_key(state, m), state.bank)
     src = state.bank
-    if hp.new_cell_init == "reinit_random":
+    if static.new_cell_init == "reinit_random":
         fresh = state.model.init(jax.random.fold_in(state.init_key, m),
-                                 jnp.zeros((1, *hp.image_shape), jnp.float32))["params"]
+                                 jnp.zeros((1, *static.image_shape), jnp.float32))["params"]
         src = jax.tree_util.tree_map(lambda b, r, f: jnp.where(f, b, r), state.bank, fresh, state.frozen)
     work = restrict(src, mask)
-    st = state.replace(work=work, mask_cur=mask, opt_state=hp.tx().init(work), n_cells=m + 1,
+    st = state.replace(work=work, mask_cur=mask, opt_state=static.tx().init(work), n_cells=m + 1,
                        cell_start=state.cell_start.at[m].set(state.step))
     # The official statistic's counters live until the next true boundary.
-    return reset_detector(st, counters=hp.detector != "running_since_task_start")
+    return reset_detector(st, counters=static.detector != "running_since_task_start")
 
 
 def masked_step(state: State, grads: PyTree) -> State:
     """One optimizer step of the open cell through the one masked update
-    (:func:`clj.sparse.masked_optimizer`; spec §4.4, §11.4).
+    (:func:`clj.sparse.masked_optimizer`; ``docs/serena.md``, "Freezing and the
+    optimizer").
 
     ``exact``: only the open cell's trainable weights ``mask_cur & ~frozen``
     move; frozen weights keep their bits whatever the optimizer.
@@ -158,7 +163,7 @@ def masked_step(state: State, grads: PyTree) -> State:
     mask is the whole open cell, so coupled weight decay and momentum move
     the frozen weights inside the cell (the official code's leak)."""
     trainable = trainable_mask(state.mask_cur, state.frozen)
-    update_mask = trainable if state.hp.freeze == "exact" else state.mask_cur
-    upd, opt = state.hp.tx().update(grads, state.opt_state, state.work, update_mask=update_mask,
-                                    grad_mask=trainable)
+    update_mask = trainable if state.static.freeze == "exact" else state.mask_cur
+    upd, opt = state.static.tx().update(grads, state.opt_state, state.work, update_mask=update_mask,
+                                        grad_mask=trainable)
     return state.replace(work=optax.apply_updates(state.work, upd), opt_state=opt)

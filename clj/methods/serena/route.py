@@ -2,7 +2,7 @@
 
 **This is clj's rule, not SERENA's.**  SERENA's official code chooses the
 voting cells with the true task id of the test data (cells ``0..t`` vote on
-task ``t``, spec ``shared/specs/serena.md`` §7); a task-free learner has no
+task ``t``, ``docs/serena.md``, "Prediction: the official vote"); a task-free learner has no
 such id.  clj therefore routes each test input to one cell: the class whose
 mean training representation is nearest to the input's (squared Euclidean
 distance, classes seen in training only), then the cell that saw most
@@ -112,7 +112,7 @@ def representation(state: State, space: str, x: jax.Array, valid: jax.Array | No
 
 def accumulate_class_means(state: State, x: jax.Array, onehot: jax.Array) -> State:
     """Adds one training batch to the per-class sums of every space in
-    ``state.hp.class_means`` (the counts live in ``cell_class_count``).
+    ``state.static.class_means`` (the counts live in ``cell_class_count``).
 
     Args:
       state: the State after the batch's step.
@@ -123,7 +123,7 @@ def accumulate_class_means(state: State, x: jax.Array, onehot: jax.Array) -> Sta
       increased by ``onehot.T @ representation``.
     """
     upd = {}
-    for space in state.hp.class_means:
+    for space in state.static.class_means:
         field = SUM_FIELDS[space]
         upd[field] = getattr(state, field) + onehot.T @ representation(state, space, x)
     return state.replace(**upd)

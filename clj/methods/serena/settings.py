@@ -1,9 +1,9 @@
 """SERENA's config plumbing: the ``config.serena`` section (defaults and
 checks live in the JAX-free :mod:`clj.methods.serena.section`), the protocol knobs
-resolved, the static :class:`Hparams` of a run (with its optimizer), the
+resolved, the static :class:`Static` of a run (with its optimizer), the
 backbone and the loop hooks that depend on the config.
 
-Source: spec ``shared/specs/serena.md`` §6 (defaults), §11 (protocols).
+Source: ``docs/serena.md``, "Official defaults" and "Protocols".
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ PROTOCOL_DEFAULTS = serena_section.SERENA_PROTOCOL_DEFAULTS  # protocol -> the v
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The ``config.serena`` block with the official code's defaults (spec §6).
+    """The ``config.serena`` block with the official code's defaults
+    (``docs/serena.md``, "Official defaults").
 
     ``""`` / negative values mean "the protocol's choice" (``PROTOCOL_DEFAULTS``).
     """
@@ -52,7 +53,7 @@ def resolved(config) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hparams:
+class Static:
     """Static (hashable) settings; see :func:`default_config` and the module doc."""
 
     protocol: str
@@ -79,8 +80,9 @@ class Hparams:
 
     def tx(self) -> optax.GradientTransformationExtraArgs:
         """PyTorch's SGD (coupled weight decay, Nesterov momentum) or Adam, as
-        an optax chain (spec §11.4), through the masked update (its masks are
-        passed by :func:`masked_step`)."""
+        an optax chain (``docs/serena.md``, "Freezing and the optimizer"),
+        through the masked update (its masks are passed by
+        :func:`masked_step`)."""
         parts = []
         if self.weight_decay > 0:
             parts.append(optax.add_decayed_weights(self.weight_decay))
@@ -93,23 +95,23 @@ class Hparams:
         return masked_optimizer(optax.chain(*parts))
 
 
-def hparams_from_config(config, scenario, params) -> Hparams:
+def static_from_config(config, scenario, params) -> Static:
     """The static settings of a run: ``config.serena`` resolved for its
     protocol, ERK densities of ``params``, the optimizer of ``config.optim``."""
     s = sections.block(config, serena_section.SERENA)
     r = resolved(config)
     dens = layer_densities(params, float(s.density), "erk")
     max_cells = int(s.max_cells) or scenario.num_tasks + 8
-    return Hparams(protocol=s.protocol, freeze=r["freeze"], mask_draw=r["mask_draw"], detector=r["detector"],
-                   vote=r["vote"], new_cell_init=r["new_cell_init"], density=float(s.density),
-                   densities=tuple(sorted((k, float(v)) for k, v in dens.items())), window=int(s.window),
-                   threshold=float(s.threshold), ema_decay=float(s.ema_decay),
-                   min_window_mean=float(r["min_window_mean"]), max_cells=max_cells,
-                   optim=config.optim.name, lr=float(config.optim.lr),
-                   momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
-                   weight_decay=float(config.optim.get("weight_decay", 0.0)),
-                   eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape),
-                   class_means=class_mean_spaces(r["vote"], str(s.get("route_stats", ""))))
+    return Static(protocol=s.protocol, freeze=r["freeze"], mask_draw=r["mask_draw"], detector=r["detector"],
+                  vote=r["vote"], new_cell_init=r["new_cell_init"], density=float(s.density),
+                  densities=tuple(sorted((k, float(v)) for k, v in dens.items())), window=int(s.window),
+                  threshold=float(s.threshold), ema_decay=float(s.ema_decay),
+                  min_window_mean=float(r["min_window_mean"]), max_cells=max_cells,
+                  optim=config.optim.name, lr=float(config.optim.lr),
+                  momentum=float(config.optim.get("momentum", 0.0)), nesterov=bool(s.nesterov),
+                  weight_decay=float(config.optim.get("weight_decay", 0.0)),
+                  eval_cell_batch=int(s.eval_cell_batch), image_shape=tuple(scenario.image_shape),
+                  class_means=class_mean_spaces(r["vote"], str(s.get("route_stats", ""))))
 
 
 def class_mean_spaces(vote: str, route_stats: str) -> tuple[str, ...]:
@@ -130,8 +132,9 @@ def model_from_config(config, num_classes: int):
 
 def capabilities(config):
     """SERENA's capabilities for ``config``: the official protocol sees task
-    boundaries (its statistic resets per task, spec §7) and evaluates with the
-    true task id; the task-free protocol sees neither."""
+    boundaries (its statistic resets per task, ``docs/serena.md``, "The drift
+    detector") and evaluates with the true task id; the task-free protocol
+    sees neither."""
     from clj.methods.api import Capabilities
 
     off = sections.block(config, serena_section.SERENA).protocol == "official"

@@ -1,4 +1,4 @@
-"""SERENA at test time (spec ``shared/specs/serena.md`` §7, §11.2): every
+"""SERENA at test time (``docs/serena.md``, "Prediction: the official vote"): every
 live cell runs the union network restricted to its mask, and the cells'
 outputs are combined by a vote or a routing rule.
 """
@@ -39,16 +39,16 @@ def cell_outputs(state: State, x: jax.Array, valid: jax.Array | None = None) -> 
         padding rows get outputs too, but do not change the others'.
     Returns:
       float32 [M, B, C]; rows ``m >= n_cells`` are zeros: they are not
-      computed.  Cells run ``hp.eval_cell_batch`` at a time (vmapped), for
+      computed.  Cells run ``static.eval_cell_batch`` at a time (vmapped), for
       ``ceil(n_cells / eval_cell_batch)`` iterations of a loop whose trip
       count is data-dependent (under a vmap over seeds it runs the largest
       seed's count).
     """
-    hp = state.hp
+    static = state.static
     st = prepare_predict(state)
     bank, cms = st.bank, st.cell_masks
-    M = hp.max_cells
-    G = min(hp.eval_cell_batch or M, M)
+    M = static.max_cells
+    G = min(static.eval_cell_batch or M, M)
     n_groups = -(-M // G)
     n_live = st.n_cells
     shapes = jax.tree_util.tree_map(lambda b: b.shape, bank)
@@ -79,8 +79,9 @@ def combine_cells(logits: jax.Array, n_cells: jax.Array, rule: str, task_id: jax
     """Combines per-cell logits [M, B, C] into one score [B, C] (argmax = prediction).
 
     Rules:
-      ``official_task_indexed`` (spec §7): cells ``m <= task_id[b]`` vote for
-        their argmax class with weight ``m + 1``; the most-voted class wins,
+      ``official_task_indexed`` (``docs/serena.md``, "Prediction: the
+        official vote"): cells ``m <= task_id[b]`` vote for their argmax
+        class with weight ``m + 1``; the most-voted class wins,
         ties go to the class whose earliest voter is earliest.  Needs the
         true task id.
       ``recency_vote``: the same vote over all cells (no task id): the newest
@@ -150,7 +151,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
             valid: jax.Array | None = None) -> jax.Array:
     """Scores float32 [B, C] (argmax = SERENA's prediction) of normalised
     inputs x float32 [B, H, W, C]: the live cells' forward passes combined by
-    ``hp.vote`` (:func:`combine_cells`).
+    ``static.vote`` (:func:`combine_cells`).
 
     Args:
       task_id: int32 [B], used only by the official rule; in ``official``
@@ -159,12 +160,12 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None,
       valid: bool [B], the rows that are real examples (padding False).  The
         stateless BatchNorm of the ResNet normalises with the statistics of
         the valid rows only, so a padded batch predicts its valid rows as the
-        unpadded batch does (spec §10.6).  None: every row is real.
+        unpadded batch does (``docs/serena.md``, "Backbones").  None: every row is real.
 
     For speed, call :func:`prepare_predict` once per evaluation and pass its
     result here; the scores are the same either way.
     """
-    rule = state.hp.vote
+    rule = state.static.vote
     if rule == "official_task_indexed" and task_id is None:
         rule = "recency_vote"  # no task id given: every cell votes
     st = prepare_predict(state)  # once, for the routing pass and the cells
