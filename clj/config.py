@@ -24,14 +24,12 @@ class ConfigFileNotFound(ConfigError, FileNotFoundError):
 
 
 def configs_dir() -> str:
-    """The folder of the shipped ``configs/*.py``: ``configs/`` next to the
-    ``clj`` package in a source checkout, else ``clj/configs`` inside an
-    installed package (where ``pip install .`` puts them)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = os.path.join(os.path.dirname(here), "configs")
-    if os.path.isdir(source):
-        return source
-    return os.path.join(here, "configs")
+    """The folder of the shipped ``configs/*.py``: the package ``clj.configs``,
+    which is ``configs/`` at the top of a source checkout and ``clj/configs``
+    inside an installed wheel."""
+    import clj.configs
+
+    return os.path.abspath(list(clj.configs.__path__)[0])
 
 
 CONFIGS_DIR = configs_dir()
@@ -72,6 +70,20 @@ def resolve_config_path(name: str) -> str:
                              f"{configs_dir()} (python launch.py --help lists them).")
 
 
+def add_import_root(path: str) -> None:
+    """Lets a config file of the user's own import its neighbours as its
+    folder's package (``from myconfigs.common import ...`` in
+    ``myconfigs/foo.py``): puts the folder above the file's folder on
+    ``sys.path``.  The shipped configs need nothing: they import their
+    helpers as ``clj.configs.<module>``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.realpath(folder) == os.path.realpath(configs_dir()):
+        return
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+        sys.path.append(root)
+
+
 def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """``get_config(variant)`` of a config file, as ``--config=<file>[:variant]`` loads it.
 
@@ -85,11 +97,7 @@ def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigD
         and the configs/ folder.
     """
     path = os.path.abspath(resolve_config_path(name))
-    # Config files import their shared parts as ``configs.<module>``: make the
-    # folder that holds configs/ importable, as launch.py's own folder is.
-    root = os.path.dirname(os.path.dirname(path))
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    add_import_root(path)
     spec = importlib.util.spec_from_file_location(f"clj_config_{os.path.basename(path)[:-3]}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
