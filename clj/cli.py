@@ -27,7 +27,7 @@ import sys
 
 USAGE = """usage: python launch.py --config=<file or name>[:variant] [--config.<field>=<value> ...]
                         [--workdir=<dir>] [--describe]
-       (also: python -m clj ..., or the clj command after pip install)
+       (also: python -m clj ..., or the clj command after pip install clj-jax)
 
   --config=F         a config file (configs/derpp_digits.py) or a shipped config's name (derpp_digits);
                      ':variant' is passed to its get_config (configs/serena_digits.py:official)
