@@ -17,12 +17,11 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from clj.configs.akr_common import digits_config  # noqa: E402
 from clj.methods.akr import akr  # noqa: E402
-
-from clj.methods.cil import icarl
+from clj.methods.cil import icarl  # noqa: E402
 from clj.methods.common import TaskInfo  # noqa: E402
 from clj.train.loop import load_scenario  # noqa: E402
-from configs.akr_common import digits_config  # noqa: E402
 
 
 def bench(mod, c, sc, seeds, steps):

@@ -27,7 +27,7 @@ import sys
 
 USAGE = """usage: python launch.py --config=<file or name>[:variant] [--config.<field>=<value> ...]
                         [--workdir=<dir>] [--describe]
-       (also: python -m clj ..., or the clj command after pip install)
+       (also: python -m clj ..., or the clj command after pip install clj-jax)
 
   --config=F         a config file (configs/derpp_digits.py) or a shipped config's name (derpp_digits);
                      ':variant' is passed to its get_config (configs/serena_digits.py:official)
@@ -211,17 +211,21 @@ def _explain_unknown(config, dotted: str) -> str:
             f"{', '.join(sorted(node.keys()))}.")
 
 
-def parse(argv: list[str]):
-    """``(config, workdir or None, describe)`` from the command line, the
-    config validated.
+def resolve_config_arg(argv: list[str]):
+    """Finds ``--config=<file or name>[:variant]`` in ``argv``, resolves a
+    shipped config's name to its file and runs its ``get_config`` once.
+
+    Returns:
+      ``(args, config)``: ``argv`` with the ``--config`` value replaced by the
+      file's path (for ``ml_collections.config_flags``), and the config it
+      gives, before any override.
 
     Raises:
-      clj.config.ConfigError: any refusal (one-line message).
+      clj.config.ConfigError: no ``--config``, no such file, the config
+        file's own error (one line), or a ``--config.<field>`` override that
+        names no field of it.
     """
-    from absl import flags
-    from ml_collections import config_flags
-
-    from clj.config import ConfigError, load_config, resolve_config_path, validate
+    from clj.config import ConfigError, add_import_root, load_config, resolve_config_path
 
     found = _config_arg(argv)
     if found is None:
@@ -237,9 +241,7 @@ def parse(argv: list[str]):
         first = (str(e).strip().splitlines() or [""])[0]
         raise ConfigError(f"config file {path}: get_config{'(' + repr(variant) + ')' if sep else '()'} raised "
                           f"{type(e).__name__}: {first}") from None
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if root not in sys.path:  # config files import configs.<module>
-        sys.path.insert(0, root)
+    add_import_root(path)  # config_flags loads the file again
     args = list(argv)
     if args[i] == "--config":
         del args[i + 1]
@@ -250,28 +252,55 @@ def parse(argv: list[str]):
             dotted = a.split("=", 1)[0].split("config.", 1)[1]
             if not _field_exists(base, dotted):
                 raise ConfigError(_explain_unknown(base, dotted))
+    return args, base
 
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True)
-    flags.DEFINE_string("workdir", None, "output folder", flag_values=fv)
-    flags.DEFINE_boolean("describe", False, "print the resolved config and exit", flag_values=fv)
-    try:
-        fv(["clj"] + args)
-    except flags.UnrecognizedFlagError as e:
+
+def flag_error_line(e: Exception, base, args: list[str], valid: str) -> str:
+    """One line for an error of absl's flag parsing of ``args`` (``base``:
+    the config before overrides; ``valid``: the flags to name when one is
+    unknown)."""
+    from absl import flags
+
+    if isinstance(e, flags.UnrecognizedFlagError):
         name = e.flagname or ""
         if name.startswith("config."):
             dotted = name[len("config."):]
             if _field_exists(base, dotted):
                 bad = [a for a in args if a.startswith(f"--config.{dotted}=")]
                 shown = bad[0].split("=", 1)[1] if bad else ""
-                raise ConfigError(f"config.{dotted}={shown!r} is not a valid "
-                                  f"{type(_leaf(base, dotted)).__name__} (the field's type).") from None
-            raise ConfigError(_explain_unknown(base, dotted)) from None
-        raise ConfigError(f"unknown flag --{name}; valid: --config, --config.<field>, --workdir, --describe, "
-                          "--help.") from None
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        raise ConfigError(lines[-1] if lines else f"{type(e).__name__} while parsing the flags") from None
+                return f"config.{dotted}={shown!r} is not a valid {type(_leaf(base, dotted)).__name__} (the field's type)."
+            return _explain_unknown(base, dotted)
+        return f"unknown flag --{name}; valid: {valid}."
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"{type(e).__name__} while parsing the flags"
+
+
+# the errors absl's flag parsing (config_flags included) raises for a bad value
+FLAG_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
+
+
+def parse(argv: list[str]):
+    """``(config, workdir or None, describe)`` from the command line, the
+    config validated.
+
+    Raises:
+      clj.config.ConfigError: any refusal (one-line message).
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    from clj.config import ConfigError, validate
+
+    args, base = resolve_config_arg(argv)
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "output folder", flag_values=fv)
+    flags.DEFINE_boolean("describe", False, "print the resolved config and exit", flag_values=fv)
+    try:
+        fv(["clj"] + args)
+    except (flags.Error, *FLAG_ERRORS) as e:
+        raise ConfigError(flag_error_line(e, base, args, "--config, --config.<field>, --workdir, --describe, "
+                                          "--help")) from None
     config = fv["config"].value
     validate(config)
     return config, fv["workdir"].value, bool(fv["describe"].value)

@@ -24,14 +24,12 @@ class ConfigFileNotFound(ConfigError, FileNotFoundError):
 
 
 def configs_dir() -> str:
-    """The folder of the shipped ``configs/*.py``: ``configs/`` next to the
-    ``clj`` package in a source checkout, else ``clj/configs`` inside an
-    installed package (where ``pip install .`` puts them)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = os.path.join(os.path.dirname(here), "configs")
-    if os.path.isdir(source):
-        return source
-    return os.path.join(here, "configs")
+    """The folder of the shipped ``configs/*.py``: the package ``clj.configs``,
+    which is ``configs/`` at the top of a source checkout and ``clj/configs``
+    inside an installed wheel."""
+    import clj.configs
+
+    return os.path.abspath(list(clj.configs.__path__)[0])
 
 
 CONFIGS_DIR = configs_dir()
@@ -72,6 +70,20 @@ def resolve_config_path(name: str) -> str:
                              f"{configs_dir()} (python launch.py --help lists them).")
 
 
+def add_import_root(path: str) -> None:
+    """Lets a config file of the user's own import its neighbours as its
+    folder's package (``from myconfigs.common import ...`` in
+    ``myconfigs/foo.py``): puts the folder above the file's folder on
+    ``sys.path``.  The shipped configs need nothing: they import their
+    helpers as ``clj.configs.<module>``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.realpath(folder) == os.path.realpath(configs_dir()):
+        return
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+        sys.path.append(root)
+
+
 def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigDict:
     """``get_config(variant)`` of a config file, as ``--config=<file>[:variant]`` loads it.
 
@@ -85,11 +97,7 @@ def load_config(name: str, variant: str | None = None) -> ml_collections.ConfigD
         and the configs/ folder.
     """
     path = os.path.abspath(resolve_config_path(name))
-    # Config files import their shared parts as ``configs.<module>``: make the
-    # folder that holds configs/ importable, as launch.py's own folder is.
-    root = os.path.dirname(os.path.dirname(path))
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    add_import_root(path)
     spec = importlib.util.spec_from_file_location(f"clj_config_{os.path.basename(path)[:-3]}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -105,7 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     # placement: device (the dataset on every device) | stream (clj's prepared records read
     # from disk chunk by chunk) | auto (stream when prepared and too big for the device)
     c.data = ml_collections.ConfigDict(dict(placement="auto", threads=4, prefetch=2, eval_group=16))
-    # wandb: also log to Weights & Biases (the optional extra: pip install 'clj[wandb]'), offline by default
+    # wandb: also log to Weights & Biases (the optional extra: pip install 'clj-jax[wandb]'), offline by default
     c.tracking = ml_collections.ConfigDict(dict(tensorboard=False, wandb=False, wandb_project="clj",
                                                 wandb_mode="offline"))
     c.synthetic = ml_collections.ConfigDict(
@@ -221,7 +229,7 @@ FIELD_DOCS = {
     "data.eval_group": "evaluation batches per host read in the stream placement",
     "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
     "tracking.wandb": "also log the same scalars to Weights & Biases, one W&B run per seed and grid point, files "
-                      "under each run's folder (needs the extra: pip install 'clj[wandb]')",
+                      "under each run's folder (needs the extra: pip install 'clj-jax[wandb]')",
     "tracking.wandb_project": "the W&B project",
     "tracking.wandb_mode": "offline (no network; wandb sync uploads later) | online | disabled",
     "loop.compilation_cache": "use JAX's persistent compilation cache",
@@ -264,7 +272,7 @@ def _class_split(num_classes: int, init_cls: int, increment: int) -> list[int]:
 
 EVAL_TASKS = ("all", "seen")  # loop.eval_tasks
 WANDB_MODES = ("offline", "online", "disabled")  # tracking.wandb_mode (clj.tracking.WandbTracker)
-DIST_NAME = "clj"  # the distribution (pyproject.toml's [project] name), for the install hint of the extras
+DIST_NAME = "clj-jax"  # the distribution (pyproject.toml's [project] name), for the install hint of the extras
 # Valid names, kept here so that validate needs no JAX (tests/test_faults.py checks
 # that each equals the set it mirrors).
 OPTIMIZERS = ("sgd", "adam", "adamw")                   # clj.methods.common.OptimSpec.make

@@ -16,7 +16,7 @@ Accuracies are fractions in [0, 1].  A disabled tracker does nothing and does
 not import tensorboardX.
 
 Weights & Biases (``tracking.wandb=True``, the optional extra ``pip install
-'clj[wandb]'``): :class:`WandbTracker` logs the same scalars, one W&B run per
+'clj-jax[wandb]'``): :class:`WandbTracker` logs the same scalars, one W&B run per
 run folder (files under ``<folder>/wandb/``; ``tracking.wandb_mode``
 ``offline`` by default, so no network is needed: ``wandb sync`` uploads them
 later).  The runs of one program share a group (the workdir's name) and carry

@@ -4,7 +4,7 @@ Settings: :func:`configs.replay_common.digits_config`; the memory batch is
 Mammoth's A-GEM value (128) instead of the family's 16.  The memory is filled
 at task ends, 200 // 5 = 40 examples per task (clj/methods/baselines/agem.py).
 """
-from configs.replay_common import digits_config
+from clj.configs.replay_common import digits_config
 
 
 def get_config():

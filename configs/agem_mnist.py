@@ -4,7 +4,7 @@ best arguments for both buffer sizes).
 
 Settings: :func:`configs.replay_common.seq_mnist_config`.
 """
-from configs.replay_common import seq_mnist_config
+from clj.configs.replay_common import seq_mnist_config
 
 
 def get_config():

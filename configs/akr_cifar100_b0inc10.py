@@ -3,7 +3,7 @@ see configs/akr_common.py.  :mixup gives the Mixup row, :none the Base row.
 
     python launch.py --config=configs/akr_cifar100_b0inc10.py[:mixup|:none] --workdir=runs/akr_b0inc10
 """
-from configs.akr_common import cifar_config
+from clj.configs.akr_common import cifar_config
 
 
 def get_config(replay: str = "attentive"):

@@ -22,8 +22,8 @@ a 28x28 one.
 """
 import ml_collections
 
-from configs.akr_fmnist_b0inc2 import get_config as fmnist_config
-from configs.akr_fmnist_b0inc2 import parse_variant
+from clj.configs.akr_fmnist_b0inc2 import get_config as fmnist_config
+from clj.configs.akr_fmnist_b0inc2 import parse_variant
 
 TRAIN_FRACTION = {200: 0.3, 2000: 1.0}  # memory -> fraction of the 10,000 training composites
 

@@ -5,7 +5,7 @@
     python launch.py --config=configs/akr_digits.py:mixup     # plain-mixup baseline
     python launch.py --config=configs/akr_digits.py:icarl     # iCaRL, same settings
 """
-from configs.akr_common import digits_config
+from clj.configs.akr_common import digits_config
 
 
 def get_config(replay: str = "attentive"):

@@ -1,6 +1,6 @@
 """iCaRL (the ``icarl`` method) with the settings of configs/akr_digits.py:
 the third column of the AKR digits comparison."""
-from configs.akr_common import digits_config
+from clj.configs.akr_common import digits_config
 
 
 def get_config():

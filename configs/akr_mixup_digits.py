@@ -1,6 +1,6 @@
 """The plain-mixup replay baseline (Beta(1, 1) blending weights, no attention)
 on Split-digits, same settings as configs/akr_digits.py."""
-from configs.akr_common import digits_config
+from clj.configs.akr_common import digits_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ The quick-start job: runs on 2 CPU cores in well under a minute.
 
 Settings: :func:`configs.replay_common.digits_config`.
 """
-from configs.replay_common import digits_config
+from clj.configs.replay_common import digits_config
 
 
 def get_config():

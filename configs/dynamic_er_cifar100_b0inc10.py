@@ -1,6 +1,6 @@
 """dynamic_er on CIFAR-100 B0INC10 (init_cls=10, increment=10), memory-aligned budget,
 train_base=True; see configs/cil_cifar100_common.py."""
-from configs.cil_cifar100_common import cifar_config
+from clj.configs.cil_cifar100_common import cifar_config
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Settings: :func:`configs.replay_common.seq_mnist_config`;
 ``experiments/replay.py`` runs every row of the paper's table.
 """
-from configs.replay_common import seq_mnist_config
+from clj.configs.replay_common import seq_mnist_config
 
 
 def get_config():

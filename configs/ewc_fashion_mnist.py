@@ -3,7 +3,7 @@ settings (their EF-MNIST scripts, GT-RIPL's Continual-Learning-Benchmark;
 docs/nispa.md): dense MLP 784-400-400-400-10, multi-head training,
 Adam lr 0.01, at most 20 epochs, 10 % hold-out with early-stopping wait 3,
 per-task Fisher and anchors (GT-RIPL's EWC), 1000 Fisher samples, batch 256.  See configs/ewc_digits.py ``authors_config``."""
-from configs.ewc_digits import authors_config
+from clj.configs.ewc_digits import authors_config
 
 
 def get_config():

@@ -2,7 +2,7 @@
 penalties), dense MLP 784-400-400-400-10, Adam lr 0.01, batch 256, 20 epochs
 (the NISPA authors' EF-MNIST baseline settings, docs/nispa.md)."""
 from clj.config import base_config
-from configs.ewc_digits import reg_config
+from clj.configs.ewc_digits import reg_config
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """Finetune on Split-digits, task-IL evaluation: the lower bound beside NISPA
 (the core finetune with NISPA's settings; `finetune_digits.py` is the replay-table one: one head trained over all classes, Adam, same MLP)."""
 from clj.config import base_config
-from configs.ewc_digits import reg_config
+from clj.configs.ewc_digits import reg_config
 
 
 def get_config():

@@ -2,7 +2,7 @@
 
 Settings: :func:`configs.replay_common.digits_config`.
 """
-from configs.replay_common import digits_config
+from clj.configs.replay_common import digits_config
 
 
 def get_config():

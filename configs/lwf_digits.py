@@ -5,7 +5,7 @@ the ``lwf`` block is the paper's and Mammoth's (clj/methods/baselines/lwf.py).
 """
 import ml_collections
 
-from configs.replay_common import digits_config
+from clj.configs.replay_common import digits_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ Settings: :func:`configs.replay_common.seq_mnist_config` (no buffer is used).
 """
 import ml_collections
 
-from configs.replay_common import seq_mnist_config
+from clj.configs.replay_common import seq_mnist_config
 
 
 def get_config():

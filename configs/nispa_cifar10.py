@@ -8,7 +8,7 @@ the TFDS cifar10 files; a GPU run.
 import ml_collections
 
 from clj.config import base_config
-from configs.nispa_digits import nispa_section
+from clj.configs.nispa_digits import nispa_section
 
 SEEDS = (0, 19, 42, 2022, 31415)
 

@@ -4,7 +4,7 @@ density (first conv dense), Adam lr 0.002, batch 64, a_f = 2.5 points, phases
 of 5 epochs, k = 30.  Seeds 0, 19, 42, 2022, 31415.  Needs the TFDS cifar100
 files; a GPU run.
 """
-from configs.nispa_cifar10 import get_config as _c10
+from clj.configs.nispa_cifar10 import get_config as _c10
 
 
 def get_config():

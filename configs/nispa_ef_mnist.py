@@ -12,7 +12,7 @@ runs EMNIST-balanced only.
 import ml_collections
 
 from clj.config import base_config
-from configs.nispa_digits import nispa_section
+from clj.configs.nispa_digits import nispa_section
 
 SEEDS = (0, 19, 42, 2022, 31415)
 INCREMENTS = (10, 13, 13, 11, 10)

@@ -9,7 +9,7 @@ dataset-fashion-mnist.
 import ml_collections
 
 from clj.config import base_config
-from configs.nispa_digits import nispa_section
+from clj.configs.nispa_digits import nispa_section
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """replay on Fashion-MNIST B0 Inc2: the settings of configs/memo_fmnist_b0inc2.py
 (same byte budget: cil.budget="fair") with method=replay."""
-from configs.memo_fmnist_b0inc2 import get_config as _base
+from clj.configs.memo_fmnist_b0inc2 import get_config as _base
 
 
 def get_config():

@@ -5,7 +5,7 @@ the pretraining command of docs/ser.md (``python -m clj.methods.ser.pretrain
 The baseline is ``--config.method=derpp``; ``experiments/ser_clutter.py`` runs
 every row of docs/ser.md's clutter table.
 """
-from configs.ser_clutter_common import clutter_config
+from clj.configs.ser_clutter_common import clutter_config
 
 
 def get_config():

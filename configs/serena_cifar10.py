@@ -12,7 +12,7 @@ ColorJitter(brightness) is not in the core transform).
     python launch.py --config=configs/serena_cifar10.py            # task-free protocol
 
 """
-from configs.serena_common import make_config
+from clj.configs.serena_common import make_config
 
 
 def get_config(variant: str = "task_free"):

@@ -18,7 +18,7 @@ On a CPU, the whole 20-concept pipeline on synthetic data (minutes):
       --config.synthetic.train_per_class=24 --config.synthetic.test_per_class=4 \
       --config.model.width=4 --config.loop.eval_batch_size=100 --workdir=/tmp/serena_c100_synth
 """
-from configs.serena_common import make_config
+from clj.configs.serena_common import make_config
 
 
 def get_config(variant: str = "task_free"):

@@ -22,7 +22,7 @@ seed runs in its own process.  ``--config.scenario.class_order_seed=0``
 fixes the seed-0 order, and then seeds can be vmapped in one program
 (``--config.num_seeds=3``).
 """
-from configs.serena_common import make_config
+from clj.configs.serena_common import make_config
 
 
 def get_config(variant: str = "task_free"):

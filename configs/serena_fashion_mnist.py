@@ -17,7 +17,7 @@ Class order: the official per-seed permutation (one process per seed);
         --config.serena.vote=nearest_class_mean_cell0                    # task-free, cell-0 feature means
     python launch.py --config=configs/serena_fashion_mnist.py:er         # reservoir ER online
 """
-from configs.serena_common import make_config
+from clj.configs.serena_common import make_config
 
 
 def get_config(variant: str = "task_free"):

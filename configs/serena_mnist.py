@@ -17,7 +17,7 @@ every seed (then ``--config.num_seeds=3`` vmaps them in one program).
     python launch.py --config=configs/serena_mnist.py            # task-free
     python launch.py --config=configs/serena_mnist.py:er         # reservoir ER online
 """
-from configs.serena_common import make_config
+from clj.configs.serena_common import make_config
 
 
 def get_config(variant: str = "task_free"):

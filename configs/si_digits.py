@@ -1,5 +1,5 @@
 """SI on Split-digits, task-IL (see configs/ewc_digits.py)."""
-from configs.ewc_digits import reg_config
+from clj.configs.ewc_digits import reg_config
 
 
 def get_config():

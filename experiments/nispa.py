@@ -159,7 +159,7 @@ def main():
     scenario = None
     table = []
     for meth in args.methods.split(","):
-        c = importlib.import_module(f"configs.{meth}_{args.bench}").get_config()
+        c = importlib.import_module(f"clj.configs.{meth}_{args.bench}").get_config()
         c.seed = seeds[0]
         c.num_seeds = len(seeds)
         c.progress = False

@@ -107,7 +107,7 @@ def test_spurious_patch_marks_training_images_only(tmp_path, monkeypatch):
     assert (plain.x_train[patch] != 255).mean() > 0.3  # the patch is new information, not already there
     # The config path (config.clutter -> the run's scenario) carries the same split.
     from clj.preflight import load_scenario
-    from configs.ser_clutter_common import clutter_config
+    from clj.configs.ser_clutter_common import clutter_config
 
     c = clutter_config("derpp")  # data seed 0
     c.clutter.update(dict(spurious_patch=q, **kw))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,19 @@ def test_unknown_name():
     assert "not_a_dataset" in msg
     for name in DATASETS:
         assert name in msg
+
+
+@pytest.mark.parametrize("name,also", [("tfds:svhn_cropped", ""), ("cifar10", "python -m clj.data.prepare cifar10")])
+def test_tfds_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch, name, also):
+    """tensorflow-datasets is the optional extra ``tfds``: without it a TFDS
+    name is refused in one line naming the install command (and, for the
+    names clj prepares itself, the prepare command first)."""
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if not installed
+    with pytest.raises(ImportError) as e:
+        load_dataset(name, data_dir=tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "pip install 'clj-jax[tfds]'" in msg and also in msg
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name,tfds_name", [("cifar10", "cifar10"),

@@ -269,15 +269,36 @@ def test_installed_layout_finds_configs_inside_the_package(tmp_path):
     import shutil
 
     pkg = tmp_path / "site" / "clj"
-    shutil.copytree(os.path.join(ROOT, "clj"), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    # the wheel's layout: clj/configs holds the files of configs/ (not the checkout's pointer package)
+    shutil.copytree(os.path.join(ROOT, "clj"), pkg, ignore=shutil.ignore_patterns("__pycache__", "configs"))
     shutil.copytree(os.path.join(ROOT, "configs"), pkg / "configs", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import clj.config as c, clj.cli as cli; print(c.configs_dir()); "
+    code = ("import sys; before = list(sys.path); import clj.config as c, clj.cli as cli; print(c.configs_dir()); "
             "print(c.load_config('derpp_digits').method); "
-            "print(c.load_config('akr_digits').method)")
+            "print(c.load_config('akr_digits').method); "
+            "import clj.configs.replay_common as rc; print(rc.__file__); print(sys.path == before)")
     r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(pkg / "configs"), "derpp", "akr"]
+    assert r.stdout.split() == [str(pkg / "configs"), "derpp", "akr", str(pkg / "configs" / "replay_common.py"),
+                                "True"]
+
+
+def test_shipped_configs_import_their_helpers_as_clj_configs():
+    """A shipped config imports its helpers as ``clj.configs.<module>`` (the
+    package both in a checkout and installed), never as ``configs.<module>``,
+    and loading one puts nothing on ``sys.path``."""
+    import re
+
+    import clj.configs
+
+    assert os.path.realpath(list(clj.configs.__path__)[0]) == os.path.realpath(os.path.join(ROOT, "configs"))
+    for f in sorted(os.listdir(configs_dir())):
+        if f.endswith(".py"):
+            text = open(os.path.join(configs_dir(), f), encoding="utf-8").read()
+            assert not re.search(r"^\s*(from|import)\s+configs\b", text, re.M), f
+    before = list(sys.path)
+    assert load_config("akr_clutter", "none").method == "akr"
+    assert sys.path == before
 
 
 def test_python_m_clj_help():

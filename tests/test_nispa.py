@@ -18,7 +18,7 @@ from clj.methods.nispa import units as nu
 from clj.methods.common import TaskInfo
 from clj.models.nispa_nets import LayerSpec, SparseConvNet
 from clj.scenarios import make_scenario
-from configs.nispa_digits import get_config as nispa_digits_config
+from clj.configs.nispa_digits import get_config as nispa_digits_config
 from conftest import run_with_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -362,7 +362,7 @@ _SHARDED = textwrap.dedent("""
     import jax
     assert jax.device_count() == 4, jax.devices()
     from clj.train.loop import Runner
-    from configs.nispa_digits import get_config
+    from clj.configs.nispa_digits import get_config
     c = get_config()
     c.dataset = "synthetic"
     c.synthetic.image_shape = (8, 8, 1); c.synthetic.num_classes = 4
@@ -392,7 +392,7 @@ def test_nispa_runs_sharded_on_four_devices(tmp_path):
 @pytest.mark.parametrize("method", ["ewc", "si", "mas"])
 def test_regularizers_penalise_drift(method, tmp_path):
     from clj.methods import get_method
-    from configs.ewc_digits import reg_config
+    from clj.configs.ewc_digits import reg_config
 
     sc = _scenario(num_classes=4, per_class=30)
     c = reg_config(method)

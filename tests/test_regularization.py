@@ -11,7 +11,7 @@ from clj.data import load_dataset
 from clj.methods.baselines import regularization as reg
 from clj.methods.common import TaskInfo
 from clj.scenarios import make_scenario
-from configs.ewc_digits import reg_config
+from clj.configs.ewc_digits import reg_config
 
 
 def _scenario():

@@ -23,7 +23,7 @@ from conftest import run_with_devices
 
 
 def _cfg(protocol="task_free", **over):
-    from configs.serena_common import make_config
+    from clj.configs.serena_common import make_config
 
     c = make_config(protocol, dataset="digits", num_classes=10, increment=2,
                     serena_model=dict(name="serena_mlp", hidden=(64, 64)),

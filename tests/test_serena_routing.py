@@ -15,7 +15,7 @@ from conftest import apply_overrides
 
 
 def _cfg(**over):
-    from configs.serena_common import make_config
+    from clj.configs.serena_common import make_config
 
     c = make_config("task_free", dataset="digits", num_classes=10, increment=2,
                     serena_model=dict(name="serena_mlp", hidden=(16,)),

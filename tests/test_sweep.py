@@ -208,6 +208,46 @@ def test_slurm_executor_through_submitit_local_and_report_cli(tmp_path):
     assert not os.path.exists(bad)
 
 
+def _sweep_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "clj.sweep", *args], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+
+
+def test_sweep_takes_a_shipped_config_by_name_or_path_from_another_folder(tmp_path):
+    """As python launch.py: a shipped config's name, or its path, from a folder
+    outside the checkout (its helpers import as clj.configs.<module>)."""
+    for config in ("derpp_digits", os.path.join(ROOT, "configs", "derpp_digits.py"), "akr_digits:none"):
+        r = _sweep_cli(f"--config={config}", "--grid", "optim.lr=0.05,0.1", f"--workdir={tmp_path / 'sw'}",
+                       "--dry_run", cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "0 of 2 point(s) done" in r.stdout and "optim.lr=0.05-" in r.stdout
+    assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--config=nope", "--workdir={wd}"], "config file 'nope' does not exist"),
+    (["--config=derpp_digits:bogus", "--workdir={wd}"], "get_config('bogus') raised TypeError"),
+    (["--config=derpp_digits", "--config.optim.lrr=1", "--workdir={wd}"], "did you mean optim.lr?"),
+    (["--config=derpp_digits", "--config.optim.lr=abc", "--workdir={wd}"], "--config.optim.lr=abc"),
+    (["--config.optim.lr=1", "--workdir={wd}"], "give --config=<file or name> too"),
+    (["--config=derpp_digits", "--bogus=1", "--workdir={wd}"], "unknown flag --bogus"),
+    (["--config=derpp_digits", "--workdir={wd}", "--grid"], "Missing value for flag --grid"),
+    (["--config=derpp_digits", "--grid", "optim.lr=abc", "--workdir={wd}"], "optim.lr='abc' is not a valid float"),
+    (["--config=derpp_digits", "--grid", "optim.lr", "--workdir={wd}"], "write FIELD=V1,V2"),
+    (["--config=derpp_digits", "--executor=nope", "--workdir={wd}"], "--executor=nope"),
+    (["--config=derpp_digits", "extra", "--workdir={wd}"], "unexpected arguments: extra"),
+    (["--grid", "optim.lr=1", "--workdir={wd}"], "--config=<file or name> is required"),
+    (["--config=derpp_digits", "--grid", "optim.lr=1"], "--workdir=DIR is required"),
+    (["--report=no_such_sweep"], "no such folder"),
+])
+def test_sweep_refuses_a_bad_argument_in_one_line(tmp_path, args, msg):
+    wd = tmp_path / "sw"
+    r = _sweep_cli(*[a.format(wd=wd) for a in args], cwd=str(tmp_path))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("error: ") and r.stderr.strip().count("\n") == 0 and msg in r.stderr, r.stderr
+    assert not wd.exists()
+
+
 # ----------------------------------------------------------------- tracking
 def test_tracker_writes_scalars_and_results_curves(tmp_path):
     from clj.tracking import Tracker, log_task_accuracies, read_scalars, write_run

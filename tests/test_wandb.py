@@ -1,5 +1,5 @@
 """tracking.wandb=True: a Weights & Biases run per seed and grid point, beside
-TensorBoard; the optional extra (pip install 'clj[wandb]')."""
+TensorBoard; the optional extra (pip install 'clj-jax[wandb]')."""
 import importlib.util
 import json
 import os
@@ -13,7 +13,7 @@ from conftest import ROOT, small_config
 
 from clj.config import ConfigError, validate
 
-INSTALL = "pip install 'clj[wandb]'"
+INSTALL = "pip install 'clj-jax[wandb]'"
 
 
 def _hide_wandb(monkeypatch):

@@ -261,6 +261,10 @@ TFDS_DATASETS: dict[str, str] = {
 """clj name -> TFDS builder name. Any ``"tfds:<name>"`` is passed through too."""
 
 
+TFDS_INSTALL = "pip install 'clj-jax[tfds]'"
+"""The command that installs tensorflow-datasets, clj's optional extra ``tfds``."""
+
+
 def _tfds_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
     if data_dir is not None:
         return [Path(data_dir).expanduser()]
@@ -329,12 +333,13 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        hint = (f" Or prepare clj's own format, which needs neither: "
-                f"`{_prepare_cmd(name, dirs[0])}`." if name in _CLJ_PREPARABLE else "")
-        raise ImportError(
-            f"loading {name!r} from a TFDS data_dir needs tensorflow-datasets (pip "
-            f"install tensorflow-datasets array_record); it was not importable: {e}."
-            + hint) from e
+        if name in _CLJ_PREPARABLE:  # clj's own format was looked for first
+            raise ImportError(
+                f"{name!r} is not prepared in clj's format; prepare it with "
+                f"`{_prepare_cmd(name, dirs[0])}`, or, to read a TFDS data_dir instead, install "
+                f"tensorflow-datasets ({e}): {TFDS_INSTALL}") from e
+        raise ImportError(f"loading {name!r} needs tensorflow-datasets, which is not installed "
+                          f"({e}): {TFDS_INSTALL}") from e
 
     failures = []
     for d in dirs:

@@ -1,6 +1,6 @@
 """``python -m clj.sweep``: runs a grid of config values, or rebuilds a sweep's table.
 
-    python -m clj.sweep --config=configs/derpp_mnist.py \\
+    python -m clj.sweep --config=derpp_mnist \\
         --grid optim.lr=0.01,0.03,0.1 --grid replay.alpha=0.1,0.3 \\
         --config.num_seeds=5 --workdir=sweeps/derpp_mnist [--executor=local|processes|slurm] \\
         [--max_points_per_program=N] [--parallel=N] [--sort=class_il.final_average_accuracy] \\
@@ -9,14 +9,18 @@
 
 ``--grid FIELD=V1,V2,...`` (repeatable) sweeps a config field; values are
 read as the field's type (int, float, bool, str, tuples as ``(64,64)``).
-Plain ``--config.FIELD=V`` overrides apply to every point.  See docs/sweeps.md.
+Plain ``--config.FIELD=V`` overrides apply to every point.  ``--config``
+takes a config file or a shipped config's name, as ``python launch.py``
+does.  A bad argument is one line ``error: ...`` on stderr and exit
+status 2.  See docs/sweeps.md.
 """
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file or a shipped config's name "
+                                          "(derpp_digits), as python launch.py takes it.", lock_config=True)
 _GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,... a config field and its values (repeatable).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep folder (one subfolder per point).")
 _EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "processes", "slurm"],
@@ -42,28 +46,34 @@ _S_ACCOUNT = flags.DEFINE_string("slurm.account", "", "SLURM account ('' = none)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (write --grid FIELD=V1,V2).")
     logging.set_verbosity(logging.WARNING)
     from clj.config import ConfigError
 
     try:
+        if len(argv) > 1:
+            raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (write --grid FIELD=V1,V2).")
         if _RUN_PROGRAM.value:
             from clj.sweep.core import run_program
             out = run_program(_RUN_PROGRAM.value)
             print(f"[clj.sweep] program {out['id']} finished in {out['wall_time_s']:.1f}s")
             return 0
         if _REPORT.value:
+            import os
+
             from clj.sweep.report import write_report
+
+            if not os.path.isdir(_REPORT.value):
+                raise ConfigError(f"--report {_REPORT.value}: no such folder (give a sweep's --workdir).")
             rep = write_report(_REPORT.value, sort=_SORT.value, plot_x=_PLOT_X.value)
             print(f"[clj.sweep] {rep['rows']} point(s): {rep['csv']}, {rep['md']}"
                   + (f", {rep['plot']}" if rep["plot"] else ""))
             return 0
         config = _CONFIG.value
         if config is None:
-            raise app.UsageError("--config=configs/<method>_<dataset>.py is required (or --report DIR).")
+            raise ConfigError("--config=<file or name> is required (or --report DIR); python launch.py --help lists "
+                              "the shipped configs.")
         if not _WORKDIR.value:
-            raise app.UsageError("--workdir=DIR is required: the sweep folder.")
+            raise ConfigError("--workdir=DIR is required: the sweep folder.")
         from clj.sweep import parse_grid, plan, run_sweep, sweepable_fields
         from clj.sweep.executors import parse_minutes
 
@@ -98,5 +108,39 @@ def main(argv):
     return 0
 
 
+VALID_FLAGS = "--config, --config.<field>, --grid, --workdir, --executor, --report, --help (see --help)"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a shipped config's name resolved to its file
+    first (:func:`clj.cli.resolve_config_arg`, as ``python launch.py``) and
+    every refusal one line ``error: ...`` on stderr, exit status 2."""
+    from clj.cli import FLAG_ERRORS, flag_error_line, resolve_config_arg
+    from clj.config import ConfigError
+
+    prog, args = argv[0], list(argv[1:])
+    base = None
+    try:
+        if not any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?") for a in args) and (
+                any(a == "--config" or a.startswith("--config=") for a in args)):
+            args, base = resolve_config_arg(args)
+        return flags.FLAGS([prog] + args)
+    except ConfigError as e:
+        msg = str(e)
+    except (flags.Error, *FLAG_ERRORS) as e:
+        if base is None and isinstance(e, flags.UnrecognizedFlagError):
+            msg = (f"--{e.flagname} overrides a field of the config: give --config=<file or name> too."
+                   if (e.flagname or "").startswith("config.") else
+                   f"unknown flag --{e.flagname}; valid: {VALID_FLAGS}.")
+        else:
+            msg = flag_error_line(e, base, args, VALID_FLAGS)
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main_entry():
+    app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    main_entry()
