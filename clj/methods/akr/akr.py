@@ -119,7 +119,7 @@ from clj.methods.akr.attention import (attention_scores, attention_step, attenti
 from clj.methods.akr.blend import (blend, blend_weights, exemplar_share, mixed_targets, pair_weights,  # noqa: F401
                                    partners)
 from clj.methods.akr.loss import classifier_loss, icarl_bce, soft_cross_entropy  # noqa: F401
-# Augment and OptimSpec: the annotations of the fields Hparams inherits from icarl's resolve here too
+# Augment and OptimSpec: the annotations of the fields Static inherits from icarl's resolve here too
 # (the API reference, docs/build_api.py, reads them).
 from clj.data.augment import Augment  # noqa: F401
 from clj.methods.common import ModelState, OptimSpec, TaskInfo  # noqa: F401
