@@ -13,6 +13,7 @@ import sys
 
 import ml_collections
 
+from clj.config_fields import FIELD_DOCS  # dotted field -> meaning, for --describe
 from clj.errors import ConfigError
 from clj.methods import entry
 
@@ -168,83 +169,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# dotted field -> meaning, for ``--describe``; the method blocks' fields are
-# documented by their families (clj/methods/<family>/section.py).
-FIELD_DOCS = {
-    "method": "the continual-learning method (python launch.py --help lists them)",
-    "dataset": "the data source (python launch.py --help lists them), or 'tfds:<name>'",
-    "data_dir": "where to look for the data files ('' = each source's default locations)",
-    "synthetic.image_shape": "synthetic data: H, W, C of the images",
-    "synthetic.num_classes": "synthetic data: number of classes",
-    "synthetic.train_per_class": "synthetic data: training examples per class",
-    "synthetic.test_per_class": "synthetic data: test examples per class",
-    "clutter.canvas": "clutter_* data: side of the square canvas (pixels)",
-    "clutter.num_train": "clutter_* data: training composites",
-    "clutter.num_test": "clutter_* data: test composites",
-    "clutter.spurious_patch": "clutter_* data: side of a class-specific patch on training images only (0 = none)",
-    "seed": "random seed of the first run (data order, init, sampling)",
-    "num_seeds": "seeds seed, seed+1, ... run together in one vmapped program",
-    "scenario.kind": "class_il | task_il | domain_il | data_incremental",
-    "scenario.init_cls": "classes in the first task (0 = increment)",
-    "scenario.increment": "classes per later task",
-    "scenario.num_tasks": "expected number of tasks (0 = what the split gives); checked",
-    "scenario.class_order": "'fixed' (label order), 'seeded' (permuted by class_order_seed) or every label "
-                            "in the order wanted, comma-separated ('3,7,0,...')",
-    "scenario.class_order_seed": "seed of the class permutation (1993 = PyCIL's)",
-    "scenario.domain": "domain_il: '' | permute | rotate",
-    "scenario.domain_seed": "domain_il: seed of the permutations",
-    "scenario.rotation_step": "domain_il rotate: degrees added per task",
-    "scenario.train_fraction": "fraction of each task's training data used",
-    "scenario.reveal_boundaries": "data_incremental: give the method the true task boundaries",
-    "scenario.uneven_last_task": "allow a smaller last task when increment does not divide the classes",
-    "model.name": "network architecture (mlp, resnet18, resnet32, ...; the method may restrict it)",
-    "model.hidden": "mlp: hidden layer widths",
-    "model.dtype": "computation dtype (float32 | bfloat16); parameters and optimizer state stay float32",
-    "model.width": "resnet: channels of the first stage",
-    "model.num_blocks": "resnet32 family: blocks per stage (5 = ResNet-32, 1 = ResNet-8)",
-    "optim.name": "optimizer: sgd | adam | adamw",
-    "optim.lr": "learning rate (of task 0 for the class-IL methods with cil.update_lr)",
-    "optim.momentum": "SGD momentum",
-    "optim.weight_decay": "weight decay",
-    "optim.schedule": "lr schedule within a task: constant | cosine | multistep",
-    "optim.milestones": "multistep: epochs at which the lr is multiplied by gamma",
-    "optim.gamma": "multistep: lr factor at each milestone",
-    "augment.crop_pad": "random crop after zero-padding this many pixels (0 = off)",
-    "augment.flip": "random horizontal flips",
-    "augment.normalize": "subtract the per-channel mean and divide by the std",
-    "train.epochs": "epochs per task",
-    "train.batch_size": "examples per step (per seed)",
-    "train.init_epochs": "epochs of task 0 (0 = train.epochs)",
-    "loop.steps_per_call": "training steps per compiled call (0 = automatic by backend and model)",
-    "loop.unroll": "scan unroll (0 = auto, 1 = rolled)",
-    "loop.eval_batch_size": "test examples per evaluation call",
-    "loop.eval_tasks": "all (every task's test set after each task: the whole accuracy matrix and FWT) | seen "
-                       "(only tasks trained so far; the matrix's upper triangle is not measured, no FWT)",
-    "loop.shard_batch": "shard the batch axis over all devices when it divides",
-    "loop.mesh": "what the devices divide: auto | seeds | data",
-    "data.placement": "device (the dataset on every device) | stream (clj's prepared records read from disk "
-                      "chunk by chunk) | auto (stream when prepared and too big for one device)",
-    "data.threads": "reader threads of the stream placement",
-    "data.prefetch": "chunks the stream placement reads ahead of the device",
-    "data.eval_group": "evaluation batches per host read in the stream placement",
-    "tracking.tensorboard": "write TensorBoard event files (per-chunk loss, per-task accuracies) under the workdir",
-    "tracking.wandb": "also log the same scalars to Weights & Biases, one W&B run per seed and grid point, files "
-                      "under each run's folder (needs the extra: pip install 'clj-jax[wandb]')",
-    "tracking.wandb_project": "the W&B project",
-    "tracking.wandb_mode": "offline (no network; wandb sync uploads later) | online | disabled",
-    "loop.compilation_cache": "use JAX's persistent compilation cache",
-    "loop.cache_dir": "folder of the compilation cache ('' = the user cache)",
-    "loop.profile": "write a JAX profiler trace of loop.profile_chunks chunks of the first task (from its second "
-                    "chunk, after compilation) under <workdir>/profile/, for TensorBoard's profile tab or Perfetto",
-    "loop.profile_chunks": "chunks traced when loop.profile=True (>= 1)",
-    "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
-    "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
-    "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
-    "resume": "resume from the workdir's checkpoint (same config only); False starts over",
-    "stop_after_task": ">= 0: stop after that task (simulates a killed run; tests)",
-    "progress": "show progress bars",
-    "plots": "write plots of the accuracy matrices at the end",
-}
 
 
 def _num_classes_hint(config) -> int | None:
