@@ -80,7 +80,7 @@ def test_every_shipped_config_has_model_dtype_float32():
 def test_launch_refuses_float16_before_any_work(name, tmp_path):
     wd = tmp_path / "run"
     r = subprocess.run([sys.executable, "launch.py", f"--config=configs/{name}.py", "--config.model.dtype=float16",
-                        f"--workdir={wd}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        f"--workdir={wd}"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr

@@ -34,7 +34,7 @@ def execute(path: str, cwd: str):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env_before["PYTHONPATH"]) if p)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     try:  # the kernel is a child process: it inherits this environment
-        NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
+        NotebookClient(nb, timeout=None, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": cwd}}).execute()
     finally:
         for k, v in env_before.items():
@@ -63,12 +63,10 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_notebook.py --write   (executes the notebook and saves its outputs)")
     import tempfile
-    import time
 
     import nbformat
 
-    t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
         executed = execute(NOTEBOOK, d)
     nbformat.write(executed, NOTEBOOK)
-    print(f"executed {os.path.relpath(NOTEBOOK, ROOT)} in {time.time() - t0:.0f} s; outputs saved")
+    print(f"executed {os.path.relpath(NOTEBOOK, ROOT)}; outputs saved")
