@@ -74,23 +74,13 @@ SWEEPABLE = ("optim.lr",)
 """Config fields carried as arrays in ``State.swept`` (no shape depends on them)."""
 
 
-def check_replay_config(config, method: str) -> None:
-    """Raises ValueError naming the bad field when the replay config cannot run."""
-    r = sections.block(config, REPLAY)
-    if int(r.buffer_size) < 1:
-        raise ValueError(f"replay.buffer_size={r.buffer_size} is invalid for {method}: it must be >= 1.")
-    if int(r.minibatch_size) < 1:
-        raise ValueError(f"replay.minibatch_size={r.minibatch_size} is invalid for {method}: it must be >= 1.")
-
-
 def init(rng: jax.Array, config, scenario) -> State:
     """A fresh ER-ACE State: network from ``config.model``, optimiser from
     ``config.optim``, an empty buffer of ``config.replay.buffer_size`` slots.
 
     Raises:
-      ValueError: ``replay.buffer_size`` or ``replay.minibatch_size`` < 1.
+      ConfigError (a ValueError): a bad ``config.replay`` block (the REPLAY section's check).
     """
-    check_replay_config(config, "er_ace")
     r = sections.block(config, REPLAY)
     static = Static(augment=common.augment_from_config(config.augment, scenario),
                     buffer_size=int(r.buffer_size), minibatch_size=int(r.minibatch_size))

@@ -196,7 +196,6 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     """
     _check(base in BASES, f"SER base={base!r} is unknown; valid: {', '.join(BASES)}.")
     sc = resolve_config(config)
-    er_ace.check_replay_config(config, f"ser_{base}")
     mname = config.model.name
     _check(mname in CLASSIFIERS, f"model.name={mname!r} is not supported by SER; valid: {', '.join(CLASSIFIERS)}.")
     width = int(config.model.get("width", CLASSIFIERS[mname]))
