@@ -149,8 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
         profile=False,            # a JAX profiler trace of a few chunks in <workdir>/profile (clj.train.profile)
         profile_chunks=2))
     # Checkpoints: mid-task every `every_minutes` of training (0 = only at task ends) and at
-    # SIGTERM/SIGINT; the `keep` newest are kept.  Not a result field (resuming ends the same).
-    c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2))
+    # SIGTERM/SIGINT; the `keep` newest are kept; written by orbax's background thread while
+    # training goes on (`asynchronous`).  Not a result field (resuming ends the same).
+    c.checkpoint = ml_collections.ConfigDict(dict(every_minutes=30.0, keep=2, asynchronous=True))
     c.workdir = ""
     c.resume = True               # resume from the workdir's last checkpoint when there is one
     c.stop_after_task = -1        # >=0: stop after that task (simulates a killed run; tests)
@@ -361,6 +362,8 @@ def validate(config) -> None:
                               "(0 = at task ends only).")
         if int(ck.get("keep", 1)) < 1:
             raise ConfigError(f"checkpoint.keep={ck.keep} is invalid: it must be >= 1.")
+        if not isinstance(ck.get("asynchronous", True), bool):
+            raise ConfigError(f"checkpoint.asynchronous={ck.asynchronous!r} is invalid; valid: True, False.")
     lp = config.get("loop", None)
     if lp is not None and lp.get("eval_tasks", "all") not in EVAL_TASKS:
         raise ConfigError(f"loop.eval_tasks={lp.eval_tasks!r} is invalid; valid values: {', '.join(EVAL_TASKS)}.")

@@ -74,6 +74,8 @@ FIELD_DOCS = {
     "loop.profile_chunks": "chunks traced when loop.profile=True (>= 1)",
     "checkpoint.every_minutes": "minutes of training between mid-task checkpoints (0 = at task ends only)",
     "checkpoint.keep": "newest checkpoints kept (older ones deleted)",
+    "checkpoint.asynchronous": "write checkpoints in orbax's background thread while training goes on "
+                               "(still atomic; waited for before the next save, at a signal and at the end)",
     "workdir": "output folder ('' = runs/<method>_<dataset>_seed<seed>_<hash of the config>)",
     "resume": "resume from the workdir's checkpoint (same config only); False starts over",
     "stop_after_task": ">= 0: stop after that task (simulates a killed run; tests)",

@@ -86,10 +86,11 @@ def _state(v: float) -> dict:
             "opt": None}
 
 
-def _saved(d: str, steps=(1, 2), keep: int = 3) -> Checkpointer:
-    ck = Checkpointer(d, max_to_keep=keep)
+def _saved(d: str, steps=(1, 2), keep: int = 3, asynchronous: bool = False) -> Checkpointer:
+    ck = Checkpointer(d, max_to_keep=keep, asynchronous=asynchronous)
     for s in steps:
         ck.save(s, _state(s), {"step": s})
+    ck.wait()
     return ck
 
 
@@ -152,9 +153,13 @@ def test_write_fault_is_one_exception_with_one_line(tmp_path, monkeypatch, code,
     ck.close()
 
 
-def test_fault_in_orbax_worker_thread_is_raised_once_without_log_spray(tmp_path, monkeypatch, capfd, caplog):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_fault_in_orbax_worker_thread_is_raised_once_without_log_spray(tmp_path, monkeypatch, capfd, caplog,
+                                                                      asynchronous):
     """The write fails inside orbax's own worker thread (as a full disk does): one
-    CheckpointWriteError, and orbax's error logs with their tracebacks held back."""
+    CheckpointWriteError, and orbax's error logs with their tracebacks held back.
+    Asynchronous: the fault is raised when the save is waited for (here by
+    ``wait``; the next save or ``close`` would raise it the same)."""
     from orbax.checkpoint._src.serialization import serialization as ocp_ser
 
     if not hasattr(ocp_ser, "async_serialize_from_host"):
@@ -165,13 +170,16 @@ def test_fault_in_orbax_worker_thread_is_raised_once_without_log_spray(tmp_path,
                          "No space left on device [os_error_code='28']")
 
     d = str(tmp_path / "ck")
-    ck = _saved(d, steps=(1,))
+    ck = _saved(d, steps=(1,), asynchronous=asynchronous)
     monkeypatch.setattr(ocp_ser, "async_serialize_from_host", enospc)
     caplog.set_level(logging.INFO)
     capfd.readouterr()
-    with pytest.raises(CheckpointWriteError, match="No space left on device"):
+    with pytest.raises(CheckpointWriteError, match="No space left on device") as e:
         ck.save(2, _state(2), {"step": 2})
+        ck.wait()
+    assert str(e.value).startswith(f"cannot write checkpoint 2 under {d}: "), str(e.value)
     ck.close()
+    assert ck.steps() == [1]
     err = capfd.readouterr().err
     assert "Traceback" not in err and "RESOURCE_EXHAUSTED" not in err, err[-2000:]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and "orbax" in r.pathname]
@@ -200,3 +208,37 @@ def test_leftover_temporary_folder_is_removed_at_the_next_open(tmp_path, monkeyp
         assert not [n for n in os.listdir(d) if TMP_MARK in n] and ck2.steps() == [1]
         ck2.save(2, _state(2), {"step": 2})
         assert ck2.restore(_state(0))[1] == {"step": 2}
+
+
+def test_asynchronous_save_returns_before_the_write_and_reads_wait_for_it(tmp_path, monkeypatch):
+    """An asynchronous save hands the write to orbax's thread: while it is held
+    back the step is not on disk; ``steps()`` waits for it, and the checkpoint
+    restores exactly (the saved metadata may be changed right after ``save``)."""
+    import threading
+
+    from orbax.checkpoint._src.serialization import serialization as ocp_ser
+
+    if not hasattr(ocp_ser, "async_serialize_from_host"):
+        pytest.skip("this orbax version writes arrays elsewhere")
+    real, gate = ocp_ser.async_serialize_from_host, threading.Event()
+
+    async def held(*a, **k):  # the write waits until the test opens the gate
+        import asyncio
+
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        return await real(*a, **k)
+
+    d = str(tmp_path / "ck")
+    ck = _saved(d, steps=(1,), asynchronous=True)
+    monkeypatch.setattr(ocp_ser, "async_serialize_from_host", held)
+    meta = {"step": 2, "rows": [[0.5]]}
+    ck.save(2, _state(2), meta)
+    assert ck._pending == 2 and not os.path.isdir(os.path.join(d, "2"))  # returned before the write
+    meta["rows"].append([0.7])  # the loop goes on changing its progress record
+    gate.set()
+    assert ck.steps() == [1, 2] and ck._pending is None
+    restored, meta = ck.restore(_state(0))  # digests verified: what was saved, not what it became
+    assert meta == {"step": 2, "rows": [[0.5]]}
+    np.testing.assert_array_equal(restored["seeds"], _state(2)["seeds"])
+    ck.close()

@@ -8,14 +8,15 @@ import sys
 
 import ml_collections
 import numpy as np
+import pytest
 
 from clj.train import Runner
 from conftest import ROOT, small_config
 
 
-def _cfg(every_minutes=0.0):
+def _cfg(every_minutes=0.0, asynchronous=True):
     c = small_config("derpp", **{"loop.steps_per_call": 5})
-    c.checkpoint = ml_collections.ConfigDict({"every_minutes": every_minutes})
+    c.checkpoint = ml_collections.ConfigDict({"every_minutes": every_minutes, "asynchronous": asynchronous})
     return c
 
 
@@ -34,32 +35,35 @@ def _interrupt_at(r: Runner, call: int, action):
     r._chunk = wrapped
 
 
-def test_sigterm_mid_task_saves_and_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async", "sync"])
+def test_sigterm_mid_task_saves_and_resumes_bit_identical(tmp_path, asynchronous):
     full = Runner(_cfg(), str(tmp_path / "full")).run()
     wd = str(tmp_path / "term")
-    r = Runner(_cfg(), wd)
+    r = Runner(_cfg(asynchronous=asynchronous), wd)
     assert r.plans[1].steps > 2 * r.K  # call 7 lands inside task 1 (5 chunks per task)
     _interrupt_at(r, 7, lambda: setattr(r, "_signal", signal.SIGTERM))
     out = r.run()
     assert out["interrupted"] == "SIGTERM" and out["checkpoint_step"] > 0, out
     meta = [json.loads(ln) for ln in open(os.path.join(wd, "metrics.jsonl"))]
     assert any(m.get("event") == "checkpoint" and m["task"] == 1 for m in meta)
-    resumed = Runner(_cfg(), wd).run()
+    resumed = Runner(_cfg(asynchronous=asynchronous), wd).run()
     for k in ("class_il", "task_il"):
         np.testing.assert_array_equal(resumed["accuracy_matrix"][k], full["accuracy_matrix"][k])
     assert resumed["steps"] == full["steps"]
 
 
-def test_kill_9_mid_task_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async", "sync"])
+def test_kill_9_mid_task_resumes_bit_identical(tmp_path, asynchronous):
     """A child writes a mid-task checkpoint after every chunk and SIGKILLs
-    itself in task 2; the rerun resumes mid-task and ends as the uninterrupted run."""
+    itself in task 2 (asynchronous: while orbax's thread may still be writing
+    the last one); the rerun resumes mid-task and ends as the uninterrupted run."""
     wd = str(tmp_path / "killed")
     code = f"""
 import os, signal, sys
 sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]
 from test_resume import _cfg, _interrupt_at
 from clj.train import Runner
-r = Runner(_cfg(every_minutes=1e-9), {wd!r})
+r = Runner(_cfg(every_minutes=1e-9, asynchronous={asynchronous!r}), {wd!r})
 _interrupt_at(r, 13, lambda: os.kill(os.getpid(), signal.SIGKILL))
 r.run()
 """
@@ -68,7 +72,7 @@ r.run()
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert not os.path.exists(os.path.join(wd, "results.json"))
     full = Runner(_cfg(), str(tmp_path / "full")).run()
-    resumed = Runner(_cfg(every_minutes=1e-9), wd).run()
+    resumed = Runner(_cfg(every_minutes=1e-9, asynchronous=asynchronous), wd).run()
     for k in ("class_il", "task_il"):
         np.testing.assert_array_equal(resumed["accuracy_matrix"][k], full["accuracy_matrix"][k])
     assert resumed["steps"] == full["steps"]

@@ -24,6 +24,17 @@ gathered to every process's host in turn, so host memory holds one leaf at
 a time), every process reaches the same verdict, and process 0 alone moves
 folders.
 
+Asynchronous saves (``asynchronous=True``, the loop's default, as orbax's and
+MaxText's): :meth:`Checkpointer.save` returns once orbax holds a host copy of
+the arrays and its digests are taken; the files are written by orbax's
+background thread while training goes on.  A save is finished (waited for)
+before the next save, before any read of the directory (:meth:`latest`,
+:meth:`steps`, :meth:`restore`, :meth:`restore_latest`), by :meth:`wait`, and
+by :meth:`close`; a write fault of the background thread is raised there, as
+the same :class:`CheckpointWriteError` a synchronous save raises.  Still
+atomic: the step's folder is renamed into place only once complete, so a
+process killed mid-write resumes from the previous checkpoint.
+
 Write faults (full disk, quota, read-only file system, no permission) raise
 one :class:`CheckpointWriteError` with a one-line message; orbax's own error
 logs of that save are held back, and its temporary folder is removed.
@@ -154,17 +165,28 @@ class _HoldOrbaxErrors(logging.Filter):
         return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
 
 
+_LOGGERS = ("absl", None)  # the loggers orbax's threads write through (None: the root)
+
+
+def _hold_orbax_errors() -> _HoldOrbaxErrors:
+    f = _HoldOrbaxErrors()
+    for name in _LOGGERS:
+        logging.getLogger(name).addFilter(f)
+    return f
+
+
+def _release_orbax_errors(f: _HoldOrbaxErrors) -> None:
+    for name in _LOGGERS:
+        logging.getLogger(name).removeFilter(f)
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
-    f = _HoldOrbaxErrors()
-    loggers = [logging.getLogger("absl"), logging.getLogger()]
-    for lg in loggers:
-        lg.addFilter(f)
+    f = _hold_orbax_errors()
     try:
         yield
     finally:
-        for lg in loggers:
-            lg.removeFilter(f)
+        _release_orbax_errors(f)
 
 
 def _canonical(meta) -> bytes:
@@ -245,21 +267,30 @@ class Checkpointer:
     temporary folders a killed save left (process 0; their names are in
     :attr:`removed_leftovers`).
 
+    Args:
+      directory: where the steps' folders go (created when missing).
+      max_to_keep: newest checkpoints kept, >= 1.
+      asynchronous: whether :meth:`save` returns before the files are
+        written (see the module doc); False blocks until they are.
+
     Raises (constructor):
       ValueError: ``max_to_keep`` < 1.
       CheckpointWriteError: the directory cannot be created (no space, read-only, no permission).
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, max_to_keep: int = 2, asynchronous: bool = False):
         if max_to_keep < 1:
             raise ValueError(f"max_to_keep={max_to_keep} is invalid: it must be >= 1.")
         self.directory = os.path.abspath(directory)
         self.max_to_keep = max_to_keep
+        self.asynchronous = bool(asynchronous)
+        self._pending: int | None = None  # the step of an asynchronous save not yet waited for
+        self._held = None  # the log filter holding orbax's error records while it is written
         # Only process 0 deletes: the others never look at temporary folders, and process 0
         # is done here before any save of this run can create a new one.
         self.removed_leftovers = self._remove_leftovers() if jax.process_index() == 0 else []
         opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                            enable_async_checkpointing=False)
+                                            enable_async_checkpointing=self.asynchronous)
         try:
             with _quiet_orbax():
                 self.manager = ocp.CheckpointManager(self.directory, options=opts)
@@ -289,10 +320,51 @@ class Checkpointer:
             gone.append(name)
         return gone
 
+    def wait(self) -> None:
+        """Blocks until an asynchronous save is written (nothing to do when
+        none is pending or saves are synchronous).
+
+        Raises:
+          CheckpointWriteError: the background write met a write fault (its
+            temporary folder is removed; older checkpoints are intact).
+          Exception: any other failure of the background write, as orbax raised it.
+        """
+        if self._pending is None:
+            return
+        step, self._pending = self._pending, None
+        try:
+            with _quiet_orbax():
+                self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise ValueError for an OS error
+            self._failed(e, step)
+        finally:
+            if self._held is not None:
+                _release_orbax_errors(self._held)
+                self._held = None
+
+    def _failed(self, e: BaseException, step: int):
+        """Raises the CheckpointWriteError of ``e`` (after removing the step's
+        temporary folder), or ``e`` itself when it is no write fault."""
+        err = _write_error(e, step, self.directory)
+        if err is None:
+            raise e
+        if jax.process_index() == 0:
+            self._remove_leftovers(step)  # frees the space the partial write took
+        raise err from None
+
     def close(self) -> None:
-        """Releases orbax's resources (the manager's threads)."""
-        with _quiet_orbax():
-            self.manager.close()
+        """Finishes a pending asynchronous save, then releases orbax's
+        resources (the manager's threads).
+
+        Raises:
+          CheckpointWriteError: the pending save met a write fault (the
+            resources are released all the same).
+        """
+        try:
+            self.wait()
+        finally:
+            with _quiet_orbax():
+                self.manager.close()
 
     def __enter__(self):
         return self
@@ -301,17 +373,24 @@ class Checkpointer:
         self.close()
 
     def latest(self) -> int | None:
-        """The newest step with a (complete) checkpoint, or None."""
+        """The newest step with a (complete) checkpoint, or None (waits for a
+        pending asynchronous save first)."""
+        self.wait()
         return self.manager.latest_step()
 
     def steps(self) -> list[int]:
-        """Every step with a complete checkpoint, ascending."""
+        """Every step with a complete checkpoint, ascending (waits for a
+        pending asynchronous save first)."""
+        self.wait()
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state, metadata: dict) -> None:
-        """Writes the checkpoint of ``step`` with its digests (blocking,
-        atomic: a process killed mid-write leaves the older checkpoints
-        intact, and its temporary folder is removed at the next open).
+        """Writes the checkpoint of ``step`` with its digests (atomic: a
+        process killed mid-write leaves the older checkpoints intact, and its
+        temporary folder is removed at the next open).  Synchronous saves
+        return once the files are written; asynchronous ones once orbax holds
+        the arrays' host copy (the previous pending save is waited for first,
+        and its fault raised here).
 
         Args:
           step: int >= 0, larger than every saved step.
@@ -324,28 +403,32 @@ class Checkpointer:
         Raises:
           ValueError: ``step`` not larger than the newest saved step.
           CheckpointWriteError: a write fault (full disk, quota, read-only,
-            no permission); one line naming the directory and what to do.
-            The failed save's temporary folder is removed; the older
-            checkpoints are intact.
+            no permission) of this save, or of the pending asynchronous one;
+            one line naming the directory, the step and what to do.  The
+            failed save's temporary folder is removed; the older checkpoints
+            are intact.
         """
         last = self.latest()
         if last is not None and step <= last:
             raise ValueError(f"checkpoint step={step} is invalid: it must be > the newest saved step {last}.")
         sd = _none_to_empty(serialization.to_state_dict(state))
+        # a copy: an asynchronous save writes the JSON later, and the caller goes on changing its dict
+        metadata = json.loads(json.dumps(metadata))
         record = compute_digests(sd, metadata)
+        held = _hold_orbax_errors()  # released when the write is finished (at once, or in wait())
         try:
-            with _quiet_orbax():
-                self.manager.save(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(sd), meta=ocp.args.JsonSave(metadata),
-                    **{DIGESTS_ITEM: ocp.args.JsonSave(record)}))
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(sd), meta=ocp.args.JsonSave(metadata),
+                **{DIGESTS_ITEM: ocp.args.JsonSave(record)}))
+            if not self.asynchronous:
                 self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise ValueError for an OS error
-            err = _write_error(e, step, self.directory)
-            if err is None:
-                raise
-            if jax.process_index() == 0:
-                self._remove_leftovers(step)  # frees the space the partial write took
-            raise err from None
+            _release_orbax_errors(held)
+            self._failed(e, step)
+        if self.asynchronous:
+            self._pending, self._held = step, held
+        else:
+            _release_orbax_errors(held)
 
     def restore(self, target_state, task: int | None = None):
         """Restores step ``task`` (default: the newest) into the structure of
@@ -358,6 +441,7 @@ class Checkpointer:
             digests, or the digests are missing.
           Exception: whatever orbax raises for an unreadable checkpoint.
         """
+        self.wait()
         task = self.latest() if task is None else task
         if task is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")

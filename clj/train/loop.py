@@ -285,7 +285,8 @@ class Runner:
         cfg, sc = self.config, self.scenario
         from clj.train.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(ckpt_dir, max_to_keep=int((cfg.get("checkpoint") or {}).get("keep", 2)))
+        ck = cfg.get("checkpoint") or {}
+        ckpt = Checkpointer(ckpt_dir, max_to_keep=int(ck.get("keep", 2)), asynchronous=bool(ck.get("asynchronous", True)))
         state = self.init_state()
         prog = Progress()
         in_task = None  # {"task", "chunks_done", "elapsed"} of a mid-task checkpoint
@@ -376,6 +377,7 @@ class Runner:
         except Interrupted as e:
             import signal as _signal
 
+            ckpt.wait()  # written before saying so
             if self.main:
                 print(f"[clj] {_signal.Signals(e.signum).name}: checkpoint {e.step} written; rerun the same "
                       "command to resume.", flush=True)
