@@ -1,6 +1,8 @@
 """Shared settings of the replay-baseline configs (finetune, joint, ER, DER,
 DER++) on Split-digits and on Seq-MNIST; each ``configs/<method>_<dataset>.py``
 picks its method and hyperparameters from here."""
+import ml_collections
+
 from clj.config import base_config
 
 
@@ -54,4 +56,48 @@ def seq_mnist_config(method: str, lr: float, buffer_size: int = 500, minibatch_s
     c.replay.beta = beta
     c.augment.normalize = False
     c.loop.eval_batch_size = 1000
+    return c
+
+
+# The DER paper's Table 2 settings of DER++ (Buzzega et al., NeurIPS 2020; Mammoth's
+# best arguments): {buffer: (lr, minibatch, alpha, beta)}; batch 32 everywhere.
+DERPP_SEQ_CIFAR10 = {200: (0.03, 32, 0.1, 0.5), 500: (0.03, 32, 0.2, 0.5), 5120: (0.03, 32, 0.1, 1.0)}
+DERPP_SEQ_TINYIMG = {200: (0.03, 32, 0.1, 1.0), 500: (0.03, 32, 0.2, 0.5), 5120: (0.03, 32, 0.1, 0.5)}
+
+
+def seq_image_config(method: str, dataset: str, buffer_size: int, settings: dict, epochs: int,
+                     increment: int):
+    """Seq-CIFAR-10 / Seq-Tiny-ImageNet in the DER paper's protocol (Mammoth's
+    ``seq-cifar10`` / ``seq-tinyimg``): classes in label order, ``increment``
+    per task, ResNet-18 with the CIFAR stem, random crop (pad 4) + flip,
+    per-channel normalisation, batch 32, plain SGD with the paper's lr,
+    ``epochs`` per task, reservoir buffer of ``buffer_size``.
+
+    Args:
+      settings: ``{buffer_size: (lr, minibatch_size, alpha, beta)}``.
+
+    Raises:
+      ValueError: a buffer size the paper does not report.
+    """
+    if buffer_size not in settings:
+        raise ValueError(f"buffer size {buffer_size} is invalid for {dataset}; the DER paper reports "
+                         f"{', '.join(map(str, sorted(settings)))}.")
+    lr, mb, alpha, beta = settings[buffer_size]
+    c = base_config()
+    c.method = method
+    c.dataset = dataset
+    c.scenario.kind = "class_il"
+    c.scenario.increment = increment
+    c.model = ml_collections.ConfigDict(dict(name="resnet18", dtype="float32"))
+    c.optim.name = "sgd"
+    c.optim.lr = lr
+    c.train.epochs = epochs
+    c.train.batch_size = 32
+    c.replay.buffer_size = buffer_size
+    c.replay.minibatch_size = mb
+    c.replay.alpha = alpha
+    c.replay.beta = beta
+    c.augment.crop_pad = 4
+    c.augment.flip = True
+    c.augment.normalize = True
     return c

@@ -64,6 +64,9 @@ class Runner:
         of them one vmapped axis.  None = the config's own values.
       point_workdirs: the results folder of each point (default
         ``<workdir>/point_<i>``); the group's checkpoints stay in ``workdir``.
+      abstract_data: put no data on the devices (shapes and shardings only):
+        a runner made only to compile its programs and read their memory
+        (:func:`clj.train.memory.program_memory`); it cannot :meth:`run`.
 
     Raises:
       ConfigError: a config value that cannot run, or a point that sets a
@@ -74,7 +77,8 @@ class Runner:
     """
 
     def __init__(self, config, workdir: str, scenario: Scenario | None = None, devices=None,
-                 points: list[dict] | None = None, point_workdirs: list[str] | None = None):
+                 points: list[dict] | None = None, point_workdirs: list[str] | None = None,
+                 abstract_data: bool = False):
         config_lib.validate(config)
         self.config = config
         self.workdir = os.path.abspath(workdir)
@@ -136,7 +140,8 @@ class Runner:
         self.data = lay_out_data(scenario, self.placement, self.prepared,
                                  threads=int(config.data.get("threads", 4)) if stream else 0,
                                  eval_batch_size=int(config.loop.eval_batch_size), mesh=self.mesh,
-                                 n_data_dev=self.n_data_dev, replicated=self._replicated)
+                                 n_data_dev=self.n_data_dev, replicated=self._replicated,
+                                 abstract=abstract_data)
         self._chunk = None
         self._eval_fn = None
         self._boundaries = Boundaries(self.spec, self.caps.static_task_info, self._domain, SEED_MESH_AXIS,
@@ -239,6 +244,12 @@ class Runner:
     def init_state(self):
         """Every seed's fresh State, stacked on axis 0 and sharded over the
         mesh's seed axis (one jitted call)."""
+        fn, keys, hv = self._init_program()
+        return fn(keys, hv)
+
+    def _init_program(self):
+        """``(jitted init, keys [S, 2], swept values {field: float32 [S]})``:
+        ``init(keys, values)`` is every run's fresh State."""
         keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), 0)))
                          for s in self.seeds])
         # a grid's values, one per vmapped run (float32 [R] per swept field)
@@ -248,7 +259,7 @@ class Runner:
             st = self.spec.init(k, self.config, self.scenario)
             return st.replace(swept={**st.swept, **h}) if h else st
 
-        return jax.jit(jax.vmap(init), out_shardings=self._state_sharding)(keys, hv)
+        return jax.jit(jax.vmap(init), out_shardings=self._state_sharding), keys, hv
 
     def run(self) -> dict:
         """Trains and evaluates every task; writes the results folder.

@@ -111,7 +111,7 @@ class DataLayout:
 
 
 def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int, eval_batch_size: int,
-                 mesh, n_data_dev: int, replicated) -> DataLayout:
+                 mesh, n_data_dev: int, replicated, abstract: bool = False) -> DataLayout:
     """Puts the scenario's data on the devices of ``mesh`` (or opens its
     records, ``stream``) and lays out its evaluation set.
 
@@ -125,15 +125,25 @@ def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int
       mesh: the run's seeds x data mesh.
       n_data_dev: devices of its data axis.
       replicated: the sharding of an array held whole by every device.
+      abstract: lay out ``jax.ShapeDtypeStruct``s with their shardings
+        instead of arrays (nothing is put on a device; the records of
+        ``stream`` are not opened): the layout a program is compiled for
+        when only its memory is wanted (:mod:`clj.train.memory`).
     """
     sc = scenario
-    put = lambda a: dist.put(a, replicated)  # noqa: E731
+
+    def put(a, sharding=replicated):
+        a = np.asarray(a)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding) if abstract else dist.put(a, sharding)
+
     if placement == "device":
         X = put(sc.x_train)
         Y = put(sc.y_train.astype(np.int32))
         Xt = put(sc.x_test)
         Yt = put(sc.y_test.astype(np.int32))
         records = None
+    elif abstract:
+        records, X, Y, Xt, Yt = None, None, None, None, None
     else:  # stream: read from disk per chunk / per evaluation group / per end_task
         from clj.data.records import PreparedDataset
 
@@ -162,8 +172,8 @@ def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int
     return DataLayout(
         X=X, Y=Y, Xt=Xt, Yt=Yt, records=records, dom=dom,
         eval_idx_host=eval_idx_host, eval_task_host=eval_task_host, eval_valid_host=eval_valid_host,
-        eval_idx=dist.put(eval_idx_host, shard), eval_task=dist.put(eval_task_host, shard),
-        eval_valid=dist.put(eval_valid_host, shard), eval_counts=counts,
+        eval_idx=put(eval_idx_host, shard), eval_task=put(eval_task_host, shard),
+        eval_valid=put(eval_valid_host, shard), eval_counts=counts,
         # evaluation batches of tasks 0..t (the batches are grouped by task, in task order)
         eval_batches_upto=np.cumsum([max(1, math.ceil(n / E)) for n in counts]),
         task_cls=put(sc.class_task_matrix()))

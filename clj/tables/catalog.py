@@ -1,0 +1,206 @@
+"""The seed papers' headline tables: their rows as shipped configs, with the
+papers' numbers.
+
+Each :class:`Table` names its source (paper, table), the metrics it reports
+and its rows; each :class:`Row` is a shipped config (``configs/<name>.py``,
+with its variant and overrides: exactly what ``launch.py`` would run) and the
+paper's numbers in the table's metric order (``None`` where the paper has no
+cell or none could be retrieved; see ``../specs`` notes in each doc).
+Numbers are in percent, as printed by the papers.
+
+JAX-free (importing the catalog imports no JAX).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A column of a table: ``results["metrics"][setting][name]`` in percent.
+
+    Attributes:
+      label: the column's name (``"Avg"``, ``"Last"``, ``"class-IL"``).
+      setting: ``class_il`` | ``task_il`` | ``domain_il``.
+      name: a metric of results.json (``average_incremental_accuracy``,
+        ``final_average_accuracy``, their ``_pooled`` forms...).
+    """
+
+    label: str
+    setting: str
+    name: str
+
+
+AVG = Metric("Avg", "class_il", "average_incremental_accuracy")
+LAST = Metric("Last", "class_il", "final_average_accuracy")
+CIL_FINAL = Metric("class-IL", "class_il", "final_average_accuracy")
+TIL_FINAL = Metric("task-IL", "task_il", "final_average_accuracy")
+POOLED_FINAL = Metric("final", "class_il", "final_average_accuracy_pooled")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row: a shipped config and the paper's numbers.
+
+    Attributes:
+      label: the row's name in the table (method and setting).
+      config: a shipped config's name (``configs/<config>.py``).
+      variant: its variant (the part after ``:``), or None.
+      overrides: ``((path, value), ...)`` set on top, as ``--config.<path>=<value>``.
+      paper: the paper's numbers, one per metric of the table (None = no cell).
+    """
+
+    label: str
+    config: str
+    variant: str | None = None
+    overrides: tuple = ()
+    paper: tuple = ()
+
+    def command(self) -> str:
+        """The ``launch.py`` command line of the row's run."""
+        cfg = f"configs/{self.config}.py" + (f":{self.variant}" if self.variant else "")
+        over = "".join(f" --config.{k}={_cli(v)}" for k, v in self.overrides)
+        return f"python launch.py --config={cfg}{over}"
+
+
+def _cli(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A seed paper's table.
+
+    Attributes:
+      name: the table's name on the command line.
+      title: what it is.
+      source: paper, table / figure, and where the numbers were read.
+      metrics: its columns (:class:`Metric`).
+      rows: its rows (:class:`Row`).
+      seeds: runs per row by default (the paper's habit).
+      note: what differs from the paper's protocol, or where the numbers come from.
+    """
+
+    name: str
+    title: str
+    source: str
+    metrics: tuple
+    rows: tuple
+    seeds: int = 3
+    note: str = ""
+
+
+# ------------------------------------------------------------------ MEMO / PyCIL
+_MEMO_ALIGNED = {  # MEMO spec Sec. 7.1 (paper App. Table 14 and the aligned settings): (avg, last)
+    (10, 10): {"replay": (69.98, 55.61), "icarl": (70.94, 58.52), "wa": (69.55, 59.26),
+               "dynamic_er": (71.47, 60.26), "memo": (72.37, 61.98)},
+    (50, 5): {"replay": (63.55, 56.20), "icarl": (65.28, 58.37), "wa": (65.95, 60.49),
+              "dynamic_er": (67.57, 59.84), "memo": (69.08, 63.36)},
+    (50, 10): {"replay": (61.19, 53.23), "icarl": (65.48, 57.92), "wa": (67.44, 60.62),
+               "dynamic_er": (69.16, 62.48), "memo": (70.09, 63.66)},
+}
+_MEMO_BENCH = {  # MEMO spec Sec. 7.2 (CIL survey Table 5, CIFAR-100, 2000 exemplars): (avg, last)
+    (5, 5): {"replay": (58.20, 38.69), "icarl": (63.51, 45.12), "wa": (64.65, 48.46),
+             "dynamic_er": (67.99, 53.95), "memo": (68.10, 54.23)},
+    (10, 10): {"replay": (59.31, 41.01), "icarl": (64.42, 49.52), "wa": (67.09, 52.30),
+               "dynamic_er": (69.74, 58.59), "memo": (70.20, 58.49)},
+    (20, 20): {"replay": (60.03, 43.08), "icarl": (67.00, 54.23), "wa": (68.51, 57.97),
+               "dynamic_er": (70.82, 62.40), "memo": (70.43, 61.39)},
+    (50, 10): {"replay": (52.37, 41.26), "icarl": (61.29, 52.04), "wa": (64.32, 55.85),
+               "dynamic_er": (68.24, 61.94), "memo": (69.39, 62.83)},
+}
+_CIL_NAMES = {"replay": "Replay", "icarl": "iCaRL", "wa": "WA", "dynamic_er": "DER", "memo": "MEMO"}
+
+
+def _setting(init: int, inc: int) -> str:
+    return f"B{0 if init == inc else init} Inc{inc}"
+
+
+def _cil_rows(numbers: dict, budget: str) -> tuple:
+    rows = []
+    for (init, inc), by_method in numbers.items():
+        for m, paper in by_method.items():
+            rows.append(Row(f"{_CIL_NAMES[m]} {_setting(init, inc)}", "cil_cifar100", f"{m},{init},{inc},{budget}",
+                            paper=paper))
+    return tuple(rows)
+
+
+MEMO_CIFAR100_ALIGNED = Table(
+    "memo_cifar100_aligned", "MEMO's memory-aligned comparison on CIFAR-100 (ResNet-32)",
+    "Zhou et al., ICLR 2023, App. Table 14 and the aligned settings (MEMO spec Sec. 7.1); seed 1993 class order",
+    (AVG, LAST), _cil_rows(_MEMO_ALIGNED, "fair"), seeds=3,
+    note="The paper reports one run (seed 1993); clj reports the mean of its seeds over the same class order.")
+
+MEMO_CIFAR100 = Table(
+    "memo_cifar100", "The PyCIL benchmark table on CIFAR-100 (ResNet-32, 2000 exemplars)",
+    "Zhou et al., CIL survey, Table 5 (MEMO spec Sec. 7.2); seed 1993 class order",
+    (AVG, LAST), _cil_rows(_MEMO_BENCH, "fixed"), seeds=3,
+    note="Rows of methods clj does not have yet (GEM, PODNet, Coil, BiC, FOSTER, LUCIR) are added as they land.")
+
+# ------------------------------------------------------------------ AKR
+_AKR = {  # AKR spec Sec. 8 (project page figure), CIFAR-100: avg incremental accuracy
+    "b0inc20": ("TFS N=5", {"none": 67.24, "mixup": 69.96, "attentive": 70.38}),
+    "b0inc10": ("TFS N=10", {"none": 63.53, "mixup": 68.14, "attentive": 69.11}),
+    "b0inc5": ("TFS N=20", {"none": 59.14, "mixup": 66.04, "attentive": 67.40}),
+    "b50inc10": ("TFH N=5", {"none": 61.88, "mixup": 66.97, "attentive": 67.73}),
+    "b50inc5": ("TFH N=10", {"none": 57.84, "mixup": 63.84, "attentive": 65.15}),
+    "b50inc2": ("TFH N=25", {"none": 53.57, "mixup": 59.68, "attentive": 60.38}),
+}
+_AKR_NAMES = {"none": "Base", "mixup": "Mixup", "attentive": "AKR"}
+AKR_CIFAR100 = Table(
+    "akr_cifar100", "AKR's CIFAR-100 table (ResNet-32, 2000 exemplars, TFS / TFH)",
+    "AKR project page, quantitative results figure (AKR spec Sec. 8), average incremental accuracy",
+    (AVG,), tuple(Row(f"{_AKR_NAMES[r]} {col}", f"akr_cifar100_{setting}", r, paper=(num,))
+                  for setting, (col, by) in _AKR.items() for r, num in by.items()), seeds=3)
+
+# ------------------------------------------------------------------ SERENA
+_SERENA = {  # SERENA spec Sec. 9 (README figure, pixel readings +-0.5): final accuracy
+    "mnist": ("Split-MNIST", {"official": 98.5, "iid_offline": 98.4, "iid_online": 96.4, "er": 92.1}),
+    "cifar10": ("Split-CIFAR-10", {"official": 88.5, "iid_offline": 85.3, "iid_online": 60.2, "er": 42.3}),
+    "cifar100": ("Split-CIFAR-100", {"official": 60.7, "iid_offline": 57.3, "iid_online": 22.1, "er": 21.1}),
+}
+_SERENA_NAMES = {"official": "SERENA", "iid_offline": "iid offline", "iid_online": "iid online",
+                 "er": "reservoir ER"}
+SERENA = Table(
+    "serena", "SERENA's online data-incremental figure (Split-MNIST / CIFAR-10 / CIFAR-100)",
+    "SERENA README figure (SERENA spec Sec. 9), final accuracy over all test examples",
+    (POOLED_FINAL,), tuple(Row(f"{_SERENA_NAMES[v]} {title}", f"serena_{ds}", v, paper=(num,))
+                           for ds, (title, by) in _SERENA.items() for v, num in by.items()), seeds=3,
+    note="The class order follows the seed (the official rule): each seed runs as its own program. "
+         "CoPE, MIR and GSS rows are added as those methods land.")
+
+# ------------------------------------------------------------------ NISPA
+NISPA = Table(
+    "nispa", "NISPA on EF-MNIST / CIFAR-10 / CIFAR-100 (task-IL, sparse networks)",
+    "NISPA authors' committed seed-0 results (NISPA spec Sec. 7.1); the paper's table was not retrieved",
+    (TIL_FINAL,), (Row("NISPA CIFAR-10", "nispa_cifar10", paper=(91.28,)),
+                   Row("NISPA CIFAR-100", "nispa_cifar100", paper=(None,))), seeds=3,
+    note="The paper's numbers are 5-seed means; only the authors' seed-0 runs could be read. EF-MNIST "
+         "(authors' seed 0: 91.72) is a stream of two datasets that launch.py does not build: "
+         "experiments/nispa.py --bench ef_mnist runs it.")
+
+# ------------------------------------------------------------------ DER (Buzzega et al. 2020)
+_DER = {  # DER paper Table 2 (class-IL, task-IL), DER++
+    "seq_cifar10": ("Seq-CIFAR-10", {200: (64.88, 91.92), 500: (72.70, 93.88), 5120: (85.24, 96.12)}),
+    "seq_tinyimg": ("Seq-Tiny-ImageNet", {200: (10.96, 40.87), 500: (19.38, 51.91), 5120: (39.02, 69.84)}),
+}
+DERPP = Table(
+    "derpp", "DER++ on Seq-CIFAR-10 and Seq-Tiny-ImageNet (ResNet-18, buffers 200 / 500 / 5120)",
+    "Buzzega et al., NeurIPS 2020, Table 2 (10 runs)", (CIL_FINAL, TIL_FINAL),
+    tuple(Row(f"DER++ {title} buffer {b}", f"derpp_{ds}", str(b), paper=num)
+          for ds, (title, by) in _DER.items() for b, num in by.items()), seeds=10)
+
+# ------------------------------------------------------------------ SER
+SER = Table(
+    "ser", "SER's main table (class-IL, 20 tasks x 5 classes, buffers 1000 / 2000 / 5000)",
+    "Bellitto et al., SER, Table 1; the cells could not be retrieved (SER spec Sec. 8)",
+    (CIL_FINAL,), tuple(Row(f"{name} buffer {b}", cfg, overrides=(("replay.buffer_size", b),), paper=(None,))
+                        for name, cfg in (("DER++ + SER", "ser_derpp_paper"), ("ER-ACE + SER", "ser_er_ace_paper"))
+                        for b in (1000, 2000, 5000)), seeds=3,
+    note="The configs run the protocol on Split CIFAR-100 until Mini-/FG-ImageNet are prepared "
+         "(configs/ser_derpp_paper.py).")
+
+TABLES = {t.name: t for t in (MEMO_CIFAR100_ALIGNED, MEMO_CIFAR100, AKR_CIFAR100, SERENA, NISPA, DERPP, SER)}
+"""Every table, by name."""
