@@ -402,3 +402,30 @@ def test_records_with_extras_round_trip_and_old_readers_refuse(tmp_path):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format_version 3; this clj reads versions 1, 2"):
         PreparedDataset(prepared_dir(tmp_path, "e"))
+
+
+def test_runner_stream_equals_device_on_prepared_mini_imagenet(tmp_path):
+    """A run streamed from a prepared SER dataset (records with extras) gives
+    the device placement's accuracy matrices."""
+    from clj.train import Runner
+    from conftest import small_config
+
+    wnids = ["n0a", "n0b", "n0c", "n0d"]
+    make_ser(tmp_path / "src", wnids, n_train=6, n_val=2, side=(8, 8))
+    (tmp_path / "labels.yml").write_text(SER_FLAT_YML)
+    data = tmp_path / "data"
+    prep.prepare("mini_imagenet", tmp_path / "src", data, size="8x8",
+                 classes=tmp_path / "labels.yml", workers=0, progress=False)
+    res = {}
+    for placement in ("device", "stream"):
+        c = small_config("derpp", num_seeds=1, dataset="mini_imagenet", data_dir=str(data),
+                         **{"data.placement": placement, "scenario.increment": 2,
+                            "train.batch_size": 4, "replay.minibatch_size": 4,
+                            "replay.buffer_size": 8, "loop.eval_batch_size": 4})
+        r = Runner(c, str(tmp_path / placement))
+        assert r.placement == placement
+        r.run()
+        res[placement] = json.load(open(tmp_path / placement / "results.json"))
+    for k in ("class_il", "task_il"):
+        np.testing.assert_allclose(res["device"]["accuracy_matrix"][k],
+                                   res["stream"]["accuracy_matrix"][k], atol=1e-6)
