@@ -99,7 +99,8 @@ def prepare_command(name: str, data_dir: str | os.PathLike | None = None,
     Args:
       name: a clj dataset name (``cifar10``, ``cifar100``, ``mnist``,
         ``fashion_mnist``, ``emnist[/split]``, ``svhn_cropped``,
-        ``tiny_imagenet``, or any other name, prepared as an image folder).
+        ``tiny_imagenet``, ``imagenet100``, ``imagenet1k``, ``mini_imagenet``,
+        ``fg_imagenet``, or any other name, prepared as an image folder).
       data_dir: target data directory (placeholder ``<data_dir>`` if None).
       source: what to pass as ``--source`` (a descriptive placeholder if None).
 
