@@ -291,7 +291,8 @@ def test_ser_layout_label_map_and_aligned_saliency(tmp_path, kind, yml):
     assert order == (["n0b", "n0c", "n0a", "n0d"] if kind == "mini_imagenet"
                      else ["n0a", "n0c", "n0b", "n0d"])
     out = prep.prepare(kind, tmp_path / "src", tmp_path / "data", size="8x16",
-                       classes=tmp_path / "labels.yml", workers=0, progress=False)
+                       classes=tmp_path / "labels.yml", progress=False,
+                       workers=2 if kind == "fg_imagenet" else 0)   # decoded in 2 processes, in order
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["format_version"] == 2 and meta["image_shape"] == [8, 16, 3]
     assert meta["extras"] == [{"name": "saliency", "shape": [8, 16, 1], "dtype": "uint8"}]
