@@ -117,13 +117,11 @@ def prepare_command(name: str, data_dir: str | os.PathLike | None = None,
         "emnist": "<dir with the EMNIST IDX files (gzip.zip extracted)>",
         "svhn_cropped": "<dir with train_32x32.mat and test_32x32.mat>",
         "tiny_imagenet": "<tiny-imagenet-200 dir>",
-    }
-    placeholders.update({
         "imagenet100": "<ImageNet dir with train/<wnid>/ and val/<wnid>/>",
         "imagenet1k": "<ImageNet dir with train/<wnid>/ and val/>",
         "mini_imagenet": "<seqMINIIMG dir with images/ and annotations/>",
         "fg_imagenet": "<ImageNet100 dir of SER with images/ and annotations/>",
-    })
+    }
     src = source or placeholders.get(base, "<dir with train/<class>/* and val/<class>/*>")
     if base in ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped",
                 "tiny_imagenet", "imagenet100", "imagenet1k"):
