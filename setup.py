@@ -12,4 +12,5 @@ from setuptools import find_packages, setup
 setup(
     packages=sorted(set(find_packages(include=["clj", "clj.*"])) | {"clj.configs"}),
     package_dir={"clj.configs": "configs"},
+    package_data={"clj.data": ["lists/*.txt"]},   # class lists (ImageNet-100 of PyCIL)
 )

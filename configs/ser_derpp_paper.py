@@ -7,13 +7,22 @@ inputs, no augmentation, one epoch, batch 8, minibatch 8, buffer 2000
 (encoder x0.1), momentum 0.9, weight decay 1e-4 / 1e-5, sal_coeff 1, no
 Gaussian priors, saliency net from the official checkpoint.
 
-clj has no loader for those image folders and their saliency maps, so this
-config runs the same protocol on the closest benchmark it can load, Split
-CIFAR-100 (20 x 5 classes, 32x32, through TFDS: ``tfds build cifar100``
-first), with offline spectral-residual targets.  With a converted official
-checkpoint: ``--config.ser.sal_init=ckpt:/path/sal.npz`` (and, for targets
-from that frozen predictor, ``--config.ser.sal_target=teacher``).  Meant for
-a GPU; on CPU it takes hours.
+Data: Split Mini-ImageNet as SER lays it out (``images/`` + ``annotations/``),
+prepared once with SER's label map, 288x384 Lanczos (docs/data.md)::
+
+    python -m clj.data.prepare mini_imagenet --source <seqMINIIMG dir> \
+        --classes <SER's data/seq_miniimg.yml> --data_dir <data_dir>
+
+then ``--config.data_dir=<data_dir>``; without it the run stops with one line
+naming that command.  ``--config.dataset=fg_imagenet`` runs Split
+FG-ImageNet (``python -m clj.data.prepare fg_imagenet ... --classes
+<SER's data/seq_imagenet_FG.yml>``).  The records also hold SER's saliency
+map of every image, but the loop's batches do not carry them to the step yet,
+so the saliency targets stay the offline spectral-residual maps (or, with a
+converted official checkpoint ``--config.ser.sal_init=ckpt:/path/sal.npz``,
+``--config.ser.sal_target=teacher``).  ``data.placement=auto`` streams the
+records when they would not fit the device comfortably (``stream`` forces
+it).  Meant for a GPU; on CPU it takes days.
 """
 from clj.config import base_config
 from clj.methods.sections import section_config
@@ -22,7 +31,7 @@ from clj.methods.sections import section_config
 def get_config():
     c = base_config()
     c.method = "ser_derpp"
-    c.dataset = "cifar100"
+    c.dataset = "mini_imagenet"
     c.scenario.kind = "class_il"
     c.scenario.increment = 5
     c.model = dict(name="resnet18", width=64, dtype="float32")

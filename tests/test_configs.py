@@ -6,12 +6,14 @@ import os
 import pytest
 
 from clj.config import base_config, list_configs, load_config, validate
+from clj.data.sources import PREPARED_SHAPES
 from clj.methods import sections
 
 # dataset -> (image shape, number of classes)
 SHAPES = {"digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10), "fashion_mnist": ((28, 28, 1), 10),
           "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "svhn_cropped": ((32, 32, 3), 10),
           "emnist": ((28, 28, 1), 47)}
+SHAPES.update(PREPARED_SHAPES)   # tiny_imagenet, imagenet100, imagenet1k, mini_imagenet, fg_imagenet
 
 # Run a few steps of these (MLP-sized; ResNet configs compile for ~30 s on
 # 2 CPU cores and are covered by the methods' own tests): the replay family

@@ -194,11 +194,14 @@ def test_missing_data_messages_name_prepare_command(tmp_path):
             f"or cifar-100-python.tar.gz> --data_dir {tmp_path}") in str(e.value)
     with pytest.raises(FileNotFoundError) as e:
         load_dataset("tiny_imagenet", data_dir=tmp_path)
-    assert ("python -m clj.data.prepare imagefolder --name tiny_imagenet --size 64 "
-            "--source <tiny-imagenet-200 dir>") in str(e.value)
-    with pytest.raises(FileNotFoundError, match="python -m clj.data.prepare imagefolder "
-                                                "--name imagenet100"):
+    assert ("python -m clj.data.prepare tiny_imagenet --source <tiny-imagenet-200 dir> "
+            f"--data_dir {tmp_path}") in str(e.value)
+    with pytest.raises(FileNotFoundError, match="python -m clj.data.prepare imagenet100 "
+                                                "--source <ImageNet dir"):
         load_dataset("clj:imagenet100", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m clj.data.prepare imagefolder "
+                                                "--name my_folder --size 224"):
+        load_dataset("clj:my_folder", data_dir=tmp_path)
 
 
 # ---------------------------------------------------------------- IDX

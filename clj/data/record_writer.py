@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from clj.data.dataset import channel_histograms, histogram_stats
-from clj.data.record_format import (FORMAT, FORMAT_VERSION, LABEL_BYTES, METADATA_FILE, SPLITS,
-                                    WRITER_OPTIONS, encode_records)
+from clj.data.record_format import (FORMAT, FORMAT_VERSION, FORMAT_VERSION_EXTRAS, LABEL_BYTES,
+                                    METADATA_FILE, SPLITS, WRITER_OPTIONS, encode_records)
 
 __all__ = ["DatasetWriter"]
 
@@ -37,17 +37,22 @@ class DatasetWriter:
       shard_bytes: target bytes per shard (default 256 MiB).
       overwrite: replace an existing ``final_dir``; otherwise it is an error.
       source: free-form description of the source, stored in the metadata.
+      extras: per-example uint8 arrays stored after the image in every record
+        (format version 2), as ``{name: shape}`` in record order, e.g.
+        ``{"saliency": (288, 384, 1)}``; every :meth:`write` must then give
+        them all.
 
     Raises:
       FileExistsError: ``final_dir`` exists and ``overwrite`` is False.
-      ValueError: bad shape, class count or class names.
+      ValueError: bad shape, class count, class names or extra shapes.
     """
 
     def __init__(self, final_dir: str | os.PathLike, name: str,
                  image_shape: Sequence[int], num_classes: int,
                  class_names: Sequence[str] | None = None, *,
                  shard_bytes: int = 256 << 20, overwrite: bool = False,
-                 source: dict[str, Any] | None = None) -> None:
+                 source: dict[str, Any] | None = None,
+                 extras: dict[str, Sequence[int]] | None = None) -> None:
         from array_record.python import array_record_module
 
         self._module = array_record_module
@@ -67,7 +72,12 @@ class DatasetWriter:
         self.num_classes = int(num_classes)
         self.class_names = list(class_names) if class_names is not None else None
         self.source = source or {}
-        self.record_len = LABEL_BYTES + int(np.prod(self.image_shape))
+        self.extras = {str(k): tuple(int(d) for d in v) for k, v in (extras or {}).items()}
+        for k, v in self.extras.items():
+            if not v or min(v) < 1:
+                raise ValueError(f"extra {k!r}: shape must be positive ints, got {v}")
+        self.record_len = (LABEL_BYTES + int(np.prod(self.image_shape))
+                           + sum(int(np.prod(v)) for v in self.extras.values()))
         self.records_per_shard = max(1, shard_bytes // self.record_len)
         self.tmp_dir = self.final_dir.with_name(self.final_dir.name + ".incomplete")
         if self.tmp_dir.exists():
@@ -90,16 +100,20 @@ class DatasetWriter:
             self._writer.close()
             self._writer = None
 
-    def write(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    def write(self, split: str, images: np.ndarray, labels: np.ndarray,
+              extras: dict[str, np.ndarray] | None = None) -> None:
         """Appends examples to ``split`` (``"train"`` or ``"test"``), in order.
 
         Args:
           images: ``uint8 [n, H, W, C]`` with the writer's image shape.
           labels: integer ``[n]`` in ``[0, num_classes)``.
+          extras: ``{name: uint8 [n, *shape]}`` for every extra the writer was
+            made with (row ``i`` belongs to image ``i``).
 
         Raises:
-          ValueError: unknown split, wrong shape/dtype, labels out of range, or
-            a split written again after another one.
+          ValueError: unknown split, wrong shape/dtype, labels out of range,
+            missing or misshapen extras, or a split written again after
+            another one.
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -113,6 +127,18 @@ class DatasetWriter:
             raise ValueError(f"{self.name}: {split} labels outside [0, "
                              f"{self.num_classes}): min {labels.min()}, "
                              f"max {labels.max()}")
+        extras = extras or {}
+        if set(extras) != set(self.extras):
+            raise ValueError(f"{self.name}: extras {sorted(extras)} given; the writer stores "
+                             f"{sorted(self.extras)}")
+        ordered = []
+        for k, shape in self.extras.items():
+            e = np.asarray(extras[k])
+            if e.dtype != np.uint8 or e.shape != (len(images), *shape):
+                raise ValueError(f"{self.name}: extra {k!r} must be uint8 "
+                                 f"[{len(images)}, {', '.join(map(str, shape))}], got "
+                                 f"{e.dtype} {e.shape}")
+            ordered.append(e)
         if split not in self._splits:
             if self._splits and list(self._splits)[-1] != split:
                 self._close_shard()
@@ -120,7 +146,7 @@ class DatasetWriter:
         elif list(self._splits)[-1] != split:
             raise ValueError(f"split {split!r} must be written in one go")
         info = self._splits[split]
-        rows = encode_records(images, labels)
+        rows = encode_records(images, labels, ordered)
         if split == "train":
             self._hist += channel_histograms(images)
         for row in rows:
@@ -154,13 +180,15 @@ class DatasetWriter:
         mean, std = histogram_stats(self._hist)
         meta = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION_EXTRAS if self.extras else FORMAT_VERSION,
             "name": self.name,
             "image_shape": list(self.image_shape),
             "dtype": "uint8",
             "label_dtype": "int32",
             "record_layout": "int32 little-endian label, then H*W*C uint8 image "
-                             "bytes in H, W, C order",
+                             "bytes in H, W, C order"
+                             + (", then each extra's uint8 bytes (row-major), in the "
+                                "order of extras" if self.extras else ""),
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "splits": self._splits,
@@ -168,6 +196,9 @@ class DatasetWriter:
             "std": list(std),
             "source": self.source,
         }
+        if self.extras:
+            meta["extras"] = [{"name": k, "shape": list(v), "dtype": "uint8"}
+                              for k, v in self.extras.items()]
         (self.tmp_dir / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         if self.final_dir.exists():
             shutil.rmtree(self.final_dir)

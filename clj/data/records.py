@@ -20,14 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from clj.data.record_format import (FORMAT, FORMAT_VERSION, LABEL_BYTES, METADATA_FILE, SPLITS,
-                                    WRITER_OPTIONS, decode_records, encode_records, find_prepared,
-                                    prepared_dir)
+from clj.data.record_format import (FORMAT, FORMAT_VERSION, FORMAT_VERSION_EXTRAS, LABEL_BYTES,
+                                    METADATA_FILE, READABLE_VERSIONS, SPLITS, WRITER_OPTIONS,
+                                    decode_records, encode_records, find_prepared, prepared_dir)
 from clj.data.record_writer import DatasetWriter
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "FORMAT_VERSION_EXTRAS",
     "LABEL_BYTES",
     "PreparedDataset",
     "DatasetWriter",
@@ -61,6 +62,10 @@ class PreparedDataset:
     Attributes:
       metadata: the parsed ``metadata.json``.
       name, image_shape ``(H, W, C)``, num_classes, class_names, mean, std.
+      extras: ``{name: shape}`` of the per-example arrays stored after the
+        image (format version 2; empty otherwise), e.g. ``{"saliency":
+        (288, 384, 1)}``; read them with :meth:`read_extra` or the
+        ``extras_out`` of :meth:`read` / :meth:`read_all`.
 
     Raises:
       FileNotFoundError: no ``metadata.json`` or a listed shard is missing.
@@ -77,9 +82,10 @@ class PreparedDataset:
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_file}: format {meta.get('format')!r} is not {FORMAT!r}")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(f"{meta_file}: format_version {meta.get('format_version')!r}; "
-                             f"this clj reads version {FORMAT_VERSION}: prepare the data "
+                             f"this clj reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}: prepare the data "
                              f"again with `python -m clj.data.prepare ... --overwrite`")
         self.metadata = meta
         self.name: str = meta["name"]
@@ -89,7 +95,10 @@ class PreparedDataset:
         self.mean: tuple[float, ...] = tuple(meta["mean"])
         self.std: tuple[float, ...] = tuple(meta["std"])
         self.num_threads = max(1, int(num_threads))
-        self.record_len = LABEL_BYTES + int(np.prod(self.image_shape))
+        self.extras: dict[str, tuple[int, ...]] = {
+            str(e["name"]): tuple(int(d) for d in e["shape"]) for e in meta.get("extras", ())}
+        self.record_len = (LABEL_BYTES + int(np.prod(self.image_shape))
+                           + sum(int(np.prod(v)) for v in self.extras.values()))
         self._sources: dict[str, Any] = {}
         for split, info in meta["splits"].items():
             for shard in info["shards"]:
@@ -140,9 +149,27 @@ class PreparedDataset:
         return self._pool
 
     # ------------------------------------------------------------ reads
+    def _extra_targets(self, extras_out: dict[str, np.ndarray] | None, lead: tuple[int, ...]
+                       ) -> list[np.ndarray | None]:
+        extras_out = extras_out or {}
+        unknown = sorted(set(extras_out) - set(self.extras))
+        if unknown:
+            raise ValueError(f"{self.name}: no extra {unknown[0]!r}; stored extras: "
+                             f"{', '.join(self.extras) or 'none'}")
+        out: list[np.ndarray | None] = []
+        for k, shape in self.extras.items():
+            a = extras_out.get(k)
+            if a is not None and (a.dtype != np.uint8 or a.shape != (*lead, *shape)):
+                raise ValueError(f"{self.name}: extras_out[{k!r}] must be uint8 "
+                                 f"{(*lead, *shape)}, got {a.dtype} {a.shape}")
+            out.append(a)
+        return out
+
     def read(self, split: str, indices: np.ndarray,
              images_out: np.ndarray | None = None,
-             labels_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             labels_out: np.ndarray | None = None, *,
+             extras_out: dict[str, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Reads the examples at ``indices``, in that order.
 
         Args:
@@ -151,6 +178,9 @@ class PreparedDataset:
             ``[0, num_examples(split))``.
           images_out: optional ``uint8 [*I, H, W, C]`` array to fill.
           labels_out: optional ``int32 [*I]`` array to fill.
+          extras_out: optional ``{name: uint8 [*I, *shape]}`` arrays, filled
+            with those stored extras of the same examples (see
+            :attr:`extras`).
 
         Returns:
           ``(images uint8 [*I, H, W, C], labels int32 [*I])``, equal to
@@ -161,6 +191,7 @@ class PreparedDataset:
 
         Raises:
           IndexError: an index out of range (message names the bad value).
+          ValueError: an unknown or misshapen entry of ``extras_out``.
         """
         indices = np.asarray(indices)
         n = self.num_examples(split)
@@ -172,17 +203,22 @@ class PreparedDataset:
             images_out = np.empty((*shape, *self.image_shape), np.uint8)
         if labels_out is None:
             labels_out = np.empty(shape, np.int32)
+        targets = self._extra_targets(extras_out, shape)
         # Read each distinct record once, in file order (reads close together
         # on disk are faster), then put them in the requested order.
         uniq, inverse = np.unique(indices.reshape(-1), return_inverse=True)
         keys = uniq.tolist()
         xs = np.empty((len(keys), *self.image_shape), np.uint8)
         ys = np.empty((len(keys),), np.int32)
+        es = [None if t is None else np.empty((len(keys), *sh), np.uint8)
+              for t, sh in zip(targets, self.extras.values())]
         src = self.source(split)
+        shapes = list(self.extras.values())
 
         def work(lo: int, hi: int) -> None:
             decode_records(src.__getitems__(keys[lo:hi]), self.image_shape,
-                           xs[lo:hi], ys[lo:hi])
+                           xs[lo:hi], ys[lo:hi], extra_shapes=shapes,
+                           extras_out=[None if e is None else e[lo:hi] for e in es])
 
         parts = _split_even(len(keys), self.num_threads)
         if len(parts) <= 1:
@@ -194,23 +230,40 @@ class PreparedDataset:
         inverse = inverse.reshape(-1)
         images_out.reshape(-1, *self.image_shape)[...] = xs[inverse]
         labels_out.reshape(-1)[...] = ys[inverse]
+        for t, e, sh in zip(targets, es, shapes):
+            if t is not None and e is not None:
+                t.reshape(-1, *sh)[...] = e[inverse]
         return images_out, labels_out
 
-    def read_all(self, split: str, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    def read_all(self, split: str, batch_size: int = 8192, *,
+                 extras_out: dict[str, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Reads a whole split in stored order into preallocated arrays.
 
         Reads contiguous ranges of each shard (``batch_size`` records at a time)
         straight into one ``uint8 [N, H, W, C]`` array: the host never holds a
         second copy of the split.
 
+        Args:
+          split: the split to read.
+          batch_size: records decoded per read.
+          extras_out: optional ``{name: uint8 [N, *shape]}`` arrays filled
+            with those stored extras (see :attr:`extras`).
+
         Returns:
           ``(images uint8 [N, H, W, C], labels int32 [N])``.
+
+        Raises:
+          ValueError: an unknown or misshapen entry of ``extras_out``; a
+            shard holding another number of records than the metadata says.
         """
         from array_record.python import array_record_module
 
         n = self.num_examples(split)
         images = np.empty((n, *self.image_shape), np.uint8)
         labels = np.empty((n,), np.int32)
+        targets = self._extra_targets(extras_out, (n,))
+        shapes = list(self.extras.values())
         jobs = []
         offset = 0
         for shard in self.metadata["splits"][split]["shards"]:
@@ -229,7 +282,9 @@ class PreparedDataset:
                     hi = min(m, lo + batch_size)
                     decode_records(reader.read(lo, hi), self.image_shape,
                                    images[start + lo: start + hi],
-                                   labels[start + lo: start + hi])
+                                   labels[start + lo: start + hi], extra_shapes=shapes,
+                                   extras_out=[None if t is None else
+                                               t[start + lo: start + hi] for t in targets])
             finally:
                 reader.close()
 
@@ -239,6 +294,37 @@ class PreparedDataset:
             for f in [self._executor().submit(read_shard, *j) for j in jobs]:
                 f.result()
         return images, labels
+
+    def read_extra(self, split: str, name: str, indices: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """The stored extra ``name`` of ``split``'s examples.
+
+        Args:
+          split: the split.
+          name: one of :attr:`extras` (e.g. ``"saliency"``).
+          indices: integer array of any shape ``I``, or None for the whole
+            split in stored order.
+
+        Returns:
+          ``uint8 [*I, *shape]`` (``[N, *shape]`` when ``indices`` is None),
+          row for row aligned with :meth:`read` / :meth:`read_all`'s images.
+
+        Raises:
+          ValueError: ``name`` is not stored (the message lists what is).
+          IndexError: an index out of range.
+        """
+        if name not in self.extras:
+            raise ValueError(f"{self.name}: no extra {name!r}; stored extras: "
+                             f"{', '.join(self.extras) or 'none'}")
+        shape = self.extras[name]
+        if indices is None:
+            out = np.empty((self.num_examples(split), *shape), np.uint8)
+            self.read_all(split, extras_out={name: out})
+            return out
+        indices = np.asarray(indices)
+        out = np.empty((*indices.shape, *shape), np.uint8)
+        self.read(split, indices, extras_out={name: out})
+        return out
 
     def close(self) -> None:
         """Closes the file readers and the thread pool."""

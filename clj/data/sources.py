@@ -25,10 +25,15 @@ Available names (see :data:`DATASETS`):
     Objects pasted at random positions and scales on a cluttered canvas
     (crops of the other dataset, noise), generated once per parameter set and
     cached; see :mod:`clj.data.clutter` (default 48x48x1, 10,000 / 2,000).
-``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``, ``"tiny_imagenet"``
+``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"``
     clj's own prepared format in ``data_dir`` (``python -m clj.data.prepare``,
-    see :mod:`clj.data.prepare`); otherwise, except ``tiny_imagenet``, a
-    TensorFlow-Datasets dataset already prepared on disk as array_record.
+    see :mod:`clj.data.prepare`); otherwise a TensorFlow-Datasets dataset
+    already prepared on disk as array_record.
+``"tiny_imagenet"``, ``"imagenet100"``, ``"imagenet1k"``, ``"mini_imagenet"``, ``"fg_imagenet"``
+    clj's prepared format only (:data:`PREPARED_SHAPES` gives their default
+    image shapes); ``mini_imagenet`` and ``fg_imagenet`` also store SER's
+    saliency map of every image (read with
+    :meth:`clj.data.records.PreparedDataset.read_extra`).
 ``"tfds:<name>"``
     A TensorFlow-Datasets dataset already prepared on disk (never downloaded).
 ``"clj:<name>"`` (or any name prepared in ``data_dir``)
@@ -56,6 +61,7 @@ from clj.data.idx import EMNIST_SPLITS, emnist_fix, find_idx_set, load_idx_set
 __all__ = [
     "DATASETS",
     "DATASET_DOCS",
+    "PREPARED_SHAPES",
     "TFDS_DATASETS",
     "load_source",
 ]
@@ -69,7 +75,11 @@ DATASET_DOCS: dict[str, str] = {
     "cifar10": "CIFAR-10 32x32x3 (TFDS, prepared)",
     "cifar100": "CIFAR-100 32x32x3 (TFDS, prepared)",
     "svhn_cropped": "SVHN cropped digits 32x32x3 (TFDS, prepared)",
-    "tiny_imagenet": "Tiny ImageNet 64x64x3, 200 classes (prepared from its folder: python -m clj.data.prepare)",
+    "tiny_imagenet": "Tiny ImageNet 64x64x3, 200 classes, wnids.txt order (prepared: python -m clj.data.prepare tiny_imagenet)",
+    "imagenet100": "ImageNet-100 of PyCIL/MEMO 256x256x3 (shorter side 256, centre crop), 100 classes (prepared: python -m clj.data.prepare imagenet100)",
+    "imagenet1k": "ImageNet-1k (ILSVRC-2012) 256x256x3, 1000 classes, val as test (prepared: python -m clj.data.prepare imagenet1k)",
+    "mini_imagenet": "SER's Split Mini-ImageNet 288x384x3 + saliency maps, 100 classes (prepared: python -m clj.data.prepare mini_imagenet)",
+    "fg_imagenet": "SER's Split FG-ImageNet 288x384x3 + saliency maps, 100 classes (prepared: python -m clj.data.prepare fg_imagenet)",
     "clutter_mnist": "MNIST digits on a 48x48 canvas with Fashion-MNIST clutter (generated, cached; clj.data.clutter)",
     "clutter_fashion_mnist": "Fashion-MNIST items on a 48x48 canvas with MNIST clutter (generated, cached)",
 }
@@ -77,6 +87,17 @@ DATASET_DOCS: dict[str, str] = {
 them; ``clj.config`` validates ``dataset`` against them)."""
 
 DATASETS: tuple[str, ...] = tuple(DATASET_DOCS)
+
+PREPARED_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "tiny_imagenet": ((64, 64, 3), 200),
+    "imagenet100": ((256, 256, 3), 100),
+    "imagenet1k": ((256, 256, 3), 1000),
+    "mini_imagenet": ((288, 384, 3), 100),
+    "fg_imagenet": ((288, 384, 3), 100),
+}
+"""The datasets read only from clj's prepared format: name -> (default image
+shape ``(H, W, C)`` as ``python -m clj.data.prepare NAME`` stores it, number of
+classes). ``--size`` may store another shape; the metadata is authoritative."""
 """Valid names for :func:`clj.data.load_dataset` (plus any ``"tfds:<name>"``, any
 ``"clj:<name>"`` and any name prepared in clj's format in ``data_dir``)."""
 
@@ -395,7 +416,7 @@ def _load_tfds(name: str, tfds_name: str, data_dir: str | os.PathLike | None, *,
 
 
 _CLJ_PREPARABLE = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist",
-                   "tiny_imagenet")
+                   *PREPARED_SHAPES)
 
 
 def _clj_dir(data_dir: Path, name: str) -> Path:
@@ -440,11 +461,12 @@ def load_source(name: str, data_dir: str | os.PathLike | None = None, *,
                 f"{data_dir!r} (looked for "
                 f"{_clj_dir(Path(data_dir), stored) / 'metadata.json' if data_dir else '<data_dir>/clj/' + stored}); "
                 f"prepare it with `{_prepare_cmd(stored, data_dir)}`")
-        if name == "tiny_imagenet":
+        if name in PREPARED_SHAPES:
+            looked = (_clj_dir(Path(data_dir), name) / "metadata.json" if data_dir
+                      else "<data_dir>/clj/" + name + " (no data_dir given)")
             raise FileNotFoundError(
-                f"tiny_imagenet is not prepared in clj's format under {data_dir!r} "
-                f"(it is not a TFDS builder). Prepare it from the tiny-imagenet-200 "
-                f"folder with `{_prepare_cmd(name, data_dir)}`")
+                f"{name} is not prepared in clj's format (looked for {looked}); prepare it "
+                f"with `{_prepare_cmd(name, data_dir)}`")
 
     if name == "digits":
         no_kwargs()

@@ -54,10 +54,12 @@ def choose_placement(config, devices=None) -> tuple[str, str | None]:
     name = prepared_name(config)
     found = find_prepared(config.data_dir or None, name) if name is not None else None
     if placement == "stream" and found is None:
+        from clj.data.prepare import prepare_command
+
         raise config_lib.ConfigError(
             f"data.placement='stream' reads clj's prepared records, and dataset={config.dataset!r} is not prepared in "
-            f"data_dir={config.data_dir!r}; prepare it with `python -m clj.data.prepare {name or config.dataset} --source DIR "
-            f"--data_dir {config.data_dir or 'DIR'}` or use data.placement='device'.")
+            f"data_dir={config.data_dir!r}; prepare it with `{prepare_command(name or config.dataset, config.data_dir or 'DIR')}` "
+            f"or use data.placement='device'.")
     if placement == "auto":
         placement = "device"
         if found is not None:
