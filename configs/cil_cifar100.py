@@ -2,11 +2,11 @@
 ``--config=configs/cil_cifar100.py:<method>,<init_cls>,<increment>[,<budget>]``.
 
 ``budget`` is ``fixed`` (2000 exemplars in total, the CIL survey's benchmark
-table, MEMO spec Sec. 7.2; the default) or ``fair`` (MEMO's memory-aligned
-budget, Sec. 7.1).  ``B0 IncN`` is ``init_cls = increment = N``.  The
+table 5; the default) or ``fair`` (MEMO's memory-aligned budget, the MEMO
+paper's App. Table 14).  ``B0 IncN`` is ``init_cls = increment = N``.  The
 generalized blocks of MEMO / DER train after task 0 when the first task has
-fewer than 50 classes (the reference scripts' ``--train_base``, spec Sec.
-2.5).  Everything else is configs/cil_cifar100_common.py's PyCIL protocol.
+fewer than 50 classes (the reference scripts' ``--train_base``; MEMO paper
+App. C.2).  Everything else is configs/cil_cifar100_common.py's PyCIL protocol.
 
     python launch.py --config=configs/cil_cifar100.py:icarl,10,10,fixed --workdir=runs/icarl_b0inc10
 """

@@ -127,3 +127,13 @@ def test_tiny_table_runs_its_row_end_to_end(name, tmp_path):
         assert len(vals) == 2 and all(0.0 <= v <= 100.0 for v in vals), row
     md = open(wd / "table.md").read()
     assert TINY_ROWS[name] in md and "not a result" in md and row["command"] in md
+
+
+def test_docs_tables_md_lists_every_table_as_the_catalog_does():
+    from clj.tables import catalog_markdown
+
+    text = open(os.path.join(ROOT, "docs", "tables.md"), encoding="utf-8").read()
+    assert text.endswith(catalog_markdown()), "regenerate: python -m clj.tables --list --markdown"
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    for name in TABLES:
+        assert f"python -m clj.tables {name}" in readme, name

@@ -303,6 +303,23 @@ def run_table(name: str, *, rows: Sequence[str] | None = None, workdir: str | No
     return result
 
 
+def catalog_markdown() -> str:
+    """Every table with its full-size command and each row's paper numbers
+    and ``launch.py`` command (the body of docs/tables.md)."""
+    lines = []
+    for t in TABLES.values():
+        lines += [f"### `{t.name}`: {t.title}", "", f"Source: {t.source}. Default seeds per row: {t.seeds}.", "",
+                  "```", f"python -m clj.tables {t.name} --workdir runs/tables/{t.name}", "```", "",
+                  "| row | " + " | ".join(f"{m.label} (paper)" for m in t.metrics) + " | config |",
+                  "|---|" + "---|" * len(t.metrics) + "---|"]
+        for r in t.rows:
+            lines.append(f"| {r.label} | " + " | ".join(_fmt(p) for p in r.paper) + f" | `{r.command()}` |")
+        if t.note:
+            lines += ["", t.note]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _fmt(x, nd=2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 

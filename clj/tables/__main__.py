@@ -17,6 +17,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m clj.tables", description="Run a seed paper's table.")
     p.add_argument("table", nargs="?", help="the table's name (--list shows them)")
     p.add_argument("--list", action="store_true", help="list the tables and their rows")
+    p.add_argument("--markdown", action="store_true", help="with --list: the tables as Markdown (docs/tables.md)")
     p.add_argument("--rows", default="", help="row labels to run, separated by ';' or ',' (default: all)")
     p.add_argument("--workdir", default=None, help="the table's folder (default runs/tables/<table>)")
     p.add_argument("--num_seeds", type=int, default=None, help="seeds per row (default: the table's)")
@@ -27,6 +28,11 @@ def main(argv=None) -> int:
                    help="memory of one device (default: what the device reports)")
     p.add_argument("--check", action="store_true", help="print each row's memory and steps, train nothing")
     a = p.parse_args(argv)
+    if a.list and a.markdown:
+        from clj.tables import catalog_markdown
+
+        print(catalog_markdown(), end="")
+        return 0
     if a.list or not a.table:
         for t in TABLES.values():
             print(f"{t.name}: {t.title} [{t.source}]")

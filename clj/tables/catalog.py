@@ -5,7 +5,7 @@ Each :class:`Table` names its source (paper, table), the metrics it reports
 and its rows; each :class:`Row` is a shipped config (``configs/<name>.py``,
 with its variant and overrides: exactly what ``launch.py`` would run) and the
 paper's numbers in the table's metric order (``None`` where the paper has no
-cell or none could be retrieved; see ``../specs`` notes in each doc).
+cell or none could be retrieved).
 Numbers are in percent, as printed by the papers.
 
 JAX-free (importing the catalog imports no JAX).
@@ -93,7 +93,7 @@ class Table:
 
 
 # ------------------------------------------------------------------ MEMO / PyCIL
-_MEMO_ALIGNED = {  # MEMO spec Sec. 7.1 (paper App. Table 14 and the aligned settings): (avg, last)
+_MEMO_ALIGNED = {  # MEMO paper, App. Table 14 and the aligned settings: (avg, last)
     (10, 10): {"replay": (69.98, 55.61), "icarl": (70.94, 58.52), "wa": (69.55, 59.26),
                "dynamic_er": (71.47, 60.26), "memo": (72.37, 61.98)},
     (50, 5): {"replay": (63.55, 56.20), "icarl": (65.28, 58.37), "wa": (65.95, 60.49),
@@ -101,7 +101,7 @@ _MEMO_ALIGNED = {  # MEMO spec Sec. 7.1 (paper App. Table 14 and the aligned set
     (50, 10): {"replay": (61.19, 53.23), "icarl": (65.48, 57.92), "wa": (67.44, 60.62),
                "dynamic_er": (69.16, 62.48), "memo": (70.09, 63.66)},
 }
-_MEMO_BENCH = {  # MEMO spec Sec. 7.2 (CIL survey Table 5, CIFAR-100, 2000 exemplars): (avg, last)
+_MEMO_BENCH = {  # CIL survey Table 5 (CIFAR-100, 2000 exemplars): (avg, last)
     (5, 5): {"replay": (58.20, 38.69), "icarl": (63.51, 45.12), "wa": (64.65, 48.46),
              "dynamic_er": (67.99, 53.95), "memo": (68.10, 54.23)},
     (10, 10): {"replay": (59.31, 41.01), "icarl": (64.42, 49.52), "wa": (67.09, 52.30),
@@ -129,18 +129,18 @@ def _cil_rows(numbers: dict, budget: str) -> tuple:
 
 MEMO_CIFAR100_ALIGNED = Table(
     "memo_cifar100_aligned", "MEMO's memory-aligned comparison on CIFAR-100 (ResNet-32)",
-    "Zhou et al., ICLR 2023, App. Table 14 and the aligned settings (MEMO spec Sec. 7.1); seed 1993 class order",
+    "Zhou et al., ICLR 2023, App. Table 14 and the aligned settings; seed 1993 class order",
     (AVG, LAST), _cil_rows(_MEMO_ALIGNED, "fair"), seeds=3,
     note="The paper reports one run (seed 1993); clj reports the mean of its seeds over the same class order.")
 
 MEMO_CIFAR100 = Table(
     "memo_cifar100", "The PyCIL benchmark table on CIFAR-100 (ResNet-32, 2000 exemplars)",
-    "Zhou et al., CIL survey, Table 5 (MEMO spec Sec. 7.2); seed 1993 class order",
+    "Zhou et al., CIL survey, Table 5; seed 1993 class order",
     (AVG, LAST), _cil_rows(_MEMO_BENCH, "fixed"), seeds=3,
     note="Rows of methods clj does not have yet (GEM, PODNet, Coil, BiC, FOSTER, LUCIR) are added as they land.")
 
 # ------------------------------------------------------------------ AKR
-_AKR = {  # AKR spec Sec. 8 (project page figure), CIFAR-100: avg incremental accuracy
+_AKR = {  # AKR project page figure, CIFAR-100: avg incremental accuracy
     "b0inc20": ("TFS N=5", {"none": 67.24, "mixup": 69.96, "attentive": 70.38}),
     "b0inc10": ("TFS N=10", {"none": 63.53, "mixup": 68.14, "attentive": 69.11}),
     "b0inc5": ("TFS N=20", {"none": 59.14, "mixup": 66.04, "attentive": 67.40}),
@@ -151,12 +151,12 @@ _AKR = {  # AKR spec Sec. 8 (project page figure), CIFAR-100: avg incremental ac
 _AKR_NAMES = {"none": "Base", "mixup": "Mixup", "attentive": "AKR"}
 AKR_CIFAR100 = Table(
     "akr_cifar100", "AKR's CIFAR-100 table (ResNet-32, 2000 exemplars, TFS / TFH)",
-    "AKR project page, quantitative results figure (AKR spec Sec. 8), average incremental accuracy",
+    "AKR project page, quantitative results figure, average incremental accuracy",
     (AVG,), tuple(Row(f"{_AKR_NAMES[r]} {col}", f"akr_cifar100_{setting}", r, paper=(num,))
                   for setting, (col, by) in _AKR.items() for r, num in by.items()), seeds=3)
 
 # ------------------------------------------------------------------ SERENA
-_SERENA = {  # SERENA spec Sec. 9 (README figure, pixel readings +-0.5): final accuracy
+_SERENA = {  # SERENA README figure (pixel readings, +-0.5): final accuracy
     "mnist": ("Split-MNIST", {"official": 98.5, "iid_offline": 98.4, "iid_online": 96.4, "er": 92.1}),
     "cifar10": ("Split-CIFAR-10", {"official": 88.5, "iid_offline": 85.3, "iid_online": 60.2, "er": 42.3}),
     "cifar100": ("Split-CIFAR-100", {"official": 60.7, "iid_offline": 57.3, "iid_online": 22.1, "er": 21.1}),
@@ -165,7 +165,7 @@ _SERENA_NAMES = {"official": "SERENA", "iid_offline": "iid offline", "iid_online
                  "er": "reservoir ER"}
 SERENA = Table(
     "serena", "SERENA's online data-incremental figure (Split-MNIST / CIFAR-10 / CIFAR-100)",
-    "SERENA README figure (SERENA spec Sec. 9), final accuracy over all test examples",
+    "SERENA README figure, final accuracy over all test examples",
     (POOLED_FINAL,), tuple(Row(f"{_SERENA_NAMES[v]} {title}", f"serena_{ds}", v, paper=(num,))
                            for ds, (title, by) in _SERENA.items() for v, num in by.items()), seeds=3,
     note="The class order follows the seed (the official rule): each seed runs as its own program. "
@@ -174,7 +174,7 @@ SERENA = Table(
 # ------------------------------------------------------------------ NISPA
 NISPA = Table(
     "nispa", "NISPA on EF-MNIST / CIFAR-10 / CIFAR-100 (task-IL, sparse networks)",
-    "NISPA authors' committed seed-0 results (NISPA spec Sec. 7.1); the paper's table was not retrieved",
+    "NISPA authors' committed seed-0 results; the paper's table was not retrieved",
     (TIL_FINAL,), (Row("NISPA CIFAR-10", "nispa_cifar10", paper=(91.28,)),
                    Row("NISPA CIFAR-100", "nispa_cifar100", paper=(None,))), seeds=3,
     note="The paper's numbers are 5-seed means; only the authors' seed-0 runs could be read. EF-MNIST "
@@ -195,12 +195,12 @@ DERPP = Table(
 # ------------------------------------------------------------------ SER
 SER = Table(
     "ser", "SER's main table (class-IL, 20 tasks x 5 classes, buffers 1000 / 2000 / 5000)",
-    "Bellitto et al., SER, Table 1; the cells could not be retrieved (SER spec Sec. 8)",
+    "Bellitto et al., SER, Table 1; the cells could not be retrieved",
     (CIL_FINAL,), tuple(Row(f"{name} buffer {b}", cfg, overrides=(("replay.buffer_size", b),), paper=(None,))
                         for name, cfg in (("DER++ + SER", "ser_derpp_paper"), ("ER-ACE + SER", "ser_er_ace_paper"))
                         for b in (1000, 2000, 5000)), seeds=3,
-    note="The configs run the protocol on Split CIFAR-100 until Mini-/FG-ImageNet are prepared "
-         "(configs/ser_derpp_paper.py).")
+    note="Split Mini-ImageNet prepared with python -m clj.data.prepare mini_imagenet (SER's layout and label "
+         "map; --config.dataset=fg_imagenet for Split FG-ImageNet). The paper's cells could not be retrieved.")
 
 TABLES = {t.name: t for t in (MEMO_CIFAR100_ALIGNED, MEMO_CIFAR100, AKR_CIFAR100, SERENA, NISPA, DERPP, SER)}
 """Every table, by name."""
