@@ -47,3 +47,44 @@ def cifar_config(method: str, init_cls: int, increment: int, train_base: bool):
                        update_milestones=UPDATE_MILESTONES[method], update_schedule="multistep",
                        train_base=train_base, batching="pycil")
     return c
+
+
+IMAGENET = {"imagenet100": dict(preset="pycil_imagenet", base_exemplars=2000, update_epochs=170),
+            "imagenet1k": dict(preset="memo_imagenet1k", base_exemplars=20000, update_epochs=200)}
+
+
+def imagenet_config(method: str, dataset: str, init_cls: int, increment: int, budget: str = "fixed"):
+    """The PyCIL / MEMO protocol on ImageNet-100 or ImageNet-1k.
+
+    ResNet-18 with the ImageNet stem (``resnet18_imagenet``; MEMO / DER (Yan)
+    cut as PyCIL's ``memo_resnet18``), the seed-1993 class order over the
+    prepared dataset's (sorted-wnid) labels, batch 128, SGD momentum 0.9, the
+    CIFAR protocol's epochs and milestones (200 base epochs; 170 later ones,
+    200 on ImageNet-1k as the survey's scripts), RandomResizedCrop(224) + flip
+    (+ brightness 63/255 on ImageNet-1k) and resize 256 / centre crop 224 for
+    evaluation (``augment.preset``); 2000 exemplars (20,000 on ImageNet-1k),
+    ``budget="fair"`` for MEMO's memory-aligned budget.  The generalized
+    blocks train after task 0 when the first task has fewer than 50 classes
+    (the reference scripts' ``--train_base``).  Needs the dataset prepared
+    with ``python -m clj.data.prepare imagenet100|imagenet1k`` in
+    ``--config.data_dir``.
+
+    Raises:
+      ValueError: an unknown dataset or budget.
+    """
+    if dataset not in IMAGENET:
+        raise ValueError(f"dataset {dataset!r} is invalid; valid: {', '.join(IMAGENET)}.")
+    if budget not in ("fixed", "fair"):
+        raise ValueError(f"budget {budget!r} is invalid; valid: fixed, fair.")
+    spec = IMAGENET[dataset]
+    first = init_cls or increment
+    c = cifar_config(method, first, increment, train_base=first < 50)
+    c.dataset = dataset
+    c.model = ml_collections.ConfigDict(dict(name="resnet18_imagenet", dtype="float32"))
+    c.augment = ml_collections.ConfigDict(dict(preset=spec["preset"]))
+    if dataset == "imagenet1k":
+        c.train.epochs = spec["update_epochs"]
+    c.cil.base_exemplars = spec["base_exemplars"]
+    c.cil.budget = budget
+    c.cil.memory_size = spec["base_exemplars"]
+    return c

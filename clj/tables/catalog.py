@@ -111,6 +111,28 @@ _MEMO_BENCH = {  # CIL survey Table 5 (CIFAR-100, 2000 exemplars): (avg, last)
     (50, 10): {"replay": (52.37, 41.26), "icarl": (61.29, 52.04), "wa": (64.32, 55.85),
                "dynamic_er": (68.24, 61.94), "memo": (69.39, 62.83)},
 }
+_MEMO_BENCH_EXTRA = {  # the survey appendix's per-stage MEMO / DER numbers (Avg = their mean); no table cell
+    (50, 25): {"memo": (71.31, 66.06)},
+    (50, 50): {"memo": (None, None), "dynamic_er": (None, None)},  # B0 Inc50: a setting of the scripts, no number
+}
+_IN100_BENCH = {  # CIL survey Table 6 (ImageNet-100, 2000 exemplars): (avg, last)
+    (5, 5): {"replay": (56.37, 37.32), "icarl": (62.36, 44.10), "wa": (62.96, 46.06),
+             "dynamic_er": (73.79, 63.66), "memo": (68.19, 56.10)},
+    (10, 10): {"replay": (59.21, 41.00), "icarl": (67.11, 50.98), "wa": (68.60, 55.04),
+               "dynamic_er": (77.08, 66.84), "memo": (71.00, 60.96)},
+    (20, 20): {"replay": (64.53, 48.76), "icarl": (73.57, 61.50), "wa": (74.44, 64.84),
+               "dynamic_er": (78.56, 72.10), "memo": (76.59, 68.64)},
+    (50, 10): {"replay": (55.73, 43.38), "icarl": (62.56, 53.68), "wa": (65.81, 56.64),
+               "dynamic_er": (77.57, 71.10), "memo": (76.66, 70.22)},
+    (50, 25): {"memo": (78.20, 72.96), "dynamic_er": (79.51, 74.88)},  # survey appendix per-stage means
+}
+_IN_ALIGNED = {  # MEMO paper's aligned settings: ImageNet-100 B50 Inc5 (756 MB), ImageNet-1k B0 Inc100 (3297 MB)
+    ("imagenet100", 50, 5): {"replay": (61.04, 51.30), "icarl": (65.90, 57.30), "wa": (65.15, 57.96),
+                             "dynamic_er": (76.37, 70.26), "memo": (77.27, 71.54)},
+    ("imagenet1k", 100, 100): {"replay": (55.78, 39.40), "icarl": (57.94, 41.30), "wa": (59.86, 43.23),
+                               "dynamic_er": (68.36, 58.30), "memo": (68.09, 57.40)},
+    ("imagenet1k", 500, 100): {"memo": (None, None), "dynamic_er": (None, None)},
+}
 _CIL_NAMES = {"replay": "Replay", "icarl": "iCaRL", "wa": "WA", "dynamic_er": "DER", "memo": "MEMO"}
 
 
@@ -118,11 +140,13 @@ def _setting(init: int, inc: int) -> str:
     return f"B{0 if init == inc else init} Inc{inc}"
 
 
-def _cil_rows(numbers: dict, budget: str) -> tuple:
+def _cil_rows(numbers: dict, budget: str, config: str = "cil_cifar100", prefix: str = "") -> tuple:
     rows = []
-    for (init, inc), by_method in numbers.items():
+    for key, by_method in numbers.items():
+        cfg, (init, inc) = (config, key) if len(key) == 2 else (f"cil_{key[0]}", key[1:])
+        pre = prefix or ("" if len(key) == 2 else {"imagenet100": "ImageNet-100 ", "imagenet1k": "ImageNet-1k "}[key[0]])
         for m, paper in by_method.items():
-            rows.append(Row(f"{_CIL_NAMES[m]} {_setting(init, inc)}", "cil_cifar100", f"{m},{init},{inc},{budget}",
+            rows.append(Row(f"{_CIL_NAMES[m]} {pre}{_setting(init, inc)}", cfg, f"{m},{init},{inc},{budget}",
                             paper=paper))
     return tuple(rows)
 
@@ -136,8 +160,21 @@ MEMO_CIFAR100_ALIGNED = Table(
 MEMO_CIFAR100 = Table(
     "memo_cifar100", "The PyCIL benchmark table on CIFAR-100 (ResNet-32, 2000 exemplars)",
     "Zhou et al., CIL survey, Table 5; seed 1993 class order",
-    (AVG, LAST), _cil_rows(_MEMO_BENCH, "fixed"), seeds=3,
-    note="Rows of methods clj does not have yet (GEM, PODNet, Coil, BiC, FOSTER, LUCIR) are added as they land.")
+    (AVG, LAST), _cil_rows({**_MEMO_BENCH, **_MEMO_BENCH_EXTRA}, "fixed"), seeds=3,
+    note="B50 Inc25 is the survey appendix's per-stage curve (Avg its mean); B0 Inc50 has no published cell.")
+
+MEMO_IMAGENET100 = Table(
+    "memo_imagenet100", "The PyCIL benchmark table on ImageNet-100 (ResNet-18, 2000 exemplars)",
+    "Zhou et al., CIL survey, Table 6; the class subset and seed-1993 order of PyCIL's list",
+    (AVG, LAST), _cil_rows(_IN100_BENCH, "fixed", config="cil_imagenet100"), seeds=1,
+    note="The paper reports one run. B50 Inc25 is the survey appendix's per-stage curve (Avg its mean).")
+
+MEMO_IMAGENET_ALIGNED = Table(
+    "memo_imagenet_aligned", "MEMO's memory-aligned comparison on ImageNet-100 and ImageNet-1k (ResNet-18)",
+    "Zhou et al., ICLR 2023, the aligned settings (ImageNet-100 B50 Inc5, ImageNet-1k B0 Inc100)",
+    (AVG, LAST), _cil_rows(_IN_ALIGNED, "fair"), seeds=1,
+    note="The ImageNet-1k cells sit under a mislabelled caption in the transcription read; B500 Inc100 has "
+         "no published cell.")
 
 # ------------------------------------------------------------------ AKR
 _AKR = {  # AKR project page figure, CIFAR-100: avg incremental accuracy
@@ -154,6 +191,22 @@ AKR_CIFAR100 = Table(
     "AKR project page, quantitative results figure, average incremental accuracy",
     (AVG,), tuple(Row(f"{_AKR_NAMES[r]} {col}", f"akr_cifar100_{setting}", r, paper=(num,))
                   for setting, (col, by) in _AKR.items() for r, num in by.items()), seeds=3)
+
+_AKR_IN = {  # AKR project page figure, ImageNet-subset: avg incremental accuracy
+    (0, 20): ("TFS N=5", {"none": 78.88, "mixup": 78.54, "attentive": 79.04}),
+    (0, 10): ("TFS N=10", {"none": 73.32, "mixup": 72.75, "attentive": 74.53}),
+    (0, 5): ("TFS N=20", {"none": 65.07, "mixup": 65.50, "attentive": 67.37}),
+    (50, 10): ("TFH N=5", {"none": 72.55, "mixup": 73.43, "attentive": 74.75}),
+    (50, 5): ("TFH N=10", {"none": 66.82, "mixup": 68.71, "attentive": 70.85}),
+    (50, 2): ("TFH N=25", {"none": 61.00, "mixup": 63.88, "attentive": 65.11}),
+}
+AKR_IMAGENET100 = Table(
+    "akr_imagenet100", "AKR's ImageNet-subset table (ResNet-18, 2000 exemplars, TFS / TFH)",
+    "AKR project page, quantitative results figure, average incremental accuracy",
+    (AVG,), tuple(Row(f"{_AKR_NAMES[r]} {col}", "akr_imagenet100", f"{r},{init},{inc}", paper=(num,))
+                  for (init, inc), (col, by) in _AKR_IN.items() for r, num in by.items()), seeds=3,
+    note="The paper gives no ImageNet schedule: the config takes official iCaRL's ImageNet one "
+         "(configs/akr_common.py).")
 
 # ------------------------------------------------------------------ SERENA
 _SERENA = {  # SERENA README figure (pixel readings, +-0.5): final accuracy
@@ -202,5 +255,6 @@ SER = Table(
     note="Split Mini-ImageNet prepared with python -m clj.data.prepare mini_imagenet (SER's layout and label "
          "map; --config.dataset=fg_imagenet for Split FG-ImageNet). The paper's cells could not be retrieved.")
 
-TABLES = {t.name: t for t in (MEMO_CIFAR100_ALIGNED, MEMO_CIFAR100, AKR_CIFAR100, SERENA, NISPA, DERPP, SER)}
+TABLES = {t.name: t for t in (MEMO_CIFAR100_ALIGNED, MEMO_CIFAR100, MEMO_IMAGENET100, MEMO_IMAGENET_ALIGNED,
+                               AKR_CIFAR100, AKR_IMAGENET100, SERENA, NISPA, DERPP, SER)}
 """Every table, by name."""
