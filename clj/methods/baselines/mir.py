@@ -185,24 +185,28 @@ def interference_scores(pre_logits: jax.Array, post_logits: jax.Array, y: jax.Ar
     return jnp.where(valid, post - pre, -jnp.inf), improved & valid
 
 
-def train_step(state: State, batch: dict, rng: jax.Array):
-    """One ER-MIR step (module doc).
+def retrieve(state: State, batch: dict, rng: jax.Array) -> dict:
+    """MIR's retrieval for one step (module doc): the stream gradient, the
+    candidates, their loss increase under the virtual step, the top-m.
 
     Args:
       state: the State.
-      batch: ``x`` float32 [B, H, W, C] augmented stream images, ``x_raw``
-        uint8 [B, H, W, C], ``y`` int32 [B], ``task_id`` int32 [B] (-1 when
-        hidden).
-      rng: PRNG key of the candidate draw, their augmentation and the
-        reservoir insertion.
+      batch: as :func:`train_step`'s.
+      rng: the step's key (the same split as :func:`train_step`).
 
     Returns:
-      (new State, metrics: ``loss`` (stream CE + replay CE), ``loss_stream``,
-      ``loss_replay``, ``interference`` (mean score of the replayed
-      candidates, 0 while nothing is replayed), ``acc``).
+      a dict: ``loss_stream`` float32 [], ``grads`` (params-shaped, the
+      stream gradient), ``batch_stats`` (after the stream and candidate
+      passes), ``logits`` float [B, C] the stream logits, ``cand`` int32 [K]
+      candidate slots, ``cand_valid`` bool [K], ``scores`` float32 [K]
+      (``-inf`` for padding), ``improved`` bool [K] (stored-logit scores),
+      ``pre`` float [K, C] candidate logits before the step, ``top`` int32 [m]
+      the chosen candidates (positions in ``cand``), ``slots`` int32 [m] their
+      buffer slots, ``valid`` bool [m], ``x`` / ``y`` the replayed inputs
+      and labels.
     """
     static, net, buf = state.static, state.net, state.buffer
-    k_draw, k_aug, k_add = jax.random.split(rng, 3)
+    k_draw, k_aug, _ = jax.random.split(rng, 3)
     lr = net.optim.lr_at(net.task_step, net.task_steps, net.steps_per_epoch, state.swept["optim.lr"])
 
     def stream_loss(params):
@@ -218,7 +222,6 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     cand, cvalid = draw_candidates(buf, k_draw, static.subsample, eligible)
     cx = static.augment(buf.x[cand], k_aug, train=True)
     cy = buf.y[cand]
-    any_cand = jnp.any(cvalid)
 
     # the virtual plain-SGD step on the stream gradient, and the loss increase it causes
     virtual = jax.tree.map(lambda p, d: p - lr.astype(p.dtype) * d.astype(p.dtype), net.params, g)
@@ -228,29 +231,56 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     old = state.old_logits[cand] if static.compare_to_old_logits else None
     scores, improved = interference_scores(pre, post, cy, cvalid, old)
     m = min(static.minibatch_size, static.subsample)
-    top_scores, top = jax.lax.top_k(scores, m)
-    rvalid = cvalid[top]
-    rx, ry = cx[top], cy[top]
+    _, top = jax.lax.top_k(scores, m)
+    any_cand = jnp.any(cvalid)
+    bs = jax.tree.map(lambda a, b: jnp.where(any_cand, b, a), bs, bs_pre)
+    return {"loss_stream": loss_s, "grads": g, "batch_stats": bs, "logits": logits, "cand": cand,
+            "cand_valid": cvalid, "scores": scores, "improved": improved, "pre": pre, "top": top,
+            "slots": cand[top], "valid": cvalid[top], "x": cx[top], "y": cy[top]}
+
+
+def train_step(state: State, batch: dict, rng: jax.Array):
+    """One ER-MIR step (module doc; the retrieval is :func:`retrieve`).
+
+    Args:
+      state: the State.
+      batch: ``x`` float32 [B, H, W, C] augmented stream images, ``x_raw``
+        uint8 [B, H, W, C], ``y`` int32 [B], ``task_id`` int32 [B] (-1 when
+        hidden).
+      rng: PRNG key of the candidate draw, their augmentation and the
+        reservoir insertion.
+
+    Returns:
+      (new State, metrics: ``loss`` (stream CE + replay CE), ``loss_stream``,
+      ``loss_replay``, ``interference`` (mean score of the replayed
+      candidates, 0 while nothing is replayed), ``acc``).
+    """
+    static, net = state.static, state.net
+    k_add = jax.random.split(rng, 3)[2]
+    r = retrieve(state, batch, rng)
+    rvalid = r["valid"]
 
     def replay_loss(params):
-        out, bs_mem = common.forward(net, params, bs_pre, rx, train=True)
-        return common.cross_entropy(out, ry, rvalid), bs_mem
+        out, bs_mem = common.forward(net, params, r["batch_stats"], r["x"], train=True)
+        return common.cross_entropy(out, r["y"], rvalid), bs_mem
 
     (loss_r, bs_mem), g_r = jax.value_and_grad(replay_loss, has_aux=True)(net.params)
     # nothing to replay: the stream step alone (BatchNorm statistics of the stream pass only)
-    bs = jax.tree.map(lambda a, b: jnp.where(any_cand, b, a), bs, bs_mem)
-    grads = jax.tree.map(lambda a, b: a + b, g, g_r)
+    bs = jax.tree.map(lambda a, b: jnp.where(jnp.any(rvalid), b, a), r["batch_stats"], bs_mem)
+    grads = jax.tree.map(lambda a, b: a + b, r["grads"], g_r)
     new_net = common.apply_gradients(net, grads, bs, base_lr=state.swept["optim.lr"])
 
     old_logits = state.old_logits
     if static.compare_to_old_logits:
         # a candidate whose current loss beats its stored one stores its logits
-        slot = jnp.where(improved, cand, static.buffer_size)
-        old_logits = old_logits.at[slot].set(pre.astype(jnp.float32), mode="drop")
-    new_buf = reservoir_add(buf, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
+        slot = jnp.where(r["improved"], r["cand"], static.buffer_size)
+        old_logits = old_logits.at[slot].set(r["pre"].astype(jnp.float32), mode="drop")
+    new_buf = reservoir_add(state.buffer, k_add, batch["x_raw"], batch["y"], task_id=batch.get("task_id"))
+    top_scores = r["scores"][r["top"]]
     interference = jnp.sum(jnp.where(rvalid, top_scores, 0.0)) / jnp.maximum(jnp.sum(rvalid), 1)
-    metrics = {"loss": loss_s + loss_r, "loss_stream": loss_s, "loss_replay": loss_r,
-               "interference": interference.astype(jnp.float32), "acc": common.accuracy(logits, batch["y"])}
+    metrics = {"loss": r["loss_stream"] + loss_r, "loss_stream": r["loss_stream"], "loss_replay": loss_r,
+               "interference": interference.astype(jnp.float32),
+               "acc": common.accuracy(r["logits"], batch["y"])}
     return state.replace(net=new_net, buffer=new_buf, old_logits=old_logits), metrics
 
 
