@@ -16,7 +16,7 @@ import importlib
 
 
 def online_config(method: str, dataset: str, *, lr: float, buffer_size: int, minibatch_size: int = 10,
-                  model: dict | None = None, **online):
+                  model: dict | None = None, augment: dict | None = None, **online):
     """The config of ``method`` (``"mir"`` or ``"cope"``) on SERENA's stream
     of ``dataset`` (``digits``, ``mnist``, ``cifar10``, ``cifar100``).
 
@@ -25,7 +25,8 @@ def online_config(method: str, dataset: str, *, lr: float, buffer_size: int, min
         official codes).
       buffer_size: replay slots, all classes together.
       minibatch_size: replayed examples per step (both codes: the batch size, 10).
-      model: replaces the ``model`` block (keys of ``config.model``).
+      model: replaces fields of the ``model`` block.
+      augment: replaces fields of the ``augment`` block.
       online: fields of the ``online`` block (``mir_subsample=50``, ...).
     """
     from clj.methods.sections import section_config
@@ -37,7 +38,7 @@ def online_config(method: str, dataset: str, *, lr: float, buffer_size: int, min
     c.replay.buffer_size = buffer_size
     c.replay.minibatch_size = minibatch_size
     c.online = section_config("online", **online)
-    if model is not None:
-        for k, v in model.items():
-            c.model[k] = v
+    for block, values in (("model", model), ("augment", augment)):
+        for k, v in (values or {}).items():
+            c[block][k] = v
     return c
