@@ -1,6 +1,6 @@
 """The baselines' config blocks: ``config.replay`` (ER, DER, DER++, ER-ACE,
-A-GEM, and SER over them), ``config.reg`` (EWC, SI, MAS) and ``config.lwf``
-(LwF).  JAX-free."""
+A-GEM, MIR, CoPE, and SER over them), ``config.reg`` (EWC, SI, MAS),
+``config.lwf`` (LwF) and ``config.online`` (MIR, CoPE).  JAX-free."""
 from __future__ import annotations
 
 from clj.errors import ConfigError
