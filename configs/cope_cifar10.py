@@ -14,5 +14,5 @@ from clj.configs.online_common import online_config
 
 def get_config():
     return online_config("cope", "cifar10", lr=0.005, buffer_size=1000, cope_dim=256, cope_temperature=0.1,
-                         cope_momentum=0.99, cope_iters=1, model=dict(name="resnet18_reduced"),
+                         cope_momentum=0.99, cope_iters=1, model=dict(name="resnet18_reduced", width=20),
                          augment=dict(crop_pad=0, flip=False))

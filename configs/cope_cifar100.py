@@ -14,5 +14,5 @@ from clj.configs.online_common import online_config
 
 def get_config():
     return online_config("cope", "cifar100", lr=0.005, buffer_size=5000, cope_dim=256, cope_temperature=0.05,
-                         cope_momentum=0.9, cope_iters=5, model=dict(name="resnet18_reduced"),
+                         cope_momentum=0.9, cope_iters=5, model=dict(name="resnet18_reduced", width=20),
                          augment=dict(crop_pad=0, flip=False))

@@ -13,5 +13,5 @@ from clj.configs.online_common import online_config
 
 def get_config():
     return online_config("mir", "cifar10", lr=0.1, buffer_size=1000, mir_subsample=50,
-                         model=dict(name="resnet18_reduced"),
+                         model=dict(name="resnet18_reduced", width=20),
                          augment=dict(crop_pad=0, flip=False))

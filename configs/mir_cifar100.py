@@ -11,5 +11,5 @@ from clj.configs.online_common import online_config
 
 def get_config():
     return online_config("mir", "cifar100", lr=0.1, buffer_size=5000, mir_subsample=50,
-                         model=dict(name="resnet18_reduced"),
+                         model=dict(name="resnet18_reduced", width=20),
                          augment=dict(crop_pad=0, flip=False))
