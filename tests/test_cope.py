@@ -17,6 +17,9 @@ from clj.methods.baselines import cope
 from clj.scenarios import make_scenario
 from conftest import run_with_devices
 
+_ppp = jax.jit(cope.ppp_loss)
+_step = jax.jit(cope.train_step)
+
 
 # ------------------------------------------------------------------ the loss
 def _ppp_loops(f, y, P, seen, T):
@@ -55,11 +58,12 @@ def test_ppp_loss_matches_the_loop_form():
     seen = np.array([True, True, False, True, True])     # class 4 seen with no example in the batch
     valid = np.array([True] * 7 + [False] * 2)            # two padding rows
     for T in (1.0, 0.1):
-        got = float(cope.ppp_loss(f, jnp.asarray(y), jnp.asarray(valid), P, jnp.asarray(seen), T))
+        got = float(_ppp(f, jnp.asarray(y), jnp.asarray(valid), P, jnp.asarray(seen), jnp.float32(T)))
         want = _ppp_loops(np.asarray(f)[valid], y[valid], P, seen, T)
         assert got == pytest.approx(want, rel=1e-5), (T, got, want)
     # extreme similarity scale: finite (the loop form overflows in float32 here)
-    g = jax.grad(lambda f: cope.ppp_loss(f, jnp.asarray(y), jnp.asarray(valid), P, jnp.asarray(seen), 0.005))(f)
+    g = jax.jit(jax.grad(cope.ppp_loss))(f, jnp.asarray(y), jnp.asarray(valid), P, jnp.asarray(seen),
+                                         jnp.float32(0.005))
     assert bool(jnp.all(jnp.isfinite(g)))
 
 
@@ -81,8 +85,8 @@ def test_ppp_gradient_stops_at_the_proxies_of_the_attractor():
         pr += [jnp.exp(fc[j] @ fi / T) / (jnp.exp(fc[j] @ fi / T) + den) for j in range(3) if j != i]
         return -jnp.log(jnp.mean(jnp.stack(pr))) / 3
 
-    want = sum(jax.grad(per_anchor)(f, i) for i in range(3))
-    got = jax.grad(lambda f: cope.ppp_loss(f, y, v, P, seen, 0.3))(f)
+    want = jax.jit(lambda f: sum(jax.grad(per_anchor)(f, i) for i in range(3)))(f)
+    got = jax.jit(jax.grad(cope.ppp_loss))(f, y, v, P, seen, jnp.float32(0.3))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
@@ -118,7 +122,7 @@ def _embed_by_hand(params, x):
 
 def test_prototypes_move_toward_their_class_mean():
     sc, c, st = _setup(cope_momentum=0.9)
-    step = jax.jit(cope.train_step)
+    step = _step
     idx = np.concatenate([sc.tasks[0].train_idx[:6], sc.tasks[0].train_idx[-4:]])
     b = _batch(st, sc, idx)
     y = np.asarray(b["y"])
@@ -150,10 +154,10 @@ def test_prototypes_move_toward_their_class_mean():
 
 
 def test_one_class_seen_does_not_train():
-    sc, c, st = _setup()
+    sc, c, st = _setup(cope_momentum=0.9)      # the statics of the test above: its compiled step
     tr = sc.tasks[0].train_idx
     b = _batch(st, sc, tr[sc.y_train[tr] == sc.y_train[tr[0]]][:10])    # one class only
-    new, m = jax.jit(cope.train_step)(st, b, jax.random.PRNGKey(3))
+    new, m = _step(st, b, jax.random.PRNGKey(3))
     assert float(m["loss"]) == 0.0
     for a, b_ in zip(jax.tree_util.tree_leaves(st.net.params), jax.tree_util.tree_leaves(new.net.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b_))
@@ -256,30 +260,27 @@ def _digits(**over):
     return c
 
 
-def test_split_digits_three_seeds(tmp_path):
-    """The shipped config (online, batch 10, one pass), 3 seeds in one program:
-    CoPE ends far above fine-tuning (21% on this stream) and above 80%
-    (measured 91.6% for seed 0)."""
-    from clj.train import Runner
-
-    res = Runner(_digits(num_seeds=3), str(tmp_path)).run()
-    acc = res["metrics"]["class_il"]["final_average_accuracy"]
-    assert acc["mean"] >= 0.80 and acc["n"] == 3, acc
-
-
 _SHARDED = r"""
-import json, tempfile, jax
+import json, os, tempfile, jax
 from clj.train.loop import Runner
 from test_cope import _digits
 assert jax.device_count() == 4
-c = _digits(**{"model.hidden": (64, 64)})
-r4 = Runner(c, tempfile.mkdtemp()).run()
-r1 = Runner(c, tempfile.mkdtemp(), devices=jax.devices()[:1]).run()
-print(json.dumps([r4["accuracy_matrix"]["class_il"], r1["accuracy_matrix"]["class_il"], r4["extra"]["devices"]]))
+c = _digits(num_seeds=3)
+w4, w1 = tempfile.mkdtemp(), tempfile.mkdtemp()
+Runner(c, w4).run()
+r1 = Runner(c, w1, devices=jax.devices()[:1]).run()
+seeds = [[json.load(open(os.path.join(w, f"seed_{k}", "results.json"))) for k in range(3)] for w in (w4, w1)]
+print(json.dumps([[[s["accuracy_matrix"]["class_il"] for s in ss] for ss in seeds],
+                  r1["metrics"]["class_il"]["final_average_accuracy"], seeds[0][0]["extra"]["devices"]]))
 """
 
 
-def test_four_devices_match_one_device():
-    a4, a1, ndev = json.loads(run_with_devices(_SHARDED).strip().splitlines()[-1])
+def test_split_digits_three_seeds_four_devices_match_one_device():
+    """The shipped config (online, batch 10, one pass), 3 seeds in one program,
+    on 4 simulated devices and on 1: the same accuracies, and CoPE ends far
+    above fine-tuning (21% on this stream) and above 85% (measured 93.09 ±
+    1.37%)."""
+    (a4, a1), acc, ndev = json.loads(run_with_devices(_SHARDED).strip().splitlines()[-1])
     assert ndev == 4
     np.testing.assert_allclose(a4, a1, atol=0.02)
+    assert acc["mean"] >= 0.85 and acc["n"] == 3, acc

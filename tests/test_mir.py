@@ -18,6 +18,8 @@ from clj.scenarios import make_scenario
 from conftest import run_with_devices
 
 M = 12  # buffer slots, all filled, all candidates
+_retrieve = jax.jit(mir.retrieve)
+_step = jax.jit(mir.train_step)
 
 
 def _setup(m=4, **online):
@@ -81,7 +83,7 @@ def _by_hand(st, batch, old_logits=None):
 
 def test_retrieval_picks_the_largest_loss_increase():
     _, _, st, batch = _setup(m=4)
-    r = jax.jit(mir.retrieve)(st, batch, jax.random.PRNGKey(5))
+    r = _retrieve(st, batch, jax.random.PRNGKey(5))
     inc, _ = _by_hand(st, batch)
     assert bool(jnp.all(r["cand_valid"])) and sorted(np.asarray(r["cand"]).tolist()) == list(range(M))
     # the scores are the increases, slot by slot
@@ -98,7 +100,7 @@ def test_stored_logit_scores():
     y = np.asarray(st.buffer.y)
     old[np.arange(0, M, 2), y[::2]] = 8.0          # even slots: a stored loss far below the current one
     st = st.replace(old_logits=jnp.asarray(old))
-    r = jax.jit(mir.retrieve)(st, batch, jax.random.PRNGKey(5))
+    r = _retrieve(st, batch, jax.random.PRNGKey(5))
     inc, _ = _by_hand(st, batch, old_logits=old)
     cand = np.asarray(r["cand"])
     np.testing.assert_allclose(np.asarray(r["scores"]), inc[cand], rtol=1e-4, atol=1e-5)
@@ -108,7 +110,7 @@ def test_stored_logit_scores():
     pre = _ce_np(np.asarray(r["pre"]), y[cand])
     np.testing.assert_array_equal(imp, pre < _ce_np(old[cand], y[cand]))
     # after the step, the improved slots store their pre-update logits, the others keep theirs
-    new, _ = jax.jit(mir.train_step)(st, batch, jax.random.PRNGKey(5))
+    new, _ = _step(st, batch, jax.random.PRNGKey(5))
     got = np.asarray(new.old_logits)
     for j, s in enumerate(cand):
         np.testing.assert_allclose(got[s], np.asarray(r["pre"])[j] if imp[j] else old[s], rtol=1e-6)
@@ -117,8 +119,8 @@ def test_stored_logit_scores():
 def test_step_is_sgd_on_stream_plus_replay_gradients():
     _, _, st, batch = _setup(m=4)
     key = jax.random.PRNGKey(5)
-    r = jax.jit(mir.retrieve)(st, batch, key)
-    new, m = jax.jit(mir.train_step)(st, batch, key)
+    r = _retrieve(st, batch, key)
+    new, m = _step(st, batch, key)
     p = st.net.params
     g = jax.grad(_ce)(p, batch["x"], batch["y"])
     x = st.static.augment(st.buffer.x[r["slots"]], None, train=False)
@@ -132,13 +134,13 @@ def test_step_is_sgd_on_stream_plus_replay_gradients():
 
 def test_exclude_current_task_and_empty_buffer_replay_nothing():
     _, _, st, batch = _setup(m=4, mir_exclude_current_task=True)
-    r = jax.jit(mir.retrieve)(st, dict(batch, task_id=jnp.zeros(5, jnp.int32)), jax.random.PRNGKey(5))
+    r = _retrieve(st, dict(batch, task_id=jnp.zeros(5, jnp.int32)), jax.random.PRNGKey(5))
     assert not bool(jnp.any(r["valid"]))              # task 0: every stored example is of the current task
-    r = jax.jit(mir.retrieve)(st, batch, jax.random.PRNGKey(5))
+    r = _retrieve(st, batch, jax.random.PRNGKey(5))
     assert bool(jnp.all(r["valid"]))                  # task 1: all of them are earlier
     sc, c, _, batch = _setup(m=4)
     empty = mir.init(jax.random.PRNGKey(0), c, sc)
-    new, m = jax.jit(mir.train_step)(empty, batch, jax.random.PRNGKey(5))
+    new, m = _step(empty, batch, jax.random.PRNGKey(5))
     assert float(m["loss_replay"]) == 0.0 and float(m["interference"]) == 0.0
 
 
@@ -168,31 +170,27 @@ def _digits(**over):
     return c
 
 
-def test_split_digits_three_seeds(tmp_path):
-    """The shipped config (online, batch 10, one pass), 3 seeds in one program:
-    MIR ends well above fine-tuning (measured 21% on this stream) and above
-    80% (measured 96.4% for seed 0; ER at lr 0.05: 89.7%)."""
-    from clj.train import Runner
-
-    res = Runner(_digits(num_seeds=3), str(tmp_path)).run()
-    acc = res["metrics"]["class_il"]["final_average_accuracy"]
-    assert acc["mean"] >= 0.80 and acc["n"] == 3, acc
-    assert len(json.load(open(tmp_path / "seed_2" / "results.json"))["accuracy_matrix"]["class_il"]) == 5
-
-
 _SHARDED = r"""
-import json, tempfile, jax
+import json, os, tempfile, jax
 from clj.train.loop import Runner
 from test_mir import _digits
 assert jax.device_count() == 4
-c = _digits(**{"model.hidden": (64, 64)})
-r4 = Runner(c, tempfile.mkdtemp()).run()
-r1 = Runner(c, tempfile.mkdtemp(), devices=jax.devices()[:1]).run()
-print(json.dumps([r4["accuracy_matrix"]["class_il"], r1["accuracy_matrix"]["class_il"], r4["extra"]["devices"]]))
+c = _digits(num_seeds=3)
+w4, w1 = tempfile.mkdtemp(), tempfile.mkdtemp()
+Runner(c, w4).run()
+r1 = Runner(c, w1, devices=jax.devices()[:1]).run()
+seeds = [[json.load(open(os.path.join(w, f"seed_{k}", "results.json"))) for k in range(3)] for w in (w4, w1)]
+print(json.dumps([[[s["accuracy_matrix"]["class_il"] for s in ss] for ss in seeds],
+                  r1["metrics"]["class_il"]["final_average_accuracy"], seeds[0][0]["extra"]["devices"]]))
 """
 
 
-def test_four_devices_match_one_device():
-    a4, a1, ndev = json.loads(run_with_devices(_SHARDED).strip().splitlines()[-1])
+def test_split_digits_three_seeds_four_devices_match_one_device():
+    """The shipped config (online, batch 10, one pass), 3 seeds in one program,
+    on 4 simulated devices and on 1: the same accuracies, and MIR ends well
+    above fine-tuning (21% on this stream) and above 85% (measured 95.75 ±
+    1.17%; reservoir ER at lr 0.05: 90.80 ± 2.16%)."""
+    (a4, a1), acc, ndev = json.loads(run_with_devices(_SHARDED).strip().splitlines()[-1])
     assert ndev == 4
     np.testing.assert_allclose(a4, a1, atol=0.02)
+    assert acc["mean"] >= 0.85 and acc["n"] == 3, acc
