@@ -153,6 +153,19 @@ def test_prototypes_move_toward_their_class_mean():
     np.testing.assert_array_equal(P2[rest], P1[rest])
 
 
+def test_renormalize_switch_keeps_moved_prototypes_on_the_sphere():
+    sc, c, st = _setup(cope_momentum=0.9, cope_renormalize=True)
+    idx = np.concatenate([sc.tasks[0].train_idx[:6], sc.tasks[0].train_idx[-4:]])
+    b = _batch(st, sc, idx)
+    new, _ = jax.jit(cope.train_step)(st, b, jax.random.PRNGKey(3))
+    f = _embed_by_hand(st.net.params, np.asarray(b["x"]))
+    y = np.asarray(b["y"])
+    P0 = np.asarray(st.prototypes)
+    for cl in set(y.tolist()):
+        want = 0.9 * P0[cl] + 0.1 * f[y == cl].mean(0)
+        np.testing.assert_allclose(np.asarray(new.prototypes)[cl], want / np.linalg.norm(want), rtol=1e-5, atol=1e-6)
+
+
 def test_one_class_seen_does_not_train():
     sc, c, st = _setup(cope_momentum=0.9)      # the statics of the test above: its compiled step
     tr = sc.tasks[0].train_idx

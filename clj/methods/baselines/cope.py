@@ -13,7 +13,9 @@ with its default ``batch_momentum_incr``, ``mem_scheme.py`` with
   ``seen`` mask): drawn uniform in [0, 1]^D and L2-normalised, first used
   when ``c`` first appears; after each update
   ``p_c <- m p_c + (1 - m) mean(f)``, the mean over the step's (pre-update,
-  detached) embeddings of class ``c``, new and replayed; not re-normalised;
+  detached) embeddings of class ``c``, new and replayed; not re-normalised
+  (``online.cope_renormalize`` normalises it, the official code's
+  commented-out option);
 * each step draws ``replay.minibatch_size`` buffer examples, class-balanced:
   one class at a time uniformly among the classes with examples left, then
   that many examples of each class without replacement; one forward pass
@@ -67,6 +69,7 @@ class Static:
       temperature: T of the PPP loss.
       momentum: m of the prototype update.
       iters: updates per incoming batch.
+      renormalize: L2-normalise prototypes after each update.
       num_classes: C.
     """
 
@@ -78,6 +81,7 @@ class Static:
     temperature: float = 0.1
     momentum: float = 0.99
     iters: int = 1
+    renormalize: bool = False
     num_classes: int = 10
 
 
@@ -149,7 +153,7 @@ def init(rng: jax.Array, config, scenario) -> State:
     static = Static(augment=common.augment_from_config(config.augment, scenario), buffer_size=M, slots=M + B,
                     minibatch_size=int(r["minibatch_size"]), dim=int(o["cope_dim"]),
                     temperature=float(o["cope_temperature"]), momentum=float(o["cope_momentum"]),
-                    iters=int(o["cope_iters"]), num_classes=C)
+                    iters=int(o["cope_iters"]), renormalize=bool(o["cope_renormalize"]), num_classes=C)
     k_net, k_proto = jax.random.split(rng)
     model = common.model_from_config(config.model, static.dim)
     net = common.init_model_state(k_net, model, common.optim_spec_from_config(config.optim), scenario.image_shape)
@@ -454,7 +458,10 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         p_cnt = p_cnt + jnp.sum(onehot, axis=0)
     mean = p_sum / jnp.maximum(p_cnt, 1.0)[:, None]
     m = static.momentum
-    protos = jnp.where((p_cnt > 0)[:, None], m * protos + (1.0 - m) * mean, protos)
+    moved = m * protos + (1.0 - m) * mean
+    if static.renormalize:
+        moved = l2_normalize(moved)
+    protos = jnp.where((p_cnt > 0)[:, None], moved, protos)
     new_buf = buffer_add(buf, keys[-1], batch["x_raw"], batch["y"], seen, static.buffer_size)
     acc = common.accuracy(_scores(first_f, state.prototypes, state.seen), batch["y"])
     metrics = {"loss": loss, "acc": acc, "replayed": jnp.sum(mvalid).astype(jnp.float32)}

@@ -102,7 +102,7 @@ def _check_online(v, config) -> None:
     at_least("online", v, 1, "mir_subsample", "cope_dim", "cope_iters")
     positive("online", v, "cope_temperature")
     in_interval("online", v, "cope_momentum", "[0, 1]")
-    for k in ("mir_compare_to_old_logits", "mir_exclude_current_task"):
+    for k in ("mir_compare_to_old_logits", "mir_exclude_current_task", "cope_renormalize"):
         need(v[k] in (True, False), f"online.{k}={v[k]!r} is invalid; valid: True, False.")
     kind = config.scenario.kind
     need(not v["mir_exclude_current_task"] or kind != "data_incremental",
@@ -113,7 +113,7 @@ def _check_online(v, config) -> None:
 ONLINE = Section(
     "online",
     dict(mir_subsample=50, mir_compare_to_old_logits=False, mir_exclude_current_task=False,
-         cope_dim=100, cope_temperature=0.1, cope_momentum=0.99, cope_iters=1),
+         cope_dim=100, cope_temperature=0.1, cope_momentum=0.99, cope_iters=1, cope_renormalize=False),
     dict(mir_subsample="MIR: candidates drawn from the buffer each step, scored by their loss increase "
                        "(official --subsample 50)",
          mir_compare_to_old_logits="MIR: score against the lowest loss each candidate has had "
@@ -123,5 +123,7 @@ ONLINE = Section(
          cope_dim="CoPE: width of the L2-normalised embedding (official --n_outputs)",
          cope_temperature="CoPE: temperature T of the PPP loss (official --loss_T)",
          cope_momentum="CoPE: prototype momentum, p <- m p + (1 - m) batch mean (official --p_momentum)",
-         cope_iters="CoPE: updates per incoming batch, each with a new replay draw (official --n_iter)"),
+         cope_iters="CoPE: updates per incoming batch, each with a new replay draw (official --n_iter)",
+         cope_renormalize="CoPE: L2-normalise each prototype after its momentum update (a line the official "
+                          "code leaves commented out; off there)"),
     _check_online)
