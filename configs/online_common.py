@@ -1,9 +1,9 @@
 """Config builder shared by the MIR and CoPE configs (a helper of the
 shipped configs, not a config itself): the two online baselines of SERENA's
-figure on SERENA's own stream (docs/serena.md, "Results"; CoPE's online
-data-incremental protocol: batch 10, one pass, no task id, the class order of
-the run's seed), with each method's settings from its official scripts
-(docs/baselines.md, "MIR" and "CoPE").
+figure (docs/serena.md, "What the paper reports") on SERENA's own stream
+(CoPE's online data-incremental protocol: batch 10, one pass, no task id, the
+class order of the run's seed), with each method's settings from its official
+scripts (docs/baselines.md, "MIR" and "CoPE").
 
 The stream is ``configs/serena_<dataset>.py:er`` (reservoir ER on the same
 stream), so the three baselines see the same examples in the same order; the
