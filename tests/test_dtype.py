@@ -35,9 +35,11 @@ F32_DOTS_IN_STEP = {
     "ser_er_ace": "the spectral-residual saliency targets (image resize)",
     "ser_er": "the spectral-residual saliency targets (image resize)",
     "akr": "the attention module's score layer on float32 features",
+    "cope": "the PPP loss's similarities and the prototype means on the float32-normalised embeddings",
 }
 # ... and in predict: SERENA's nearest-class-mean routing between cells.
-F32_DOTS_IN_PREDICT = {"serena": "the distances to the class means that route an example to a cell"}
+F32_DOTS_IN_PREDICT = {"serena": "the distances to the class means that route an example to a cell",
+                       "cope": "the similarities to the prototypes (nearest-prototype prediction)"}
 
 
 def test_compute_dtype_names_dtypes_and_blocks():

@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
-from clj.methods.baselines.section import LWF, REG, REPLAY
+from clj.methods.baselines.section import LWF, ONLINE, REG, REPLAY
 from clj.methods.cil.section import CIL, check_expand_model
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
@@ -62,7 +62,7 @@ class Entry(NamedTuple):
 
 _B, _C = "clj.methods.baselines", "clj.methods.cil"
 METHODS: dict[str, Entry] = {
-    # baselines (Mammoth's ER family, regularisation, A-GEM, LwF)
+    # baselines (Mammoth's ER family, regularisation, A-GEM, MIR, CoPE, LwF)
     "finetune": Entry(f"{_B}.rehearsal:finetune", "plain fine-tuning, no protection against forgetting (lower bound)"),
     "joint": Entry(f"{_B}.rehearsal:joint", "trains on the union of the tasks seen so far (upper bound)"),
     "er": Entry(f"{_B}.rehearsal:er", "experience replay, reservoir buffer", (REPLAY,)),
@@ -71,6 +71,10 @@ METHODS: dict[str, Entry] = {
     "er_ace": Entry(f"{_B}.er_ace", "ER with asymmetric cross-entropy", (REPLAY,)),
     "agem": Entry(f"{_B}.agem", "A-GEM: gradient projected so the episodic memory's loss does not increase",
                   (REPLAY,)),
+    "mir": Entry(f"{_B}.mir", "ER with maximally interfered retrieval: replays the buffer examples that a "
+                 "virtual step hurts most", (REPLAY, ONLINE)),
+    "cope": Entry(f"{_B}.cope", "continual prototype evolution: PPP loss on L2 embeddings, momentum prototypes, "
+                  "class-balanced buffer", (REPLAY, ONLINE)),
     "lwf": Entry(f"{_B}.lwf", "learning without forgetting: distillation from the previous model", (LWF,)),
     "ewc": Entry(f"{_B}.regularization:ewc", "elastic weight consolidation", (REG,)),
     "si": Entry(f"{_B}.regularization:si", "synaptic intelligence", (REG,)),

@@ -1,6 +1,6 @@
 """The baselines' config blocks: ``config.replay`` (ER, DER, DER++, ER-ACE,
-A-GEM, and SER over them), ``config.reg`` (EWC, SI, MAS) and ``config.lwf``
-(LwF).  JAX-free."""
+A-GEM, MIR, CoPE, and SER over them), ``config.reg`` (EWC, SI, MAS),
+``config.lwf`` (LwF) and ``config.online`` (MIR, CoPE).  JAX-free."""
 from __future__ import annotations
 
 from clj.errors import ConfigError
@@ -95,3 +95,35 @@ LWF = Section(
          softmax_temp="T, temperature of the distillation softmaxes (paper: 2)",
          warmup="train the new classes' head outputs alone for train.epochs epochs before each task >= 1"),
     _check_lwf)
+
+
+# ------------------------------------------------------------ MIR / CoPE
+def _check_online(v, config) -> None:
+    at_least("online", v, 1, "mir_subsample", "cope_dim", "cope_iters")
+    positive("online", v, "cope_temperature")
+    in_interval("online", v, "cope_momentum", "[0, 1]")
+    for k in ("mir_compare_to_old_logits", "mir_exclude_current_task", "cope_renormalize"):
+        need(v[k] in (True, False), f"online.{k}={v[k]!r} is invalid; valid: True, False.")
+    kind = config.scenario.kind
+    need(not v["mir_exclude_current_task"] or kind != "data_incremental",
+         f"online.mir_exclude_current_task=True needs the task id of each example, which "
+         f"scenario.kind={kind!r} hides; valid: False, or a class_il / task_il / domain_il scenario.")
+
+
+ONLINE = Section(
+    "online",
+    dict(mir_subsample=50, mir_compare_to_old_logits=False, mir_exclude_current_task=False,
+         cope_dim=100, cope_temperature=0.1, cope_momentum=0.99, cope_iters=1, cope_renormalize=False),
+    dict(mir_subsample="MIR: candidates drawn from the buffer each step, scored by their loss increase "
+                       "(official --subsample 50)",
+         mir_compare_to_old_logits="MIR: score against the lowest loss each candidate has had "
+                                   "(official --compare_to_old_logits, its Split-MNIST runs)",
+         mir_exclude_current_task="MIR: draw candidates only from earlier tasks, none in task 0 (the official "
+                                  "code; needs task ids, so not in a data-incremental stream)",
+         cope_dim="CoPE: width of the L2-normalised embedding (official --n_outputs)",
+         cope_temperature="CoPE: temperature T of the PPP loss (official --loss_T)",
+         cope_momentum="CoPE: prototype momentum, p <- m p + (1 - m) batch mean (official --p_momentum)",
+         cope_iters="CoPE: updates per incoming batch, each with a new replay draw (official --n_iter)",
+         cope_renormalize="CoPE: L2-normalise each prototype after its momentum update (a line the official "
+                          "code leaves commented out; off there)"),
+    _check_online)
