@@ -1,8 +1,8 @@
 """CoPE in SER's table (docs/ser.md, "Headline results": the CoPE row of
 Split Mini-ImageNet, 20 tasks x 5 classes, one epoch, batch 8, buffer 2000,
-ResNet-18): the protocol of ``configs/ser_derpp_paper.py`` (clj has no
-Mini-ImageNet loader, so that config runs it on Split CIFAR-100 through TFDS)
-with CoPE's official CIFAR-100 settings (256-dim embedding, PPP temperature
+ResNet-18): the protocol of ``configs/ser_derpp_paper.py`` (Split
+Mini-ImageNet prepared with ``python -m clj.data.prepare mini_imagenet``;
+``--config.dataset=fg_imagenet`` for Split FG-ImageNet) with CoPE's official CIFAR-100 settings (256-dim embedding, PPP temperature
 0.05, prototype momentum 0.9) and SER's lr 0.01; 8 replayed per step.
 CoPE uses neither the task id nor the boundaries.  Meant for an accelerator.
 
