@@ -177,3 +177,28 @@ def test_four_devices_equal_one(tmp_path):
     r = json.loads([l for l in out.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     assert r["dev"] == 4 and len(r["acc"]) == 2
     np.testing.assert_allclose(r["acc"], r["acc1"], atol=1e-6)
+
+
+def test_boost_loss_variants_and_weight_aligning_by_hand():
+    from clj.methods.cil import common as cc
+
+    counts = (20, 20, 300, 300)
+    st = cc.TaskStatics(task=1, known=2, total=4)
+    base = foster.Static(num_classes=5, memory_size=40, class_sizes=(300,) * 5, st=st,
+                         w_boost=foster.class_weights(counts, 0.96))
+    assert foster.task_counts(base, 2, 4) == counts  # quota 40 // 2 for old classes, images for new
+    z = jnp.asarray([[1.0, -2.0, 0.5, 3.0, 9.0]])
+    w = np.asarray(base.w_boost)
+    got = np.asarray(foster.adjusted_logits(base, z))
+    np.testing.assert_allclose(got[0, :4], np.asarray(z)[0, :4] / w, rtol=1e-6)
+    assert got[0, 4] < -1e8  # unseen class masked
+    la = np.asarray(foster.adjusted_logits(dataclasses.replace(base, boost_loss="logit_adjust"), z))
+    np.testing.assert_allclose(la[0, :4], np.asarray(z)[0, :4] + np.log(np.asarray(counts) / 640.0), rtol=1e-6)
+    ce = np.asarray(foster.adjusted_logits(dataclasses.replace(base, boost_loss="ce"), z))
+    np.testing.assert_allclose(ce[0, :4], np.asarray(z)[0, :4])
+    # weight aligning with value: new columns x mean||old|| / mean||new|| x value^(known / new)
+    k = jnp.asarray([[3.0, 0.0, 1.0, 0.0, 5.0], [4.0, 2.0, 0.0, 2.0, 5.0]])
+    out = np.asarray(foster.align(k, 2, 4, 0.5))
+    g = (5.0 + 2.0) / 2 / ((1.0 + 2.0) / 2) * 0.5 ** (2 / 2)
+    np.testing.assert_allclose(out[:, 2:4], np.asarray(k)[:, 2:4] * g, rtol=1e-6)
+    np.testing.assert_array_equal(out[:, [0, 1, 4]], np.asarray(k)[:, [0, 1, 4]])
