@@ -164,20 +164,21 @@ def test_bad_config_is_refused_before_any_work():
 
 
 def test_split_digits_three_seeds(tmp_path):
-    """Split-digits (5 tasks x 2 classes), MLP 64, 3 epochs per task, 100
-    exemplars, seeds 0-2 vmapped in one program: class-IL final accuracy
-    well above fine-tuning's 20% (measured: 0.63 / 0.45 / 0.57, mean 0.55)."""
+    """Split-digits (2 tasks x 5 classes: two compiled tasks), MLP 64, 3
+    epochs per task, 100 exemplars, seeds 0-2 vmapped in one program:
+    class-IL final accuracy well above fine-tuning's 50% (measured: 0.920 /
+    0.915 / 0.915; 5 tasks x 2 classes gave 0.63 / 0.45 / 0.57)."""
     from clj.train import Runner
 
     c = _cfg(**{"model.hidden": (64,), "cil.memory_size": 100, "train.init_epochs": 3, "train.epochs": 3,
-                "num_seeds": 3})
+                "num_seeds": 3, "scenario.increment": 5})
     Runner(c, str(tmp_path)).run()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seeds"] == [0, 1, 2] and summary["status"] == "completed"
     accs = [json.loads((tmp_path / f"seed_{i}" / "results.json").read_text())["metrics"]["class_il"]
             ["final_average_accuracy"] for i in range(3)]
     assert len(set(accs)) == 3, accs  # three different seeds
-    assert np.mean(accs) >= 0.45 and min(accs) >= 0.35, accs
+    assert np.mean(accs) >= 0.85 and min(accs) >= 0.8, accs
 
 
 SHARDED = textwrap.dedent("""
@@ -227,7 +228,7 @@ def tiny_config(method="coil"):
 
 
 def test_four_devices_equal_one(tmp_path):
-    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="coil"))
+    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="coil"), fast_compile=True)
     r = json.loads([l for l in out.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     assert r["dev"] == 4 and len(r["acc"]) == 2
     np.testing.assert_allclose(r["acc"], r["acc1"], atol=1e-6)

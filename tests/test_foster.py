@@ -155,25 +155,26 @@ def test_bad_config_is_refused_before_any_work():
 
 
 def test_split_digits_three_seeds(tmp_path):
-    """Split-digits (5 tasks x 2 classes), MLP 64, 3 epochs in task 0 and 2
-    boosting + 2 compression epochs later, 100 exemplars, seeds 0-2 vmapped
-    in one program; teacher prediction (PyCIL's).  Measured: 0.86 final
-    class-IL for seed 0."""
+    """Split-digits (2 tasks x 5 classes: two compiled tasks), MLP 64, 3
+    epochs in task 0 and 2 boosting + 2 compression epochs in task 1, 100
+    exemplars, seeds 0-2 vmapped in one program; teacher prediction
+    (PyCIL's).  Measured: 0.927 / 0.909 / 0.883 final class-IL (5 tasks x 2
+    classes: 0.855 / 0.834 / 0.805)."""
     from clj.train import Runner
 
     c = _cfg(**{"model.hidden": (64,), "cil.memory_size": 100, "train.init_epochs": 3, "train.epochs": 2,
-                "foster.compression_epochs": 2, "num_seeds": 3})
+                "foster.compression_epochs": 2, "num_seeds": 3, "scenario.increment": 5})
     Runner(c, str(tmp_path)).run()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seeds"] == [0, 1, 2] and summary["status"] == "completed"
     accs = [json.loads((tmp_path / f"seed_{i}" / "results.json").read_text())["metrics"]["class_il"]
             ["final_average_accuracy"] for i in range(3)]
     assert len(set(accs)) == 3, accs
-    assert np.mean(accs) >= 0.7 and min(accs) >= 0.6, accs
+    assert np.mean(accs) >= 0.85 and min(accs) >= 0.8, accs
 
 
 def test_four_devices_equal_one(tmp_path):
-    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="foster"))
+    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="foster"), fast_compile=True)
     r = json.loads([l for l in out.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     assert r["dev"] == 4 and len(r["acc"]) == 2
     np.testing.assert_allclose(r["acc"], r["acc1"], atol=1e-6)
