@@ -139,7 +139,7 @@ def test_first_step_of_a_task_sets_the_new_rows_by_transport():
     s = coil.begin_task(s, info(1))
     b = batch(1)
     nb = s.static.st.new_per_step if s.static.batching == "pycil" else 32
-    want = coil.prospective(s, b["x"][:nb], b["y"][:nb])
+    want = jax.jit(coil.prospective)(s, b["x"][:nb], b["y"][:nb])
     s1, m = step(s, b, jax.random.PRNGKey(9))
     K, N = s.static.st.known, s.static.st.total
     np.testing.assert_allclose(np.asarray(s1.ot_new[K:N]), np.asarray(want.ot_new[K:N]), rtol=1e-5, atol=1e-6)
