@@ -457,6 +457,8 @@ def result_extras(state: State) -> dict:
 
 
 def make_spec():
+    """Coil's :class:`~clj.methods.api.MethodSpec` (host task info: the known
+    / total class counts are static per task)."""
     from clj.methods.api import Capabilities, MethodSpec
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task, predict=predict,

@@ -522,10 +522,12 @@ def result_extras(state: State) -> dict:
 
 
 def make_spec():
+    """FOSTER's :class:`~clj.methods.api.MethodSpec` (host task info; a step
+    holds the old, new and student networks: ``heavy_step``)."""
     from clj.methods.api import Capabilities, MethodSpec
 
     return MethodSpec(init=init, begin_task=begin_task, train_step=train_step, end_task=end_task, predict=predict,
-                      capabilities=Capabilities(static_task_info=True), memory_bytes=memory_bytes,
+                      capabilities=Capabilities(static_task_info=True, heavy_step=True), memory_bytes=memory_bytes,
                       result_extras=result_extras, task_steps=task_steps, sweepable=SWEEPABLE)
 
 
