@@ -35,6 +35,7 @@ from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import LWF, ONLINE, REG, REPLAY
 from clj.methods.cil.section import CIL, check_expand_model
+from clj.methods.cil.section import COIL, FOSTER
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
@@ -88,6 +89,10 @@ METHODS: dict[str, Entry] = {
     "dynamic_er": Entry(f"{_C}.expand:dynamic_er",
                         "DER (Yan et al.): a new backbone per task, dynamically expandable", (CIL,),
                         (check_expand_model,)),
+    "coil": Entry(f"{_C}.coil", "Coil: co-transport (Sinkhorn plans between class means) of old and new classifiers",
+                  (CIL, COIL)),
+    "foster": Entry(f"{_C}.foster", "FOSTER: feature boosting with a second backbone, then compression into one",
+                    (CIL, FOSTER)),
     # the five papers
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),

@@ -76,3 +76,65 @@ def check_expand_model(config) -> None:
          f"{', '.join(EXPAND_MODELS)} (model.num_blocks sets the depth: 5 = ResNet-32, 1 = ResNet-8).")
     nb = int(config.model.get("num_blocks", 5))
     need(nb >= 1, f"model.num_blocks={nb} is invalid: it must be >= 1.")
+
+
+# ----------------------------------------------------------- Coil (co-transport)
+def _check_coil(v, config) -> None:
+    positive("coil", v, "sinkhorn_reg", "norm_p")
+    need(float(v["reg_term"]) >= 0, f"coil.reg_term={v['reg_term']} is invalid: it must be >= 0.")
+    need(float(v["prospective_weight"]) >= 0,
+         f"coil.prospective_weight={v['prospective_weight']} is invalid: it must be >= 0.")
+    need(int(v["ot_every"]) >= 1, f"coil.ot_every={v['ot_every']} is invalid: it must be >= 1.")
+    need(int(v["sinkhorn_iters"]) >= 1, f"coil.sinkhorn_iters={v['sinkhorn_iters']} is invalid: it must be >= 1.")
+
+
+COIL = Section(
+    "coil",
+    dict(sinkhorn_reg=0.464, norm_p=3.0, reg_term=1e-3, prospective_weight=1e-3, ot_every=30, sinkhorn_iters=1000),
+    dict(sinkhorn_reg="entropic regularisation of the Sinkhorn transport (PyCIL's 'sinkhorn')",
+         norm_p="p of the Minkowski distance between class means, the transport cost (PyCIL's 'norm_term')",
+         reg_term="weight of the retrospective (new -> old) transport loss, times (epoch / epochs)^2",
+         prospective_weight="weight of the prospective (old -> new) transport loss of the first epoch",
+         ot_every="steps between two retrospective transport plans (PyCIL: every 30 batches)",
+         sinkhorn_iters="Sinkhorn iterations (fixed count; POT's default maximum)"),
+    _check_coil)
+
+
+# --------------------------------------------------- FOSTER (boosting + compression)
+FOSTER_OOFC = ("ft", "az")
+FOSTER_BOOST_LOSSES = ("divide", "logit_adjust", "ce")
+FOSTER_PREDICT_NETS = ("teacher", "student")
+
+
+def _check_foster(v, config) -> None:
+    for k in ("beta1", "beta2"):
+        need(0.0 <= float(v[k]) < 1.0, f"foster.{k}={v[k]} is invalid: it must be in [0, 1).")
+    choices("foster", v, oofc=FOSTER_OOFC, boost_loss=FOSTER_BOOST_LOSSES, predict_net=FOSTER_PREDICT_NETS)
+    need(float(v["lambda_okd"]) >= 0, f"foster.lambda_okd={v['lambda_okd']} is invalid: it must be >= 0.")
+    positive("foster", v, "wa_value", "compression_epochs")
+    need(float(v["compression_lr"]) > 0 or float(v["compression_lr"]) == -1,
+         f"foster.compression_lr={v['compression_lr']} is invalid: > 0, or -1 (cil.update_lr).")
+    need(float(v["compression_weight_decay"]) >= 0,
+         f"foster.compression_weight_decay={v['compression_weight_decay']} is invalid: it must be >= 0.")
+
+
+FOSTER = Section(
+    "foster",
+    dict(beta1=0.96, beta2=0.97, oofc="ft", teacher_wa=False, student_wa=False, lambda_okd=1.0, wa_value=1.0,
+         compression_epochs=130, compression_lr=-1.0, compression_weight_decay=0.0, boost_loss="divide",
+         predict_net="teacher"),
+    dict(beta1="effective-number beta of the boosting phase's class weights",
+         beta2="effective-number beta of the compression phase's balanced distillation",
+         oofc="old-features -> new-classes weights of the boosted head: 'ft' (trained) or 'az' (kept at zero)",
+         teacher_wa="weight-align the boosted (two-backbone) head after boosting",
+         student_wa="weight-align the compressed student's head after compression",
+         lambda_okd="weight of the distillation from the old model during boosting",
+         wa_value="weight aligning's extra factor value^(known / new)",
+         compression_epochs="epochs of the compression phase of tasks >= 1 (train.epochs: boosting)",
+         compression_lr="learning rate of the compression phase (-1 = cil.update_lr)",
+         compression_weight_decay="weight decay of the compression phase (PyCIL: none)",
+         boost_loss="boosting CE on 'divide' (logits / class weights, PyCIL), 'logit_adjust' (logits + log "
+                    "class prior, balanced softmax) or 'ce' (plain)",
+         predict_net="tasks >= 1 predict with the 'teacher' (two backbones, PyCIL's reported accuracy) or the "
+                     "compressed 'student'"),
+    _check_foster)
