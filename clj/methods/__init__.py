@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import LWF, REG, REPLAY
-from clj.methods.cil.section import CIL, check_expand_model
+from clj.methods.cil.section import BIC, CIL, LUCIR, check_expand_model
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
@@ -84,6 +84,10 @@ METHODS: dict[str, Entry] = {
     "dynamic_er": Entry(f"{_C}.expand:dynamic_er",
                         "DER (Yan et al.): a new backbone per task, dynamically expandable", (CIL,),
                         (check_expand_model,)),
+    "lucir": Entry(f"{_C}.lucir", "LUCIR: cosine classifier, less-forget distillation, margin ranking on hard negatives",
+                   (CIL, LUCIR)),
+    "bic": Entry(f"{_C}.bic", "BiC: distillation, then a bias-correction layer on the new classes' logits",
+                 (CIL, BIC)),
     # the five papers
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),
