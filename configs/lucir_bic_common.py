@@ -4,9 +4,9 @@
   class order), MLP 100-100, SGD momentum 0.9, 5 epochs per task, batch 32,
   200 exemplars in total, PyCIL's batching: CPU-sized.
 * :func:`seq_mnist_config`: Split-MNIST class-IL in label order (5 tasks of
-  2), MLP 784-100-100, raw [0, 1] pixels, batch 10, plain SGD lr 0.1, one
-  epoch, 200 exemplars: the side-by-side runs with Mammoth (LUCIR) and
-  PyCIL (BiC).
+  2), MLP 784-100-100, raw [0, 1] pixels, one epoch, 200 exemplars: the
+  side-by-side runs with Mammoth (LUCIR: batch 10, plain SGD lr 0.1) and
+  PyCIL (BiC: batch 32, SGD lr 0.05 momentum 0.9 wd 2e-4 in both stages).
 * :func:`cifar_config`: the seed tables' CIFAR-100 rows (ResNet-32,
   seed-1993 order, batch 128, crop + flip, PyCIL's batching).  BiC: PyCIL's
   ``models/bic.py`` (170 epochs in every task, lr 0.1, wd 2e-4, steps at
@@ -72,8 +72,14 @@ def seq_mnist_config(method: str):
     c.loop.eval_batch_size = 1000
     c.cil = section_config("cil", budget="fixed", memory_size=200, update_lr=0.1, update_weight_decay=0.0,
                            update_schedule="constant", batching="pycil")
-    over = dict(stage2_epochs=1, stage2_milestones=()) if method == "bic" else {}
-    return _method_blocks(c, method, **over)
+    if method == "bic":  # PyCIL's BiC: SGD momentum 0.9, wd 2e-4 in both stages (here lr 0.05, batch 32)
+        c.optim.update(dict(lr=0.05, momentum=0.9, weight_decay=2e-4))
+        c.train.batch_size = 32
+        c.cil.update_lr = 0.05
+        c.cil.update_weight_decay = 2e-4
+        return _method_blocks(c, method, stage2_epochs=1, stage2_lr=0.05, stage2_weight_decay=2e-4,
+                              stage2_milestones=())
+    return _method_blocks(c, method)
 
 
 def cifar_config(method: str, init_cls: int, increment: int, budget: str = "fair"):

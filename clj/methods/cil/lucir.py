@@ -183,8 +183,13 @@ def l2n(v: jax.Array, axis: int = -1) -> jax.Array:
 
 def cosine_scores(features: jax.Array, weight: jax.Array) -> jax.Array:
     """Cosine similarities float32 [N, C] of features [N, D] and class
-    weights [C, D] (LUCIR Eq. 3 without sigma)."""
-    return l2n(features.astype(jnp.float32)) @ l2n(weight.astype(jnp.float32)).T
+    weights [C, D] (LUCIR Eq. 3 without sigma); the normalisation is in
+    float32, the product in the features' dtype (the network's compute
+    dtype)."""
+    dt = features.dtype
+    f = l2n(features.astype(jnp.float32)).astype(dt)
+    w = l2n(weight.astype(jnp.float32)).astype(dt)
+    return jnp.matmul(f, w.T).astype(jnp.float32)
 
 
 def cosine_logits(features: jax.Array, head: dict) -> jax.Array:
@@ -241,9 +246,9 @@ def _backbone(params) -> dict:
 
 
 def feats(net: ModelState, params, batch_stats, x: jax.Array, train: bool):
-    """(features float32 [N, D], new batch_stats) of the backbone."""
+    """(features [N, D] in the network's compute dtype, new batch_stats) of the backbone."""
     (_, f), bs = common.forward(net, _backbone(params), batch_stats, x, train=train, return_features=True)
-    return f.astype(jnp.float32), bs
+    return f.astype(getattr(net.model, "dtype", None) or jnp.float32), bs
 
 
 def imprint_rows(weight: jax.Array, f: jax.Array, y: jax.Array, w: jax.Array, known: int, total: int) -> jax.Array:
@@ -257,9 +262,9 @@ def imprint_rows(weight: jax.Array, f: jax.Array, y: jax.Array, w: jax.Array, kn
     """
     C = weight.shape[0]
     col = jnp.arange(C)
-    onehot = ((y[:, None] == col[None, :]) & w[:, None]).astype(jnp.float32)
-    cnt = onehot.sum(0)
-    mean = onehot.T @ l2n(f) / jnp.maximum(cnt, 1.0)[:, None]
+    seg = jnp.where(w, jnp.clip(y, 0, C - 1), C)
+    cnt = jax.ops.segment_sum(w.astype(jnp.float32), seg, C + 1)[:C]
+    mean = jax.ops.segment_sum(l2n(f.astype(jnp.float32)), seg, C + 1)[:C] / jnp.maximum(cnt, 1.0)[:, None]
     old_norm = jnp.sum(jnp.linalg.norm(weight, axis=1) * (col < known)) / max(known, 1)
     new_rows = l2n(mean) * old_norm
     take = (cnt > 0) & (col >= known) & (col < total)
@@ -390,7 +395,7 @@ def finetune_classifier(state: State) -> State:
 
 def features(state: State, x: jax.Array) -> jax.Array:
     """Backbone features float32 [B, D] of normalised inputs (eval mode)."""
-    return feats(state.net, state.net.params, state.net.batch_stats, x, train=False)[0]
+    return feats(state.net, state.net.params, state.net.batch_stats, x, train=False)[0].astype(jnp.float32)
 
 
 def end_task(state: State, task_data: dict) -> State:
@@ -410,9 +415,9 @@ def end_task(state: State, task_data: dict) -> State:
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
     """float32 [B, C]: ``sigma cos`` (``cnn``) or NME scores (``nme``)."""
     del task_id
-    f = features(state, x)
+    f = feats(state.net, state.net.params, state.net.batch_stats, x, train=False)[0]
     if state.static.predict == "nme":
-        return ex.nme_scores(f, state.mem.class_means)
+        return ex.nme_scores(f.astype(jnp.float32), state.mem.class_means)
     return cosine_logits(f, state.net.params["cosine"])
 
 
