@@ -45,7 +45,8 @@ Per task t:
    from all of the task's images, and the network snapshotted.
 
 ``predict``: the corrected logits (``cil.predict="cnn"``) or NME.
-Differences from PyCIL: the new classes' held-out count is k on average
+With ``bic.exemplar_repeats="once"`` each stored exemplar counts once per epoch
+(:func:`first_pass`).  Differences from PyCIL: the new classes' held-out count is k on average
 (above); a held-out exemplar is drawn into a stage-1 batch and masked out of
 its losses (it still takes part in that batch's BatchNorm statistics);
 stage 2 runs ``ceil(k * total / B)`` batches of B per epoch over a per-epoch
@@ -83,6 +84,7 @@ class Static(icarl.Static):
       stage2_epochs: epochs of stage 2 (``bic.stage2_epochs`` or ``train.epochs``).
       stage2_lr, stage2_weight_decay, stage2_milestones, stage2_loss,
       stage2_bn: the ``bic`` block.
+      exemplar_repeats: ``"once"`` or ``"wrap"`` (:func:`first_pass`).
       val_per_class: k of the current task (0 in task 0).
       val_thresh: per-class uint32 thresholds of the content hash for the
         current task's new classes (0 elsewhere), a tuple of C ints.
@@ -97,6 +99,7 @@ class Static(icarl.Static):
     stage2_milestones: tuple = ()
     stage2_loss: str = "softmax_ce"
     stage2_bn: str = "train"
+    exemplar_repeats: str = "once"
     val_per_class: int = 0
     val_thresh: tuple = ()
 
@@ -161,7 +164,8 @@ def init(rng: jax.Array, config, scenario) -> State:
                     stage2_epochs=float(bic.stage2_epochs) or ep, stage2_lr=float(bic.stage2_lr),
                     stage2_weight_decay=float(bic.stage2_weight_decay),
                     stage2_milestones=tuple(int(m) for m in bic.stage2_milestones),
-                    stage2_loss=str(bic.stage2_loss), stage2_bn=str(bic.stage2_bn))
+                    stage2_loss=str(bic.stage2_loss), stage2_bn=str(bic.stage2_bn),
+                    exemplar_repeats=str(bic.exemplar_repeats))
     model = common.model_from_config(config.model, scenario.num_classes)
     k_net, k_state, k_salt = jax.random.split(rng, 3)
     net = common.init_model_state(k_net, model, init_o, scenario.image_shape)
@@ -247,6 +251,23 @@ def memory_holdout(mem: ex.ExemplarMemory, k: int, rng: jax.Array) -> jax.Array:
     return valid & (rank < k)
 
 
+def first_pass(static, task_step: jax.Array) -> jax.Array:
+    """bool [R]: the step's replay slots that count (``exemplar_repeats``).
+
+    With ``cil.batching="pycil"`` the replay slots of step j of an epoch are
+    positions ``j R ... j R + R - 1`` of the epoch's permutation of the n_mem
+    stored exemplars; ``"once"`` keeps the positions < n_mem (every exemplar
+    once per epoch, as the shuffled union of PyCIL's / Mammoth's loader),
+    ``"wrap"`` all of them (positions wrap around the memory).  All True in
+    ``"concat"`` batching or with ``"wrap"``."""
+    st = static.st
+    R = st.replay
+    if static.batching != "pycil" or static.exemplar_repeats == "wrap":
+        return jnp.ones((R,), bool)
+    j = task_step % max(st.steps_per_epoch, 1)
+    return j * R + jnp.arange(R) < st.n_mem
+
+
 def _val_statics(static: Static, task: TaskInfo) -> dict:
     known = int(min(task.classes))
     if task.task_id == 0 or known <= 0:
@@ -300,7 +321,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
         rx = static.augment(state.mem.x[idx], k_aug, train=True)
         x = jnp.concatenate([x, rx])
         y = jnp.concatenate([y, state.mem.y[idx]])
-        w = jnp.concatenate([w, valid & ~state.mem_val[idx]])
+        w = jnp.concatenate([w, valid & ~state.mem_val[idx] & first_pass(static, net.task_step)])
     use_kd = st.known > 0
     lam = st.known / st.total if use_kd else 0.0
     if use_kd:

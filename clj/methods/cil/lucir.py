@@ -28,7 +28,9 @@ Per task t:
 1. ``begin_task``: PyCIL's phase optimizer (task 0 ``config.optim``, later
    tasks ``cil.update_*``); the less-forget weight of the task (static).
 2. ``train_step``: a batch of new data and exemplars
-   (:func:`clj.methods.cil.icarl.mixed_batch`); at the first step of a task
+   (:func:`clj.methods.cil.icarl.mixed_batch`; with ``lucir.exemplar_repeats="once"``
+   each stored exemplar counts once per epoch,
+   :func:`clj.methods.cil.bic.first_pass`); at the first step of a task
    t >= 1 (``lucir.imprint``) the new rows are imprinted from the batch's
    new-class examples (:func:`imprint_rows`); loss ``CE(sigma cos)`` plus,
    for t >= 1, ``lambda_t`` x :func:`less_forget_loss` (features of the
@@ -56,6 +58,7 @@ from flax import struct
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl
+from clj.methods.cil.bic import first_pass
 from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
 from clj.methods.cil.section import CIL, LUCIR
 from clj.methods.common import ModelState, TaskInfo
@@ -72,6 +75,7 @@ class Static(icarl.Static):
       lamda_base, lamda_mr, k_mr, mr_margin, adaptive, unseen, imprint,
       finetune_epochs, finetune_lr, finetune_milestones: the ``lucir`` block.
       momentum, weight_decay: SGD settings of the finetuning (``config.optim``'s).
+      exemplar_repeats: :func:`clj.methods.cil.bic.first_pass`.
       lamda: the less-forget weight of the current task.
     """
 
@@ -87,6 +91,7 @@ class Static(icarl.Static):
     finetune_milestones: tuple = (10,)
     momentum: float = 0.0
     weight_decay: float = 0.0
+    exemplar_repeats: str = "once"
     lamda: float = 0.0
 
 
@@ -140,7 +145,8 @@ def init(rng: jax.Array, config, scenario) -> State:
                     finetune_lr=float(lu.finetune_lr),
                     finetune_milestones=tuple(int(m) for m in lu.finetune_milestones),
                     momentum=float(config.optim.get("momentum", 0.0)),
-                    weight_decay=float(config.optim.get("weight_decay", 0.0)))
+                    weight_decay=float(config.optim.get("weight_decay", 0.0)),
+                    exemplar_repeats=str(lu.exemplar_repeats))
     model = common.model_from_config(config.model, scenario.num_classes)
     k_net, k_head, k_state = jax.random.split(rng, 3)
     net = common.init_model_state(k_net, model, init_o, scenario.image_shape)
@@ -311,6 +317,8 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     static, st, net = state.static, state.static.st, state.net
     x, y, w = icarl.mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
     nb = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
+    if st.replay > 0:
+        w = jnp.concatenate([w[:nb], w[nb:] & first_pass(static, net.task_step)])
     params = net.params
     if static.imprint and st.known > 0:
         first = net.task_step == 0
