@@ -46,7 +46,7 @@ Per task t:
 
 ``predict``: the corrected logits (``cil.predict="cnn"``) or NME.
 With ``bic.exemplar_repeats="once"`` each stored exemplar counts once per epoch
-(:func:`first_pass`).  Differences from PyCIL: the new classes' held-out count is k on average
+(:func:`draw_replay`).  Differences from PyCIL: the new classes' held-out count is k on average
 (above); a held-out exemplar is drawn into a stage-1 batch and masked out of
 its losses (it still takes part in that batch's BatchNorm statistics);
 stage 2 runs ``ceil(k * total / B)`` batches of B per epoch over a per-epoch
@@ -84,7 +84,7 @@ class Static(icarl.Static):
       stage2_epochs: epochs of stage 2 (``bic.stage2_epochs`` or ``train.epochs``).
       stage2_lr, stage2_weight_decay, stage2_milestones, stage2_loss,
       stage2_bn: the ``bic`` block.
-      exemplar_repeats: ``"once"`` or ``"wrap"`` (:func:`first_pass`).
+      exemplar_repeats: ``"once"`` or ``"wrap"`` (:func:`draw_replay`).
       val_per_class: k of the current task (0 in task 0).
       val_thresh: per-class uint32 thresholds of the content hash for the
         current task's new classes (0 elsewhere), a tuple of C ints.
@@ -251,21 +251,30 @@ def memory_holdout(mem: ex.ExemplarMemory, k: int, rng: jax.Array) -> jax.Array:
     return valid & (rank < k)
 
 
-def first_pass(static, task_step: jax.Array) -> jax.Array:
-    """bool [R]: the step's replay slots that count (``exemplar_repeats``).
+def draw_replay(static, mem: ex.ExemplarMemory, key: jax.Array, task_step: jax.Array, rng: jax.Array):
+    """Memory slots of one step: (int32 [R], bool [R] the slots that count).
 
-    With ``cil.batching="pycil"`` the replay slots of step j of an epoch are
-    positions ``j R ... j R + R - 1`` of the epoch's permutation of the n_mem
-    stored exemplars; ``"once"`` keeps the positions < n_mem (every exemplar
-    once per epoch, as the shuffled union of PyCIL's / Mammoth's loader),
-    ``"wrap"`` all of them (positions wrap around the memory).  All True in
-    ``"concat"`` batching or with ``"wrap"``."""
+    ``exemplar_repeats="once"`` with ``cil.batching="pycil"``: the epoch's S =
+    ``steps_per_epoch * R`` replay positions carry the n_mem stored exemplars
+    once each, spread evenly (position p holds exemplar ``perm[floor(p n_mem /
+    S)]`` and counts when that index steps up), as the exemplars of PyCIL's /
+    Mammoth's shuffled union are spread over the epoch; ``perm`` is the
+    epoch's permutation of :func:`clj.methods.cil.common.draw_replay`.
+    Otherwise that function's draw (``"wrap"``: the positions wrap around the
+    memory)."""
     st = static.st
-    R = st.replay
     if static.batching != "pycil" or static.exemplar_repeats == "wrap":
-        return jnp.ones((R,), bool)
-    j = task_step % max(st.steps_per_epoch, 1)
-    return j * R + jnp.arange(R) < st.n_mem
+        return cc.draw_replay(mem, st, static.batching, key, task_step, rng)
+    spe = max(st.steps_per_epoch, 1)
+    S = max(spe * st.replay, 1)
+    n = st.n_mem
+    epoch, j = task_step // spe, task_step % spe
+    perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, st.task), epoch), n)
+    p = j * st.replay + jnp.arange(st.replay)
+    q0 = (p * n) // S
+    q1 = ((p + 1) * n) // S
+    idx = perm[jnp.clip(q0, 0, n - 1)].astype(jnp.int32)
+    return idx, (q1 > q0) & (idx < mem.count())
 
 
 def _val_statics(static: Static, task: TaskInfo) -> dict:
@@ -317,11 +326,11 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     w = ~held
     if st.replay > 0:
         k_idx, k_aug = jax.random.split(rng)
-        idx, valid = cc.draw_replay(state.mem, st, static.batching, state.key, net.task_step, k_idx)
+        idx, valid = draw_replay(static, state.mem, state.key, net.task_step, k_idx)
         rx = static.augment(state.mem.x[idx], k_aug, train=True)
         x = jnp.concatenate([x, rx])
         y = jnp.concatenate([y, state.mem.y[idx]])
-        w = jnp.concatenate([w, valid & ~state.mem_val[idx] & first_pass(static, net.task_step)])
+        w = jnp.concatenate([w, valid & ~state.mem_val[idx]])
     use_kd = st.known > 0
     lam = st.known / st.total if use_kd else 0.0
     if use_kd:

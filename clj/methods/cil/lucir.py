@@ -30,7 +30,7 @@ Per task t:
 2. ``train_step``: a batch of new data and exemplars
    (:func:`clj.methods.cil.icarl.mixed_batch`; with ``lucir.exemplar_repeats="once"``
    each stored exemplar counts once per epoch,
-   :func:`clj.methods.cil.bic.first_pass`); at the first step of a task
+   :func:`clj.methods.cil.bic.draw_replay`); at the first step of a task
    t >= 1 (``lucir.imprint``) the new rows are imprinted from the batch's
    new-class examples (:func:`imprint_rows`); loss ``CE(sigma cos)`` plus,
    for t >= 1, ``lambda_t`` x :func:`less_forget_loss` (features of the
@@ -58,7 +58,7 @@ from flax import struct
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl
-from clj.methods.cil.bic import first_pass
+from clj.methods.cil.bic import draw_replay
 from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
 from clj.methods.cil.section import CIL, LUCIR
 from clj.methods.common import ModelState, TaskInfo
@@ -75,7 +75,7 @@ class Static(icarl.Static):
       lamda_base, lamda_mr, k_mr, mr_margin, adaptive, unseen, imprint,
       finetune_epochs, finetune_lr, finetune_milestones: the ``lucir`` block.
       momentum, weight_decay: SGD settings of the finetuning (``config.optim``'s).
-      exemplar_repeats: :func:`clj.methods.cil.bic.first_pass`.
+      exemplar_repeats: :func:`clj.methods.cil.bic.draw_replay`.
       lamda: the less-forget weight of the current task.
     """
 
@@ -315,10 +315,15 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       (State, {"loss", "ce", "lf", "mr", "acc"} float32 scalars).
     """
     static, st, net = state.static, state.static.st, state.net
-    x, y, w = icarl.mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
     nb = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
+    x, y = batch["x"][:nb], batch["y"][:nb]
+    w = jnp.ones(y.shape, bool)
     if st.replay > 0:
-        w = jnp.concatenate([w[:nb], w[nb:] & first_pass(static, net.task_step)])
+        k_idx, k_aug = jax.random.split(rng)
+        idx, valid = draw_replay(static, state.mem, state.key, net.task_step, k_idx)
+        x = jnp.concatenate([x, static.augment(state.mem.x[idx], k_aug, train=True)])
+        y = jnp.concatenate([y, state.mem.y[idx]])
+        w = jnp.concatenate([w, valid])
     params = net.params
     if static.imprint and st.known > 0:
         first = net.task_step == 0
