@@ -34,7 +34,8 @@ from typing import Callable, NamedTuple
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import LWF, REG, REPLAY
-from clj.methods.cil.section import BIC, CIL, LUCIR, check_expand_model
+from clj.methods.cil.section import CIL, check_expand_model
+from clj.methods.cil.section import BIC, LUCIR
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
