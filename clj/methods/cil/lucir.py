@@ -44,7 +44,10 @@ Per task t:
 Differences from Mammoth: imprinting reads the task's first batch (the loop
 gives ``begin_task`` no data; Mammoth averages all of the task's images);
 the finetuning's last batch of an epoch is masked to the real exemplars
-(BatchNorm, if any, still sees the padding rows).
+(BatchNorm, if any, still sees the padding rows); every step has the same
+numbers of new and replay rows (``"once"``: the stored exemplars spread
+evenly over the epoch, the replay rows without an exemplar masked out of the
+losses but seen by BatchNorm).
 """
 from __future__ import annotations
 
