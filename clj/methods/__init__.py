@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import LWF, ONLINE, REG, REPLAY
 from clj.methods.cil.section import CIL, check_expand_model
 from clj.methods.cil.section import COIL, FOSTER
+from clj.methods.cil.section import BIC, LUCIR
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
@@ -93,6 +94,10 @@ METHODS: dict[str, Entry] = {
                   (CIL, COIL)),
     "foster": Entry(f"{_C}.foster", "FOSTER: feature boosting with a second backbone, then compression into one",
                     (CIL, FOSTER)),
+    "lucir": Entry(f"{_C}.lucir", "LUCIR: cosine classifier, less-forget distillation, margin ranking on hard negatives",
+                   (CIL, LUCIR)),
+    "bic": Entry(f"{_C}.bic", "BiC: distillation, then a bias-correction layer on the new classes' logits",
+                 (CIL, BIC)),
     # the five papers
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),

@@ -138,3 +138,74 @@ FOSTER = Section(
          predict_net="tasks >= 1 predict with the 'teacher' (two backbones, PyCIL's reported accuracy) or the "
                      "compressed 'student'"),
     _check_foster)
+# ------------------------------------------------------------ LUCIR and BiC
+LUCIR_ADAPTIVE = ("mammoth", "classes")
+LUCIR_UNSEEN = ("all", "seen")
+EXEMPLAR_REPEATS = ("once", "wrap")
+REPEATS_DOC = ("'once' (PyCIL's / Mammoth's union loader: with cil.batching='pycil' every exemplar is replayed "
+               "once per epoch, replay slots past the memory are masked out) or 'wrap' (the family's default: "
+               "the slots wrap around the memory, a small memory comes back several times per epoch)")
+
+
+def _check_lucir(v, config) -> None:
+    from clj.methods.sections import at_least
+
+    at_least("lucir", v, 0.0, "lamda_base", "lamda_mr", "mr_margin", "finetune_epochs")
+    need(int(v["k_mr"]) >= 1, f"lucir.k_mr={v['k_mr']} is invalid: it must be >= 1.")
+    choices("lucir", v, adaptive=LUCIR_ADAPTIVE, unseen=LUCIR_UNSEEN, exemplar_repeats=EXEMPLAR_REPEATS)
+    positive("lucir", v, "finetune_lr")
+    need(all(int(m) >= 0 for m in v["finetune_milestones"]),
+         f"lucir.finetune_milestones={tuple(v['finetune_milestones'])} is invalid: batch counts >= 0.")
+
+
+LUCIR = Section(
+    "lucir",
+    dict(lamda_base=5.0, lamda_mr=1.0, k_mr=2, mr_margin=0.5, adaptive="mammoth", unseen="all", imprint=True,
+         finetune_epochs=20, finetune_lr=0.01, finetune_milestones=(10,), exemplar_repeats="once"),
+    dict(lamda_base="base weight of the less-forget (feature cosine) distillation",
+         lamda_mr="weight of the margin ranking loss",
+         k_mr="K: hard negatives (top-K new-class scores) per old-class example",
+         mr_margin="margin m of the margin ranking loss",
+         adaptive="less-forget weight of task t: 'mammoth' lamda_base*sqrt(t-1) (Mammoth's code) or "
+                  "'classes' lamda_base*sqrt(old/new classes) (the paper's Eq. 7)",
+         unseen="'all' (Mammoth: the cross-entropy and the hard negatives include the not-yet-seen classes' "
+                "fixed random weights) or 'seen' (only the classes seen so far, as the paper's growing head)",
+         imprint="initialise a new task's class weights from the normalised mean feature of its first batch",
+         finetune_epochs="class-balanced finetuning of the classifier on the exemplars after each task "
+                         "(epochs; 0 = off)",
+         finetune_lr="learning rate of the class-balanced finetuning",
+         finetune_milestones="batches of the finetuning after which its lr is multiplied by 0.1 "
+                             "(Mammoth steps this schedule once per batch)",
+         exemplar_repeats=REPEATS_DOC),
+    _check_lucir)
+
+BIC_STAGE2_LOSSES = ("softmax_ce", "ce")
+BIC_STAGE2_BN = ("train", "eval")
+
+
+def _check_bic(v, config) -> None:
+    from clj.methods.sections import in_interval
+
+    in_interval("bic", v, "split_ratio", "(0, 1)")
+    choices("bic", v, stage2_loss=BIC_STAGE2_LOSSES, stage2_bn=BIC_STAGE2_BN, exemplar_repeats=EXEMPLAR_REPEATS)
+    positive("bic", v, "stage2_lr")
+    need(float(v["stage2_epochs"]) >= 0, f"bic.stage2_epochs={v['stage2_epochs']} is invalid: it must be >= 0 "
+                                         "(0 = train.epochs).")
+
+
+BIC = Section(
+    "bic",
+    dict(split_ratio=0.1, stage2_epochs=0, stage2_lr=0.1, stage2_weight_decay=2e-4, stage2_milestones=(60, 100, 140),
+         stage2_loss="softmax_ce", stage2_bn="train", exemplar_repeats="once"),
+    dict(split_ratio="share of the memory held out per class for the bias correction: "
+                     "int(split_ratio * memory_size / old classes) images of every class, old and new",
+         stage2_epochs="epochs of the bias-correction stage (0 = train.epochs, as PyCIL)",
+         stage2_lr="learning rate of the bias-correction stage (SGD, momentum 0.9)",
+         stage2_weight_decay="weight decay of alpha and beta in the bias-correction stage",
+         stage2_milestones="epochs of the bias-correction stage at which its lr is multiplied by 0.1",
+         stage2_loss="'softmax_ce' (PyCIL: cross-entropy of the softmax probabilities) or 'ce' (the paper: "
+                     "cross-entropy of the corrected logits)",
+         stage2_bn="'train' (PyCIL: BatchNorm in training mode during the bias correction, its running "
+                   "statistics follow the validation data) or 'eval' (frozen statistics)",
+         exemplar_repeats=REPEATS_DOC),
+    _check_bic)

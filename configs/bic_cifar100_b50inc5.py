@@ -1,0 +1,8 @@
+"""bic on CIFAR-100 B50INC5 (init_cls=50, increment=5), PyCIL's BiC protocol;
+memory-aligned budget (MEMO's Table 7), or ':fixed' for 2000 exemplars (the
+benchmark tables, AKR's rows); see configs/lucir_bic_common.py."""
+from clj.configs.lucir_bic_common import cifar_config
+
+
+def get_config(budget: str = "fair"):
+    return cifar_config("bic", 50, 5, budget or "fair")

@@ -1,0 +1,7 @@
+"""lucir on CIFAR-100 B0INC5 (init_cls=5, increment=5): the original LUCIR CIFAR
+settings (MEMO's AANets (LUCIR) rows, AKR's LUCIR rows); see configs/lucir_bic_common.py."""
+from clj.configs.lucir_bic_common import cifar_config
+
+
+def get_config():
+    return cifar_config("lucir", 5, 5)
