@@ -190,14 +190,18 @@ def initial_connections(static: Static, key: jax.Array, mask_init: str) -> dict:
 
 
 # ---------------------------------------------------------------- protocol
-def init(rng: jax.Array, config, scenario, variant: str = "stl") -> State:
+def init(rng: jax.Array, config, scenario, variant: str | None = None) -> State:
     """T fresh sparse networks of ``config.model`` (``nispa_mlp`` or
     ``nispa_conv``), each with its own initialisation and random mask
-    (module doc), an empty hold-out buffer.
+    (module doc), an empty hold-out buffer.  ``variant``: ``'stl'`` or
+    ``'stl_iso'`` (None: ``config.method`` when it is one of them, else
+    ``'stl'``).
 
     Raises:
       ConfigError: an unknown variant or a bad ``config.stl`` value.
     """
+    if variant is None:
+        variant = config.method if config.get("method") in VARIANTS else "stl"
     if variant not in VARIANTS:
         raise ConfigError(f"stl variant={variant!r} is unknown; valid: {', '.join(VARIANTS)}.")
     v = sections.block(config, nispa_section.STL)
