@@ -1,4 +1,5 @@
-"""The ``config.nispa`` block (NISPA, Gurbuz & Dovrolis, ICML 2022).  JAX-free."""
+"""The ``config.nispa`` block (NISPA, Gurbuz & Dovrolis, ICML 2022) and the blocks of its sparse
+baselines, ``config.stl`` (STL, STL-iso) and ``config.clnp`` (CLNP).  JAX-free."""
 from __future__ import annotations
 
 from clj.methods.sections import Section, at_least, choice, in_interval, need, positive
