@@ -34,10 +34,8 @@ from typing import NamedTuple
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import LWF, ONLINE, REG, REPLAY
-from clj.methods.cil.section import CIL, check_expand_model
-from clj.methods.cil.section import COIL, FOSTER
-from clj.methods.cil.section import BIC, LUCIR
-from clj.methods.nispa.section import NISPA
+from clj.methods.cil.section import BIC, CIL, COIL, FOSTER, LUCIR, check_expand_model
+from clj.methods.nispa.section import CLNP, NISPA, STL
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
 
@@ -102,6 +100,12 @@ METHODS: dict[str, Entry] = {
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),
     "nispa": Entry("clj.methods.nispa.nispa", "NISPA: sparse network, stable/plastic units, task-IL", (NISPA,)),
+    "stl": Entry("clj.methods.nispa.stl:stl", "single-task learning: one sparse network per task at NISPA's density",
+                 (STL,)),
+    "stl_iso": Entry("clj.methods.nispa.stl:stl_iso",
+                     "single-task learning with NISPA's connection budget split over the tasks", (STL,)),
+    "clnp": Entry("clj.methods.nispa.clnp", "CLNP: L1 training, pruning of inactive units, frozen kept units",
+                  (CLNP,)),
     "ser_derpp": Entry("clj.methods.ser.ser:derpp", "SER on DER++: saliency-modulated ResNet-18", (REPLAY, SER),
                        (check_ser_model,)),
     "ser_er_ace": Entry("clj.methods.ser.ser:er_ace", "SER on ER-ACE", (REPLAY, SER), (check_ser_model,)),

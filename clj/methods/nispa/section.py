@@ -1,4 +1,5 @@
-"""The ``config.nispa`` block (NISPA, Gurbuz & Dovrolis, ICML 2022).  JAX-free."""
+"""The ``config.nispa`` block (NISPA, Gurbuz & Dovrolis, ICML 2022) and the blocks of its sparse
+baselines, ``config.stl`` (STL, STL-iso) and ``config.clnp`` (CLNP).  JAX-free."""
 from __future__ import annotations
 
 from clj.methods.sections import Section, at_least, choice, in_interval, need, positive
@@ -49,3 +50,59 @@ NISPA = Section(
          task_il_rule="task-IL test rule: 'multiply' (the official code: logits x 0/1 task mask, argmax over all "
                       "classes) or 'restrict' (argmax over the task's classes)"),
     _check_nispa)
+
+
+# ---------------------------------------------------------------- NISPA's sparse baselines
+def _check_holdout_common(name: str, v, config) -> None:
+    """Checks shared by the ``stl`` and ``clnp`` blocks."""
+    in_interval(name, v, "val_fraction", "(0, 1)")
+    at_least(name, v, 1, "eval_chunk")
+    choice(name, "task_il_rule", v["task_il_rule"], NISPA_TASK_IL_RULES)
+    need(config.optim.name == "adam",
+         f"optim.name={config.optim.name!r} is not supported by {name}; valid: 'adam'.")
+    need(config.scenario.kind in ("task_il", "class_il"),
+         f"scenario.kind={config.scenario.kind!r} is not supported by {name}; valid: 'task_il' "
+         "(or 'class_il' data evaluated task-incrementally).")
+    need(config.model.name in ("nispa_mlp", "nispa_conv"),
+         f"model.name={config.model.name!r} is not supported by {name}; valid: 'nispa_mlp', 'nispa_conv'.")
+
+
+def _check_stl(v, config) -> None:
+    in_interval("stl", v, "density", "(0, 1]")
+    choice("stl", "mask_init", v["mask_init"], NISPA_MASK_INITS)
+    _check_holdout_common("stl", v, config)
+
+
+STL = Section(
+    "stl",
+    dict(density=0.2, mask_init="exact", dense_first_conv=True, val_fraction=0.1, eval_chunk=512,
+         task_il_rule="multiply"),
+    dict(density="NISPA's connection density; method 'stl' gives every task's network this density, "
+                 "'stl_iso' splits each layer's connection count evenly over the tasks (density / tasks)",
+         mask_init="per-task masks: 'exact' (exact counts) or 'bernoulli' (the authors' independent draws)",
+         dense_first_conv="keep the first conv layer dense in every task's network",
+         val_fraction="fraction of each task's training examples held out to pick the best epoch",
+         eval_chunk="examples per vectorised forward when scoring the hold-out",
+         task_il_rule="task-IL test rule: 'multiply' (the authors' code) or 'restrict'"),
+    _check_stl)
+
+
+def _check_clnp(v, config) -> None:
+    at_least("clnp", v, 0, "l1_alpha", "m_perc")
+    positive("clnp", v, "theta_step")
+    at_least("clnp", v, 1, "max_thetas")
+    _check_holdout_common("clnp", v, config)
+
+
+CLNP = Section(
+    "clnp",
+    dict(l1_alpha=1e-5, m_perc=0.5, theta_step=0.02, max_thetas=4096, val_fraction=0.1, eval_chunk=512,
+         task_il_rule="multiply"),
+    dict(l1_alpha="weight of the L1 penalty (sum of |parameter| over the whole network) in the training loss",
+         m_perc="graceful forgetting: the accuracy (points) on the hold-out that pruning may cost",
+         theta_step="step of the activation threshold theta = 0, step, 2 step, ... tried in order",
+         max_thetas="at most this many thresholds are tried per task (a static bound of the search loop)",
+         val_fraction="fraction of each task's training examples held out (best epoch, pruning accuracy)",
+         eval_chunk="examples per vectorised forward when scoring the hold-out or the activations",
+         task_il_rule="task-IL test rule: 'multiply' (the authors' code) or 'restrict'"),
+    _check_clnp)
