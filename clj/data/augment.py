@@ -3,9 +3,12 @@ jitter, resize, normalise.
 
 All functions are pure, jit- and vmap-able, batched over a leading axis, and
 run on whatever device holds the batch; there is no host input pipeline on
-the hot path.  The image operations are dm-pix's (``dm_pix``: flips, centre
-crops) and JAX's own resampling (``jax.image``: the bilinear resizes); only
-the sampling of the random parameters is written here.
+the hot path.  The image operations are dm-pix's (``dm_pix``: flips) and
+JAX's own resampling (``jax.image``: the bilinear resizes); what is written
+here is the sampling of the random parameters, the multiplicative
+brightness (dm-pix's is additive) and the centre crop's offsets
+(torchvision's rounding; ``dm_pix.center_crop`` puts an odd margin's extra
+pixel on the other side).
 
 The transforms of the references (``augment.preset``, :mod:`clj.config`):
 
@@ -16,7 +19,7 @@ The transforms of the references (``augment.preset``, :mod:`clj.config`):
 * ``RandomHorizontalFlip()``: :func:`random_flip`;
 * ``ColorJitter(brightness=b)``: :func:`random_brightness`;
 * ``Resize(R)`` + ``CenterCrop(S)``: :func:`resize_shorter_side` and
-  ``dm_pix.center_crop``;
+  :func:`center_crop`;
 * ``ToTensor()`` + ``Normalize(mean, std)``: the scaling to [0, 1] and the
   normalisation of :class:`Augment`; :data:`NORMALIZATION_STATS` holds the
   references' constants.
@@ -137,7 +140,7 @@ class Augment:
                 out = resize_shorter_side(out, self.eval_resize)
             if self.eval_crop > 0:
                 self.output_shape(x.shape[1:], train=False)  # raises when the crop does not fit
-                out = dm_pix.center_crop(out, self.eval_crop, self.eval_crop)
+                out = center_crop(out, self.eval_crop)
         if self.normalize:
             mean = jnp.asarray(self.mean, jnp.float32)
             std = jnp.asarray(self.std, jnp.float32)
@@ -275,6 +278,22 @@ def resized_crop(x: jax.Array, boxes: jax.Array, size: tuple[int, int]) -> jax.A
         return out[..., :-1] / jnp.maximum(out[..., -1:], 1e-12)
 
     return jax.vmap(one)(x, boxes)
+
+
+def center_crop(x: jax.Array, side: int) -> jax.Array:
+    """torchvision's ``CenterCrop(side)`` of [B, H, W, C] (side <= H, W): the
+    offsets ``round((H - side) / 2)`` and ``round((W - side) / 2)``, rounded
+    half to even as Python's ``round`` (``dm_pix.center_crop`` rounds an odd
+    margin the other way).
+
+    Raises:
+      ValueError: ``side`` larger than H or W.
+    """
+    B, H, W, C = x.shape
+    if side > H or side > W:
+        raise ValueError(f"augment.eval_crop={side} is larger than the {H}x{W} evaluation images.")
+    top, left = int(round((H - side) / 2.0)), int(round((W - side) / 2.0))
+    return jax.lax.slice(x, (0, top, left, 0), (B, top + side, left + side, C))
 
 
 def resized_shorter_side_shape(height: int, width: int, side: int) -> tuple[int, int]:
