@@ -244,8 +244,9 @@ def resolve_augment(cfg) -> dict:
       ``crop_ratio`` as float tuples).
 
     Raises:
-      ConfigError: an unknown preset, or a preset together with a field it
-        sets changed from its default (the message names both).
+      ConfigError: an unknown preset, or a preset together with a field
+        changed from its default to another value than the preset's (the
+        message names both).
     """
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: d)
     out = {k: get(k, v) for k, v in AUGMENT_DEFAULTS.items()}
@@ -253,14 +254,15 @@ def resolve_augment(cfg) -> dict:
     if preset:
         if preset not in AUGMENT_PRESETS:
             raise ConfigError(f"augment.preset={preset!r} is unknown; valid: '', {', '.join(AUGMENT_PRESETS)}.")
+        fixed = {**AUGMENT_DEFAULTS, **AUGMENT_PRESETS[preset]}
         for k in AUGMENT_DEFAULTS:
             if k == "preset":
                 continue
-            d, v = AUGMENT_DEFAULTS[k], out[k]
-            if (tuple(v) if isinstance(v, (list, tuple)) else v) != d:
-                raise ConfigError(f"augment.{k}={v!r} is set together with augment.preset={preset!r}, which fixes "
-                                  f"the whole transform; leave augment.{k} at its default ({d!r}) or set "
-                                  "augment.preset=''.")
+            v = tuple(out[k]) if isinstance(out[k], (list, tuple)) else out[k]
+            if v != AUGMENT_DEFAULTS[k] and v != fixed[k]:
+                raise ConfigError(f"augment.{k}={out[k]!r} is set together with augment.preset={preset!r}, which "
+                                  f"fixes the whole transform (augment.{k}={fixed[k]!r}); leave augment.{k} at its "
+                                  "default or set augment.preset=''.")
         out.update(AUGMENT_PRESETS[preset])
     out["crop_scale"] = tuple(float(v) for v in out["crop_scale"])
     out["crop_ratio"] = tuple(float(v) for v in out["crop_ratio"])

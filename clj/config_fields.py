@@ -45,7 +45,7 @@ FIELD_DOCS = {
     "optim.schedule": "lr schedule within a task: constant | cosine | multistep",
     "optim.milestones": "multistep: epochs at which the lr is multiplied by gamma",
     "optim.gamma": "multistep: lr factor at each milestone",
-    "augment.preset": "one reference's whole transform: '' (the fields below) | pycil_cifar | mammoth_cifar | "
+    "augment.preset": "one reference's whole transform: '' (the other augment fields) | pycil_cifar | mammoth_cifar | "
                       "pycil_imagenet | memo_imagenet1k (clj.config.AUGMENT_PRESETS)",
     "augment.crop_pad": "random crop after zero-padding this many pixels (0 = off)",
     "augment.flip": "random horizontal flips",

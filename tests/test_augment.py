@@ -293,3 +293,34 @@ def test_loop_runs_an_augment_that_resizes(tmp_path):
     with pytest.raises(ConfigError, match="augment resizes the 8x8 images of digits to 8x8 and 16x16, but "
                                           "model.name='mlp' depends on the input size"):
         validate_with_data(bad, load_scenario(bad))
+
+
+def test_a_preset_accepts_its_own_values():
+    """The CIFAR-100 configs (crop pad 4 + flip) take the PyCIL preset as
+    they are; another crop pad is refused."""
+    from clj.config import load_config
+
+    c = load_config("memo_cifar100_b0inc10")
+    c.augment.preset = "pycil_cifar"
+    r = resolve_augment(c.augment)
+    assert (r["crop_pad"], r["flip"], r["brightness"], r["normalization"]) == (4, True, 63 / 255, "cifar100")
+    c.augment.crop_pad = 2
+    with pytest.raises(ConfigError, match=r"augment.crop_pad=2 is set together with augment.preset='pycil_cifar', "
+                                          r"which fixes the whole transform \(augment.crop_pad=4\)"):
+        resolve_augment(c.augment)
+
+
+def test_new_augment_fields_keep_workdir_fingerprints():
+    """At their defaults the new fields are left out of a run's identity, so
+    the default workdir of an existing config (and its resume) is unchanged;
+    a preset changes it."""
+    import ml_collections
+
+    from clj.workdir import fingerprint
+
+    c = base_config()
+    old = base_config()
+    old.augment = ml_collections.ConfigDict(dict(crop_pad=0, flip=False, normalize=True))
+    assert fingerprint(c) == fingerprint(old)
+    c.augment.preset = "pycil_cifar"
+    assert fingerprint(c) != fingerprint(old)
