@@ -209,3 +209,23 @@ def test_ser_init_with_the_imagenet_stem():
     bad.augment.preset = "pycil_imagenet"
     with pytest.raises(ConfigError, match="augment.flip=True: SER trains without augmentation"):
         validate(bad)
+
+
+def test_stem_names_mirror_and_config_check():
+    """The JAX-free config check knows the stems of clj.models.resnet and
+    refuses a stem on a model without one."""
+    from clj import config as cfg
+    from clj.config import base_config, validate
+    from clj.methods.ser.section import SER_STEMS
+    from clj.models.resnet import RESNET_STEMS
+
+    assert cfg.RESNET_STEMS == RESNET_STEMS and set(SER_STEMS) <= set(RESNET_STEMS)
+    c = base_config()
+    c.model = dict(name="resnet18", stem="imagenet", dtype="float32")
+    validate(c)
+    c.model.stem = "vit"
+    with pytest.raises(ConfigError, match="model.stem='vit' is unknown; valid: cifar, imagenet, conv3_maxpool"):
+        validate(c)
+    c.model = dict(name="mlp", stem="imagenet")
+    with pytest.raises(ConfigError, match="model.stem='imagenet' does not apply to model.name='mlp'"):
+        validate(c)
