@@ -133,7 +133,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", milestones=(),
         gamma=0.1))
-    c.augment = ml_collections.ConfigDict(dict(crop_pad=0, flip=False, normalize=True))
+    c.augment = ml_collections.ConfigDict(dict(AUGMENT_DEFAULTS))  # preset: one switch per reference transform
     c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32, init_epochs=0))  # init_epochs: task 0 (0 = epochs)
     c.replay = ml_collections.ConfigDict(dict(buffer_size=200, minibatch_size=32, alpha=0.3, beta=0.5))
 
@@ -202,11 +202,134 @@ DIST_NAME = "clj-jax"  # the distribution (pyproject.toml's [project] name), for
 # that each equals the set it mirrors).
 OPTIMIZERS = ("sgd", "adam", "adamw")                   # clj.methods.common.OptimSpec.make
 SCHEDULES = ("constant", "cosine", "multistep")         # clj.methods.common.OptimSpec.lr_at
-MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet32", "serena_mlp",
+MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet18_imagenet", "resnet32", "serena_mlp",
                "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
+RESNET_STEMS = ("cifar", "imagenet", "conv3_maxpool")   # model.stem; clj.models.resnet.RESNET_STEMS
+STEM_MODELS = ("resnet18", "resnet18_reduced", "resnet18_imagenet")  # the models that take model.stem
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
 PLACEMENTS = ("device", "stream", "auto")               # clj.train.placement.PLACEMENTS
 MODEL_DTYPES = ("float32", "bfloat16")                  # model.dtype; clj.models.common.MODEL_DTYPES
+# The augment block (clj.data.augment.Augment): its defaults (no augmentation but
+# normalisation with the dataset's own statistics) and the presets, one per
+# reference's transform; a preset sets the fields it names, the others keep
+# their defaults (resolve_augment).
+AUGMENT_DEFAULTS = dict(preset="", crop_pad=0, flip=False, normalize=True, resized_crop=0,
+                        crop_scale=(0.08, 1.0), crop_ratio=(3.0 / 4.0, 4.0 / 3.0), brightness=0.0,
+                        eval_resize=0, eval_crop=0, normalization="dataset")
+AUGMENT_NORMALIZATIONS = ("dataset", "cifar100", "imagenet")  # clj.data.augment.NORMALIZATION_STATS (+ dataset)
+AUGMENT_PRESETS = {
+    # PyCIL utils/data.py iCIFAR100: RandomCrop(32, padding=4), flip, ColorJitter(brightness=63/255)
+    "pycil_cifar": dict(crop_pad=4, flip=True, brightness=63.0 / 255.0, normalization="cifar100"),
+    # Mammoth datasets/seq_cifar100.py: RandomCrop(32, padding=4), flip (no jitter)
+    "mammoth_cifar": dict(crop_pad=4, flip=True, normalization="cifar100"),
+    # PyCIL iImageNet100: RandomResizedCrop(224), flip; eval Resize(256), CenterCrop(224)
+    "pycil_imagenet": dict(resized_crop=224, flip=True, eval_resize=256, eval_crop=224, normalization="imagenet"),
+    # PyCIL iImageNet1000 (MEMO's ImageNet-1k): the same + ColorJitter(brightness=63/255)
+    "memo_imagenet1k": dict(resized_crop=224, flip=True, brightness=63.0 / 255.0, eval_resize=256, eval_crop=224,
+                            normalization="imagenet"),
+}
+
+
+def resolve_augment(cfg) -> dict:
+    """Every field of an ``augment`` block, its ``preset`` applied: the
+    defaults (:data:`AUGMENT_DEFAULTS`) overridden by the block's fields,
+    then by the preset's (:data:`AUGMENT_PRESETS`).  JAX-free.
+
+    Args:
+      cfg: the ``config.augment`` block (a ConfigDict or dict; missing fields
+        take their defaults).
+
+    Returns:
+      dict of every field of :data:`AUGMENT_DEFAULTS` (``crop_scale`` /
+      ``crop_ratio`` as float tuples).
+
+    Raises:
+      ConfigError: an unknown preset, or a preset together with a field
+        changed from its default to another value than the preset's (the
+        message names both).
+    """
+    get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: d)
+    out = {k: get(k, v) for k, v in AUGMENT_DEFAULTS.items()}
+    preset = out["preset"]
+    if preset:
+        if preset not in AUGMENT_PRESETS:
+            raise ConfigError(f"augment.preset={preset!r} is unknown; valid: '', {', '.join(AUGMENT_PRESETS)}.")
+        fixed = {**AUGMENT_DEFAULTS, **AUGMENT_PRESETS[preset]}
+        for k in AUGMENT_DEFAULTS:
+            if k == "preset":
+                continue
+            v = tuple(out[k]) if isinstance(out[k], (list, tuple)) else out[k]
+            if v != AUGMENT_DEFAULTS[k] and v != fixed[k]:
+                raise ConfigError(f"augment.{k}={out[k]!r} is set together with augment.preset={preset!r}, which "
+                                  f"fixes the whole transform (augment.{k}={fixed[k]!r}); leave augment.{k} at its "
+                                  "default or set augment.preset=''.")
+        out.update(AUGMENT_PRESETS[preset])
+    out["crop_scale"] = tuple(float(v) for v in out["crop_scale"])
+    out["crop_ratio"] = tuple(float(v) for v in out["crop_ratio"])
+    return out
+
+
+def _check_augment(config) -> None:
+    """The ``augment`` block's values (no data needed)."""
+    a = config.get("augment", None)
+    if a is None:
+        return
+    r = resolve_augment(a)
+    for k in ("crop_pad", "resized_crop", "eval_resize", "eval_crop"):
+        v = r[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"augment.{k}={v!r} is invalid: it must be an integer >= 0 (0 = off).")
+    for k in ("flip", "normalize"):
+        if not isinstance(r[k], bool):
+            raise ConfigError(f"augment.{k}={r[k]!r} is invalid; valid: True, False.")
+    if r["crop_pad"] > 0 and r["resized_crop"] > 0:
+        raise ConfigError(f"augment.crop_pad={r['crop_pad']} and augment.resized_crop={r['resized_crop']} are both "
+                          "on: choose one random crop (set the other to 0).")
+    lo, hi = r["crop_scale"] if len(r["crop_scale"]) == 2 else (0.0, -1.0)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(f"augment.crop_scale={tuple(r['crop_scale'])!r} is invalid: it must be (lo, hi) with "
+                          "0 < lo <= hi <= 1 (fractions of the image area).")
+    lo, hi = r["crop_ratio"] if len(r["crop_ratio"]) == 2 else (0.0, -1.0)
+    if not 0.0 < lo <= hi:
+        raise ConfigError(f"augment.crop_ratio={tuple(r['crop_ratio'])!r} is invalid: it must be (lo, hi) with "
+                          "0 < lo <= hi (width / height).")
+    b = r["brightness"]
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0:
+        raise ConfigError(f"augment.brightness={b!r} is invalid: it must be a number >= 0 (0 = off).")
+    if r["normalization"] not in AUGMENT_NORMALIZATIONS:
+        raise ConfigError(f"augment.normalization={r['normalization']!r} is unknown; valid: "
+                          f"{', '.join(AUGMENT_NORMALIZATIONS)}.")
+
+
+def augment_output_side(n_h: int, n_w: int, cfg, train: bool) -> tuple[int, int]:
+    """(H, W) of the images the ``augment`` block ``cfg`` makes from ``n_h x
+    n_w`` ones (``train``: the training transform, else the evaluation one);
+    the arithmetic of :meth:`clj.data.augment.Augment.output_shape`.
+
+    Raises:
+      ConfigError: an evaluation centre crop larger than the resized image.
+    """
+    r = resolve_augment(cfg)
+    if train:
+        s = int(r["resized_crop"])
+        return (s, s) if s > 0 else (n_h, n_w)
+    h, w = n_h, n_w
+    if r["eval_resize"] > 0:  # the shorter side to eval_resize, the longer in proportion (torchvision Resize)
+        short, long_ = min(h, w), max(h, w)
+        new_short, new_long = int(r["eval_resize"]), int(int(r["eval_resize"]) * long_ / short)
+        h, w = (new_short, new_long) if h <= w else (new_long, new_short)
+    c = int(r["eval_crop"])
+    if c > 0:
+        if c > h or c > w:
+            raise ConfigError(f"augment.eval_crop={c} is larger than the {h}x{w} evaluation images "
+                              f"(augment.eval_resize={r['eval_resize']}); valid: 1..{min(h, w)}.")
+        h, w = c, c
+    return h, w
+
+
+# models whose parameters do not depend on the input size (global pooling):
+# the ones an augment that resizes (resized_crop, eval_resize / eval_crop) may feed
+SIZE_FREE_MODELS = ("resnet18", "resnet18_reduced", "resnet18_imagenet", "resnet32")
 # model fields that are layer widths or counts: each must be >= 1
 MODEL_SIZE_FIELDS = ("hidden", "width", "channels", "fc_width", "num_blocks")
 
@@ -249,6 +372,13 @@ def _check_names(config) -> None:
     if config.model.get("name", "mlp") not in MODEL_NAMES:
         raise ConfigError(f"model.name={config.model.name!r} is unknown; valid: {', '.join(MODEL_NAMES)}.")
     _check_model_sizes(config.model)
+    if "stem" in config.model:
+        if config.model.get("name", "mlp") not in STEM_MODELS:
+            raise ConfigError(f"model.stem={config.model.stem!r} does not apply to model.name={config.model.name!r}; "
+                              f"it applies to {', '.join(STEM_MODELS)}.")
+        if config.model.stem not in RESNET_STEMS:
+            raise ConfigError(f"model.stem={config.model.stem!r} is unknown; valid: {', '.join(RESNET_STEMS)}.")
+    _check_augment(config)
     if int(config.seed) < 0:
         raise ConfigError(f"seed={config.seed} is invalid: it must be >= 0.")
     lp = config.get("loop", None)
@@ -436,6 +566,9 @@ def validate_with_data(config, scenario) -> None:
 
     Raises:
       ConfigError: ``replay.buffer_size`` larger than the training set, or
+        ``augment.eval_crop`` larger than the (resized) evaluation images,
+        an augment that changes the image size with a model whose
+        parameters depend on it (:data:`SIZE_FREE_MODELS` do not),
         ``train.batch_size`` larger than the first task's training examples
         (every method draws a whole batch of them per step there, so every
         batch would repeat examples).  The loop checks every later task
@@ -443,6 +576,14 @@ def validate_with_data(config, scenario) -> None:
     """
     from clj.methods import sections
 
+    shape = tuple(scenario.image_shape)
+    if len(shape) == 3 and config.get("augment", None) is not None:
+        sides = {augment_output_side(shape[0], shape[1], config.augment, train=t) for t in (True, False)}
+        name = config.model.get("name", "mlp")
+        if sides != {tuple(shape[:2])} and name not in SIZE_FREE_MODELS:
+            raise ConfigError(f"augment resizes the {shape[0]}x{shape[1]} images of {scenario.dataset_name} to "
+                              f"{' and '.join(f'{h}x{w}' for h, w in sorted(sides))}, but model.name={name!r} "
+                              f"depends on the input size; valid with a resize: {', '.join(SIZE_FREE_MODELS)}.")
     n0 = int(scenario.tasks[0].train_idx.shape[0]) if scenario.tasks else 0
     B = int(config.train.batch_size)
     if 0 < n0 < B:

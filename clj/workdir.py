@@ -45,7 +45,11 @@ NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task"
 # Result fields added after runs existed, with the default that reproduces the earlier
 # behaviour: at that default they are left out of the identity, so a workdir written
 # before the field existed still resumes and default workdir names stay the same.
-LATER_FIELDS = {"loop.eval_tasks": "all"}
+LATER_FIELDS = {"loop.eval_tasks": "all",
+                # the augment fields of the ImageNet transforms (clj.config.AUGMENT_DEFAULTS)
+                "augment.preset": "", "augment.resized_crop": 0, "augment.crop_scale": [0.08, 1.0],
+                "augment.crop_ratio": [0.75, 4.0 / 3.0], "augment.brightness": 0.0, "augment.eval_resize": 0,
+                "augment.eval_crop": 0, "augment.normalization": "dataset"}
 
 
 class WorkdirError(ConfigError):

@@ -35,10 +35,11 @@ CASES = {
     "small_cnn": ((2, 8, 8, 1), {}, 128),
     "resnet18": ((2, 32, 32, 3), {}, 512),
     "resnet18_reduced": ((2, 8, 8, 3), {}, 160),
+    "resnet18_imagenet": ((2, 32, 32, 3), {"width": 8}, 64),
     "resnet32": ((2, 8, 8, 3), {}, 64),
 }
 SHAPE_ONLY = {"resnet18"}
-BN_MODELS = {"resnet18", "resnet18_reduced", "resnet32"}
+BN_MODELS = {"resnet18", "resnet18_reduced", "resnet18_imagenet", "resnet32"}
 NUM_CLASSES = 7
 
 _INIT_CACHE = {}
@@ -273,14 +274,15 @@ def test_growing_backbones_come_from_the_registry():
     from clj.models import growing
     from clj.models.registry import get_split, model_names
 
-    assert model_names(growing=True) == ("resnet32",)
+    assert model_names(growing=True) == ("resnet18_imagenet", "resnet32")
     gen, spec, d = get_split("resnet32", shared=True, num_blocks=1)
     assert (gen, spec, d) == (ResNet32Shallow(1), ResNet32Deep(1), RESNET32_FEATURE_DIM)
     assert get_split("resnet32", shared=False, num_blocks=2)[:2] == (None, ResNet32Backbone(2))
-    with pytest.raises(ValueError, match="'mlp' cannot grow; valid names are: resnet32"):
+    with pytest.raises(ValueError, match="'mlp' cannot grow; valid names are: resnet18_imagenet, resnet32"):
         get_split("mlp", shared=True)
     cfg = ml_collections.ConfigDict(dict(name="mlp"))
-    with pytest.raises(ConfigError, match="model.name='mlp' is not supported by memo; valid: resnet32"):
+    with pytest.raises(ConfigError, match="model.name='mlp' is not supported by memo; valid: resnet18_imagenet, "
+                                          "resnet32"):
         growing.split_modules("memo", cfg)
     with pytest.raises(ConfigError, match="kind='der' is unknown"):
         growing.build("der", cfg, 2, 4, 3)

@@ -117,10 +117,37 @@ def optim_spec_from_config(cfg) -> OptimSpec:
 
 
 def augment_from_config(cfg, scenario) -> Augment:
-    """The scenario's transform from ``config.augment``."""
-    return Augment(mean=tuple(float(m) for m in scenario.mean), std=tuple(float(s) for s in scenario.std),
-                   crop_pad=int(cfg.get("crop_pad", 0)), flip=bool(cfg.get("flip", False)),
-                   normalize=bool(cfg.get("normalize", True)))
+    """The scenario's transform from ``config.augment`` (its ``preset``
+    applied: :func:`clj.config.resolve_augment`).
+
+    ``augment.normalization="dataset"`` normalises with the scenario's own
+    ``mean`` / ``std``; ``"cifar100"`` / ``"imagenet"`` with the references'
+    constants (:data:`clj.data.augment.NORMALIZATION_STATS`).
+
+    Raises:
+      clj.errors.ConfigError: an unknown preset or normalisation, a preset
+        with a field it sets changed, or reference constants for images
+        that do not have three channels.
+    """
+    from clj.config import resolve_augment
+    from clj.data.augment import NORMALIZATION_STATS
+    from clj.errors import ConfigError
+
+    r = resolve_augment(cfg)
+    mean, std = tuple(float(m) for m in scenario.mean), tuple(float(s) for s in scenario.std)
+    norm = r["normalization"]
+    if norm != "dataset":
+        if norm not in NORMALIZATION_STATS:
+            raise ConfigError(f"augment.normalization={norm!r} is unknown; valid: dataset, "
+                              f"{', '.join(NORMALIZATION_STATS)}.")
+        mean, std = NORMALIZATION_STATS[norm]
+        if len(scenario.mean) != len(mean):
+            raise ConfigError(f"augment.normalization={norm!r} has {len(mean)} channels, the images of "
+                              f"{scenario.dataset_name} {len(scenario.mean)}; use normalization='dataset'.")
+    return Augment(mean=mean, std=std, crop_pad=int(r["crop_pad"]), flip=bool(r["flip"]),
+                   normalize=bool(r["normalize"]), resized_crop=int(r["resized_crop"]),
+                   crop_scale=r["crop_scale"], crop_ratio=r["crop_ratio"], brightness=float(r["brightness"]),
+                   eval_resize=int(r["eval_resize"]), eval_crop=int(r["eval_crop"]))
 
 
 @struct.dataclass

@@ -17,14 +17,18 @@ from clj.models.mlp import MLP, MLPBackbone
 from clj.models.registry import MODEL_NAMES, feature_dim, get_model, init_variables, is_conv
 from clj.models.resnet import (
     RESNET32_FEATURE_DIM,
+    RESNET_STEMS,
     BasicBlock,
     ResNet18,
     ResNet18Backbone,
+    ResNet18Deep,
+    ResNet18Shallow,
     ResNet32,
     ResNet32Backbone,
     ResNet32Deep,
     ResNet32Shallow,
     ResNetStage,
+    resnet18_split_param_counts,
     resnet32_split_param_counts,
 )
 from clj.models.utils import count_params, param_bytes
@@ -36,6 +40,10 @@ __all__ = [
     "SmallCNNBackbone",
     "ResNet18",
     "ResNet18Backbone",
+    "ResNet18Shallow",
+    "ResNet18Deep",
+    "RESNET_STEMS",
+    "resnet18_split_param_counts",
     "ResNet32",
     "ResNet32Backbone",
     "ResNet32Shallow",

@@ -29,8 +29,9 @@ Growth as explicit state, static shapes for the whole run:
   of future tasks) and no array is ever reallocated.
 
 The backbone comes from :mod:`clj.models.registry`: an entry with a
-``split`` can grow (``model.name="resnet32"``; ``model.num_blocks`` sets the
-blocks per stage, 5 = ResNet-32, 1 = ResNet-8).  ``model.dtype`` is the
+``split`` can grow (``model.name="resnet32"``, ``model.num_blocks`` sets the
+blocks per stage, 5 = ResNet-32, 1 = ResNet-8; ``"resnet18_imagenet"``,
+PyCIL's ``memo_resnet18`` cut for MEMO, its ``resnet18`` for DER).  ``model.dtype`` is the
 computation dtype of the blocks and of both heads; parameters, BN
 statistics, the concatenated features and the logits stay float32.
 """
@@ -56,14 +57,18 @@ def split_modules(kind: str, model_cfg) -> tuple[nn.Module | None, nn.Module, in
     """(generalized module or None, specialized module, feature dim D) of
     the backbone ``model_cfg.name`` for ``kind``.
 
-    MEMO shares the generalized part (``ResNet32Shallow``: stem + stages 1-2)
-    and replicates ``ResNet32Deep`` (stage 3 + pool); DER (Yan) replicates
-    the whole ``ResNet32Backbone``.  Both compute in ``model_cfg.dtype``
-    (:func:`clj.models.compute_dtype`).
+    MEMO shares the generalized part (ResNet-32: ``ResNet32Shallow``, stem
+    + stages 1-2; ResNet-18: ``ResNet18Shallow``, stem + stages 1-3) and
+    replicates the rest (``ResNet32Deep``: stage 3 + pool;
+    ``ResNet18Deep``: stage 4 + pool); DER (Yan) replicates the whole
+    backbone.  Both compute in ``model_cfg.dtype``
+    (:func:`clj.models.compute_dtype`); the backbone's own fields
+    (``num_blocks``; ``width``, ``stem``) are passed when set.
 
     Raises:
-      ConfigError: a backbone that cannot grow, ``model.num_blocks < 1``, a
-        bad ``model.dtype`` or a bad kind.
+      ConfigError: a backbone that cannot grow, ``model.num_blocks < 1`` (or
+        set for a ResNet-18), an unknown ``model.stem``, a bad
+        ``model.dtype`` or a bad kind.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is unknown; valid: {', '.join(KINDS)}.")
@@ -71,10 +76,20 @@ def split_modules(kind: str, model_cfg) -> tuple[nn.Module | None, nn.Module, in
     if model_cfg.name not in names:
         raise ConfigError(f"model.name={model_cfg.name!r} is not supported by {kind}; valid: {', '.join(names)} "
                           "(model.num_blocks sets the depth: 5 = ResNet-32, 1 = ResNet-8).")
-    nb = int(model_cfg.get("num_blocks", 5))
-    if nb < 1:
-        raise ConfigError(f"model.num_blocks={nb} is invalid: it must be >= 1.")
-    return registry.get_split(model_cfg.name, shared=kind == "memo", num_blocks=nb, dtype=compute_dtype(model_cfg))
+    fields = registry.split_fields(model_cfg.name)
+    kw = {k: model_cfg[k] for k in fields if k in model_cfg}
+    if "num_blocks" in fields:
+        nb = int(model_cfg.get("num_blocks", 5))
+        if nb < 1:
+            raise ConfigError(f"model.num_blocks={nb} is invalid: it must be >= 1.")
+        kw["num_blocks"] = nb
+    elif "num_blocks" in model_cfg:
+        raise ConfigError(f"model.num_blocks={model_cfg['num_blocks']!r} does not apply to model.name="
+                          f"{model_cfg.name!r} (ResNet-18: two blocks per stage); remove it.")
+    try:
+        return registry.get_split(model_cfg.name, shared=kind == "memo", dtype=compute_dtype(model_cfg), **kw)
+    except ValueError as e:  # e.g. an unknown model.stem
+        raise ConfigError(str(e)) from None
 
 
 def split_param_counts(kind: str, model_cfg, image_shape) -> dict:

@@ -15,13 +15,19 @@ from clj.models.cnn import SmallCNN
 from clj.models.common import compute_dtype
 from clj.models.mlp import MLP
 from clj.models.nispa_nets import SparseConvNet, SparseMLP
-from clj.models.resnet import (RESNET32_FEATURE_DIM, ResNet18, ResNet32, ResNet32Backbone, ResNet32Deep,
-                               ResNet32Shallow)
+from clj.models.resnet import (RESNET32_FEATURE_DIM, ResNet18, ResNet18Backbone, ResNet18Deep, ResNet18Shallow,
+                               ResNet32, ResNet32Backbone, ResNet32Deep, ResNet32Shallow, check_stem)
 from clj.models.serena_nets import SerenaMLP, SerenaResNet18
 
 
 def _resnet18_reduced(num_classes: int, **kwargs: Any) -> nn.Module:
     kwargs.setdefault("width", 20)
+    return ResNet18(num_classes=num_classes, **kwargs)
+
+
+def _resnet18_imagenet(num_classes: int, **kwargs: Any) -> nn.Module:
+    kwargs.setdefault("stem", "imagenet")
+    check_stem(kwargs["stem"])
     return ResNet18(num_classes=num_classes, **kwargs)
 
 
@@ -55,6 +61,14 @@ def _resnet32_split(shared: bool, num_blocks: int = 5, dtype: Any = jnp.float32)
     return None, ResNet32Backbone(num_blocks, dtype), RESNET32_FEATURE_DIM  # DER (Yan): the whole backbone per task
 
 
+def _resnet18_split(shared: bool, width: int = 64, stem: str = "imagenet", dtype: Any = jnp.float32) -> tuple:
+    dtype = compute_dtype(dtype)
+    check_stem(stem)
+    if shared:  # MEMO (PyCIL memo_resnet18): stem + stages 1-3 shared, stage 4 + pool per task
+        return ResNet18Shallow(width, dtype, stem), ResNet18Deep(width, dtype), 8 * width
+    return None, ResNet18Backbone(width, dtype, stem), 8 * width  # DER (Yan): the whole backbone per task
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """One backbone of the registry.
@@ -74,12 +88,15 @@ class ModelEntry:
         growing network (:mod:`clj.models.growing`): ``shared=True`` keeps
         a generalized part for all tasks (MEMO), ``False`` replicates the
         whole backbone (DER (Yan)); None: the backbone cannot grow.
+      split_fields: the ``config.model`` fields ``split`` takes (those a
+        config sets are passed to it; :func:`clj.models.growing.split_modules`).
     """
 
     build: Callable[..., nn.Module]
     conv: bool
     family: str
     split: Callable[..., tuple] | None = None
+    split_fields: tuple = ()
 
 
 _REGISTRY: Dict[str, ModelEntry] = {
@@ -87,7 +104,9 @@ _REGISTRY: Dict[str, ModelEntry] = {
     "small_cnn": ModelEntry(SmallCNN, True, "standard"),
     "resnet18": ModelEntry(ResNet18, True, "standard"),
     "resnet18_reduced": ModelEntry(_resnet18_reduced, True, "standard"),
-    "resnet32": ModelEntry(ResNet32, True, "standard", split=_resnet32_split),
+    "resnet18_imagenet": ModelEntry(_resnet18_imagenet, True, "standard", split=_resnet18_split,
+                                    split_fields=("width", "stem")),
+    "resnet32": ModelEntry(ResNet32, True, "standard", split=_resnet32_split, split_fields=("num_blocks",)),
     "serena_mlp": ModelEntry(_serena(mlp=True), False, "serena"),
     "serena_resnet18": ModelEntry(_serena(), True, "serena"),
     "serena_resnet18_reduced": ModelEntry(_serena(width_default=20), True, "serena"),
@@ -118,12 +137,13 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     Args:
       name: a registered backbone (:func:`model_names`): the standard
         ``"mlp"``, ``"small_cnn"``, ``"resnet18"``, ``"resnet18_reduced"``
-        (ResNet18 with ``width=20``), ``"resnet32"``; SERENA's
+        (ResNet18 with ``width=20``), ``"resnet18_imagenet"`` (ResNet18
+        with ``stem="imagenet"``: torchvision's ``resnet18``), ``"resnet32"``; SERENA's
         ``"serena_mlp"``, ``"serena_resnet18"``, ``"serena_resnet18_reduced"``;
         NISPA's ``"nispa_mlp"``, ``"nispa_conv"``.
       num_classes: number of output logits.
       **kwargs: forwarded to the model constructor (e.g. ``hidden``,
-        ``width``, ``use_bn``, ``dtype``: ``"float32"`` / ``"bfloat16"`` or
+        ``width``, ``stem`` (the ResNet-18s), ``use_bn``, ``dtype``: ``"float32"`` / ``"bfloat16"`` or
         the dtype, the computation dtype; parameters stay float32).
 
     Returns:
@@ -152,6 +172,13 @@ def get_family_model(name: str, num_classes: int, family: str | None, **kwargs: 
     if "dtype" in kwargs:  # a name ("bfloat16") or a dtype: the computation dtype
         kwargs["dtype"] = compute_dtype(kwargs["dtype"])
     return e.build(num_classes=num_classes, **kwargs)
+
+
+def split_fields(name: str) -> tuple:
+    """The ``config.model`` fields the split of backbone ``name`` takes
+    (``()`` for a backbone that cannot grow or an unknown name)."""
+    e = _REGISTRY.get(name) if isinstance(name, str) else None
+    return () if e is None else tuple(e.split_fields)
 
 
 def get_split(name: str, shared: bool, **kwargs: Any) -> tuple:

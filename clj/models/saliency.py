@@ -16,7 +16,11 @@ described in ``docs/ser.md``, "The classifier and where it is modulated" and
   ``h_i = ReLU(a_i * s_i)``.  ``mnp_blocks`` (five bools) selects the points.
   With ``s_i = 1`` (or no modulation) this is exactly the plain ResNet-18; the
   parameter tree has the same names as :class:`clj.models.resnet.ResNet18`,
-  so the two share parameters.
+  so the two share parameters.  ``stem`` (:data:`clj.models.resnet.RESNET_STEMS`)
+  selects the stem: SER's code uses the CIFAR one at every resolution
+  (``docs/ser.md``); ``"imagenet"`` (7x7 stride-2 conv, BN, ReLU, 3x3
+  stride-2 max-pool) is the option for ImageNet-sized inputs (288x384), where
+  the stem's modulation point is its BN output (before the ReLU and the pool).
 * **Pooling**: ``pool_mode="mammoth_square"`` averages the left
   ``h x h`` square of the final ``h x w`` map (Mammoth's ``avg_pool2d`` with
   kernel = h); ``"global"`` averages all of it.  They agree for square maps.
@@ -28,13 +32,15 @@ described in ``docs/ser.md``, "The classifier and where it is modulated" and
   concatenated with 16 learned Gaussian prior maps), bilinear x2,
   concatenation with ``skip_2x``, ``upsampling_2`` (inverted residual, expand
   2) and bilinear x2, concatenation with ``skip_4x``, ``post_upsampling_2``
-  (inverted residual, expand 2), a 1x1 conv to one channel, nearest x2 to the
-  input size and a sigmoid.  Channel counts scale with ``width`` (the paper's
+  (inverted residual, expand 2), a 1x1 conv to one channel, nearest
+  upsampling to the input size (x2 with the CIFAR stem, x8 with the ImageNet
+  one) and a sigmoid.  Channel counts scale with ``width`` (the paper's
   ``width=64`` gives 256/128/64).  Decoder BatchNorms use momentum 0.99
   (PyTorch 0.01), the encoder's 0.9 (PyTorch 0.1).
 
 Shapes: inputs float32 ``[B, H, W, C]`` with H and W multiples of 8 for the
-saliency net (the two x2 upsamplings must meet the skip features).
+saliency net (the two x2 upsamplings must meet the skip features), of 32
+with the ImageNet stem (:func:`input_multiple`).
 
 Dtypes: every module takes ``dtype``, the computation dtype of its
 convolutions, BatchNorms and activations (``model.dtype``:
@@ -57,7 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from clj.models.common import PARAM_DTYPE, batch_norm, classify
-from clj.models.resnet import _conv
+from clj.models.resnet import STEM_STRIDE, _conv, check_stem, stem_pool, stem_pre_relu
 
 NUM_POINTS = 5  # stem + four stages
 POOL_MODES = ("mammoth_square", "global")
@@ -140,27 +146,41 @@ def square_pool(x: jax.Array, mode: str) -> jax.Array:
     raise ValueError(f"pool_mode={mode!r} is unknown; valid: {', '.join(POOL_MODES)}.")
 
 
+def input_multiple(stem: str = "cifar") -> int:
+    """The multiple H and W must be of for :class:`SaliencyNet` with ``stem``:
+    8 times the stem's stride (8 CIFAR, 32 ImageNet, 16 ``conv3_maxpool``).
+
+    Raises:
+      ValueError: an unknown stem.
+    """
+    check_stem(stem)
+    return 8 * STEM_STRIDE[stem]
+
+
 class ModulatedResNet18Backbone(nn.Module):
     """ResNet-18 trunk with the five modulation points (module doc).
 
     ``__call__(x, train, sal_feats=None)`` returns ``(pooled [B, 8*width],
     prerelu list of 5 arrays)``; the pre-ReLU list holds the unmodulated
     ``a_i`` (what the saliency encoder hands to the classifier), in ``dtype``;
-    the pooled features are float32.
+    the pooled features are float32.  ``stem``: ``"cifar"`` (SER's) or
+    ``"imagenet"`` (:data:`clj.models.resnet.RESNET_STEMS`); the stem's
+    point is its BN output, modulated before the ReLU and the stem's pool.
     """
 
     width: int = 64
     mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
     pool_mode: str = "mammoth_square"
     dtype: Any = jnp.float32
+    stem: str = "cifar"
 
     @nn.compact
     def __call__(self, x, train: bool = False, sal_feats: Sequence[jax.Array] | None = None):
         dt = self.dtype
         x = x.astype(dt)
         s = list(sal_feats) if sal_feats is not None else [None] * NUM_POINTS
-        a0 = batch_norm(train, dt, "stem_bn")(_conv(self.width, 3, 1, dt, "stem_conv")(x))
-        h = _modulate(nn.relu(a0), a0, s[0], self.mnp_blocks[0])
+        a0 = stem_pre_relu(x, self.stem, self.width, train, dt)
+        h = stem_pool(_modulate(nn.relu(a0), a0, s[0], self.mnp_blocks[0]), self.stem)
         pres = [a0]
         for i, (mult, stride) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
             out, pre = PreActStage(self.width * mult, stride, dtype=dt, name=f"stage_{i + 1}")(h, train)
@@ -179,6 +199,7 @@ class ModulatedResNet18(nn.Module):
     the four stages' outputs) or None (no modulation).  Returns float32 logits
     [B, num_classes] (and the float32 pooled features with
     ``return_features``), computed in ``dtype`` (float32 parameters).
+    ``stem``: ``"cifar"`` (SER's code) or ``"imagenet"`` (module doc).
     """
 
     num_classes: int
@@ -186,6 +207,7 @@ class ModulatedResNet18(nn.Module):
     mnp_blocks: tuple[bool, ...] = (True,) * NUM_POINTS
     pool_mode: str = "mammoth_square"
     dtype: Any = jnp.float32
+    stem: str = "cifar"
 
     @property
     def feature_dim(self) -> int:
@@ -194,7 +216,7 @@ class ModulatedResNet18(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, return_features: bool = False, sal_feats=None):
         feats, _ = ModulatedResNet18Backbone(self.width, tuple(self.mnp_blocks), self.pool_mode, self.dtype,
-                                             name="backbone")(x, train, sal_feats)
+                                             self.stem, name="backbone")(x, train, sal_feats)
         return classify(feats, self.num_classes, self.dtype, return_features)
 
 
@@ -328,34 +350,48 @@ def upsample_bilinear2x(x: jax.Array) -> jax.Array:
 
 def upsample_nearest2x(x: jax.Array) -> jax.Array:
     """Nearest x2 = pixel repetition on both spatial axes."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return upsample_nearest(x, 2)
+
+
+def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
+    """Nearest x ``factor`` (a static int) = pixel repetition on both spatial
+    axes: [B, h, w, C] -> [B, factor h, factor w, C]."""
+    if factor == 1:
+        return x
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
 class SaliencyNet(nn.Module):
     """UNISAL-style saliency predictor over a ResNet-18 encoder (module doc).
 
     Call: ``apply(vars, x, train=False)`` (``rngs={"dropout": k}`` when
-    training) with x float32 [B, H, W, C], H and W multiples of 8.  Returns
-    ``(pred, feats)``: pred float32 [B, H, W, 1] in (0, 1), feats the
-    encoder's five pre-ReLU features (stem and stages 1-4) in ``dtype``, the
-    computation dtype of the whole net (float32 parameters).
+    training) with x float32 [B, H, W, C], H and W multiples of 8 (of 32
+    with ``stem="imagenet"``: :func:`input_multiple`).  Returns ``(pred,
+    feats)``: pred float32 [B, H, W, 1] in (0, 1), feats the encoder's five
+    pre-ReLU features (stem and stages 1-4) in ``dtype``, the computation
+    dtype of the whole net (float32 parameters).  ``stem``: the encoder's
+    (the classifier's) stem.
 
     Raises:
-      ValueError: H or W not a multiple of 8.
+      ValueError: H or W not a multiple of :func:`input_multiple`, or an
+        unknown stem.
     """
 
     width: int = 64
     n_gaussians: int = 0
     dtype: Any = jnp.float32
+    stem: str = "cifar"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         B, H, W, _ = x.shape
-        if H % 8 or W % 8:
-            raise ValueError(f"the saliency decoder needs H and W divisible by 8, got {H}x{W} "
-                             "(pad the input: SER pads to the next multiple of 8).")
+        m = input_multiple(self.stem)
+        if H % m or W % m:
+            raise ValueError(f"the saliency decoder needs H and W divisible by {m} (stem {self.stem!r}), got "
+                             f"{H}x{W} (pad the input: SER pads to the next multiple of {m}).")
         dt = self.dtype
-        _, feats = ModulatedResNet18Backbone(self.width, (False,) * NUM_POINTS, "global", dt, name="cnn")(x, train)
+        _, feats = ModulatedResNet18Backbone(self.width, (False,) * NUM_POINTS, "global", dt, self.stem,
+                                             name="cnn")(x, train)
         f2, f3, f4 = (nn.relu(f) for f in feats[2:])  # skip_with_relu on the three deepest
         w = self.width
         s2 = Skip(2 * w, dtype=dt, name="skip_2x")(f3, train)
@@ -370,5 +406,5 @@ class SaliencyNet(nn.Module):
         y = jnp.concatenate([y, s4], axis=-1)
         y = InvertedResidual(w, 2, dtype=dt, name="post_upsampling_2")(y, train)
         y = _conv1x1(1, "adaptation", bias=True, dtype=dt)(y)
-        y = upsample_nearest2x(y)
+        y = upsample_nearest(y, H // y.shape[1])  # to the input size: x2 (CIFAR stem), x8 (ImageNet stem)
         return nn.sigmoid(y.astype(jnp.float32)), feats

@@ -66,7 +66,7 @@ CIL = Section(
 
 
 # ------------------------------------------ MEMO / DER (Yan): the backbone
-EXPAND_MODELS = ("resnet32",)  # clj.models.registry.model_names(growing=True)
+EXPAND_MODELS = ("resnet18_imagenet", "resnet32")  # clj.models.registry.model_names(growing=True)
 
 
 def check_expand_model(config) -> None:
@@ -74,8 +74,12 @@ def check_expand_model(config) -> None:
     need(config.model.name in EXPAND_MODELS,
          f"model.name={config.model.name!r} is not supported by {config.method}; valid: "
          f"{', '.join(EXPAND_MODELS)} (model.num_blocks sets the depth: 5 = ResNet-32, 1 = ResNet-8).")
-    nb = int(config.model.get("num_blocks", 5))
-    need(nb >= 1, f"model.num_blocks={nb} is invalid: it must be >= 1.")
+    if config.model.name == "resnet32":
+        nb = int(config.model.get("num_blocks", 5))
+        need(nb >= 1, f"model.num_blocks={nb} is invalid: it must be >= 1.")
+    else:
+        need("num_blocks" not in config.model, f"model.num_blocks does not apply to model.name="
+             f"{config.model.name!r} (ResNet-18: two blocks per stage); remove it.")
 
 
 # ----------------------------------------------------------- Coil (co-transport)

@@ -9,7 +9,8 @@ SER_NUM_POINTS = 5                      # stem + four stages (clj.models.salienc
 SER_POOL_MODES = ("mammoth_square", "global")
 SER_TARGETS = ("spectral_residual", "center", "center_sr", "teacher")
 SER_CLS_INITS = ("random", "sal_encoder")
-SER_CLASSIFIERS = ("resnet18", "resnet18_reduced")
+SER_CLASSIFIERS = ("resnet18", "resnet18_reduced", "resnet18_imagenet")  # clj.methods.ser.ser.CLASSIFIERS
+SER_STEMS = ("cifar", "imagenet")  # model.stem: SER's code's (3x3, no pool) or the ImageNet one
 
 
 def _check_ser(v, config) -> None:
@@ -60,10 +61,19 @@ SER = Section(
 
 
 def check_ser_model(config) -> None:
-    """SER's classifier backbone and its augmentation rule."""
+    """SER's classifier backbone, its stem and its augmentation rule (no
+    random or evaluation-only transform: SER trains and tests on the same
+    resized images, ``docs/ser.md``)."""
+    from clj.config import AUGMENT_DEFAULTS, resolve_augment
+
     need(config.model.name in SER_CLASSIFIERS,
          f"model.name={config.model.name!r} is not supported by SER; valid: {', '.join(SER_CLASSIFIERS)}.")
-    a = config.augment
-    need(int(a.get("crop_pad", 0)) == 0 and not a.get("flip", False),
-         f"augment.crop_pad={a.get('crop_pad', 0)}, augment.flip={a.get('flip', False)}: SER trains without "
+    if "stem" in config.model:
+        choice("model", "stem", config.model.stem, SER_STEMS)
+    a = resolve_augment(config.augment)
+    need(int(a["crop_pad"]) == 0 and not a["flip"],
+         f"augment.crop_pad={a['crop_pad']}, augment.flip={a['flip']}: SER trains without "
          "augmentation (docs/ser.md); set crop_pad=0, flip=False.")
+    for k in ("resized_crop", "brightness", "eval_resize", "eval_crop"):
+        need(a[k] == AUGMENT_DEFAULTS[k], f"augment.{k}={a[k]!r} (augment.preset={a['preset']!r}): SER trains "
+             f"without augmentation (docs/ser.md); set augment.{k}={AUGMENT_DEFAULTS[k]!r}.")

@@ -82,7 +82,7 @@ from clj.methods.baselines.rehearsal import Draw
 from clj.methods.ser.saliency import (SalOptSpec, SalState, load_saliency_checkpoint, pretrain_saliency,
                                       saliency_apply, saliency_step, save_saliency_checkpoint)
 from clj.models.common import compute_dtype
-from clj.models.saliency import ModulatedResNet18, SaliencyNet
+from clj.models.saliency import ModulatedResNet18, SaliencyNet, input_multiple
 from clj.replay.buffer import Buffer, buffer_nbytes, init_buffer, reservoir_add, sample_indices
 
 __all__ = ["BASES", "CLASSIFIERS", "Static", "SalOptSpec", "SalState", "State", "classifier_apply", "init",
@@ -91,7 +91,7 @@ __all__ = ["BASES", "CLASSIFIERS", "Static", "SalOptSpec", "SalState", "State", 
 
 BASES = ("derpp", "er_ace", "er")
 MNP_MODES = ser_section.SER_MNP_MODES
-CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20}
+CLASSIFIERS = {"resnet18": 64, "resnet18_reduced": 20, "resnet18_imagenet": 64}  # name -> default width
 
 
 def ser_config() -> ml_collections.ConfigDict:
@@ -170,8 +170,15 @@ def resolve_config(config) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(sections.block(config, ser_section.SER))
 
 
-def _pad_amounts(n: int) -> int:
-    return (-n) % 8
+def _pad_amounts(n: int, multiple: int = 8) -> int:
+    return (-n) % multiple
+
+
+def classifier_stem(model_cfg) -> str:
+    """The stem of SER's two networks: ``model.stem`` when set, else
+    ``"imagenet"`` for ``resnet18_imagenet`` and ``"cifar"`` (SER's code)
+    for the others."""
+    return str(model_cfg.get("stem", "imagenet" if model_cfg.name == "resnet18_imagenet" else "cifar"))
 
 
 # -------------------------------------------------------------------- init
@@ -181,8 +188,10 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     """A fresh SER State over ``base`` (one of ``BASES``).
 
     The classifier is ``config.model`` = ``resnet18`` / ``resnet18_reduced``
-    (``width`` honoured) made modulatable; the saliency net has the same
-    width; both compute in ``model.dtype`` (float32 parameters).  The
+    / ``resnet18_imagenet`` (``width`` and ``stem`` honoured:
+    :func:`classifier_stem`) made modulatable; the saliency net has the same
+    width and stem; both compute in ``model.dtype`` (float32 parameters).
+    Inputs are zero-padded to a multiple of 8 (32 with the ImageNet stem).  The
     encoder starts as a copy of the classifier's initial backbone
     (``docs/ser.md``, "The saliency network"), then ``sal_init`` applies; with
     ``ser.cls_init='sal_encoder'`` the classifier's backbone (parameters and
@@ -199,12 +208,12 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     mname = config.model.name
     _check(mname in CLASSIFIERS, f"model.name={mname!r} is not supported by SER; valid: {', '.join(CLASSIFIERS)}.")
     width = int(config.model.get("width", CLASSIFIERS[mname]))
+    ser_section.check_ser_model(config)  # the classifier, a stem and no augmentation
     aug = common.augment_from_config(config.augment, scenario)
-    _check(aug.crop_pad == 0 and not aug.flip,
-           f"augment.crop_pad={aug.crop_pad}, augment.flip={aug.flip}: SER trains without augmentation "
-           "(docs/ser.md); set crop_pad=0, flip=False.")
+    stem = classifier_stem(config.model)
     H, W, C = scenario.image_shape
-    ph, pw = _pad_amounts(H), _pad_amounts(W)
+    multiple = input_multiple(stem)
+    ph, pw = _pad_amounts(H, multiple), _pad_amounts(W, multiple)
     in_shape = (H + ph, W + pw, C)
     r = sections.block(config, REPLAY)
     static = Static(base=base, buffer_size=int(r.buffer_size),
@@ -217,9 +226,9 @@ def init(rng: jax.Array, config, scenario, base: str) -> State:
     k_cls, k_sal, k_pre = jax.random.split(rng, 3)
     dtype = compute_dtype(config.model)  # both networks compute in it; parameters stay float32
     model = ModulatedResNet18(scenario.num_classes, width=width, mnp_blocks=static.mnp_blocks, pool_mode=sc.pool_mode,
-                              dtype=dtype)
+                              dtype=dtype, stem=stem)
     cls = common.init_model_state(k_cls, model, common.optim_spec_from_config(config.optim), in_shape)
-    smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians), dtype=dtype)
+    smodel = SaliencyNet(width=width, n_gaussians=int(sc.sal_n_gaussians), dtype=dtype, stem=stem)
     svars = smodel.init({"params": k_sal, "dropout": k_sal}, jnp.zeros((1, *in_shape), jnp.float32), train=False)
     sparams = dict(svars["params"])
     sbs = dict(svars["batch_stats"])
