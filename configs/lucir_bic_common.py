@@ -121,7 +121,9 @@ def imagenet_config(method: str, init_cls: int, increment: int, budget: str = "f
     if method != "bic":
         raise ValueError(f"method={method!r}: only bic has ImageNet-100 settings here.")
     c = cifar_config(method, init_cls, increment, budget)
-    c.dataset = "clj:imagenet100"  # python -m clj.data.prepare imagefolder --name imagenet100 --size 224
-    c.model = ml_collections.ConfigDict(dict(name="resnet18", dtype="float32"))
-    c.augment.crop_pad = 0
+    c.dataset = "imagenet100"  # python -m clj.data.prepare imagenet100 (PyCIL's class list, stored at 256)
+    # ResNet-18 with the ImageNet stem; PyCIL's ImageNet transform (RandomResizedCrop(224) + flip;
+    # resize 256 / centre crop 224 for evaluation)
+    c.model = ml_collections.ConfigDict(dict(name="resnet18_imagenet", dtype="float32"))
+    c.augment = ml_collections.ConfigDict(dict(preset="pycil_imagenet"))
     return c

@@ -157,26 +157,45 @@ MEMO_CIFAR100_ALIGNED = Table(
     (AVG, LAST), _cil_rows(_MEMO_ALIGNED, "fair"), seeds=3,
     note="The paper reports one run (seed 1993); clj reports the mean of its seeds over the same class order.")
 
+_OWN_BENCH = {  # CIL survey Table 5 rows of methods with their own configs: {setting: (avg, last)}
+    ("BiC", "bic", ":fixed"): {(5, 5): (62.38, 43.08), (10, 10): (65.08, 50.79), (20, 20): (67.03, 56.22),
+                              (50, 10): (61.01, 49.19)},
+    ("AANets (LUCIR)", "lucir", ""): {(5, 5): (59.34, 42.42), (10, 10): (61.73, 45.53)},
+}
+_OWN_IN100 = {("BiC", "bic", ":fixed"): {(5, 5): (58.03, 34.56), (10, 10): (65.13, 42.40), (20, 20): (76.29, 66.92),
+                                        (50, 10): (66.36, 49.90)}}
+
+
+def _own_rows(numbers: dict, dataset: str) -> tuple:
+    rows = []
+    for (name, m, variant), by in numbers.items():
+        for (init, inc), paper in by.items():
+            cfg = f"{m}_{dataset}_b{0 if init == inc else init}inc{inc}"
+            rows.append(Row(f"{name} {_setting(init, inc)}", cfg, variant[1:] or None, paper=paper))
+    return tuple(rows)
+
+
 MEMO_CIFAR100 = Table(
     "memo_cifar100", "The PyCIL benchmark table on CIFAR-100 (ResNet-32, 2000 exemplars)",
     "Zhou et al., CIL survey, Table 5; seed 1993 class order",
-    (AVG, LAST), _cil_rows({**_MEMO_BENCH, **_MEMO_BENCH_EXTRA}, "fixed"), seeds=3,
+    (AVG, LAST), _cil_rows({**_MEMO_BENCH, **_MEMO_BENCH_EXTRA}, "fixed") + _own_rows(_OWN_BENCH, "cifar100"),
+    seeds=3,
     note="B50 Inc25 is the survey appendix's per-stage curve (Avg its mean); B0 Inc50 has no published cell.")
 
 _SURVEY_ALIGNED = {  # CIL survey Table 7 (memory-aligned): (avg, last) for CIFAR B0 Inc5, B0 Inc10
     "replay": ((74.25, 61.09), (69.97, 55.61)), "icarl": ((75.17, 61.88), (70.94, 58.52)),
     "wa": ((74.07, 63.18), (69.55, 59.26)), "dynamic_er": ((70.41, 57.85), (71.47, 60.26)),
     "memo": ((73.57, 62.97), (72.37, 61.98)), "coil": ((74.39, 60.78), (70.69, 54.40)),
-    "foster": ((75.06, 62.82), (72.28, 59.39)),
+    "foster": ((75.06, 62.82), (72.28, 59.39)), "bic": ((71.27, 60.98), (70.69, 59.60)),
 }
-_OWN_CONFIGS = {"coil", "foster"}  # methods with their own configs/<method>_cifar100_b0inc<N>.py
+_OWN_CONFIGS = {"coil", "foster", "bic"}  # methods with their own configs/<method>_cifar100_b0inc<N>.py
 
 
 def _survey_rows() -> tuple:
     rows = []
     for inc, col in ((5, 0), (10, 1)):
         for m, cells in _SURVEY_ALIGNED.items():
-            name = {"coil": "Coil", "foster": "FOSTER"}.get(m) or _CIL_NAMES[m]
+            name = {"coil": "Coil", "foster": "FOSTER", "bic": "BiC"}.get(m) or _CIL_NAMES[m]
             if m in _OWN_CONFIGS:
                 rows.append(Row(f"{name} B0 Inc{inc}", f"{m}_cifar100_b0inc{inc}", paper=cells[col]))
             else:
@@ -188,12 +207,13 @@ MEMO_SURVEY_ALIGNED = Table(
     "memo_survey_aligned", "The CIL survey's memory-aligned table on CIFAR-100 (ResNet-32, every method at DER's bytes)",
     "Zhou et al., CIL survey, Table 7 (B0 Inc5 at 41.22 MB, B0 Inc10 at 23.5 MB)",
     (AVG, LAST), _survey_rows(), seeds=3,
-    note="GEM, PODNet and BiC rows are added as those methods land.")
+    note="GEM and PODNet rows are added as those methods land.")
 
 MEMO_IMAGENET100 = Table(
     "memo_imagenet100", "The PyCIL benchmark table on ImageNet-100 (ResNet-18, 2000 exemplars)",
     "Zhou et al., CIL survey, Table 6; the class subset and seed-1993 order of PyCIL's list",
-    (AVG, LAST), _cil_rows(_IN100_BENCH, "fixed", config="cil_imagenet100"), seeds=1,
+    (AVG, LAST), _cil_rows(_IN100_BENCH, "fixed", config="cil_imagenet100") + _own_rows(_OWN_IN100, "imagenet100"),
+    seeds=1,
     note="The paper reports one run. B50 Inc25 is the survey appendix's per-stage curve (Avg its mean).")
 
 MEMO_IMAGENET_ALIGNED = Table(
@@ -213,11 +233,21 @@ _AKR = {  # AKR project page figure, CIFAR-100: avg incremental accuracy
     "b50inc2": ("TFH N=25", {"none": 53.57, "mixup": 59.68, "attentive": 60.38}),
 }
 _AKR_NAMES = {"none": "Base", "mixup": "Mixup", "attentive": "AKR"}
+_AKR_OTHERS = {  # the same figure's BiC and LUCIR rows (quoted or reproduced there from their papers)
+    "b0inc20": {"bic": 66.70, "lucir": 64.82}, "b0inc10": {"bic": 61.90, "lucir": 60.26},
+    "b0inc5": {"bic": 60.32, "lucir": 57.97}, "b50inc10": {"bic": 62.15, "lucir": 62.18},
+    "b50inc5": {"bic": 58.84, "lucir": 60.22}, "b50inc2": {"bic": 53.82, "lucir": 57.73},
+}
 AKR_CIFAR100 = Table(
     "akr_cifar100", "AKR's CIFAR-100 table (ResNet-32, 2000 exemplars, TFS / TFH)",
     "AKR project page, quantitative results figure, average incremental accuracy",
     (AVG,), tuple(Row(f"{_AKR_NAMES[r]} {col}", f"akr_cifar100_{setting}", r, paper=(num,))
-                  for setting, (col, by) in _AKR.items() for r, num in by.items()), seeds=3)
+                  for setting, (col, by) in _AKR.items() for r, num in by.items())
+    + tuple(Row(f"{'BiC' if m == 'bic' else 'LUCIR'} {_AKR[setting][0]}", f"{m}_cifar100_{setting}",
+                "fixed" if m == "bic" else None, paper=(num,))
+            for setting, by in _AKR_OTHERS.items() for m, num in by.items()), seeds=3,
+    note="The BiC and LUCIR rows run clj's BiC (PyCIL's protocol, 2000 exemplars) and LUCIR (the original "
+         "code's CIFAR settings); the figure quotes or reproduces them from their papers.")
 
 _AKR_IN = {  # AKR project page figure, ImageNet-subset: avg incremental accuracy
     (0, 20): ("TFS N=5", {"none": 78.88, "mixup": 78.54, "attentive": 79.04}),
@@ -261,7 +291,10 @@ NISPA = Table(
     "nispa", "NISPA on EF-MNIST / CIFAR-10 / CIFAR-100 (task-IL, sparse networks)",
     "NISPA authors' committed seed-0 results; the paper's table was not retrieved",
     (TIL_FINAL,), (Row("NISPA CIFAR-10", "nispa_cifar10", paper=(91.28,)),
-                   Row("NISPA CIFAR-100", "nispa_cifar100", paper=(None,))), seeds=3,
+                   Row("NISPA CIFAR-100", "nispa_cifar100", paper=(None,)))
+    + tuple(Row(f"{name} {title}", f"{m}_{ds}", paper=(None,))
+            for ds, title in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"))
+            for m, name in (("stl", "STL"), ("stl_iso", "STL-iso"), ("clnp", "CLNP"))), seeds=3,
     note="The paper's numbers are 5-seed means; only the authors' seed-0 runs could be read. EF-MNIST "
          "(authors' seed 0: 91.72) is a stream of two datasets that launch.py does not build: "
          "experiments/nispa.py --bench ef_mnist runs it.")
