@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
-from clj.methods.baselines.section import LWF, ONLINE, REG, REPLAY
+from clj.methods.baselines.section import GDUMB, GSS, LWF, ONLINE, REG, REPLAY
 from clj.methods.cil.section import BIC, CIL, COIL, FOSTER, LUCIR, check_expand_model
 from clj.methods.nispa.section import CLNP, NISPA, STL
 from clj.methods.ser.section import SER, check_ser_model
@@ -62,7 +62,7 @@ class Entry(NamedTuple):
 
 _B, _C = "clj.methods.baselines", "clj.methods.cil"
 METHODS: dict[str, Entry] = {
-    # baselines (Mammoth's ER family, regularisation, A-GEM, MIR, CoPE, LwF)
+    # baselines (Mammoth's ER family, regularisation, A-GEM, LwF; online MIR, CoPE, GDumb and GSS)
     "finetune": Entry(f"{_B}.rehearsal:finetune", "plain fine-tuning, no protection against forgetting (lower bound)"),
     "joint": Entry(f"{_B}.rehearsal:joint", "trains on the union of the tasks seen so far (upper bound)"),
     "er": Entry(f"{_B}.rehearsal:er", "experience replay, reservoir buffer", (REPLAY,)),
@@ -79,6 +79,9 @@ METHODS: dict[str, Entry] = {
     "ewc": Entry(f"{_B}.regularization:ewc", "elastic weight consolidation", (REG,)),
     "si": Entry(f"{_B}.regularization:si", "synaptic intelligence", (REG,)),
     "mas": Entry(f"{_B}.regularization:mas", "memory aware synapses", (REG,)),
+    "gdumb": Entry(f"{_B}.gdumb", "GDumb: greedy class-balanced memory, network retrained from scratch on it",
+                   (REPLAY, GDUMB)),
+    "gss": Entry(f"{_B}.gss", "GSS-greedy: memory kept by gradient-similarity scores", (REPLAY, GSS)),
     # class-IL with exemplars and growth (PyCIL's family; MEMO)
     "icarl": Entry(f"{_C}.icarl:icarl", "iCaRL: exemplars by herding, distillation, NME classifier", (CIL,)),
     "wa": Entry(f"{_C}.icarl:wa", "weight aligning of the classifier after each task", (CIL,)),

@@ -1,6 +1,7 @@
 """The baselines' config blocks: ``config.replay`` (ER, DER, DER++, ER-ACE,
-A-GEM, MIR, CoPE, and SER over them), ``config.reg`` (EWC, SI, MAS),
-``config.lwf`` (LwF) and ``config.online`` (MIR, CoPE).  JAX-free."""
+A-GEM, MIR, CoPE, GDumb, GSS, and SER over them), ``config.reg`` (EWC, SI, MAS),
+``config.lwf`` (LwF), ``config.online`` (MIR, CoPE), ``config.gdumb`` (GDumb) and
+``config.gss`` (GSS).  JAX-free."""
 from __future__ import annotations
 
 from clj.errors import ConfigError
@@ -127,3 +128,63 @@ ONLINE = Section(
          cope_renormalize="CoPE: L2-normalise each prototype after its momentum update (a line the official "
                           "code leaves commented out; off there)"),
     _check_online)
+
+
+# ------------------------------------------------------------------ GDumb
+GDUMB_SAMPLERS = ("balanced", "reservoir")
+GDUMB_RETRAIN = ("last_task", "every_task")
+
+
+def _check_gdumb(v, config) -> None:
+    choices("gdumb", v, sampler=GDUMB_SAMPLERS, retrain=GDUMB_RETRAIN)
+    at_least("gdumb", v, 0, "fitting_epochs", "fit_batch_size")
+    positive("gdumb", v, "maxlr")
+    at_least("gdumb", v, 0, "minlr")
+    need(float(v["minlr"]) <= float(v["maxlr"]),
+         f"gdumb.minlr={v['minlr']} is invalid: it must be <= gdumb.maxlr={v['maxlr']}.")
+    need(v["cutmix"] in (True, False), f"gdumb.cutmix={v['cutmix']!r} is invalid; valid: True, False.")
+    positive("gdumb", v, "cutmix_alpha")
+    in_interval("gdumb", v, "cutmix_prob", "[0, 1]")
+    epochs = config.train.get("epochs", 1) if "train" in config else 1
+    need(int(epochs) == 1, f"train.epochs={epochs} is invalid for gdumb: the stream is only offered to the memory, "
+                           "once (Mammoth forces 1); valid: 1 (gdumb.fitting_epochs sets the retraining's epochs).")
+
+
+GDUMB = Section(
+    "gdumb",
+    dict(sampler="balanced", retrain="last_task", fitting_epochs=256, fit_batch_size=0, maxlr=0.05, minlr=0.0005,
+         cutmix=True, cutmix_alpha=1.0, cutmix_prob=0.5),
+    dict(sampler="memory fill: 'balanced' (the paper's greedy class-balanced sampler) or 'reservoir' (what "
+                 "Mammoth's gdumb runs)",
+         retrain="when the network is retrained from scratch on the memory: 'last_task' (Mammoth: after the "
+                 "stream) or 'every_task' (the paper: before every evaluation)",
+         fitting_epochs="epochs over the memory of each retraining (Mammoth: 256)",
+         fit_batch_size="batch of the retraining (0 = train.batch_size, as Mammoth)",
+         maxlr="retraining lr: epoch 0 at maxlr/10 (warm-up), then cosine warm restarts (T_0=1, T_mult=2) "
+               "from maxlr",
+         minlr="floor of the cosine warm restarts",
+         cutmix="CutMix on the retraining batches (Mammoth: on, cutmix_alpha=1)",
+         cutmix_alpha="Beta(alpha, alpha) of the CutMix area ratio",
+         cutmix_prob="probability that a retraining batch is CutMixed (Mammoth: 0.5)"),
+    _check_gdumb)
+
+
+# -------------------------------------------------------------------- GSS
+GSS_SCORING = ("batch", "example")
+
+
+def _check_gss(v, config) -> None:
+    at_least("gss", v, 0, "gss_minibatch_size")
+    at_least("gss", v, 1, "batch_num")
+    choices("gss", v, scoring=GSS_SCORING)
+
+
+GSS = Section(
+    "gss",
+    dict(gss_minibatch_size=0, batch_num=1, scoring="batch"),
+    dict(gss_minibatch_size="memory examples whose gradients score a candidate (0 = replay.minibatch_size, "
+                            "as Mammoth)",
+         batch_num="optimizer steps per stream batch, each with its own memory draw (Mammoth's batch_num)",
+         scoring="'batch' (Mammoth: the stream batch's gradient score gates replacement and is stored while "
+                 "the memory fills) or 'example' (the paper's GSS-greedy: each example's own score does both)"),
+    _check_gss)

@@ -1,0 +1,22 @@
+"""GSS-greedy on SERENA's online Split-MNIST (5 concepts of 2 classes, MLP 784-400-400-10): the
+data-incremental stream of the paper's figure (batch 10, one pass, no task
+id), the same stream, network, lr and memory size as the figure's reservoir
+baseline (``configs/serena_mnist.py:er``; docs/serena.md, "Results").  Memory
+draws of 10 per update and 10 memory gradients per score (Mammoth's settings
+for GSS on its online runs), Mammoth's batch-level gate.
+
+The class order follows the seed (the official rule), so each seed runs in
+its own process: ``--config.seed=s``.
+
+    python launch.py --config=configs/gss_online_mnist.py
+"""
+from clj.configs.serena_mnist import get_config as serena_config
+from clj.methods.sections import section_config
+
+
+def get_config():
+    c = serena_config("er")
+    c.method = "gss"
+    c.variant = "gss"
+    c.gss = section_config("gss", gss_minibatch_size=10)
+    return c
