@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
-from clj.methods.baselines.section import LWF, REG, REPLAY
+from clj.methods.baselines.section import GEM, LWF, REG, REPLAY
 from clj.methods.cil.section import CIL, check_expand_model
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
@@ -71,6 +71,8 @@ METHODS: dict[str, Entry] = {
     "er_ace": Entry(f"{_B}.er_ace", "ER with asymmetric cross-entropy", (REPLAY,)),
     "agem": Entry(f"{_B}.agem", "A-GEM: gradient projected so the episodic memory's loss does not increase",
                   (REPLAY,)),
+    "gem": Entry(f"{_B}.gem", "GEM: gradient projected by a QP so no past task's memory loss increases",
+                 (REPLAY, GEM)),
     "lwf": Entry(f"{_B}.lwf", "learning without forgetting: distillation from the previous model", (LWF,)),
     "ewc": Entry(f"{_B}.regularization:ewc", "elastic weight consolidation", (REG,)),
     "si": Entry(f"{_B}.regularization:si", "synaptic intelligence", (REG,)),

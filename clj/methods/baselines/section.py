@@ -1,6 +1,6 @@
 """The baselines' config blocks: ``config.replay`` (ER, DER, DER++, ER-ACE,
-A-GEM, and SER over them), ``config.reg`` (EWC, SI, MAS) and ``config.lwf``
-(LwF).  JAX-free."""
+A-GEM, GEM, and SER over them), ``config.reg`` (EWC, SI, MAS), ``config.lwf``
+(LwF) and ``config.gem`` (GEM).  JAX-free."""
 from __future__ import annotations
 
 from clj.errors import ConfigError
@@ -95,3 +95,24 @@ LWF = Section(
          softmax_temp="T, temperature of the distillation softmaxes (paper: 2)",
          warmup="train the new classes' head outputs alone for train.epochs epochs before each task >= 1"),
     _check_lwf)
+
+
+# -------------------------------------------------------------------- GEM
+GEM_LOGIT_MASKS = ("none", "task")
+
+
+def _check_gem(v, config) -> None:
+    at_least("gem", v, 0, "margin", "eps")
+    at_least("gem", v, 0, "qp_iters")
+    choices("gem", v, logit_mask=GEM_LOGIT_MASKS)
+
+
+GEM = Section(
+    "gem",
+    dict(margin=0.5, eps=1e-3, logit_mask="none", qp_iters=0),
+    dict(margin="gamma, lower bound of every dual variable (Mammoth / the GEM code: 0.5; the paper's QP: 0)",
+         eps="added to the diagonal of the tasks' gradient Gram matrix (Mammoth: 1e-3; PyCIL: 0)",
+         logit_mask="'none' (Mammoth: every loss over all classes) or 'task' (PyCIL's class-IL GEM: the "
+                    "stream loss over the current task's classes, task k's memory loss over task k's)",
+         qp_iters="outer iterations of the active-set dual solver (0 = 3 x num_tasks, enough to converge)"),
+    _check_gem)
