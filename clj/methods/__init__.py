@@ -34,7 +34,7 @@ from typing import Callable, NamedTuple
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
 from clj.methods.baselines.section import GEM, LWF, REG, REPLAY
-from clj.methods.cil.section import CIL, check_expand_model
+from clj.methods.cil.section import CIL, PODNET, check_expand_model
 from clj.methods.nispa.section import NISPA
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
@@ -86,6 +86,8 @@ METHODS: dict[str, Entry] = {
     "dynamic_er": Entry(f"{_C}.expand:dynamic_er",
                         "DER (Yan et al.): a new backbone per task, dynamically expandable", (CIL,),
                         (check_expand_model,)),
+    "podnet": Entry(f"{_C}.podnet", "PODNet: pooled-outputs distillation, local similarity classifier, NCA loss",
+                    (CIL, PODNET)),
     # the five papers
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),
