@@ -1,8 +1,9 @@
 """PODNet on Split-digits (bundled real 8x8 digits), class-IL B0 Inc2, 5 tasks.
 
-CPU-sized version of PyCIL's PODNet protocol (``models/podnet.py``): ResNet-8
-(the resnet32 family with one block per stage; its three stages give
-POD-spatial three maps), SGD lr 0.1, momentum 0.9, wd 5e-4 in every task,
+CPU-sized version of PyCIL's PODNet protocol (``models/podnet.py``): the
+small CNN (two conv stages, 32 and 64 channels, which give POD-spatial its two
+maps; ``--config.model.name=resnet32 --config.model.num_blocks=1`` for
+ResNet-8 and its three residual stages), SGD lr 0.1, momentum 0.9, wd 5e-4 in every task,
 cosine per epoch over the task's epochs (PyCIL: 160), LSC with 10 proxies per
 class, lambda_c 5, lambda_f 1, class-balanced finetuning of 5 epochs at lr
 0.005 (PyCIL: 20), herding memory of 200 exemplars, NME evaluation (the
@@ -23,7 +24,7 @@ def get_config():
     c.scenario.increment = 2
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
-    c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=1, dtype="float32"))
+    c.model = ml_collections.ConfigDict(dict(name="small_cnn", width=32, feature_width=128, dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine"))
     c.train.epochs = 15
     c.train.batch_size = 32

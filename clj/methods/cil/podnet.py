@@ -23,8 +23,9 @@ scale ``sigma`` (init 1).  A class's score is ``sigma * sum_k a_k <f, p_k>``
 with cosine similarities and ``a = softmax_k`` of them (PyCIL's
 ``reduce_proxies``).  The intermediate maps are the outputs of the
 backbone's residual stages (PyCIL's ``fmaps``), taken with Flax's
-``capture_intermediates`` (no change to the models); a backbone without
-stages (an MLP) has no POD-spatial term.
+``capture_intermediates``, and the two conv stages of ``small_cnn`` (sown
+into the same collection); a backbone without stages (an MLP) has no
+POD-spatial term.
 
 Per task t (shapes static per task, ``static_task_info``):
 
@@ -196,7 +197,8 @@ def forward(ms: ModelState, params, batch_stats, x: jax.Array, train: bool):
 
     Returns:
       ``(features float32 [B, D], fmaps: list of [B, h, w, c] stage outputs
-      (empty for a backbone without residual stages), new batch_stats)``.
+      (the residual stages of a ResNet, the conv stages of ``small_cnn``;
+      empty for an MLP), new batch_stats)``.
     """
     variables = {"params": params["net"]}
     has_bn = bool(jax.tree_util.tree_leaves(batch_stats))
