@@ -71,17 +71,26 @@ def test_lsc_by_hand():
 
 
 def test_nca_by_hand():
+    # PyCIL's form: t = s - max over the seen classes; the target's slot adds exp(0) = 1
     logits = jnp.asarray([[1.0, 2.0, 0.5, 9.0]])
     seen = jnp.asarray([True, True, True, False])  # class 3 is not seen yet: left out
     y = jnp.asarray([1])
-    want = -(2.0 - math.log(math.exp(1.0) + math.exp(0.5)))
+    want = math.log(1 + math.exp(-1.0) + math.exp(-1.5))  # target is the max: the cross-entropy
     np.testing.assert_allclose(float(podnet.nca_loss(logits, y, seen)), want, rtol=1e-6)
-    # the paper's form: margin on the target, scale, hinge
-    want_m = -(3.0 * (2.0 - 0.6) - math.log(math.exp(3.0) + math.exp(1.5)))
+    ce = -jax.nn.log_softmax(logits[:, :3])[0, 1]
+    np.testing.assert_allclose(float(podnet.nca_loss(logits, y, seen)), float(ce), rtol=1e-6)
+    # the target is not the max: -( (2 - 3) - log(1 + e^0 + e^-2.5) )
+    other = jnp.asarray([[3.0, 2.0, 0.5, 9.0]])
+    want = 1.0 + math.log(2.0 + math.exp(-2.5))
+    np.testing.assert_allclose(float(podnet.nca_loss(other, y, seen)), want, rtol=1e-6)
+    # the paper's margin and scale: t = 3 * (1, 2 - 0.6, 0.5), max 4.2
+    want_m = math.log(1 + math.exp(3.0 - 4.2) + math.exp(1.5 - 4.2))
     np.testing.assert_allclose(float(podnet.nca_loss(logits, y, seen, margin=0.6, scale=3.0)), want_m, rtol=1e-6)
-    easy = jnp.asarray([[-5.0, 9.0, -5.0, 0.0]])
-    assert float(podnet.nca_loss(easy, y, seen, hinge=True)) == 0.0
-    assert float(podnet.nca_loss(easy, y, seen)) < 0.0
+    # weights select rows; a uniform shift of the similarities changes nothing (PyCIL's margin)
+    two = jnp.concatenate([logits, other])
+    np.testing.assert_allclose(float(podnet.nca_loss(two, jnp.asarray([1, 1]), seen, jnp.asarray([False, True]))),
+                               1.0 + math.log(2.0 + math.exp(-2.5)), rtol=1e-6)
+    np.testing.assert_allclose(float(podnet.nca_loss(logits - 0.6, y, seen)), float(ce), rtol=1e-6)
 
 
 def tiny_config(**pod):

@@ -8,11 +8,12 @@ with the NCA loss (Eq. 7), class-balanced finetuning and NME/CNN evaluation.
 The protocol is PyCIL's ``models/podnet.py`` (``docs/memo.md``), whose code
 differs from the paper in two places, both config switches:
 
-* NCA: PyCIL subtracts its margin 0.6 from *every* similarity, so it cancels;
-  the effective loss is ``-(s_y - log sum_{j != y} exp s_j)`` with no margin
-  and no hinge (``podnet.nca_margin=0``, ``nca_hinge=False``, the defaults);
-  the paper's ``delta = 0.6`` on the target and the hinge are
-  ``nca_margin=0.6, nca_hinge=True``;
+* NCA: PyCIL subtracts its margin 0.6 from *every* similarity, so it cancels
+  (``podnet.nca_margin=0``, ``nca_hinge=False``, the defaults; the paper's
+  ``delta = 0.6`` on the target and the hinge are ``nca_margin=0.6,
+  nca_hinge=True``), and it zeroes the target's slot of the denominator
+  after subtracting the row maximum, so that slot still adds 1
+  (:func:`nca_loss`);
 * the distillation weights are ``lambda_c = 5`` (spatial) and ``lambda_f = 1``
   (flat), both times ``sqrt(total / new)`` (PyCIL's adaptive factor, the
   paper's ``sqrt(N / T)``), and 0 in task 0.
@@ -237,26 +238,38 @@ def lsc_logits(lsc: dict, feats: jax.Array) -> jax.Array:
 
 def nca_loss(logits: jax.Array, y: jax.Array, seen: jax.Array, w: jax.Array | None = None, margin: float = 0.0,
              scale: float = 1.0, hinge: bool = False) -> jax.Array:
-    """NCA loss with the positive excluded from the denominator (PODNet
-    Eq. 7; PyCIL's ``nca``).
+    """NCA loss as PyCIL's ``nca`` computes it (PODNet Eq. 7, "positive
+    excluded from the denominator").
+
+    With ``t = eta (s - delta 1[j = y])`` and ``m = max_j t_j`` over the seen
+    classes, each example's loss is
+
+        -( (t_y - m) - log(1 + sum_{j != y, seen} exp(t_j - m)) ):
+
+    the target's slot of the denominator is zeroed *after* the row maximum
+    is subtracted, so it still adds ``exp(0) = 1`` (PyCIL's ``disable_pos``),
+    which keeps the loss >= 0 and equal to the cross-entropy whenever the
+    target has the largest similarity.  PyCIL subtracts its margin from every
+    similarity, which cancels: its loss is ``delta = 0``.
 
     Args:
       logits: float32 [B, C] class similarities; y: int32 [B].
       seen: bool [C] classes that take part (the rest are left out).
       w: bool/float [B] rows that count (None = all).
       margin: delta, subtracted from the target's similarity; scale: eta.
-      hinge: clip each example's loss at 0.
+      hinge: clip each example's loss at 0 (the paper; a no-op on this form).
 
     Returns:
-      float32 []: mean over the counted rows of
-      ``-(eta (s_y - delta) - log sum_{j != y, seen} exp(eta s_j))``.
+      float32 []: the mean over the counted rows.
     """
-    s = scale * logits.astype(jnp.float32)
-    C = s.shape[1]
+    C = logits.shape[1]
     onehot = jax.nn.one_hot(y, C, dtype=bool)
-    pos = jnp.sum(jnp.where(onehot, s, 0.0), axis=1) - scale * margin
-    neg = jnp.where(onehot | ~seen[None, :], -jnp.inf, s)
-    loss = -(pos - jax.nn.logsumexp(neg, axis=1))
+    t = scale * (logits.astype(jnp.float32) - margin * onehot.astype(jnp.float32))
+    t = jnp.where(seen[None, :], t, -jnp.inf)
+    t = t - jax.lax.stop_gradient(jnp.max(t, axis=1, keepdims=True))
+    pos = jnp.sum(jnp.where(onehot, t, 0.0), axis=1)
+    others = jnp.sum(jnp.where(onehot | ~seen[None, :], 0.0, jnp.exp(t)), axis=1)
+    loss = -(pos - jnp.log(1.0 + others))
     if hinge:
         loss = jnp.maximum(loss, 0.0)
     if w is None:
