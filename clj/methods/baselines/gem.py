@@ -50,7 +50,6 @@ from jax.flatten_util import ravel_pytree
 from clj.data.augment import Augment
 from clj.methods import common, sections
 from clj.methods.baselines import section as baselines_section
-from clj.methods.baselines.agem import tree_dot  # noqa: F401  (re-exported for tests and readers)
 from clj.methods.common import ModelState, TaskInfo
 
 _NEG = -1e9
@@ -269,7 +268,6 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     """
     static, net = state.static, state.net
     task_mask = static.logit_mask == "task"
-    _, unravel = ravel_pytree(net.params)
 
     # one gradient per stored task (Mammoth: memory first, one forward per task)
     keys = jax.random.split(rng, static.num_tasks)
