@@ -29,6 +29,8 @@ OPS = ("dot_general", "conv_general_dilated")
 # not the network's (each method's own statistics on float32 values).
 F32_DOTS_IN_STEP = {
     "agem": "the gradient projection (dot products of flattened gradients)",
+    "gem": "the dual QP of the projection (Gram matrix of the flattened task gradients)",
+    "podnet": "the local similarity classifier's cosines (float32 normalised embedding and proxies)",
     "nispa": "the units' mean activations",
     "serena": "the running class means of the routing",
     "ser_derpp": "the spectral-residual saliency targets (image resize)",
@@ -39,7 +41,8 @@ F32_DOTS_IN_STEP = {
 }
 # ... and in predict: SERENA's nearest-class-mean routing between cells.
 F32_DOTS_IN_PREDICT = {"serena": "the distances to the class means that route an example to a cell",
-                       "cope": "the similarities to the prototypes (nearest-prototype prediction)"}
+                       "cope": "the similarities to the prototypes (nearest-prototype prediction)",
+                       "podnet": "the local similarity classifier's cosines (or the NME distances)"}
 
 
 def test_compute_dtype_names_dtypes_and_blocks():

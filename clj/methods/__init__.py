@@ -33,8 +33,8 @@ from typing import NamedTuple
 
 from clj.errors import ConfigError
 from clj.methods.akr.section import AKR
-from clj.methods.baselines.section import GDUMB, GSS, LWF, ONLINE, REG, REPLAY
-from clj.methods.cil.section import BIC, CIL, COIL, FOSTER, LUCIR, check_expand_model
+from clj.methods.baselines.section import GDUMB, GEM, GSS, LWF, ONLINE, REG, REPLAY
+from clj.methods.cil.section import BIC, CIL, COIL, FOSTER, LUCIR, PODNET, check_expand_model
 from clj.methods.nispa.section import CLNP, NISPA, STL
 from clj.methods.ser.section import SER, check_ser_model
 from clj.methods.serena.section import SERENA
@@ -75,6 +75,8 @@ METHODS: dict[str, Entry] = {
                  "virtual step hurts most", (REPLAY, ONLINE)),
     "cope": Entry(f"{_B}.cope", "continual prototype evolution: PPP loss on L2 embeddings, momentum prototypes, "
                   "class-balanced buffer", (REPLAY, ONLINE)),
+    "gem": Entry(f"{_B}.gem", "GEM: gradient projected by a QP so no past task's memory loss increases",
+                 (REPLAY, GEM)),
     "lwf": Entry(f"{_B}.lwf", "learning without forgetting: distillation from the previous model", (LWF,)),
     "ewc": Entry(f"{_B}.regularization:ewc", "elastic weight consolidation", (REG,)),
     "si": Entry(f"{_B}.regularization:si", "synaptic intelligence", (REG,)),
@@ -99,6 +101,8 @@ METHODS: dict[str, Entry] = {
                    (CIL, LUCIR)),
     "bic": Entry(f"{_C}.bic", "BiC: distillation, then a bias-correction layer on the new classes' logits",
                  (CIL, BIC)),
+    "podnet": Entry(f"{_C}.podnet", "PODNet: pooled-outputs distillation, local similarity classifier, NCA loss",
+                    (CIL, PODNET)),
     # the five papers
     "serena": Entry("clj.methods.serena.serena", "SERENA: a sparse cell per detected concept, task-free online",
                     (SERENA,)),

@@ -40,6 +40,8 @@ class SmallCNNBackbone(nn.Module):
                 x = batch_norm(train, self.dtype, name=f"bn{i}")(x)
             x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            # the stage's output map, kept only when "intermediates" is mutable (PODNet's POD-spatial)
+            self.sow("intermediates", f"fmap{i}", x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.feature_width, dtype=self.dtype, param_dtype=PARAM_DTYPE, name="fc")(x)
         return nn.relu(x)

@@ -1,7 +1,7 @@
 """The baselines' config blocks: ``config.replay`` (ER, DER, DER++, ER-ACE,
-A-GEM, MIR, CoPE, GDumb, GSS, and SER over them), ``config.reg`` (EWC, SI, MAS),
-``config.lwf`` (LwF), ``config.online`` (MIR, CoPE), ``config.gdumb`` (GDumb) and
-``config.gss`` (GSS).  JAX-free."""
+A-GEM, GEM, MIR, CoPE, GDumb, GSS, and SER over them), ``config.reg`` (EWC, SI,
+MAS), ``config.lwf`` (LwF), ``config.online`` (MIR, CoPE), ``config.gdumb`` (GDumb),
+``config.gss`` (GSS) and ``config.gem`` (GEM).  JAX-free."""
 from __future__ import annotations
 
 from clj.errors import ConfigError
@@ -188,3 +188,24 @@ GSS = Section(
          scoring="'batch' (Mammoth: the stream batch's gradient score gates replacement and is stored while "
                  "the memory fills) or 'example' (the paper's GSS-greedy: each example's own score does both)"),
     _check_gss)
+
+
+# -------------------------------------------------------------------- GEM
+GEM_LOGIT_MASKS = ("none", "task")
+
+
+def _check_gem(v, config) -> None:
+    at_least("gem", v, 0, "margin", "eps")
+    at_least("gem", v, 0, "qp_iters")
+    choices("gem", v, logit_mask=GEM_LOGIT_MASKS)
+
+
+GEM = Section(
+    "gem",
+    dict(margin=0.5, eps=1e-3, logit_mask="none", qp_iters=0),
+    dict(margin="gamma, lower bound of every dual variable (Mammoth / the GEM code: 0.5; the paper's QP: 0)",
+         eps="added to the diagonal of the tasks' gradient Gram matrix (Mammoth: 1e-3; PyCIL: 0)",
+         logit_mask="'none' (Mammoth: every loss over all classes) or 'task' (PyCIL's class-IL GEM: the "
+                    "stream loss over the current task's classes, task k's memory loss over task k's)",
+         qp_iters="outer iterations of the active-set dual solver (0 = 3 x num_tasks, enough to converge)"),
+    _check_gem)

@@ -213,3 +213,28 @@ BIC = Section(
                    "statistics follow the validation data) or 'eval' (frozen statistics)",
          exemplar_repeats=REPEATS_DOC),
     _check_bic)
+
+
+# ----------------------------------------------------------------- PODNet
+def _check_podnet(v, config) -> None:
+    from clj.methods.sections import at_least
+
+    at_least("podnet", v, 1, "nb_proxy")
+    at_least("podnet", v, 0, "lambda_c", "lambda_f", "nca_margin", "ft_epochs")
+    positive("podnet", v, "nca_scale", "ft_lr")
+    need(v["nca_hinge"] in (True, False), f"podnet.nca_hinge={v['nca_hinge']!r} is invalid; valid: True, False.")
+
+
+PODNET = Section(
+    "podnet",
+    dict(nb_proxy=10, lambda_c=5.0, lambda_f=1.0, nca_margin=0.0, nca_scale=1.0, nca_hinge=False,
+         ft_epochs=20, ft_lr=0.005),
+    dict(nb_proxy="K, proxies per class of the local similarity classifier (PyCIL: 10)",
+         lambda_c="weight of POD-spatial on the intermediate feature maps (PyCIL: 5)",
+         lambda_f="weight of POD-flat on the final embedding (PyCIL: 1)",
+         nca_margin="delta, NCA margin on the target's similarity (PyCIL's code: 0, its 0.6 cancels; paper: 0.6)",
+         nca_scale="eta, scale of the similarities in the NCA loss (PyCIL: 1; the LSC's learned sigma also scales)",
+         nca_hinge="clip the NCA loss at 0 (paper: True; PyCIL: False)",
+         ft_epochs="epochs of the class-balanced finetuning after each task >= 1 (PyCIL: 20; 0 = none)",
+         ft_lr="learning rate of the class-balanced finetuning (PyCIL: 0.005, cosine over ft_epochs)"),
+    _check_podnet)
