@@ -23,13 +23,14 @@ def podnet_config(dataset: str, init_cls: int, increment: int, budget: str = "fi
     c.scenario.increment = increment
     c.scenario.class_order = "seeded"
     c.scenario.class_order_seed = 1993
-    if dataset == "cifar100":  # ImageNet-100: dataset "clj:imagenet100" (python -m clj.data.prepare imagefolder)
-        c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5, dtype="float32"))
-    else:  # ImageNet-100: PyCIL's ResNet-18 (clj's has the CIFAR stem: no 7x7 conv, no max-pool)
-        c.model = ml_collections.ConfigDict(dict(name="resnet18", dtype="float32"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine"))
-    c.augment.crop_pad = 4
-    c.augment.flip = True
+    if dataset == "cifar100":
+        c.model = ml_collections.ConfigDict(dict(name="resnet32", num_blocks=5, dtype="float32"))
+        c.augment.crop_pad = 4
+        c.augment.flip = True
+    else:  # ImageNet-100 (python -m clj.data.prepare imagenet100): PyCIL's ResNet-18 and transform
+        c.model = ml_collections.ConfigDict(dict(name="resnet18_imagenet", dtype="float32"))
+        c.augment = ml_collections.ConfigDict(dict(preset="pycil_imagenet"))
     c.train.epochs = 160
     c.train.batch_size = 128
     c.cil = section_config("cil", memory_size=2000, budget=budget, base_exemplars=2000, update_lr=0.1,
