@@ -88,3 +88,16 @@ def imagenet_config(method: str, dataset: str, init_cls: int, increment: int, bu
     c.cil.budget = budget
     c.cil.memory_size = spec["base_exemplars"]
     return c
+
+
+def imagenet_variant(dataset: str, spec: str):
+    """The config of ``configs/cil_<dataset>.py:<method>,<init_cls>,<increment>[,fixed|fair]``.
+
+    Raises:
+      ValueError: a variant of another form or an unknown method.
+    """
+    parts = [p.strip() for p in str(spec).split(",")]
+    if len(parts) not in (3, 4) or parts[0] not in UPDATE_EPOCHS:
+        raise ValueError(f"cil_{dataset} variant {spec!r} is invalid: give <method>,<init_cls>,<increment>"
+                         f"[,fixed|fair] with a method of {', '.join(sorted(UPDATE_EPOCHS))}.")
+    return imagenet_config(parts[0], dataset, int(parts[1]), int(parts[2]), parts[3] if len(parts) == 4 else "fixed")

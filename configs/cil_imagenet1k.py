@@ -5,12 +5,8 @@ memory-aligned budget).  The protocol: :func:`clj.configs.cil_cifar100_common.im
 
     python launch.py --config=configs/cil_imagenet1k.py:memo,100,100,fixed --config.data_dir=<prepared>
 """
-from clj.configs.cil_cifar100_common import UPDATE_EPOCHS, imagenet_config
+from clj.configs.cil_cifar100_common import imagenet_variant
 
 
 def get_config(spec: str = "icarl,100,100,fixed"):
-    parts = [p.strip() for p in str(spec).split(",")]
-    if len(parts) not in (3, 4) or parts[0] not in UPDATE_EPOCHS:
-        raise ValueError(f"cil_imagenet1k variant {spec!r} is invalid: give <method>,<init_cls>,<increment>[,fixed|fair] "
-                         f"with a method of {', '.join(sorted(UPDATE_EPOCHS))}.")
-    return imagenet_config(parts[0], "imagenet1k", int(parts[1]), int(parts[2]), parts[3] if len(parts) == 4 else "fixed")
+    return imagenet_variant("imagenet1k", spec)

@@ -12,13 +12,8 @@ its own process: ``--config.seed=s``.
 
     python launch.py --config=configs/gdumb_online_cifar100.py
 """
-from clj.configs.serena_cifar100 import get_config as serena_config
-from clj.methods.sections import section_config
+from clj.configs.online_common import serena_stream_config
 
 
 def get_config():
-    c = serena_config("er")
-    c.method = "gdumb"
-    c.variant = "gdumb"
-    c.gdumb = section_config("gdumb")
-    return c
+    return serena_stream_config("gdumb", "cifar100")

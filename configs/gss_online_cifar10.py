@@ -10,13 +10,8 @@ its own process: ``--config.seed=s``.
 
     python launch.py --config=configs/gss_online_cifar10.py
 """
-from clj.configs.serena_cifar10 import get_config as serena_config
-from clj.methods.sections import section_config
+from clj.configs.online_common import serena_stream_config
 
 
 def get_config():
-    c = serena_config("er")
-    c.method = "gss"
-    c.variant = "gss"
-    c.gss = section_config("gss", gss_minibatch_size=10)
-    return c
+    return serena_stream_config("gss", "cifar10", gss_minibatch_size=10)

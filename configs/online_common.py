@@ -42,3 +42,18 @@ def online_config(method: str, dataset: str, *, lr: float, buffer_size: int, min
         for k, v in (values or {}).items():
             c[block][k] = v
     return c
+
+
+def serena_stream_config(method: str, dataset: str, **block):
+    """``method`` on SERENA's online stream of ``dataset`` (``mnist``,
+    ``cifar10``, ``cifar100``): the figure's reservoir-ER config
+    (``configs/serena_<dataset>.py:er``: the same stream, network and memory
+    size) with the method and its own config block (``block`` overriding its
+    defaults).  The class order follows the seed (the official rule)."""
+    from clj.methods.sections import section_config
+
+    c = importlib.import_module(f"clj.configs.serena_{dataset}").get_config("er")
+    c.method = method
+    c.variant = method
+    c[method] = section_config(method, **block)
+    return c
