@@ -141,7 +141,7 @@ def tiny_config(c):
         m.hidden = tuple(min(int(h), 32) for h in m.hidden)
     if "replay" in c:
         c.replay.minibatch_size = min(int(c.replay.minibatch_size), TINY_BATCH)
-        c.replay.buffer_size = min(int(c.replay.buffer_size), 4 * classes)
+        c.replay.buffer_size = min(int(c.replay.buffer_size), per_class * classes)  # <= the training images
     if "nispa" in c:  # phases of one epoch, at most two per task
         c.nispa.phase_epochs = 1
         c.nispa.max_phases = min(int(c.nispa.max_phases), 2)
