@@ -118,7 +118,7 @@ def optim_spec_from_config(cfg) -> OptimSpec:
 
 def augment_from_config(cfg, scenario) -> Augment:
     """The scenario's transform from ``config.augment`` (its ``preset``
-    applied: :func:`clj.config.resolve_augment`).
+    applied: :func:`clj.data.augment_presets.resolve_augment`).
 
     ``augment.normalization="dataset"`` normalises with the scenario's own
     ``mean`` / ``std``; ``"cifar100"`` / ``"imagenet"`` with the references'
@@ -129,7 +129,7 @@ def augment_from_config(cfg, scenario) -> Augment:
         with a field it sets changed, or reference constants for images
         that do not have three channels.
     """
-    from clj.config import resolve_augment
+    from clj.data.augment_presets import resolve_augment
     from clj.data.augment import NORMALIZATION_STATS
     from clj.errors import ConfigError
 

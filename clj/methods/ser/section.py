@@ -64,7 +64,7 @@ def check_ser_model(config) -> None:
     """SER's classifier backbone, its stem and its augmentation rule (no
     random or evaluation-only transform: SER trains and tests on the same
     resized images, ``docs/ser.md``)."""
-    from clj.config import AUGMENT_DEFAULTS, resolve_augment
+    from clj.data.augment_presets import AUGMENT_DEFAULTS, resolve_augment
 
     need(config.model.name in SER_CLASSIFIERS,
          f"model.name={config.model.name!r} is not supported by SER; valid: {', '.join(SER_CLASSIFIERS)}.")
