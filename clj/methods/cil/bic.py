@@ -62,6 +62,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from clj.data.augment import Augment  # noqa: F401 - the inherited Static fields' annotations (API reference)
+from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl
