@@ -62,7 +62,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from clj.data.augment import Augment  # noqa: F401 - the inherited Static fields' annotations (API reference)
-from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl
