@@ -384,17 +384,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     """
     del rng
     static = state.static
-    x, xr, y = batch["x"], batch["x_raw"], batch["y"]
-    B = y.shape[0]
+    x, y = batch["x"], batch["y"]
     step, spe = batch["step"], batch["steps_per_epoch"]
-    val = is_val(xr, static.val_permille)
-    first = (step * B + jnp.arange(B, dtype=jnp.int32)) < batch["task_size"]
-
-    def put(s):
-        vx, vy, vn = he.fill(s.val_x, s.val_y, s.val_n, xr, y, val & first)
-        return s.replace(val_x=vx, val_y=vy, val_n=vn)
-
-    state = jax.lax.cond(step < spe, put, lambda s: s, state)
+    state, val = he.collect(state, batch, static.val_permille)
     tw = ~val
 
     def loss_fn(p):

@@ -63,6 +63,39 @@ def fill(val_x: jax.Array, val_y: jax.Array, val_n: jax.Array, x_raw: jax.Array,
             jnp.minimum(val_n + jnp.sum(sel, dtype=jnp.int32), cap))
 
 
+def collect(state, batch: dict, permille: int):
+    """Holds out this step's validation examples during the task's first epoch.
+
+    The examples whose bytes hash below ``permille`` (:func:`clj.data.holdout.is_val`)
+    are the hold-out set; during the first epoch (``batch["step"] <
+    batch["steps_per_epoch"]``) the real ones (not the padding past
+    ``batch["task_size"]``) are appended to ``state.val_x`` / ``val_y`` /
+    ``val_n`` (:func:`fill`).
+
+    Args:
+      state: a State with ``val_x`` uint8 [cap, H, W, C], ``val_y`` int32 [cap], ``val_n`` int32 [].
+      batch: the step's batch (``x_raw``, ``y``, ``step``, ``steps_per_epoch``, ``task_size``).
+      permille: the hold-out share in thousandths.
+
+    Returns:
+      ``(state, val)``: the State with the buffer filled and ``val`` bool [B],
+      the batch's hold-out examples (they never enter the loss).
+    """
+    from clj.data.holdout import is_val
+
+    xr, y = batch["x_raw"], batch["y"]
+    B = y.shape[0]
+    step, spe = batch["step"], batch["steps_per_epoch"]
+    val = is_val(xr, permille)
+    first = (step * B + jnp.arange(B, dtype=jnp.int32)) < batch["task_size"]
+
+    def put(s):
+        vx, vy, vn = fill(s.val_x, s.val_y, s.val_n, xr, y, val & first)
+        return s.replace(val_x=vx, val_y=vy, val_n=vn)
+
+    return jax.lax.cond(step < spe, put, lambda s: s, state), val
+
+
 def masked_accuracy(logits_fn, val_x: jax.Array, val_y: jax.Array, val_n: jax.Array,
                     class_mask: jax.Array, chunk: int) -> jax.Array:
     """Top-1 accuracy (percent, float32 []) of ``logits_fn(x_raw) -> float32

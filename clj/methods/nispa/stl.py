@@ -43,7 +43,6 @@ import optax
 from flax import struct
 
 from clj.data.augment import Augment
-from clj.data.holdout import is_val
 from clj.errors import ConfigError
 from clj.methods import common, sections
 from clj.methods.common import TaskInfo
@@ -275,17 +274,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     """
     del rng
     static = state.static
-    x, xr, y = batch["x"], batch["x_raw"], batch["y"]
-    B = y.shape[0]
+    x, y = batch["x"], batch["y"]
     step, spe = batch["step"], batch["steps_per_epoch"]
-    val = is_val(xr, static.val_permille)
-    first = (step * B + jnp.arange(B, dtype=jnp.int32)) < batch["task_size"]
-
-    def put(s):
-        vx, vy, vn = he.fill(s.val_x, s.val_y, s.val_n, xr, y, val & first)
-        return s.replace(val_x=vx, val_y=vy, val_n=vn)
-
-    state = jax.lax.cond(step < spe, put, lambda s: s, state)
+    state, val = he.collect(state, batch, static.val_permille)
     t = state.task_id
     p, c = row(state.params, t), row(state.conn, t)
     tw = ~val
