@@ -103,3 +103,36 @@ def requires_data(*names: str):
 @pytest.fixture
 def tmp_workdir(tmp_path):
     return str(tmp_path / "run")
+
+
+# The tests that take tens of seconds on a 2-core machine (subprocess runs end
+# to end, multi-process and multi-device runs), longest first.  They start
+# first, so that a parallel run (``-n 2``) shares them between its workers
+# rather than leaving one worker alone with them at the end.
+SLOW_FIRST = (
+    "test_tables.py::test_tiny_table_runs_its_row_end_to_end",
+    "test_multihost.py::test_two_processes_equal_one_process_and_write_once",
+    "test_ser_base.py::test_unmodulated_ser_step_is_the_base_step",
+    "test_stream_relabel.py::test_main_job_serena_cifar100_official_stream_equals_device",
+    "test_ser.py::test_saliency_net_vmapped_seeds_sharded_on_four_devices",
+    "test_podnet.py::test_split_digits_end_to_end_three_seeds",
+    "test_stream_relabel.py::test_two_processes_stream_seeded_order_equal_device",
+    "test_podnet.py::test_four_devices_equal_one",
+    "test_memo_growth.py::test_methods_sharded_on_four_devices",
+    "test_notebook.py::test_quickstart_notebook_runs",
+    "test_lucir.py::test_four_devices_equal_one",
+    "test_multihost.py::test_two_processes_stream_read_own_seeds",
+    "test_cope.py::test_split_digits_three_seeds_four_devices_match_one_device",
+    "test_bic.py::test_four_devices_equal_one",
+    "test_outside_method.py::test_two_point_sweep_in_worker_processes",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the :data:`SLOW_FIRST` tests first, in that order (stable
+    otherwise).  Deterministic, so every parallel worker collects the same
+    order."""
+    def rank(item):
+        return next((i for i, key in enumerate(SLOW_FIRST) if key in item.nodeid), len(SLOW_FIRST))
+
+    items.sort(key=rank)

@@ -225,7 +225,11 @@ def test_unwritable_workdir_is_one_line(tmp_path, monkeypatch, capsys, where, co
 # Runs the command line with one start-up step made to wait: it prints READY and
 # reads stdin, so the test signals it at a known point (no sleeping).
 _WAIT_AT = """
-import sys
+import signal, sys
+# A terminal's Ctrl-C: SIGINT handled as Python does by default, even when this
+# test runs under a shell that started it in the background with SIGINT ignored
+# (clj, like nohup, leaves an ignored signal ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import clj.cli as cli
 where = sys.argv.pop(1)
 if where == "data":  # loading the data, before JAX is imported

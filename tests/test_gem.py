@@ -122,6 +122,43 @@ def test_end_task_fills_the_task_row_with_distinct_examples():
     assert np.asarray(st.mem_valid).all()
 
 
+def test_class_balanced_memory_is_mammoths_shrinking_share_per_seen_class():
+    # 3 tasks of 2 classes, M = 12: 6 per class after task 0, 3 after task 1, 2 after task 2
+    sc, _, st = _setup(buffer_size=12, memory="class_balanced")
+    assert gem.class_balanced_rows(12, [2, 2, 2]) == 12 == st.static.per_task
+    assert gem.class_balanced_rows(200, [2] * 5) == 200 and gem.class_balanced_rows(2000, [50] + [10] * 5) == 2000
+    assert gem.class_balanced_rows(11, [3, 2]) == 9  # task 0 at its end: 11 // 3 * 3
+    train = {(int(y), np.asarray(x).tobytes()) for x, y in zip(sc.x_train, sc.y_train)}
+    end = jax.jit(gem.end_task)
+    prev = None
+    for t, share in enumerate((6, 3, 2)):
+        st = end(gem.begin_task(st, _info(sc, t)), _task_data(sc, t))
+        x, y, valid = np.asarray(st.mem_x), np.asarray(st.mem_y), np.asarray(st.mem_valid)
+        for k in range(3):
+            n = int(valid[k].sum())
+            if k > t:
+                assert n == 0
+                continue
+            assert n == 2 * share and valid[k, :n].all()  # the used slots first
+            classes = sorted(sc.tasks[k].classes)
+            assert sorted(y[k, :n].tolist()) == sorted(classes * share)
+            pairs = [(int(y[k, i]), x[k, i].tobytes()) for i in range(n)]
+            assert len(set(pairs)) == n and set(pairs) <= train  # distinct training examples
+            # unused slots repeat used ones (a BatchNorm forward sees only stored examples)
+            assert {(int(y[k, i]), x[k, i].tobytes()) for i in range(n, 12)} <= set(pairs)
+            if prev is not None and k < t:  # an old class keeps the first examples of its share
+                px, py, pv = prev
+                for c in classes:
+                    before = [px[k, i].tobytes() for i in range(12) if pv[k, i] and py[k, i] == c]
+                    after = [x[k, i].tobytes() for i in range(n) if y[k, i] == c]
+                    assert after == before[:share]
+        prev = (x, y, valid)
+    sc, c, _ = _setup(memory="class_balanced")
+    c.replay.buffer_size = 5  # < 6 classes
+    with pytest.raises(ValueError, match="replay.buffer_size=5 is invalid for gem with memory='class_balanced'"):
+        gem.init(jax.random.PRNGKey(0), c, sc)
+
+
 @pytest.mark.parametrize("logit_mask", ["none", "task"])
 def test_step_is_sgd_on_the_qp_projected_gradient(logit_mask):
     from clj.methods import common
@@ -171,6 +208,10 @@ def test_bad_config_is_refused_before_any_work():
     c = load_config("gem_digits")
     c.gem.logit_mask = "heads"
     with pytest.raises(ConfigError, match="gem.logit_mask='heads'"):
+        validate(c)
+    c = load_config("gem_digits")
+    c.gem.memory = "reservoir"
+    with pytest.raises(ConfigError, match="gem.memory='reservoir'"):
         validate(c)
     sc, c, _ = _setup()
     c.replay.buffer_size = 2

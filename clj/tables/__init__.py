@@ -96,8 +96,9 @@ def row_config(row: Row, num_seeds: int, tiny: bool = False):
 def tiny_config(c):
     """``c`` on synthetic data of its dataset's image shape and class count:
     enough images per class that the smallest task fills one batch, two test
-    images per class, one epoch, batches of at most :data:`TINY_BATCH`, the
-    row's network at its smallest width / depth, small memories.
+    images per class, one epoch (a method's own ``*_epochs`` fields too),
+    batches of at most :data:`TINY_BATCH`, the row's network at its smallest
+    width / depth, small memories.
 
     Raises:
       ConfigError: a dataset with no known shape.
@@ -139,6 +140,10 @@ def tiny_config(c):
         m.num_blocks = 1
     if "hidden" in m and "hidden" in fields:
         m.hidden = tuple(min(int(h), 32) for h in m.hidden)
+    if "channels" in m:  # NISPA's ConvNet: its convolutions' channels and its FC layer
+        m.channels = tuple(min(int(ch), 8) for ch in m.channels)
+    if "fc_width" in m:
+        m.fc_width = min(int(m.fc_width), 32)
     if "replay" in c:
         c.replay.minibatch_size = min(int(c.replay.minibatch_size), TINY_BATCH)
         c.replay.buffer_size = min(int(c.replay.buffer_size), per_class * classes)  # <= the training images
@@ -147,6 +152,11 @@ def tiny_config(c):
         c.nispa.max_phases = min(int(c.nispa.max_phases), 2)
         c.nispa.min_phases = min(int(c.nispa.min_phases), c.nispa.max_phases)
         c.train.epochs = c.nispa.max_phases
+    for block in c.values():  # a method's own epoch counts (FOSTER's compression, BiC's stage 2, ...)
+        if isinstance(block, ml_collections.ConfigDict):
+            for k, v in block.items():
+                if k.endswith("_epochs") and isinstance(v, int) and not isinstance(v, bool) and v > 1:
+                    block[k] = 1
     if "cil" in c:
         c.cil.memory_size = min(int(c.cil.memory_size), 2 * classes)
         c.cil.base_exemplars = min(int(c.cil.base_exemplars), 2 * classes)

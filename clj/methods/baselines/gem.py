@@ -17,7 +17,12 @@ runs it), with PyCIL's class-IL variant as a switch:
 * the episodic memory has a fixed number of slots per task,
   ``replay.buffer_size // num_tasks`` (the paper's "m = M / T"), filled at the
   task's end with examples drawn uniformly without replacement from its
-  training data (non-augmented images and labels);
+  training data (non-augmented images and labels); ``gem.memory =
+  "class_balanced"`` is Mammoth's current ``fill_buffer`` instead: at every
+  task's end each seen class gets ``buffer_size // seen_classes`` slots, the
+  old classes keep the first examples of their share and the new classes'
+  examples are drawn uniformly without replacement (task 1 of Seq-MNIST at
+  M = 200 keeps 200 examples, cut to 100 after task 2, ...);
 * every step computes, for each stored task, the cross-entropy gradient over
   all of that task's memory (augmented with the training transform, one
   forward per task, as Mammoth), then the stream batch's gradient;
@@ -36,7 +41,7 @@ NNLS scheme on the bound-constrained QP) with a fixed iteration count
 
 Config: ``replay.buffer_size`` (M; ``minibatch_size``, ``alpha``, ``beta``
 are not used) and the ``gem`` block (``margin``, ``eps``, ``logit_mask``,
-``qp_iters``).
+``qp_iters``, ``memory``).
 """
 from __future__ import annotations
 
@@ -62,7 +67,11 @@ class Static:
     Attributes:
       augment: training transform of stream and memory examples.
       num_tasks: T, tasks of the scenario (the dual QP's size).
-      per_task: m, memory slots of each task (``buffer_size // T``).
+      per_task: m, memory slots of each task's row: ``buffer_size // T``,
+        or with ``memory="class_balanced"`` the most any task holds (at
+        its own end), ``max_k (M // seen_k) * |C_k|``.
+      buffer_size: M.
+      memory: ``"per_task"`` or ``"class_balanced"`` (module doc).
       margin: gamma, lower bound of the used dual variables.
       eps: ridge added to the Gram matrix's diagonal.
       logit_mask: ``"none"`` or ``"task"`` (module doc).
@@ -76,6 +85,8 @@ class Static:
     eps: float = 1e-3
     logit_mask: str = "none"
     qp_iters: int = 15
+    buffer_size: int = 200
+    memory: str = "per_task"
 
 
 @struct.dataclass
@@ -114,22 +125,33 @@ SWEEPABLE = ("optim.lr",)
 def init(rng: jax.Array, config, scenario) -> State:
     """A fresh State: network from ``config.model``, optimizer from
     ``config.optim``, an empty memory of ``replay.buffer_size // num_tasks``
-    slots per task.
+    slots per task (``gem.memory="class_balanced"``: rows of
+    :func:`class_balanced_rows` slots).
 
     Raises:
       ConfigError: a bad ``replay`` or ``gem`` block; ValueError: a memory
-        smaller than the number of tasks (no task would get a slot).
+        smaller than the number of tasks (no task would get a slot), or with
+        ``class_balanced`` smaller than the number of classes.
     """
     r = sections.block(config, baselines_section.REPLAY)
     g = sections.block(config, baselines_section.GEM)
     M, T = int(r["buffer_size"]), int(scenario.num_tasks)
-    if M < T:
-        raise ValueError(f"replay.buffer_size={M} is invalid for gem with {T} tasks: each task gets "
-                         f"buffer_size // num_tasks slots, so it must be >= {T}.")
-    m = M // T
+    memory = str(g["memory"])
+    if memory == "class_balanced":
+        C_all = int(scenario.num_classes)
+        if M < C_all:
+            raise ValueError(f"replay.buffer_size={M} is invalid for gem with memory='class_balanced' and "
+                             f"{C_all} classes: each seen class gets buffer_size // seen_classes slots, so it "
+                             f"must be >= {C_all}.")
+        m = class_balanced_rows(M, scenario.classes_per_task)
+    else:
+        if M < T:
+            raise ValueError(f"replay.buffer_size={M} is invalid for gem with {T} tasks: each task gets "
+                             f"buffer_size // num_tasks slots, so it must be >= {T}.")
+        m = M // T
     static = Static(augment=common.augment_from_config(config.augment, scenario), num_tasks=T, per_task=m,
                     margin=float(g["margin"]), eps=float(g["eps"]), logit_mask=str(g["logit_mask"]),
-                    qp_iters=int(g["qp_iters"]) or 3 * T)
+                    qp_iters=int(g["qp_iters"]) or 3 * T, buffer_size=M, memory=memory)
     k_net, k_state = jax.random.split(rng)
     C = int(scenario.num_classes)
     model = common.model_from_config(config.model, C)
@@ -320,15 +342,94 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     return state.replace(net=new_net), metrics
 
 
+def class_balanced_rows(buffer_size: int, classes_per_task) -> int:
+    """Slots of one task's memory row under ``gem.memory="class_balanced"``:
+    the most any task holds, which is at its own end,
+    ``max_k (M // seen_k) * |C_k|`` (``seen_k`` the classes of tasks 0..k).
+
+    Args:
+      buffer_size: M, examples in the whole memory.
+      classes_per_task: |C_k| for each task in order.
+
+    Returns:
+      int >= 1.
+    """
+    seen, most = 0, 1
+    for n in classes_per_task:
+        seen += int(n)
+        most = max(most, (int(buffer_size) // max(seen, 1)) * int(n))
+    return most
+
+
+def _within_class_rank(y: jax.Array, valid: jax.Array, num_classes: int) -> jax.Array:
+    """int32 [..., m]: for each valid slot, how many valid slots before it
+    (in slot order) hold the same label; y int32 [..., m], valid bool [..., m]."""
+    onehot = (y[..., None] == jnp.arange(num_classes)) & valid[..., None]
+    before = jnp.cumsum(onehot.astype(jnp.int32), axis=-2) - onehot.astype(jnp.int32)
+    return jnp.take_along_axis(before, y[..., None], axis=-1)[..., 0]
+
+
+def _pack(keep: jax.Array, cap: int):
+    """Slot indices int32 [cap] that put the kept slots first (in order) and
+    fill the rest by repeating them, and the bool [cap] mask of the kept
+    count; keep bool [n]."""
+    n_keep = jnp.sum(keep)
+    order = jnp.nonzero(keep, size=cap, fill_value=0)[0]
+    pick = order[jnp.arange(cap) % jnp.maximum(n_keep, 1)]
+    return pick, jnp.arange(cap) < n_keep
+
+
+def _end_task_class_balanced(state: State, task_data, t, classes, k_perm) -> State:
+    """``gem.memory="class_balanced"``: Mammoth's ``fill_buffer`` (module doc)."""
+    static = state.static
+    cap, C = static.per_task, state.task_classes.shape[1]
+    n_seen = jnp.sum(jnp.any(state.task_classes & state.stored[:, None], axis=0) | classes)
+    share = static.buffer_size // jnp.maximum(n_seen, 1)
+
+    # 1) the stored rows: each old class keeps its first `share` examples
+    rank = _within_class_rank(state.mem_y, state.mem_valid, C)
+    keep = state.mem_valid & (rank < share) & state.stored[:, None]
+    pick, valid = jax.vmap(lambda k: _pack(k, cap))(keep)
+    mem_x = jnp.take_along_axis(state.mem_x, pick.reshape(pick.shape + (1,) * (state.mem_x.ndim - 2)), axis=1)
+    mem_y = jnp.take_along_axis(state.mem_y, pick, axis=1)
+
+    # 2) the new row: `share` examples of each of the task's classes, drawn
+    # uniformly without replacement, grouped by class
+    y = task_data["y"].astype(jnp.int32)
+    n = y.shape[0]
+    perm = jax.random.permutation(k_perm, n)
+    by_class = perm[jnp.argsort(y[perm], stable=True)]
+    ys = y[by_class]
+    rank_new = jnp.arange(n) - jnp.searchsorted(ys, ys, side="left")
+    sel, valid_t = _pack(rank_new < share, cap)
+    rows = by_class[sel]
+    return state.replace(
+        mem_x=mem_x.at[t].set(task_data["x"][rows]),
+        mem_y=mem_y.at[t].set(y[rows]),
+        mem_valid=valid.at[t].set(valid_t),
+        stored=state.stored.at[t].set(True),
+        task_classes=state.task_classes.at[t].set(classes))
+
+
 def end_task(state: State, task_data) -> State:
     """Fills the memory row of the task just trained with ``per_task``
     examples drawn uniformly without replacement (all of them, the rest of
-    the row empty, when the task has fewer).
+    the row empty, when the task has fewer).  With ``gem.memory =
+    "class_balanced"``, first cuts every stored class to ``M // seen``
+    examples, then stores ``M // seen`` of each new class (module doc).
+    A row's unused slots repeat its used ones (so a BatchNorm forward over
+    the row sees only stored examples) and carry zero loss weight.
 
     Args:
       task_data: ``x`` uint8 [N, H, W, C], ``y`` int32 [N], ``info``
         (:class:`TaskInfo`) of the task just trained.
     """
+    if state.static.memory == "class_balanced":
+        key, k_perm = jax.random.split(state.key)
+        info = task_data["info"]
+        classes = state.cur_classes if info.class_mask is None else jnp.asarray(info.class_mask, bool)
+        new = _end_task_class_balanced(state, task_data, jnp.asarray(info.task_id, jnp.int32), classes, k_perm)
+        return new.replace(key=key)
     key, k_perm = jax.random.split(state.key)
     n, m = task_data["y"].shape[0], state.static.per_task
     order = jax.random.permutation(k_perm, n)

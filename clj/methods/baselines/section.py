@@ -192,20 +192,24 @@ GSS = Section(
 
 # -------------------------------------------------------------------- GEM
 GEM_LOGIT_MASKS = ("none", "task")
+GEM_MEMORIES = ("per_task", "class_balanced")
 
 
 def _check_gem(v, config) -> None:
     at_least("gem", v, 0, "margin", "eps")
     at_least("gem", v, 0, "qp_iters")
-    choices("gem", v, logit_mask=GEM_LOGIT_MASKS)
+    choices("gem", v, logit_mask=GEM_LOGIT_MASKS, memory=GEM_MEMORIES)
 
 
 GEM = Section(
     "gem",
-    dict(margin=0.5, eps=1e-3, logit_mask="none", qp_iters=0),
+    dict(margin=0.5, eps=1e-3, logit_mask="none", qp_iters=0, memory="per_task"),
     dict(margin="gamma, lower bound of every dual variable (Mammoth / the GEM code: 0.5; the paper's QP: 0)",
          eps="added to the diagonal of the tasks' gradient Gram matrix (Mammoth: 1e-3; PyCIL: 0)",
          logit_mask="'none' (Mammoth: every loss over all classes) or 'task' (PyCIL's class-IL GEM: the "
                     "stream loss over the current task's classes, task k's memory loss over task k's)",
-         qp_iters="outer iterations of the active-set dual solver (0 = 3 x num_tasks, enough to converge)"),
+         qp_iters="outer iterations of the active-set dual solver (0 = 3 x num_tasks, enough to converge)",
+         memory="'per_task' (the paper's fixed buffer_size // num_tasks slots per task) or 'class_balanced' "
+                "(Mammoth's fill_buffer: buffer_size // seen_classes slots per seen class, the old classes "
+                "cut to that share at every task's end)"),
     _check_gem)
