@@ -128,6 +128,15 @@ SLOW_FIRST = (
 )
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), hands tests to the workers one or two at
+    a time (``--maxschedchunk=1``) instead of in blocks of a quarter of the
+    suite, so that the :data:`SLOW_FIRST` tests are shared between the
+    workers; an explicit ``--maxschedchunk`` is kept."""
+    if getattr(config.option, "maxschedchunk", "absent") is None:
+        config.option.maxschedchunk = 1
+
+
 def pytest_collection_modifyitems(config, items):
     """Runs the :data:`SLOW_FIRST` tests first, in that order (stable
     otherwise).  Deterministic, so every parallel worker collects the same
