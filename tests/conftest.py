@@ -45,6 +45,20 @@ def apply_overrides(c, over: dict):
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
+# The runs' persistent compilation cache (clj.train.runtime) goes to a folder of
+# this test session, shared by its workers and subprocesses, not to the user's:
+# every run of the suite compiles as on a new machine (as CI does; a warm cache
+# of earlier runs made it about twice as fast here and hid that).  Set
+# CLJ_CACHE_DIR to keep a cache between runs.
+if "CLJ_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["CLJ_CACHE_DIR"] = tempfile.mkdtemp(prefix="clj-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CLJ_CACHE_DIR"], True)
+
+
 def run_with_devices(code: str, n: int = 4, fast_compile: bool = False) -> str:
     """Runs python ``code`` in a subprocess with ``n`` simulated CPU devices
     (and :data:`FAST_COMPILE_FLAGS` when ``fast_compile``); returns its
