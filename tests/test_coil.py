@@ -228,7 +228,7 @@ def tiny_config(method="coil"):
 
 
 def test_four_devices_equal_one(tmp_path):
-    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="coil"), fast_compile=True)
+    out = run_with_devices(SHARDED.format(tmp=str(tmp_path), method="coil"))
     r = json.loads([l for l in out.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     assert r["dev"] == 4 and len(r["acc"]) == 2
     np.testing.assert_allclose(r["acc"], r["acc1"], atol=1e-6)

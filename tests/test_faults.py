@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags_with_devices
 
 
 def _env(**extra):
@@ -79,7 +79,7 @@ def test_data_dir_that_is_a_file_refused(tmp_path):
 
 def test_mesh_the_devices_cannot_take_refused_before_the_workdir_then_the_corrected_rerun_runs(tmp_path):
     wd = tmp_path / "run"
-    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    two = {"XLA_FLAGS": xla_flags_with_devices(2)}
     base = ["--config=derpp_digits", f"--workdir={wd}", "--config.progress=False", "--config.stop_after_task=0"]
     _refused(_cli(*base, "--config.loop.mesh=seeds", **two), "loop.mesh='seeds' needs num_seeds a multiple of the "
                                                               "2 devices")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from clj import simulated_device_threads
-from conftest import ROOT, run_with_devices
+from conftest import ROOT, run_with_devices, xla_flags_with_devices
 
 DRIVER = """
 import json, os, sys
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 def _two_processes(wd: str, blocks: dict | None = None, **over) -> dict:
     code = DRIVER.format(root=ROOT, tests=os.path.join(ROOT, "tests"), port=_free_port(), wd=wd)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_with_devices(2),
            "PJRT_NPROC": os.environ.get("PJRT_NPROC", str(simulated_device_threads(2)))}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), json.dumps(over)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -117,7 +117,7 @@ def test_two_processes_equal_one_process_and_write_once(tmp_path, one_process):
     wd3 = wd2
     for extra in (["--config.resume=False"],):
         port = _free_port()
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_with_devices(2),
                "PJRT_NPROC": os.environ.get("PJRT_NPROC", str(simulated_device_threads(2)))}
         cmd = [sys.executable, "launch.py", "--config=configs/finetune_digits.py", "--config.train.epochs=1",
                "--config.progress=False", "--config.plots=False", f"--workdir={wd3}",

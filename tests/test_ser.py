@@ -454,7 +454,7 @@ def test_saliency_net_vmapped_seeds_sharded_on_four_devices():
     seed vmap, and XLA's partitioner emitted an invalid one when the seed axis
     was sharded, so SER could not run ``loop.mesh='seeds'`` (it is now a
     channel contraction, :class:`clj.models.saliency.PointwiseConv`)."""
-    out = json.loads(run_with_devices(_SEEDS_CHILD, fast_compile=True).strip().splitlines()[-1])
+    out = json.loads(run_with_devices(_SEEDS_CHILD).strip().splitlines()[-1])
     assert out["devices"] == [4]           # every output lives on the 4 devices (one seed each)
     assert out["scale"] > 0
     # Per-device grouped convolutions sum in another order; BatchNorm over 2

@@ -78,18 +78,19 @@ print(json.dumps(out))
 @pytest.mark.parametrize("base", ["derpp", "er_ace", "er"])
 def test_unmodulated_ser_step_is_the_base_step(base):
     # Each step is its own jitted program, compiled in a child process with
-    # XLA's backend optimisation off (conftest.FAST_COMPILE_FLAGS: the two
-    # ResNet-18 steps of the three bases compile in about a minute there,
-    # several minutes at the default level or op by op).  Without backend
-    # optimisation the two programs compute the classifier's ops in the same
-    # order and agree bit for bit (at the default level they may fuse
-    # differently: measured 1.2e-6).
+    # the session's XLA flags (conftest.FAST_COMPILE_FLAGS: the two ResNet-18
+    # steps of the three bases compile in about a minute there, several
+    # minutes at XLA's default level or op by op).  The two programs are
+    # different programs, so XLA may fuse and order the classifier's float
+    # sums differently: they agree to rounding (measured: 0 with backend
+    # optimisation off, 1.2e-6 at the default level, 1.8e-7 with the older
+    # emitters), far below what the step moves the weights.
     # One child per base, so a parallel test run spreads them.
-    out = json.loads(run_with_devices(_CHILD % base, n=1, fast_compile=True).strip().splitlines()[-1])
+    out = json.loads(run_with_devices(_CHILD % base, n=1).strip().splitlines()[-1])
     assert sorted(out) == [base]
     for base, r in out.items():
         loss_s, loss_b = r["loss"]
         assert loss_s > 0, base
-        assert loss_s == loss_b, (base, loss_s, loss_b)
-        assert r["diff"] == 0.0, (base, r["diff"])   # params and BN statistics, bit for bit
-        assert r["moved"] > 0, base                   # the step did train
+        assert abs(loss_s - loss_b) <= 1e-6 * abs(loss_b), (base, loss_s, loss_b)
+        assert r["moved"] > 1e-4, base                # the step did train
+        assert r["diff"] <= 1e-5 and r["diff"] <= 1e-3 * r["moved"], (base, r)  # params and BN statistics

@@ -259,6 +259,45 @@ def masked_mse(pred: jax.Array, target: jax.Array, weights: jax.Array | None = N
     return jnp.sum(se * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def safe_norm(v: jax.Array, axis: int = -1) -> jax.Array:
+    """Euclidean norm of ``v`` along ``axis`` (float32) whose gradient at a
+    zero vector is 0, as PyTorch's ``torch.norm`` backward gives, instead of
+    the NaN of ``d sqrt(x) / dx`` at 0 (``jnp.linalg.norm``).
+
+    A distance between two equal vectors (a new network's features and its
+    old copy's at the first step of a task) is exactly 0 whenever both are
+    computed by the same ops in the same order; its gradient must not poison
+    the step.
+
+    Args:
+      v: float [..., D, ...].
+      axis: the axis summed over.
+
+    Returns:
+      float32 ``v.shape`` without ``axis``, >= 0.
+    """
+    v = v.astype(jnp.float32)
+    sq = jnp.sum(v * v, axis=axis)
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def l2_normalize(v: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """``v / max(||v||, eps)`` along ``axis`` (PyTorch's ``F.normalize``),
+    float32, with a finite gradient (0) at a zero vector.
+
+    Args:
+      v: float [..., D, ...].
+      axis: the normalised axis.
+      eps: the smallest divisor.
+
+    Returns:
+      float32 of ``v.shape``; zero vectors stay 0.
+    """
+    v = v.astype(jnp.float32)
+    return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=axis, keepdims=True), eps * eps))
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 

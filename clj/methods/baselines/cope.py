@@ -172,9 +172,9 @@ def init_prototypes(rng: jax.Array, num_classes: int, dim: int) -> jax.Array:
 
 
 def l2_normalize(f: jax.Array) -> jax.Array:
-    """Rows of f float [N, D] divided by max(||row||, 1e-12), as float32."""
-    f = f.astype(jnp.float32)
-    return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+    """Rows of f float [N, D] divided by max(||row||, 1e-12), as float32
+    (:func:`clj.methods.common.l2_normalize`)."""
+    return common.l2_normalize(f)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:

@@ -120,8 +120,7 @@ def sinkhorn(a: jax.Array, b: jax.Array, cost: jax.Array, reg: float | jax.Array
 def l2n(v: jax.Array) -> jax.Array:
     """Rows divided by ``max(||row||, 1e-12)`` (``F.normalize``), float32;
     the gradient at a zero row is finite (zero), as torch's."""
-    v = v.astype(jnp.float32)
-    return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), NORM_EPS ** 2))
+    return common.l2_normalize(v, -1, NORM_EPS)
 
 
 def transport_weights(plan: jax.Array, weights: jax.Array, scale: jax.Array | float) -> jax.Array:

@@ -188,8 +188,9 @@ def begin_task(state: State, task: TaskInfo) -> State:
 
 # ------------------------------------------------------------- the mechanism
 def l2n(v: jax.Array, axis: int = -1) -> jax.Array:
-    """``v / max(|v|, 1e-12)`` along ``axis`` (PyTorch ``F.normalize``)."""
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), COS_EPS)
+    """``v / max(|v|, 1e-12)`` along ``axis`` (PyTorch ``F.normalize``;
+    :func:`clj.methods.common.l2_normalize`: float32, 0 gradient at 0)."""
+    return common.l2_normalize(v, axis, COS_EPS)
 
 
 def cosine_scores(features: jax.Array, weight: jax.Array) -> jax.Array:

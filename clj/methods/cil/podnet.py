@@ -214,11 +214,6 @@ def forward(ms: ModelState, params, batch_stats, x: jax.Array, train: bool):
     return feats.astype(jnp.float32), fmaps, upd.get("batch_stats", batch_stats)
 
 
-def _l2n(v: jax.Array, axis: int = -1) -> jax.Array:
-    """PyTorch's ``F.normalize``: ``v / max(|v|, 1e-12)``."""
-    return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), 1e-12)
-
-
 def lsc_logits(lsc: dict, feats: jax.Array) -> jax.Array:
     """The local similarity classifier (PODNet Eq. 5-6; PyCIL's
     ``CosineLinear`` + ``reduce_proxies``).
@@ -231,8 +226,8 @@ def lsc_logits(lsc: dict, feats: jax.Array) -> jax.Array:
       float32 [B, C]: ``sigma * sum_k softmax_k(s_ck) s_ck``, ``s_ck`` the
       cosine of the feature and proxy k of class c.
     """
-    f = _l2n(feats.astype(jnp.float32))
-    w = _l2n(lsc["proxies"].astype(jnp.float32))
+    f = common.l2_normalize(feats.astype(jnp.float32))
+    w = common.l2_normalize(lsc["proxies"].astype(jnp.float32))
     sims = jnp.einsum("bd,ckd->bck", f, w)
     att = jax.nn.softmax(sims, axis=-1)
     return lsc["sigma"] * jnp.sum(att * sims, axis=-1)
@@ -303,7 +298,7 @@ def pod_spatial(fmaps_old: list, fmaps_new: list, w: jax.Array | None = None) ->
             n = z.shape[0]
             return jnp.concatenate([z.sum(axis=2).reshape(n, -1), z.sum(axis=1).reshape(n, -1)], axis=-1)
 
-        d = jnp.linalg.norm(_l2n(pool(a)) - _l2n(pool(b)), axis=-1)
+        d = common.safe_norm(common.l2_normalize(pool(a)) - common.l2_normalize(pool(b)), axis=-1)
         total = total + (jnp.mean(d) if wf is None else jnp.sum(d * wf) / jnp.maximum(jnp.sum(wf), 1.0))
     return total / len(fmaps_new)
 
@@ -311,7 +306,7 @@ def pod_spatial(fmaps_old: list, fmaps_new: list, w: jax.Array | None = None) ->
 def pod_flat(f_old: jax.Array, f_new: jax.Array, w: jax.Array | None = None) -> jax.Array:
     """POD-flat (PyCIL: ``cosine_embedding_loss`` with target 1): the mean of
     ``1 - cos(f_new, f_old)`` over the counted examples, float32 []."""
-    d = 1.0 - jnp.sum(_l2n(f_new.astype(jnp.float32)) * _l2n(f_old.astype(jnp.float32)), axis=-1)
+    d = 1.0 - jnp.sum(common.l2_normalize(f_new) * common.l2_normalize(f_old), axis=-1)
     if w is None:
         return jnp.mean(d)
     wf = w.astype(jnp.float32)

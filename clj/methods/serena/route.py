@@ -41,6 +41,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from clj.methods import common
 from clj.methods.serena.cells import State, merged_bank, restrict
 from clj.methods.serena.settings import ROUTE_SPACES
 from clj.sparse import unpack_mask
@@ -68,8 +69,7 @@ def space_dim(space: str, image_shape, model) -> int:
 
 def l2_normalize(f: jax.Array, eps: float = 1e-12) -> jax.Array:
     """Rows of ``f`` float [B, D] divided by their L2 norm (zero rows stay 0)."""
-    f = f.astype(jnp.float32)
-    return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), eps)
+    return common.l2_normalize(f, -1, eps)
 
 
 def cell0_mask(state: State):
