@@ -22,7 +22,7 @@ from conftest import ROOT
 TINY_ROWS = {"memo_cifar100_aligned": "Replay B50 Inc10", "memo_cifar100": "MEMO B0 Inc50",
              "memo_survey_aligned": "FOSTER B0 Inc10",
              "memo_imagenet100": "MEMO B50 Inc25", "memo_imagenet_aligned": "MEMO ImageNet-1k B500 Inc100",
-             "akr_cifar100": "AKR TFH N=5", "akr_imagenet100": "AKR TFS N=5", "serena": "SERENA Split-MNIST",
+             "akr_cifar100": "AKR TFS N=5", "akr_imagenet100": "AKR TFS N=5", "serena": "SERENA Split-MNIST",
              "nispa": "NISPA CIFAR-10", "derpp": "DER++ Seq-CIFAR-10 buffer 200", "ser": "ER-ACE + SER buffer 1000"}
 
 
