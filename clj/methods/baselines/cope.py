@@ -168,13 +168,7 @@ def init(rng: jax.Array, config, scenario) -> State:
 def init_prototypes(rng: jax.Array, num_classes: int, dim: int) -> jax.Array:
     """float32 [C, D]: uniform [0, 1) vectors, L2-normalised (the official
     initial prototype)."""
-    return l2_normalize(jax.random.uniform(rng, (num_classes, dim), jnp.float32))
-
-
-def l2_normalize(f: jax.Array) -> jax.Array:
-    """Rows of f float [N, D] divided by max(||row||, 1e-12), as float32
-    (:func:`clj.methods.common.l2_normalize`)."""
-    return common.l2_normalize(f)
+    return common.l2_normalize(jax.random.uniform(rng, (num_classes, dim), jnp.float32))
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -190,7 +184,7 @@ def end_task(state: State, task_data) -> State:
 def embed(state: State, params, batch_stats, x: jax.Array, train: bool):
     """(L2-normalised embeddings float32 [N, D], new batch_stats)."""
     out, bs = common.forward(state.net, params, batch_stats, x, train=train)
-    return l2_normalize(out), bs
+    return common.l2_normalize(out), bs
 
 
 # --------------------------------------------------------------- the loss
@@ -460,7 +454,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     m = static.momentum
     moved = m * protos + (1.0 - m) * mean
     if static.renormalize:
-        moved = l2_normalize(moved)
+        moved = common.l2_normalize(moved)
     protos = jnp.where((p_cnt > 0)[:, None], moved, protos)
     new_buf = buffer_add(buf, keys[-1], batch["x_raw"], batch["y"], seen, static.buffer_size)
     acc = common.accuracy(_scores(first_f, state.prototypes, state.seen), batch["y"])

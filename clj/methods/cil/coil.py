@@ -117,12 +117,6 @@ def sinkhorn(a: jax.Array, b: jax.Array, cost: jax.Array, reg: float | jax.Array
     return u[:, None] * K * v[None, :]
 
 
-def l2n(v: jax.Array) -> jax.Array:
-    """Rows divided by ``max(||row||, 1e-12)`` (``F.normalize``), float32;
-    the gradient at a zero row is finite (zero), as torch's."""
-    return common.l2_normalize(v, -1, NORM_EPS)
-
-
 def transport_weights(plan: jax.Array, weights: jax.Array, scale: jax.Array | float) -> jax.Array:
     """Classifier rows moved through a plan: ``scale * plan^T normalize(W)``.
 
@@ -133,7 +127,7 @@ def transport_weights(plan: jax.Array, weights: jax.Array, scale: jax.Array | fl
     Returns:
       float32 [m, D] (broadcast and sum, no matrix product).
     """
-    return scale * jnp.sum(plan[:, :, None] * l2n(weights)[:, None, :], 0)
+    return scale * jnp.sum(plan[:, :, None] * common.l2_normalize(weights)[:, None, :], 0)
 
 
 def prospective_plan(old_means: jax.Array, new_means: jax.Array, old_weights: jax.Array, reg, p: float,
@@ -177,7 +171,7 @@ def retrospective_plan(old_means: jax.Array, new_means: jax.Array, new_weights: 
 def cosine_logits(f: jax.Array, w: jax.Array, dtype=jnp.float32) -> jax.Array:
     """``cos(f_i, w_c)`` float32 [B, C] of features [B, D] and rows [C, D],
     the product computed in the network's ``dtype``."""
-    return (l2n(f).astype(dtype) @ l2n(w).astype(dtype).T).astype(jnp.float32)
+    return (common.l2_normalize(f).astype(dtype) @ common.l2_normalize(w).astype(dtype).T).astype(jnp.float32)
 
 
 def soft_ce(target_logits: jax.Array, logits: jax.Array, T, weights: jax.Array) -> jax.Array:
@@ -407,7 +401,7 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     new_net = common.apply_gradients(net, grads, bs, update_mask(net.params, N), base_lr=phase_lr(state.swept, st.task))
     state = state.replace(net=new_net)
     if K > 0:  # running class sums for the next retrospective plan
-        v = jax.lax.stop_gradient(l2n(f)) * wf[:, None]
+        v = jax.lax.stop_gradient(common.l2_normalize(f)) * wf[:, None]
         state = state.replace(acc_sum=state.acc_sum + jax.ops.segment_sum(v, y, C),
                               acc_cnt=state.acc_cnt + jax.ops.segment_sum(wf, y, C))
     acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, N)[:nb], -1) == y[:nb]).astype(jnp.float32))

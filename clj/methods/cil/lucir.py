@@ -187,20 +187,14 @@ def begin_task(state: State, task: TaskInfo) -> State:
 
 
 # ------------------------------------------------------------- the mechanism
-def l2n(v: jax.Array, axis: int = -1) -> jax.Array:
-    """``v / max(|v|, 1e-12)`` along ``axis`` (PyTorch ``F.normalize``;
-    :func:`clj.methods.common.l2_normalize`: float32, 0 gradient at 0)."""
-    return common.l2_normalize(v, axis, COS_EPS)
-
-
 def cosine_scores(features: jax.Array, weight: jax.Array) -> jax.Array:
     """Cosine similarities float32 [N, C] of features [N, D] and class
     weights [C, D] (LUCIR Eq. 3 without sigma); the normalisation is in
     float32, the product in the features' dtype (the network's compute
     dtype)."""
     dt = features.dtype
-    f = l2n(features.astype(jnp.float32)).astype(dt)
-    w = l2n(weight.astype(jnp.float32)).astype(dt)
+    f = common.l2_normalize(features).astype(dt)
+    w = common.l2_normalize(weight).astype(dt)
     return jnp.matmul(f, w.T).astype(jnp.float32)
 
 
@@ -276,9 +270,9 @@ def imprint_rows(weight: jax.Array, f: jax.Array, y: jax.Array, w: jax.Array, kn
     col = jnp.arange(C)
     seg = jnp.where(w, jnp.clip(y, 0, C - 1), C)
     cnt = jax.ops.segment_sum(w.astype(jnp.float32), seg, C + 1)[:C]
-    mean = jax.ops.segment_sum(l2n(f.astype(jnp.float32)), seg, C + 1)[:C] / jnp.maximum(cnt, 1.0)[:, None]
+    mean = jax.ops.segment_sum(common.l2_normalize(f), seg, C + 1)[:C] / jnp.maximum(cnt, 1.0)[:, None]
     old_norm = jnp.sum(jnp.linalg.norm(weight, axis=1) * (col < known)) / max(known, 1)
-    new_rows = l2n(mean) * old_norm
+    new_rows = common.l2_normalize(mean) * old_norm
     take = (cnt > 0) & (col >= known) & (col < total)
     return jnp.where(take[:, None], new_rows, weight)
 

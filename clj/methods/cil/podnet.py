@@ -226,8 +226,8 @@ def lsc_logits(lsc: dict, feats: jax.Array) -> jax.Array:
       float32 [B, C]: ``sigma * sum_k softmax_k(s_ck) s_ck``, ``s_ck`` the
       cosine of the feature and proxy k of class c.
     """
-    f = common.l2_normalize(feats.astype(jnp.float32))
-    w = common.l2_normalize(lsc["proxies"].astype(jnp.float32))
+    f = common.l2_normalize(feats)
+    w = common.l2_normalize(lsc["proxies"])
     sims = jnp.einsum("bd,ckd->bck", f, w)
     att = jax.nn.softmax(sims, axis=-1)
     return lsc["sigma"] * jnp.sum(att * sims, axis=-1)

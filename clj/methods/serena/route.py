@@ -67,11 +67,6 @@ def space_dim(space: str, image_shape, model) -> int:
     raise ValueError(f"space={space!r} is unknown; valid: {', '.join(SUM_FIELDS)}.")
 
 
-def l2_normalize(f: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """Rows of ``f`` float [B, D] divided by their L2 norm (zero rows stay 0)."""
-    return common.l2_normalize(f, -1, eps)
-
-
 def cell0_mask(state: State):
     """Cell 0's mask (bool pytree): the open mask while cell 0 is the only
     cell, else row 0 of the packed masks."""
@@ -107,7 +102,7 @@ def representation(state: State, space: str, x: jax.Array, valid: jax.Array | No
         return x.reshape(x.shape[0], -1).astype(jnp.float32)
     kw = {} if valid is None else {"valid": valid}
     _, f = state.model.apply({"params": space_params(state, space)}, x, train=False, return_features=True, **kw)
-    return l2_normalize(f)
+    return common.l2_normalize(f)
 
 
 def accumulate_class_means(state: State, x: jax.Array, onehot: jax.Array) -> State:
