@@ -239,7 +239,7 @@ def test_weight_one_equals_icarl_step():
     k_net, _ = jax.random.split(rng)
     s_ic = _to_phase1(icarl, icarl.init(k_net, c, sc, "icarl"), sc)
     assert _leaves_equal(s_akr.net.params, s_ic.net.params)
-    assert s_akr.static.st.replay > 0 and s_akr.static.st.known == 2
+    assert s_akr.static.phase.rows > 0 and int(s_akr.tc.known) == 2
     b = _batch(sc, 1)
     k = jax.random.PRNGKey(5)
     s1, m1 = jax.jit(akr.train_step)(s_akr, b, k)
@@ -323,7 +323,7 @@ def test_bce_target_mode_runs_and_is_finite():
         s, m = jax.jit(akr.train_step)(s, _batch(sc, 1), jax.random.PRNGKey(k))
         assert all(np.isfinite(float(v)) for v in m.values())
     # over all outputs, the unseen-class head columns train too (pushed towards 0)
-    assert s.static.st.total == 4
+    assert int(s.tc.total) == 4
 
 
 SHARDED = textwrap.dedent("""

@@ -3,10 +3,10 @@ the middle of a phase must resume and go on training: the resumed steps have a
 non-zero loss and herding fills the memory at the phase's end.
 
 The loop restores a mid-task checkpoint into ``init_state()``'s structure; a
-method that declares ``static_task_info`` keeps the task's statics (``static.st``:
-known/total classes, exemplar quota, replay rows) in static fields, which a
-checkpoint does not hold, so the loop rebuilds them with ``begin_task`` and
-keeps the checkpoint's arrays.  Without that the resumed steps trained with
+method that declares ``static_task_info`` keeps some of the task's statics (AKR:
+its phase, ``static.phase``: task 0 or later, the exemplar rows of a step) in
+static fields, which a checkpoint does not hold, so the loop rebuilds them with
+``begin_task`` and keeps the checkpoint's arrays (the task's counts, ``State.tc``).  Without that the resumed steps trained with
 loss 0 and ``end_task`` failed in herding (quota 0).
 """
 import json

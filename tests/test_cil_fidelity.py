@@ -157,14 +157,15 @@ def test_wa_loss_variants():
     # kd2: CE + 2 KD; lambda: (1 - l) CE + l KD with l = known / total = 2 / 4
     for wa_loss, weights in (("kd2", (1.0, 2.0)), ("lambda", (0.5, 0.5))):
         sv = s.replace(static=dataclasses.replace(s.static, wa_loss=wa_loss))
-        assert icarl.loss_weights(sv.static) == weights
+        assert tuple(float(v) for v in icarl.loss_weights(sv.static, None, sv.tc, sv.static.phase)) == weights
         _, m = jax.jit(icarl.train_step)(sv, batch, jax.random.PRNGKey(1))
         assert float(m["kd"]) > 0
         np.testing.assert_allclose(float(m["loss"]), weights[0] * float(m["ce"]) + weights[1] * float(m["kd"]),
                                    rtol=1e-6)
     # iCaRL and Replay are unaffected by the switch
     for obj, w in (("icarl", (1.0, 1.0)), ("replay", (1.0, 0.0))):
-        assert icarl.loss_weights(dataclasses.replace(s.static, objective=obj, kd_weight=1.0, wa_loss="lambda")) == w
+        st = dataclasses.replace(s.static, objective=obj, kd_weight=1.0, wa_loss="lambda")
+        assert tuple(float(v) for v in icarl.loss_weights(st, None, s.tc, s.static.phase)) == w
 
 
 # ------------------------------------------------------------------ item 4
@@ -259,3 +260,24 @@ def test_fair_budget_configs_plan_their_tasks(name, tmp_path):
     r = Runner(load_config(name), str(tmp_path / name))
     assert len(r.plans) == 5 and all(p.steps > 0 for p in r.plans)
     assert r._state_info.static.memory_size > 0
+
+
+@pytest.mark.parametrize("method", ["wa", "podnet"])
+def test_tasks_after_the_first_share_one_compiled_chunk(method, tmp_path):
+    """Under ``"pycil"`` batching a task's counts (known / total classes,
+    stored exemplars, new rows per step, ...) are arrays of the State
+    (``State.tc``), so a 4-task run compiles its training chunk and its
+    evaluation twice each (task 0: the init phase with no exemplars; tasks
+    1-3 share one program), not once per task."""
+    from clj.train import Runner
+    from test_memo_growth import tiny_config
+
+    c = tiny_config(method)
+    c.synthetic.num_classes = 8
+    c.cil.batching = "pycil"
+    c.cil.memory_size = 8
+    r = Runner(c, str(tmp_path / method))
+    res = r.run()
+    assert len({p.new_per_step for p in r.plans[1:]}) > 1  # the later tasks differ in their counts
+    assert r._chunk._cache_size() == 2 and r._eval_fn._cache_size() == 2
+    assert res["extra"]["exemplars_per_class"] == 1  # 8 slots over 8 classes after the last task

@@ -136,7 +136,7 @@ def tiny_config(c):
     fields = _model_fields(str(m.name))
     if "width" in fields and ("width" in m or "hidden" not in fields):  # a convolutional width
         m.width = min(int(m.get("width", 64)), 4)
-    if "num_blocks" in m:
+    if "num_blocks" in m or "num_blocks" in fields:  # ResNet-32 -> ResNet-8 (1 block per stage)
         m.num_blocks = 1
     if "hidden" in m and "hidden" in fields:
         m.hidden = tuple(min(int(h), 32) for h in m.hidden)
@@ -167,12 +167,12 @@ def tiny_config(c):
 
 
 def _model_fields(name: str) -> set:
-    """Which of ``width`` / ``hidden`` the model registered as ``name``
-    accepts (its constructor is tried; nothing is initialised)."""
+    """Which of ``width`` / ``hidden`` / ``num_blocks`` the model registered
+    as ``name`` accepts (its constructor is tried; nothing is initialised)."""
     from clj.models import get_model
 
     out = set()
-    for field, value in (("width", 4), ("hidden", (32,))):
+    for field, value in (("width", 4), ("hidden", (32,)), ("num_blocks", 1)):
         try:
             get_model(name, 2, **{field: value})
         except (TypeError, ValueError):

@@ -204,6 +204,7 @@ class State:
         weights were used (mixup: every step; AKR: after the warm-up):
         sum of |a - 0.5| over blended rows, their count, sum of the
         exemplar's weight over blended new/exemplar pairs, their count.
+      tc: the current task's counts (:class:`~clj.methods.cil.common.TaskCounts`).
       static: the static (hashable) hyperparameters of the run.
     """
 
@@ -216,6 +217,7 @@ class State:
     attn_stats: jax.Array
     weight_acc: jax.Array
     swept: dict
+    tc: cc.TaskCounts
     static: Static = struct.field(pytree_node=False)
 
 
@@ -247,7 +249,8 @@ def init(rng: jax.Array, config, scenario) -> State:
     return State(net=net, old_params=base.old_params, old_batch_stats=base.old_batch_stats, mem=base.mem,
                  attn_params=attn, attn_opt_state=attention_tx(swept["akr.attn_lr"]).init(attn),
                  attn_stats=jnp.zeros((5,), jnp.float32),
-                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), swept=swept, static=static)
+                 weight_acc=jnp.zeros((scenario.num_tasks, 4), jnp.float32), swept=swept, tc=base.tc,
+                 static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
@@ -255,7 +258,8 @@ def begin_task(state: State, task: TaskInfo) -> State:
     score layer (and, with ``attn_train="all"``, copies the old model's
     params into the trunk); ``feature_mlp`` zeroes its output layer; the
     optimizer state is reset (learning rate ``swept["akr.attn_lr"]``)."""
-    static = dataclasses.replace(state.static, st=icarl.task_statics(state.static, task))
+    st = icarl.task_statics(state.static, task)
+    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
     net = state.net.replace(optim=static.init_optim if task.task_id == 0 else static.update_optim)
     net = common.begin_task_model(net, task)
     attn = dict(state.attn_params)
@@ -266,7 +270,7 @@ def begin_task(state: State, task: TaskInfo) -> State:
     else:
         attn.update({"w2": jnp.zeros_like(attn["w2"]), "b2": jnp.zeros_like(attn["b2"])})
     opt = attention_tx(state.swept["akr.attn_lr"]).init(attn)
-    return state.replace(net=net, static=static, attn_params=attn, attn_opt_state=opt)
+    return state.replace(net=net, static=static, attn_params=attn, attn_opt_state=opt, tc=cc.TaskCounts.of(st))
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -285,16 +289,16 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       in blended new/exemplar pairs; NaN without such pairs), ``corr_a_r``
       (corr of S's weights and the importance targets); float32 scalars.
     """
-    static, st, net = state.static, state.static.st, state.net
+    static, tc, phase, net = state.static, state.tc, state.static.phase, state.net
     x, y = batch["x"], batch["y"]
     B = y.shape[0]
     w = jnp.ones(y.shape, bool)
-    if st.replay > 0:  # the same exemplar draw as icarl.train_step (same key)
-        rx, ry, rv = icarl.draw_exemplars(static, state.mem, rng)
+    if phase.rows > 0:  # the same exemplar draw as icarl.train_step (same key)
+        rx, ry, rv = icarl.draw_exemplars(static, state.mem, rng, counts=tc, phase=phase)
         x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, rv])
     N = y.shape[0]
     k_pair, k_beta, k_frac = jax.random.split(jax.random.fold_in(rng, 7), 3)
-    has_old = st.known > 0
+    has_old = not phase.first  # class-IL: old classes exactly from task 1 on
     mixing = static.replay != "none" and (has_old or static.phase0_mix == "random")
     partner = partners(static.pair_mode, k_pair, B, N) if mixing else jnp.arange(N, dtype=jnp.int32)
     pw = w & w[partner]
@@ -312,15 +316,15 @@ def train_step(state: State, batch: dict, rng: jax.Array):
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, xt, train=True)
-        loss, ce, kd = classifier_loss(static, logits, y, mixed, rw, targets, mixing, state.swept)
+        loss, ce, kd = classifier_loss(static, logits, y, mixed, rw, targets, mixing, state.swept, tc)
         return loss, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     mask = None if (static.target_mode == "icarl_bce" and static.bce_over == "all") else \
-        icarl.head_update_mask(net.params, st.total)
-    new_net = common.apply_gradients(net, grads, bs, mask, base_lr=icarl.phase_lr(state.swept, st.task))
+        icarl.head_update_mask(net.params, tc.total)
+    new_net = common.apply_gradients(net, grads, bs, mask, base_lr=icarl.phase_lr(state.swept, 0 if phase.first else 1))
     abs_a, share, weight_acc = _weight_diagnostics(state, a, partner, B, pw, in_use)
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:B], -1) == batch["y"]).astype(jnp.float32))
+    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, tc.total)[:B], -1) == batch["y"]).astype(jnp.float32))
     stats = jnp.stack([abs_a, drift_mean, att_loss, share, corr]).astype(jnp.float32)
     new = state.replace(net=new_net, attn_params=attn_params, attn_opt_state=attn_opt, attn_stats=stats,
                         weight_acc=weight_acc)
@@ -341,7 +345,7 @@ def _weight_diagnostics(state: State, a: jax.Array, partner: jax.Array, B: int, 
     ex_sum, ex_n = exemplar_share(a, partner, B, counted)
     share = jnp.where(ex_n > 0, ex_sum / jnp.maximum(ex_n, 1.0), jnp.nan)
     add = jnp.where(in_use, jnp.stack([abs_sum, nb, ex_sum, ex_n]), 0.0)
-    return abs_a, share, state.weight_acc.at[state.static.st.task].add(add.astype(jnp.float32))
+    return abs_a, share, state.weight_acc.at[state.tc.task].add(add.astype(jnp.float32))
 
 
 def end_task(state: State, task_data: dict) -> State:

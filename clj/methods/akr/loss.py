@@ -36,7 +36,7 @@ def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weig
     C = logits.shape[-1]
     col = jnp.arange(C)
     T = jnp.where(col < total, mixed, 0.0)
-    if old_logits is not None and known > 0:
+    if old_logits is not None:  # the old classes [0, known)
         T = jnp.where(col < known, jax.nn.sigmoid(old_logits.astype(jnp.float32)), T)
     bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), T)
     if over == "seen":
@@ -48,13 +48,12 @@ def icarl_bce(logits, old_logits, mixed, known: int, total: int, over: str, weig
 
 
 def classifier_loss(static, logits: jax.Array, y: jax.Array, mixed: jax.Array, weights: jax.Array,
-                    old_logits: jax.Array | None, mixing: bool, swept: dict):
+                    old_logits: jax.Array | None, mixing: bool, swept: dict, counts=None):
     """The classifier's loss on the (blended) batch, ``static.target_mode``
     (:mod:`clj.methods.akr.akr` module doc).
 
     Args:
-      static: AKR's static hyperparameters (``static.st``: the task's known / total
-        classes).
+      static: AKR's static hyperparameters.
       logits: float32 [N, C] of the blended images; y: int32 [N] the first
         images' labels; mixed: float32 [N, C] the mixed labels
         (:func:`~clj.methods.akr.blend.mixed_targets`); weights: bool [N]
@@ -65,11 +64,13 @@ def classifier_loss(static, logits: jax.Array, y: jax.Array, mixed: jax.Array, w
         iCaRL's loss (:func:`clj.methods.cil.icarl.train_step`).
       swept: the State's swept values (``cil.kd_T``, ``cil.kd_weight``,
         float32 []).
+      counts: the task's known / total classes
+        (:class:`~clj.methods.cil.common.TaskCounts`; default ``static.st``).
 
     Returns:
       (loss, ce, kd) float32 [] (``icarl_bce``: kd = 0, loss = ce).
     """
-    st = static.st
+    st = static.st if counts is None else counts
     zero = jnp.zeros((), jnp.float32)
     if static.target_mode != "mixed_ce_kd":
         ce = icarl_bce(logits, old_logits, mixed, st.known, st.total, static.bce_over, weights)
@@ -81,5 +82,5 @@ def classifier_loss(static, logits: jax.Array, y: jax.Array, mixed: jax.Array, w
     from clj.methods.cil.icarl import kd_weight
 
     T, w_kd = swept["cil.kd_T"], kd_weight(static, swept)
-    kd = cc.kd_loss(logits, old_logits, st.known, T, weights) if st.known > 0 else zero
+    kd = cc.kd_loss(logits, old_logits, st.known, T, weights) if old_logits is not None else zero
     return ce + w_kd * kd, ce, kd

@@ -55,6 +55,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import struct
 
 from clj.methods import sections
 from clj.methods.cil import section as cil_section
@@ -275,3 +276,85 @@ class TaskStatics:
     new_per_step: int = 0
     steps_per_epoch: int = 1
     steps: int = 1
+
+
+COUNT_FIELDS = ("task", "known", "total", "replay", "quota", "n_new", "n_mem", "new_per_step", "steps_per_epoch",
+                "steps")
+
+
+@struct.dataclass
+class TaskCounts:
+    """The current task's :class:`TaskStatics` as int32 [] arrays of the
+    State: a method that keeps them here (not in its static fields) runs
+    every task >= 1 with one compiled training chunk and one evaluation
+    program (with :class:`Phase` the only per-task statics).  Fields as
+    :class:`TaskStatics` (``replay`` there is the exemplar rows a step
+    uses: ``B - new_per_step`` under ``"pycil"`` batching)."""
+
+    task: jax.Array
+    known: jax.Array
+    total: jax.Array
+    replay: jax.Array
+    quota: jax.Array
+    n_new: jax.Array
+    n_mem: jax.Array
+    new_per_step: jax.Array
+    steps_per_epoch: jax.Array
+    steps: jax.Array
+
+    @classmethod
+    def of(cls, st: "TaskStatics | None" = None) -> "TaskCounts":
+        """The counts of ``st`` (zeros, task -1, before the first task)."""
+        st = st or TaskStatics()
+        return cls(**{f: jnp.asarray(getattr(st, f), jnp.int32) for f in COUNT_FIELDS})
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """What of a task decides the compiled step (hashable): ``first`` (task
+    0: the init optimizer, nothing to distil) and ``rows``, the exemplar
+    rows a step draws (``"concat"``: R, the replay batch; ``"pycil"``: B
+    once the memory holds exemplars, one candidate per batch row of which
+    rows >= ``new_per_step`` are used, else 0).  Under ``"pycil"`` batching
+    every task >= 1 has the same phase."""
+
+    first: bool = True
+    rows: int = 0
+
+
+def phase_of(st: TaskStatics, batching: str, batch_size: int) -> Phase:
+    """The :class:`Phase` of the task whose statics are ``st``."""
+    if batching == "pycil":
+        return Phase(first=st.task <= 0, rows=int(batch_size) if st.replay > 0 else 0)
+    return Phase(first=st.task <= 0, rows=int(st.replay))
+
+
+def draw_replay_rows(mem, counts, phase: Phase, batching: str, key: jax.Array | None, task_step: jax.Array,
+                     rng: jax.Array):
+    """Memory slots of one step's ``phase.rows`` exemplar rows: int32
+    [rows], bool [rows] (the row holds a stored exemplar that counts).
+
+    ``counts`` is a :class:`TaskCounts` (traced) or a :class:`TaskStatics`
+    (host ints).  ``"concat"`` (or no ``key``): uniform with replacement
+    among the filled slots.  ``"pycil"``: row i of the batch (i >=
+    ``new_per_step``; the rows below are the new data's and are marked
+    invalid) takes position ``j R + i - new_per_step`` (mod n_mem) of the
+    epoch's permutation of the n_mem stored exemplars, j = step within the
+    epoch, R = ``B - new_per_step``; the permutation (the ranks of uniform
+    keys over the slots, the empty slots last) is drawn from
+    ``fold_in(fold_in(key, task), epoch)``, so every exemplar appears once
+    per epoch (``steps_per_epoch * R >= n_mem``).
+    """
+    from clj.replay import exemplars as ex
+
+    if batching != "pycil" or key is None:
+        return ex.sample_exemplars(mem, rng, phase.rows)
+    spe = jnp.maximum(jnp.asarray(counts.steps_per_epoch, jnp.int32), 1)
+    n_mem = jnp.asarray(counts.n_mem, jnp.int32)
+    epoch, j = task_step // spe, task_step % spe
+    cap = mem.y.shape[0]
+    u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, counts.task), epoch), (cap,))
+    perm = jnp.argsort(jnp.where(jnp.arange(cap) < n_mem, u, 2.0))
+    i = jnp.arange(phase.rows) - counts.new_per_step
+    idx = perm[(j * counts.replay + i) % jnp.maximum(n_mem, 1)].astype(jnp.int32)
+    return idx, (i >= 0) & (idx < mem.count())

@@ -84,7 +84,12 @@ class Static:
       class_sizes: training images per class (static).
       task_classes: the classes of every task (static).
       init_epochs, epochs: epochs of task 0 and of later tasks.
-      st: the current task's :class:`~clj.methods.cil.common.TaskStatics`.
+      phase: the current task's :class:`~clj.methods.cil.common.Phase` (iCaRL,
+        WA, Replay and AKR keep the task's counts in ``State.tc``, so every
+        task >= 1 runs one compiled step).
+      st: the current task's :class:`~clj.methods.cil.common.TaskStatics`, for
+        the methods built on this class that still read them as statics
+        (compiled once per task); iCaRL, WA, Replay and AKR leave it unset.
     """
 
     objective: str = "icarl"
@@ -108,6 +113,7 @@ class Static:
     task_classes: tuple = ()
     init_epochs: float = 1.0
     epochs: float = 1.0
+    phase: cc.Phase = cc.Phase()
     st: cc.TaskStatics = cc.TaskStatics()
 
 
@@ -123,6 +129,7 @@ class State:
       key: PRNG key of the per-epoch memory permutations (``"pycil"``).
       swept: the sweepable hyperparameters (:data:`SWEEPABLE`) as float32 []
         arrays (:func:`sweep_values`), so a grid of them is a vmapped axis.
+      tc: the current task's counts (:class:`~clj.methods.cil.common.TaskCounts`).
       static: the static (hashable) hyperparameters of the run (``kd_T`` and ``kd_weight`` there are the
         config's values, kept for the record; the step reads ``swept``).
     """
@@ -133,6 +140,7 @@ class State:
     mem: ex.ExemplarMemory
     key: jax.Array
     swept: dict
+    tc: cc.TaskCounts
     static: Static = struct.field(pytree_node=False)
 
 
@@ -183,14 +191,15 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
     cap = ex.memory_capacity(scenario.num_classes, mem_size, static.fixed_memory, static.memory_per_class)
     mem = ex.init_memory(cap, scenario.image_shape, scenario.num_classes, D)
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
-                 swept=sweep_values(config, cil), static=static)
+                 swept=sweep_values(config, cil), tc=cc.TaskCounts.of(), static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
-    """Task boundary: phase optimizer, reset of its state, task statics."""
-    static = state.static
-    static = dataclasses.replace(static, st=task_statics(static, task))
-    return state.replace(net=begin_phase(state.net, static, task), static=static)
+    """Task boundary: phase optimizer, reset of its state, the task's
+    counts (``State.tc``) and phase."""
+    st = task_statics(state.static, task)
+    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st))
 
 
 def head_update_mask(params, total: int, feature_rows: int | None = None):
@@ -209,18 +218,30 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
 
 
 def draw_exemplars(static, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
-                   task_step: jax.Array | None = None):
-    """The step's ``static.st.replay`` exemplars
-    (:func:`clj.methods.cil.common.draw_replay`: uniform with replacement, or
-    with ``key`` under ``"pycil"`` batching the epoch's permutation),
-    augmented.
+                   task_step: jax.Array | None = None, counts=None, phase: cc.Phase | None = None):
+    """The step's ``phase.rows`` exemplars
+    (:func:`clj.methods.cil.common.draw_replay_rows`: uniform with
+    replacement, or with ``key`` under ``"pycil"`` batching the epoch's
+    permutation, one candidate per batch row), augmented.  ``counts`` /
+    ``phase``: the task's (default: those of ``static.st``).
 
     Returns:
       (x float32 [R, H, W, C], y int32 [R], valid bool [R]).
     """
+    counts, phase = _counts_phase(static, counts, phase)
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = cc.draw_replay(mem, static.st, static.batching, key, task_step, k_idx)
+    idx, valid = cc.draw_replay_rows(mem, counts, phase, static.batching, key, task_step, k_idx)
     return static.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
+
+
+def _counts_phase(static, counts, phase):
+    """``(counts, phase)``, from ``static.st`` where not given (the methods
+    that keep the task's counts as statics)."""
+    if counts is None:
+        counts = static.st
+    if phase is None:
+        phase = cc.phase_of(static.st, static.batching, static.batch_size)
+    return counts, phase
 
 
 def old_logits(state, x: jax.Array) -> jax.Array:
@@ -231,19 +252,31 @@ def old_logits(state, x: jax.Array) -> jax.Array:
 
 
 def mixed_batch(static, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
-                rng: jax.Array):
+                rng: jax.Array, counts=None, phase: cc.Phase | None = None):
     """The step's batch (module doc, item 2): ``(x, y, w)`` float32 [N, ...],
     int32 [N], bool [N] (w: the row counts in the losses), N = B in
-    ``"pycil"`` mode (``new_per_step`` rows of ``batch`` + exemplars), B + R
-    in ``"concat"`` mode."""
-    st = static.st
-    b = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
-    x, y = batch["x"][:b], batch["y"][:b]
+    ``"pycil"`` mode (the first ``new_per_step`` rows of ``batch``, then
+    exemplars), B + R in ``"concat"`` mode.  ``counts`` (a
+    :class:`~clj.methods.cil.common.TaskCounts` or host
+    :class:`~clj.methods.cil.common.TaskStatics`) and ``phase``: the task's
+    (default: those of ``static.st``)."""
+    counts, phase = _counts_phase(static, counts, phase)
+    x, y = batch["x"], batch["y"]
     w = jnp.ones(y.shape, bool)
-    if st.replay > 0:
-        rx, ry, valid = draw_exemplars(static, mem, rng, key, task_step)
-        x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
-    return x, y, w
+    if phase.rows <= 0:
+        return x, y, w
+    rx, ry, valid = draw_exemplars(static, mem, rng, key, task_step, counts, phase)
+    if static.batching == "pycil":
+        new = jnp.arange(y.shape[0]) < counts.new_per_step
+        return jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x, rx), jnp.where(new, y, ry), new | valid
+    return jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
+
+
+def new_rows(static, counts, batch: dict) -> jax.Array:
+    """bool [B]: the rows of the loop's batch that are the task's new data
+    (the first ``new_per_step`` under ``"pycil"`` batching, all otherwise)."""
+    rows = jnp.arange(batch["y"].shape[0])
+    return rows < counts.new_per_step if static.batching == "pycil" else rows >= 0
 
 
 def kd_weight(static, swept: dict) -> jax.Array:
@@ -253,16 +286,17 @@ def kd_weight(static, swept: dict) -> jax.Array:
     return jnp.where(w < 0, jnp.float32(2.0 if static.objective == "wa" else 1.0), w)
 
 
-def loss_weights(static, swept: dict | None = None) -> tuple:
+def loss_weights(static, swept: dict | None = None, counts=None, phase: cc.Phase | None = None) -> tuple:
     """(CE weight, KD weight) of the objective (module doc): Replay (1, 0);
     iCaRL (1, kd_weight); WA ``kd2`` (1, kd_weight = 2); WA ``lambda``
     (1 - l, l), l = known / total.  With ``swept`` (the State's) the
-    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``static.kd_weight``."""
-    st = static.st
-    if static.objective == "replay" or st.known <= 0:
+    ``kd_weight`` is :func:`kd_weight` (float32 []), else ``static.kd_weight``.
+    ``counts`` / ``phase``: the task's (default: those of ``static.st``)."""
+    counts, phase = _counts_phase(static, counts, phase)
+    if static.objective == "replay" or phase.first:
         return 1.0, 0.0
     if static.objective == "wa" and static.wa_loss == "lambda":
-        lam = st.known / st.total
+        lam = jnp.asarray(counts.known, jnp.float32) / jnp.maximum(jnp.asarray(counts.total, jnp.float32), 1.0)
         return 1.0 - lam, lam
     return 1.0, (static.kd_weight if swept is None else kd_weight(static, swept))
 
@@ -277,25 +311,32 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "ce", "kd", "acc"} float32 scalars).
     """
-    static, st, net = state.static, state.static.st, state.net
-    x, y, w = mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
-    nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
-    use_kd = static.objective in ("icarl", "wa") and st.known > 0
-    w_ce, w_kd = loss_weights(static, state.swept)
+    static, tc, phase, net = state.static, state.tc, state.static.phase, state.net
+    x, y, w = mixed_batch(static, state.mem, state.key, net.task_step, batch, rng, tc, phase)
+    use_kd = static.objective in ("icarl", "wa") and not phase.first
+    w_ce, w_kd = loss_weights(static, state.swept, tc, phase)
     targets = old_logits(state, x) if use_kd else None
 
     def loss_fn(params):
         logits, bs = common.forward(net, params, net.batch_stats, x, train=True)
-        ce = common.cross_entropy(cc.mask_logits(logits, st.total), y, w)
-        kd = (cc.kd_loss(logits, targets, st.known, state.swept["cil.kd_T"], w) if use_kd
+        ce = common.cross_entropy(cc.mask_logits(logits, tc.total), y, w)
+        kd = (cc.kd_loss(logits, targets, tc.known, state.swept["cil.kd_T"], w) if use_kd
               else jnp.zeros((), jnp.float32))
         return w_ce * ce + w_kd * kd, (bs, logits, ce, kd)
 
     (loss, (bs, logits, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, st.total),
-                                     base_lr=phase_lr(state.swept, st.task))
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
+    new_net = common.apply_gradients(net, grads, bs, head_update_mask(net.params, tc.total),
+                                     base_lr=phase_lr(state.swept, 0 if phase.first else 1))
+    acc = new_data_accuracy(logits, y, tc.total, new_rows(static, tc, batch))
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "kd": kd, "acc": acc}
+
+
+def new_data_accuracy(logits: jax.Array, y: jax.Array, total, rows: jax.Array) -> jax.Array:
+    """float32 []: accuracy over the seen classes (``< total``) of the rows
+    ``rows`` (bool [B]) of the first B rows of ``logits`` [N, C] / ``y`` [N]."""
+    B = rows.shape[0]
+    hit = (jnp.argmax(cc.mask_logits(logits[:B], total), -1) == y[:B]) & rows
+    return jnp.sum(hit.astype(jnp.float32)) / jnp.maximum(jnp.sum(rows.astype(jnp.float32)), 1.0)
 
 
 def features(state: State, x: jax.Array) -> jax.Array:
@@ -308,7 +349,8 @@ def features(state: State, x: jax.Array) -> jax.Array:
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3).  ``task_data``: ``x`` uint8 [n, ...],
     ``y`` int32 [n], ``info`` TaskInfo."""
-    static, st = state.static, state.static.st
+    static = state.static
+    st = task_statics(static, task_data["info"])  # host ints (end_task is compiled per task)
     net = state.net
     if static.objective == "wa" and st.known > 0:
         p = dict(net.params)
@@ -345,7 +387,8 @@ def memory_bytes(state: State) -> dict:
 def result_extras(state: State) -> dict:
     static = state.static
     return {"exemplars": int(state.mem.count()), "memory_size": static.memory_size,
-            "exemplars_per_class": static.st.quota, "predict": static.predict,
+            "exemplars_per_class": int(state.tc.quota) if hasattr(state, "tc") else static.st.quota,
+            "predict": static.predict,
             "head_bytes": common.param_bytes(state.net.params["head"])}
 
 

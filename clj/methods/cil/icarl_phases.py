@@ -107,10 +107,11 @@ def phase_lr(swept: dict, task_id: int) -> jax.Array:
     return swept["optim.lr"] if task_id == 0 else swept["cil.update_lr"]
 
 
-def begin_phase(net: ModelState, static, task: TaskInfo) -> ModelState:
+def begin_phase(net: ModelState, static, task: TaskInfo, st: cc.TaskStatics | None = None) -> ModelState:
     """The phase optimizer, reset, with the task's steps per epoch (PyCIL's
-    union epoch in ``"pycil"`` mode) for the per-epoch schedules."""
-    st = static.st
+    union epoch in ``"pycil"`` mode) for the per-epoch schedules; ``st``:
+    the task's statics (default ``static.st``)."""
+    st = static.st if st is None else st
     net = net.replace(optim=static.init_optim if task.task_id == 0 else static.update_optim)
     net = common.begin_task_model(net, task)
     if static.batching == "pycil":

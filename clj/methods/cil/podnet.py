@@ -104,6 +104,7 @@ class State:
       mem: the exemplar memory.
       key: PRNG key (per-epoch permutations, finetuning draws).
       swept: ``optim.lr`` and ``cil.update_lr`` as float32 [].
+      tc: the current task's counts (:class:`~clj.methods.cil.common.TaskCounts`).
       static: the static hyperparameters.
     """
 
@@ -113,6 +114,7 @@ class State:
     mem: ex.ExemplarMemory
     key: jax.Array
     swept: dict
+    tc: cc.TaskCounts
     static: Static = struct.field(pytree_node=False)
 
 
@@ -173,13 +175,15 @@ def init(rng: jax.Array, config, scenario) -> State:
     mem = ex.init_memory(cap, scenario.image_shape, C, D)
     return State(net=net, old_params=params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
                  swept={"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr)},
-                 static=static)
+                 tc=cc.TaskCounts.of(), static=static)
 
 
 def begin_task(state: State, task: TaskInfo) -> State:
-    """Task boundary: phase optimizer, reset of its state, task statics."""
-    static = dataclasses.replace(state.static, st=task_statics(state.static, task))
-    return state.replace(net=begin_phase(state.net, static, task), static=static)
+    """Task boundary: phase optimizer, reset of its state, the task's counts
+    (``State.tc``) and phase (every task >= 1 runs one compiled step)."""
+    st = task_statics(state.static, task)
+    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st))
 
 
 # ------------------------------------------------------------ the pieces
@@ -313,9 +317,11 @@ def pod_flat(f_old: jax.Array, f_new: jax.Array, w: jax.Array | None = None) -> 
     return jnp.sum(d * wf) / jnp.maximum(jnp.sum(wf), 1.0)
 
 
-def adaptive_factor(known: int, total: int) -> float:
-    """PyCIL's distillation factor ``sqrt(total / (total - known))``, 0 in task 0."""
-    return 0.0 if known <= 0 else math.sqrt(total / (total - known))
+def adaptive_factor(known, total) -> jax.Array:
+    """PyCIL's distillation factor ``sqrt(total / (total - known))``, 0 in
+    task 0 (float32 []; ``known`` / ``total`` host ints or int32 [] arrays)."""
+    k, n = jnp.asarray(known, jnp.float32), jnp.asarray(total, jnp.float32)
+    return jnp.where(k > 0, jnp.sqrt(n / jnp.maximum(n - k, 1.0)), 0.0)
 
 
 def update_mask(params, known: int, total: int):
@@ -329,12 +335,13 @@ def update_mask(params, known: int, total: int):
     return {"net": net_mask, "lsc": {"proxies": rows, "sigma": jnp.ones((), bool)}}
 
 
-def _loss_fn(state: State, net: ModelState, x, y, w, known: int, total: int):
-    """The PODNet objective on a batch and its pieces."""
+def _loss_fn(state: State, net: ModelState, x, y, w, known, total, distil: bool):
+    """The PODNet objective on a batch and its pieces (``distil``: the task
+    has old classes, static)."""
     static = state.static
     seen = jnp.arange(static.num_classes) < total
     factor = adaptive_factor(known, total)
-    if factor > 0:
+    if distil:
         f_old, maps_old, _ = forward(net, state.old_params, state.old_batch_stats, x, train=False)
         f_old = jax.lax.stop_gradient(f_old)
         maps_old = [jax.lax.stop_gradient(m) for m in maps_old]
@@ -343,7 +350,7 @@ def _loss_fn(state: State, net: ModelState, x, y, w, known: int, total: int):
         f, maps, bs = forward(net, params, net.batch_stats, x, train=True)
         logits = lsc_logits(params["lsc"], f)
         nca = nca_loss(logits, y, seen, w, static.nca_margin, static.nca_scale, static.nca_hinge)
-        if factor > 0:
+        if distil:
             flat = pod_flat(f_old, f, w)
             spatial = pod_spatial(maps_old, maps, w)
         else:
@@ -363,14 +370,13 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "nca", "pod_flat", "pod_spatial", "acc"} float32 scalars).
     """
-    static, st, net = state.static, state.static.st, state.net
-    x, y, w = icarl.mixed_batch(static, state.mem, state.key, net.task_step, batch, rng)
-    nb = min(x.shape[0], batch["y"].shape[0], st.new_per_step or batch["y"].shape[0])
-    loss_fn = _loss_fn(state, net, x, y, w, st.known, st.total)
+    static, tc, phase, net = state.static, state.tc, state.static.phase, state.net
+    x, y, w = icarl.mixed_batch(static, state.mem, state.key, net.task_step, batch, rng, tc, phase)
+    loss_fn = _loss_fn(state, net, x, y, w, tc.known, tc.total, not phase.first)
     (loss, (bs, logits, nca, flat, spatial)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    new_net = common.apply_gradients(net, grads, bs, update_mask(net.params, st.known, st.total),
-                                     base_lr=phase_lr(state.swept, st.task))
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
+    new_net = common.apply_gradients(net, grads, bs, update_mask(net.params, tc.known, tc.total),
+                                     base_lr=phase_lr(state.swept, 0 if phase.first else 1))
+    acc = icarl.new_data_accuracy(logits, y, tc.total, icarl.new_rows(static, tc, batch))
     return state.replace(net=new_net), {"loss": loss, "nca": nca, "pod_flat": flat, "pod_spatial": spatial,
                                         "acc": acc}
 
@@ -438,7 +444,7 @@ def finetune(state: State, ft_mem: ex.ExemplarMemory, steps_per_epoch: int, key:
         w = pos < n_valid
         x = static.augment(ft_mem.x[rows], jax.random.fold_in(k_aug, j), train=True)
         y = jnp.maximum(ft_mem.y[rows], 0)
-        loss_fn = _loss_fn(state, net, x, y, w, st.known, st.total)
+        loss_fn = _loss_fn(state, net, x, y, w, st.known, st.total, st.known > 0)
         (_, (bs, *_)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
         return common.apply_gradients(net, grads, bs, mask)
 
@@ -448,6 +454,8 @@ def finetune(state: State, ft_mem: ex.ExemplarMemory, steps_per_epoch: int, key:
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3).  ``task_data``: ``x`` uint8 [n, ...],
     ``y`` int32 [n], ``info`` TaskInfo (host values)."""
+    static0 = state.static  # the task's statics while the task ends (end_task is compiled per task)
+    state = state.replace(static=dataclasses.replace(static0, st=task_statics(static0, task_data["info"])))
     static, st = state.static, state.static.st
     classes = tuple(int(c) for c in task_data["info"].classes)
     transform = functools.partial(static.augment, rng=None, train=False)
@@ -462,7 +470,7 @@ def end_task(state: State, task_data: dict) -> State:
     state = state.replace(net=net, key=key)
     mem = ex.update_memory(state.mem, lambda xf: features(state, xf), transform, task_data["x"], task_data["y"],
                            classes, st.quota, static.num_classes, static.feature_batch_size)
-    return state.replace(mem=mem, old_params=net.params, old_batch_stats=net.batch_stats)
+    return state.replace(mem=mem, old_params=net.params, old_batch_stats=net.batch_stats, static=static0)
 
 
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
@@ -474,7 +482,7 @@ def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax
         scores = ex.nme_scores(f, state.mem.class_means)
     else:
         scores = lsc_logits(state.net.params["lsc"], f)
-    return cc.mask_logits(scores, state.static.st.total)
+    return cc.mask_logits(scores, state.tc.total)
 
 
 def memory_bytes(state: State) -> dict:
@@ -491,7 +499,7 @@ def memory_bytes(state: State) -> dict:
 def result_extras(state: State) -> dict:
     static = state.static
     return {"exemplars": int(state.mem.count()), "memory_size": static.memory_size,
-            "exemplars_per_class": static.st.quota, "predict": static.predict, "nb_proxy": static.nb_proxy,
+            "exemplars_per_class": int(state.tc.quota), "predict": static.predict, "nb_proxy": static.nb_proxy,
             "sigma": float(state.net.params["lsc"]["sigma"])}
 
 
