@@ -262,7 +262,7 @@ def test_fair_budget_configs_plan_their_tasks(name, tmp_path):
     assert r._state_info.static.memory_size > 0
 
 
-@pytest.mark.parametrize("method", ["wa"])  # PODNet and AKR keep the same State.tc / static.phase split
+@pytest.mark.parametrize("method", ["wa", "lucir"])  # PODNet and AKR keep the same State.tc / static.phase split
 def test_tasks_after_the_first_share_one_compiled_chunk(method, tmp_path):
     """Under ``"pycil"`` batching a task's counts (known / total classes,
     stored exemplars, new rows per step, ...) are arrays of the State

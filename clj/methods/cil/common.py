@@ -330,7 +330,7 @@ def phase_of(st: TaskStatics, batching: str, batch_size: int) -> Phase:
 
 
 def draw_replay_rows(mem, counts, phase: Phase, batching: str, key: jax.Array | None, task_step: jax.Array,
-                     rng: jax.Array):
+                     rng: jax.Array, spread: bool = False):
     """Memory slots of one step's ``phase.rows`` exemplar rows: int32
     [rows], bool [rows] (the row holds a stored exemplar that counts).
 
@@ -343,7 +343,12 @@ def draw_replay_rows(mem, counts, phase: Phase, batching: str, key: jax.Array | 
     epoch, R = ``B - new_per_step``; the permutation (the ranks of uniform
     keys over the slots, the empty slots last) is drawn from
     ``fold_in(fold_in(key, task), epoch)``, so every exemplar appears once
-    per epoch (``steps_per_epoch * R >= n_mem``).
+    per epoch (``steps_per_epoch * R >= n_mem``).  ``spread``: the epoch's
+    S = ``steps_per_epoch * R`` exemplar positions carry the n_mem stored
+    exemplars once each, spread evenly (position p holds exemplar
+    ``perm[floor(p n_mem / S)]`` and counts when that index steps up), as
+    the exemplars of PyCIL's / Mammoth's shuffled union are spread over the
+    epoch (``exemplar_repeats="once"`` of BiC and LUCIR).
     """
     from clj.replay import exemplars as ex
 
@@ -356,5 +361,11 @@ def draw_replay_rows(mem, counts, phase: Phase, batching: str, key: jax.Array | 
     u = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, counts.task), epoch), (cap,))
     perm = jnp.argsort(jnp.where(jnp.arange(cap) < n_mem, u, 2.0))
     i = jnp.arange(phase.rows) - counts.new_per_step
-    idx = perm[(j * counts.replay + i) % jnp.maximum(n_mem, 1)].astype(jnp.int32)
+    p = j * counts.replay + i
+    if spread:
+        S = jnp.maximum(spe * jnp.asarray(counts.replay, jnp.int32), 1)
+        q0, q1 = (p * n_mem) // S, ((p + 1) * n_mem) // S
+        idx = perm[jnp.clip(q0, 0, jnp.maximum(n_mem - 1, 0))].astype(jnp.int32)
+        return idx, (i >= 0) & (q1 > q0) & (idx < mem.count())
+    idx = perm[p % jnp.maximum(n_mem, 1)].astype(jnp.int32)
     return idx, (i >= 0) & (idx < mem.count())

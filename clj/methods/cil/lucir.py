@@ -26,11 +26,13 @@ a task (Mammoth's ``requires_grad`` on the current task's weights).
 Per task t:
 
 1. ``begin_task``: PyCIL's phase optimizer (task 0 ``config.optim``, later
-   tasks ``cil.update_*``); the less-forget weight of the task (static).
+   tasks ``cil.update_*``); the task's counts (``State.tc``) and less-forget
+   weight (``State.lamda``) as arrays, so every task >= 1 runs one compiled
+   step (the margin loss's K, ``static.mr_k``, is the only other static).
 2. ``train_step``: a batch of new data and exemplars
-   (:func:`clj.methods.cil.icarl.mixed_batch`; with ``lucir.exemplar_repeats="once"``
-   each stored exemplar counts once per epoch,
-   :func:`clj.methods.cil.bic.draw_replay`); at the first step of a task
+   (:func:`clj.methods.cil.icarl.mixed_batch`'s composition; with
+   ``lucir.exemplar_repeats="once"`` each stored exemplar counts once per
+   epoch, :func:`clj.methods.cil.common.draw_replay_rows`); at the first step of a task
    t >= 1 (``lucir.imprint``) the new rows are imprinted from the batch's
    new-class examples (:func:`imprint_rows`); loss ``CE(sigma cos)`` plus,
    for t >= 1, ``lambda_t`` x :func:`less_forget_loss` (features of the
@@ -63,7 +65,6 @@ from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl
-from clj.methods.cil.bic import draw_replay
 from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
 from clj.methods.cil.section import CIL, LUCIR
 from clj.methods.common import ModelState, TaskInfo
@@ -80,8 +81,11 @@ class Static(icarl.Static):
       lamda_base, lamda_mr, k_mr, mr_margin, adaptive, unseen, imprint,
       finetune_epochs, finetune_lr, finetune_milestones: the ``lucir`` block.
       momentum, weight_decay: SGD settings of the finetuning (``config.optim``'s).
-      exemplar_repeats: :func:`clj.methods.cil.bic.draw_replay`.
-      lamda: the less-forget weight of the current task.
+      exemplar_repeats: ``"once"`` or ``"wrap"``
+        (:func:`clj.methods.cil.common.draw_replay_rows`, ``spread``).
+      mr_k: K of the margin ranking loss in the current task (0 in task 0;
+        static: ``top_k``'s size; the same in every later task unless a task
+        has fewer than ``k_mr`` new classes).
     """
 
     lamda_base: float = 5.0
@@ -97,7 +101,7 @@ class Static(icarl.Static):
     momentum: float = 0.0
     weight_decay: float = 0.0
     exemplar_repeats: str = "once"
-    lamda: float = 0.0
+    mr_k: int = 0
 
 
 @struct.dataclass
@@ -110,6 +114,9 @@ class State:
       mem: the exemplar memory.
       key: PRNG key (memory permutations, finetuning batches).
       swept: ``optim.lr`` and ``cil.update_lr`` as float32 [].
+      tc: the current task's counts (:class:`~clj.methods.cil.common.TaskCounts`).
+      lamda: float32 [], the less-forget weight of the current task
+        (:func:`lamda_of_task`).
       static: :class:`Static`.
     """
 
@@ -119,6 +126,8 @@ class State:
     mem: ex.ExemplarMemory
     key: jax.Array
     swept: dict
+    tc: cc.TaskCounts
+    lamda: jax.Array
     static: Static = struct.field(pytree_node=False)
 
 
@@ -164,7 +173,7 @@ def init(rng: jax.Array, config, scenario) -> State:
     mem = ex.init_memory(cap, scenario.image_shape, C, D)
     swept = {"optim.lr": jnp.float32(config.optim.lr), "cil.update_lr": jnp.float32(cil.update_lr)}
     return State(net=net, old_params=net.params, old_batch_stats=net.batch_stats, mem=mem, key=k_state,
-                 swept=swept, static=static)
+                 swept=swept, tc=cc.TaskCounts.of(), lamda=jnp.float32(0.0), static=static)
 
 
 def lamda_of_task(static: Static, task_id: int, known: int, total: int) -> float:
@@ -182,8 +191,11 @@ def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary (module doc, item 1)."""
     static = state.static
     st = task_statics(static, task)
-    static = dataclasses.replace(static, st=st, lamda=lamda_of_task(static, task.task_id, st.known, st.total))
-    return state.replace(net=begin_phase(state.net, static, task), static=static)
+    upper = static.num_classes if static.unseen == "all" else st.total
+    static = dataclasses.replace(static, phase=cc.phase_of(st, static.batching, static.batch_size),
+                                 mr_k=max(0, min(static.k_mr, upper - st.known)) if st.known > 0 else 0)
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st),
+                         lamda=jnp.float32(lamda_of_task(static, task.task_id, st.known, st.total)))
 
 
 # ------------------------------------------------------------- the mechanism
@@ -271,7 +283,7 @@ def imprint_rows(weight: jax.Array, f: jax.Array, y: jax.Array, w: jax.Array, kn
     seg = jnp.where(w, jnp.clip(y, 0, C - 1), C)
     cnt = jax.ops.segment_sum(w.astype(jnp.float32), seg, C + 1)[:C]
     mean = jax.ops.segment_sum(common.l2_normalize(f), seg, C + 1)[:C] / jnp.maximum(cnt, 1.0)[:, None]
-    old_norm = jnp.sum(jnp.linalg.norm(weight, axis=1) * (col < known)) / max(known, 1)
+    old_norm = jnp.sum(jnp.linalg.norm(weight, axis=1) * (col < known)) / jnp.maximum(known, 1)
     new_rows = common.l2_normalize(mean) * old_norm
     take = (cnt > 0) & (col >= known) & (col < total)
     return jnp.where(take[:, None], new_rows, weight)
@@ -289,20 +301,20 @@ def update_mask(params, known: int, total: int):
     return mask
 
 
-def _losses(static: Static, params, f, y, w, f_old):
-    """(loss, (ce, lf, mr)) of the cosine head on features ``f``."""
-    st = static.st
+def _losses(static: Static, params, f, y, w, f_old, known, total, lamda, mr_k: int):
+    """(loss, (ce, lf, mr)) of the cosine head on features ``f``: ``known``
+    / ``total`` the task's class counts (ints or int32 []), ``lamda`` its
+    less-forget weight, ``mr_k`` the margin loss's K (static; 0 = no
+    margin loss)."""
     C = static.num_classes
     cos = cosine_scores(f, params["cosine"]["weight"])
     logits = cos * params["cosine"]["sigma"]
-    upper = C if static.unseen == "all" else st.total
+    upper = C if static.unseen == "all" else total
     ce = common.cross_entropy(cc.mask_logits(logits, upper), y, w)
     zero = jnp.zeros((), jnp.float32)
     lf = less_forget_loss(f, f_old, w) if f_old is not None else zero
-    k = min(static.k_mr, upper - st.known)
-    mr = (margin_ranking_loss(cos, y, st.known, upper, k, static.mr_margin, w)
-          if st.known > 0 and k > 0 else zero)
-    return ce + static.lamda * lf + static.lamda_mr * mr, (ce, lf, mr, logits)
+    mr = margin_ranking_loss(cos, y, known, upper, mr_k, static.mr_margin, w) if mr_k > 0 else zero
+    return ce + lamda * lf + static.lamda_mr * mr, (ce, lf, mr, logits)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):
@@ -314,41 +326,45 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Returns:
       (State, {"loss", "ce", "lf", "mr", "acc"} float32 scalars).
     """
-    static, st, net = state.static, state.static.st, state.net
-    nb = st.new_per_step if static.batching == "pycil" else batch["y"].shape[0]
-    x, y = batch["x"][:nb], batch["y"][:nb]
+    static, tc, phase, net = state.static, state.tc, state.static.phase, state.net
+    x, y = batch["x"], batch["y"]
     w = jnp.ones(y.shape, bool)
-    if st.replay > 0:
+    new = icarl.new_rows(static, tc, batch)
+    if phase.rows > 0:
         k_idx, k_aug = jax.random.split(rng)
-        idx, valid = draw_replay(static, state.mem, state.key, net.task_step, k_idx)
-        x = jnp.concatenate([x, static.augment(state.mem.x[idx], k_aug, train=True)])
-        y = jnp.concatenate([y, state.mem.y[idx]])
-        w = jnp.concatenate([w, valid])
+        idx, valid = cc.draw_replay_rows(state.mem, tc, phase, static.batching, state.key, net.task_step, k_idx,
+                                         spread=static.exemplar_repeats == "once")
+        rx, ry = static.augment(state.mem.x[idx], k_aug, train=True), state.mem.y[idx]
+        if static.batching == "pycil":  # the first new_per_step rows new, then exemplars
+            x = jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x, rx)
+            y, w = jnp.where(new, y, ry), new | valid
+        else:
+            x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
     params = net.params
-    if static.imprint and st.known > 0:
+    if static.imprint and not phase.first:
         first = net.task_step == 0
 
         def do(p):
             f0, _ = feats(net, p, net.batch_stats, x, train=False)
-            wn = w & (jnp.arange(y.shape[0]) < nb)
-            cw = imprint_rows(p["cosine"]["weight"], f0, y, wn, st.known, st.total)
+            wn = w & jnp.pad(new, (0, y.shape[0] - new.shape[0]))  # the task's new examples
+            cw = imprint_rows(p["cosine"]["weight"], f0, y, wn, tc.known, tc.total)
             return {**p, "cosine": {**p["cosine"], "weight": jnp.where(first, cw, p["cosine"]["weight"])}}
 
         params = jax.lax.cond(common.any_seed(first), do, lambda p: p, params)
     f_old = None
-    if st.known > 0:
+    if not phase.first:
         f_old, _ = feats(net, state.old_params, state.old_batch_stats, x, train=False)
         f_old = jax.lax.stop_gradient(f_old)
 
     def loss_fn(p):
         f, bs = feats(net, p, net.batch_stats, x, train=True)
-        loss, aux = _losses(static, p, f, y, w, f_old)
+        loss, aux = _losses(static, p, f, y, w, f_old, tc.known, tc.total, state.lamda, static.mr_k)
         return loss, (bs, aux)
 
     (loss, (bs, (ce, lf, mr, logits))), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    new_net = common.apply_gradients(net.replace(params=params), grads, bs, update_mask(params, st.known, st.total),
-                                     base_lr=phase_lr(state.swept, st.task))
-    acc = jnp.mean((jnp.argmax(cc.mask_logits(logits, st.total)[:nb], -1) == y[:nb]).astype(jnp.float32))
+    new_net = common.apply_gradients(net.replace(params=params), grads, bs, update_mask(params, tc.known, tc.total),
+                                     base_lr=phase_lr(state.swept, 0 if phase.first else 1))
+    acc = icarl.new_data_accuracy(logits, y, tc.total, new)
     return state.replace(net=new_net), {"loss": loss, "ce": ce, "lf": lf, "mr": mr, "acc": acc}
 
 
@@ -391,7 +407,7 @@ def finetune_classifier(state: State) -> State:
         f = jax.lax.stop_gradient(f)
 
         def loss_fn(h):
-            return _losses(static, {"cosine": h}, f, yb, ok, None)[0]
+            return _losses(static, {"cosine": h}, f, yb, ok, None, st.known, st.total, 0.0, static.mr_k)[0]
 
         g = jax.grad(loss_fn)(head)
         lr = static.finetune_lr * (0.1 ** sum((i >= m).astype(jnp.float32) for m in static.finetune_milestones)
@@ -413,6 +429,8 @@ def features(state: State, x: jax.Array) -> jax.Array:
 
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3)."""
+    static0 = state.static  # the task's statics while the task ends (end_task is compiled per task)
+    state = state.replace(static=dataclasses.replace(static0, st=task_statics(static0, task_data["info"])))
     static, st = state.static, state.static.st
     classes = tuple(int(c) for c in task_data["info"].classes)
     mem = ex.update_memory(state.mem, lambda xf: features(state, xf),
@@ -422,7 +440,7 @@ def end_task(state: State, task_data: dict) -> State:
     if static.finetune_epochs > 0:
         state = finetune_classifier(state)
     net = state.net
-    return state.replace(old_params=net.params, old_batch_stats=net.batch_stats)
+    return state.replace(old_params=net.params, old_batch_stats=net.batch_stats, static=static0)
 
 
 def predict(state: State, x: jax.Array, task_id: jax.Array | None = None) -> jax.Array:
