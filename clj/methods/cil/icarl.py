@@ -85,11 +85,12 @@ class Static:
       task_classes: the classes of every task (static).
       init_epochs, epochs: epochs of task 0 and of later tasks.
       phase: the current task's :class:`~clj.methods.cil.common.Phase` (iCaRL,
-        WA, Replay and AKR keep the task's counts in ``State.tc``, so every
-        task >= 1 runs one compiled step).
+        WA, Replay, AKR, PODNet and LUCIR keep the task's counts in
+        ``State.tc``, so every task >= 1 runs one compiled step).
       st: the current task's :class:`~clj.methods.cil.common.TaskStatics`, for
         the methods built on this class that still read them as statics
-        (compiled once per task); iCaRL, WA, Replay and AKR leave it unset.
+        (BiC, Coil, FOSTER: compiled once per task); the others use the
+        task's statics only in ``end_task`` (compiled per task).
     """
 
     objective: str = "icarl"
