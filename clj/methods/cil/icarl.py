@@ -219,11 +219,13 @@ def head_update_mask(params, total: int, feature_rows: int | None = None):
 
 
 def draw_exemplars(static, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Array | None = None,
-                   task_step: jax.Array | None = None, counts=None, phase: cc.Phase | None = None):
+                   task_step: jax.Array | None = None, counts=None, phase: cc.Phase | None = None,
+                   spread: bool = False):
     """The step's ``phase.rows`` exemplars
     (:func:`clj.methods.cil.common.draw_replay_rows`: uniform with
     replacement, or with ``key`` under ``"pycil"`` batching the epoch's
-    permutation, one candidate per batch row), augmented.  ``counts`` /
+    permutation, one candidate per batch row; ``spread``: each stored
+    exemplar once per epoch, spread evenly), augmented.  ``counts`` /
     ``phase``: the task's (default: those of ``static.st``).
 
     Returns:
@@ -231,7 +233,7 @@ def draw_exemplars(static, mem: ex.ExemplarMemory, rng: jax.Array, key: jax.Arra
     """
     counts, phase = _counts_phase(static, counts, phase)
     k_idx, k_aug = jax.random.split(rng)
-    idx, valid = cc.draw_replay_rows(mem, counts, phase, static.batching, key, task_step, k_idx)
+    idx, valid = cc.draw_replay_rows(mem, counts, phase, static.batching, key, task_step, k_idx, spread)
     return static.augment(mem.x[idx], k_aug, train=True), mem.y[idx], valid
 
 
@@ -253,20 +255,20 @@ def old_logits(state, x: jax.Array) -> jax.Array:
 
 
 def mixed_batch(static, mem: ex.ExemplarMemory, key: jax.Array | None, task_step: jax.Array, batch: dict,
-                rng: jax.Array, counts=None, phase: cc.Phase | None = None):
+                rng: jax.Array, counts=None, phase: cc.Phase | None = None, spread: bool = False):
     """The step's batch (module doc, item 2): ``(x, y, w)`` float32 [N, ...],
     int32 [N], bool [N] (w: the row counts in the losses), N = B in
     ``"pycil"`` mode (the first ``new_per_step`` rows of ``batch``, then
     exemplars), B + R in ``"concat"`` mode.  ``counts`` (a
     :class:`~clj.methods.cil.common.TaskCounts` or host
     :class:`~clj.methods.cil.common.TaskStatics`) and ``phase``: the task's
-    (default: those of ``static.st``)."""
+    (default: those of ``static.st``); ``spread``: see :func:`draw_exemplars`."""
     counts, phase = _counts_phase(static, counts, phase)
     x, y = batch["x"], batch["y"]
     w = jnp.ones(y.shape, bool)
     if phase.rows <= 0:
         return x, y, w
-    rx, ry, valid = draw_exemplars(static, mem, rng, key, task_step, counts, phase)
+    rx, ry, valid = draw_exemplars(static, mem, rng, key, task_step, counts, phase, spread)
     if static.batching == "pycil":
         new = jnp.arange(y.shape[0]) < counts.new_per_step
         return jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x, rx), jnp.where(new, y, ry), new | valid

@@ -123,3 +123,13 @@ def begin_phase(net: ModelState, static, task: TaskInfo, st: cc.TaskStatics | No
                           f"plans {st.steps} ({st.steps_per_epoch} per epoch); the loop must take the count "
                           "from the method's task_steps.")
     return net
+
+
+def with_task_statics(state, info: TaskInfo):
+    """``state`` with ``static.st`` the statics of the task ``info`` (host
+    values): how a method that keeps its counts in ``State.tc`` reads them
+    while the task ends (``end_task`` is compiled per task); it returns its
+    State with the static it had before."""
+    import dataclasses
+
+    return state.replace(static=dataclasses.replace(state.static, st=task_statics(state.static, info)))

@@ -64,7 +64,7 @@ from clj.data.augment import Augment  # noqa: F401 - the inherited Static fields
 from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
-from clj.methods.cil import icarl
+from clj.methods.cil import icarl, icarl_phases
 from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
 from clj.methods.cil.section import CIL, LUCIR
 from clj.methods.common import ModelState, TaskInfo
@@ -327,19 +327,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
       (State, {"loss", "ce", "lf", "mr", "acc"} float32 scalars).
     """
     static, tc, phase, net = state.static, state.tc, state.static.phase, state.net
-    x, y = batch["x"], batch["y"]
-    w = jnp.ones(y.shape, bool)
+    x, y, w = icarl.mixed_batch(static, state.mem, state.key, net.task_step, batch, rng, tc, phase,
+                                spread=static.exemplar_repeats == "once")
     new = icarl.new_rows(static, tc, batch)
-    if phase.rows > 0:
-        k_idx, k_aug = jax.random.split(rng)
-        idx, valid = cc.draw_replay_rows(state.mem, tc, phase, static.batching, state.key, net.task_step, k_idx,
-                                         spread=static.exemplar_repeats == "once")
-        rx, ry = static.augment(state.mem.x[idx], k_aug, train=True), state.mem.y[idx]
-        if static.batching == "pycil":  # the first new_per_step rows new, then exemplars
-            x = jnp.where(new.reshape((-1,) + (1,) * (x.ndim - 1)), x, rx)
-            y, w = jnp.where(new, y, ry), new | valid
-        else:
-            x, y, w = jnp.concatenate([x, rx]), jnp.concatenate([y, ry]), jnp.concatenate([w, valid])
     params = net.params
     if static.imprint and not phase.first:
         first = net.task_step == 0
@@ -429,8 +419,8 @@ def features(state: State, x: jax.Array) -> jax.Array:
 
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3)."""
-    static0 = state.static  # the task's statics while the task ends (end_task is compiled per task)
-    state = state.replace(static=dataclasses.replace(static0, st=task_statics(static0, task_data["info"])))
+    static0 = state.static
+    state = icarl_phases.with_task_statics(state, task_data["info"])
     static, st = state.static, state.static.st
     classes = tuple(int(c) for c in task_data["info"].classes)
     mem = ex.update_memory(state.mem, lambda xf: features(state, xf),

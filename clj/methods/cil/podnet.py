@@ -62,7 +62,7 @@ from clj.data.augment import Augment  # noqa: F401 - the inherited Static fields
 from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
-from clj.methods.cil import icarl
+from clj.methods.cil import icarl, icarl_phases
 from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
 from clj.methods.cil.section import CIL, PODNET
 from clj.methods.common import ModelState, TaskInfo
@@ -454,8 +454,8 @@ def finetune(state: State, ft_mem: ex.ExemplarMemory, steps_per_epoch: int, key:
 def end_task(state: State, task_data: dict) -> State:
     """Task end (module doc, item 3).  ``task_data``: ``x`` uint8 [n, ...],
     ``y`` int32 [n], ``info`` TaskInfo (host values)."""
-    static0 = state.static  # the task's statics while the task ends (end_task is compiled per task)
-    state = state.replace(static=dataclasses.replace(static0, st=task_statics(static0, task_data["info"])))
+    static0 = state.static
+    state = icarl_phases.with_task_statics(state, task_data["info"])
     static, st = state.static, state.static.st
     classes = tuple(int(c) for c in task_data["info"].classes)
     transform = functools.partial(static.augment, rng=None, train=False)
