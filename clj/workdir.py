@@ -38,7 +38,7 @@ LOCK_FILE = ".lock"
 
 # Dotted fields (or whole blocks) that do not change a run's results.
 NON_RESULT_FIELDS = ("progress", "plots", "workdir", "resume", "stop_after_task", "data_dir",
-                     "loop.compilation_cache", "loop.cache_dir", "loop.profile", "loop.profile_chunks", "checkpoint",
+                     "loop.compilation_cache", "loop.cache_dir", "loop.profile", "loop.profile_chunks", "loop.seed_batching", "checkpoint",
                      "tracking", "data.placement", "data.threads", "data.prefetch", "data.eval_group")
 
 

@@ -49,13 +49,19 @@ def test_every_row_resolves_to_a_valid_config_full_size_and_tiny(name):
         assert tiny.train.batch_size <= 16 and tiny.scenario.to_dict() == full.scenario.to_dict()
 
 
-def test_tiny_keeps_the_image_shape_and_class_count_and_fills_a_batch():
-    from clj.tables import DATASET_SHAPES
+def test_tiny_keeps_the_image_shape_and_the_first_two_tasks_and_fills_a_batch():
+    from clj.scenarios import class_split
+    from clj.tables import DATASET_SHAPES, TINY_TASKS
 
     c = row_config(Row("x", "derpp_seq_tinyimg", "200"), 2, tiny=True)
     assert tuple(c.synthetic.image_shape) == DATASET_SHAPES["tiny_imagenet"][0] == (64, 64, 3)
-    assert c.synthetic.num_classes == 200
+    assert TINY_TASKS == 2 and c.synthetic.num_classes == 40  # 10 tasks of 20 classes -> the first 2
+    assert class_split(40, int(c.scenario.init_cls), int(c.scenario.increment)) == [20, 20]
     assert c.synthetic.train_per_class * 20 >= c.train.batch_size  # 20 classes per task
+    b = row_config(Row("x", "cil_imagenet1k", "memo,500,100,fair"), 1, tiny=True)  # B500 Inc100 -> 500 + 100
+    assert b.synthetic.num_classes == 600 and tuple(b.synthetic.image_shape) == (224, 224, 3)
+    d = row_config(Row("x", "serena_mnist", "official"), 2, tiny=True)  # data-incremental: every class kept
+    assert d.synthetic.num_classes == 10
     with pytest.raises(ConfigError, match="no known image shape"):
         c.dataset = "tfds:foo"
         tiny_config(c)

@@ -18,9 +18,11 @@ difference and the row's ``launch.py`` command -- is printed and written to
 ``<workdir>/table.md`` and ``table.json``.
 
 ``--tiny`` runs every selected row's real code path end to end on synthetic
-data of the row's real image shape and class count (a few images per class,
-one epoch, batches of at most 16, the smallest network of the row's family):
-a check that the row runs, not a number (the test suite runs it).
+data of the row's real image shape (a few images per class, one epoch,
+batches of at most 16, the smallest network of the row's family) and, for a
+class split, the row's first :data:`TINY_TASKS` tasks (the classes of its
+first two tasks: the first task's programs and the ones every later task
+shares): a check that the row runs, not a number (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ DATASET_SHAPES = {
     "mini_imagenet": ((288, 384, 3), 100), "fg_imagenet": ((288, 384, 3), 100),
 }
 TINY_BATCH = 16
+TINY_TASKS = 2  # --tiny: the tasks of a class split kept (the first, and one that every later task repeats)
 
 
 def get_table(name: str) -> Table:
@@ -94,7 +97,8 @@ def row_config(row: Row, num_seeds: int, tiny: bool = False):
 
 
 def tiny_config(c):
-    """``c`` on synthetic data of its dataset's image shape and class count:
+    """``c`` on synthetic data of its dataset's image shape and class count
+    (for a class split, the classes of its first :data:`TINY_TASKS` tasks):
     enough images per class that the smallest task fills one batch, two test
     images per class, one epoch (a method's own ``*_epochs`` fields too),
     batches of at most :data:`TINY_BATCH`, the row's network at its smallest
@@ -119,6 +123,9 @@ def tiny_config(c):
         split = _class_split(classes, int(sc.get("init_cls", 0)), int(sc.get("increment", 2)))
     except ConfigError:
         split = [classes]
+    if str(sc.get("kind", "class_il")) in ("class_il", "task_il") and int(sc.get("num_tasks", 0)) == 0:
+        split = split[:TINY_TASKS]  # the first tasks' classes only: the others' data is left out
+        classes = sum(split)
     per_class = max(2, math.ceil(B / max(1, min(split))))
     c.dataset = "synthetic"
     c.synthetic = ml_collections.ConfigDict(dict(image_shape=shape, num_classes=classes,

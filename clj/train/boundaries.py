@@ -11,6 +11,7 @@ import numpy as np
 from clj import config as config_lib
 from clj.methods.common import TaskInfo
 from clj.train import distributed as dist
+from clj.train.seeds import over_runs
 
 
 def what_the_method_sees(config, scenario, caps) -> tuple[bool, bool, bool, bool]:
@@ -67,10 +68,12 @@ class Boundaries:
       domain: ``domain(x_raw, task_id)``, the task's input transform.
       spmd_axis: the mesh axis the runs are sharded over.
       state_sharding: the sharding of the runs' stacked State.
+      seed_batching: ``"vmap"`` or ``"map"`` (:mod:`clj.train.seeds`).
     """
 
-    def __init__(self, spec, static: bool, domain, spmd_axis: str, state_sharding):
+    def __init__(self, spec, static: bool, domain, spmd_axis: str, state_sharding, seed_batching: str = "vmap"):
         self.spec, self.static, self.domain = spec, static, domain
+        self.seed_batching = seed_batching
         self.spmd_axis, self.state_sharding = spmd_axis, state_sharding
         self.begin_fns: dict = {}
         self.end_fns: dict = {}
@@ -81,10 +84,12 @@ class Boundaries:
         fn = self.begin_fns.get(key)
         if fn is None:
             if self.static:
-                f = jax.vmap(lambda s: self.spec.begin_task(s, info), spmd_axis_name=self.spmd_axis)
+                f = over_runs(lambda s: self.spec.begin_task(s, info), (0,), self.seed_batching,
+                              spmd_axis_name=self.spmd_axis)
                 fn = jax.jit(lambda s, i: f(s), out_shardings=self.state_sharding)
             else:
-                fn = jax.jit(jax.vmap(self.spec.begin_task, in_axes=(0, None), spmd_axis_name=self.spmd_axis),
+                fn = jax.jit(over_runs(self.spec.begin_task, (0, None), self.seed_batching,
+                                       spmd_axis_name=self.spmd_axis),
                              out_shardings=self.state_sharding)
             self.begin_fns[key] = fn
         return fn(state, info)
@@ -104,7 +109,8 @@ class Boundaries:
             def f(state, X, Y, tidx, info_arg):
                 inf = info if static else info_arg
                 data = {"x": domain(X[tidx], inf.task_id if not static else t), "y": Y[tidx], "info": inf}
-                return jax.vmap(lambda s: spec.end_task(s, data), spmd_axis_name=self.spmd_axis)(state)
+                return over_runs(lambda s: spec.end_task(s, data), (0,), self.seed_batching,
+                                 spmd_axis_name=self.spmd_axis)(state)
 
             fn = jax.jit(f, out_shardings=self.state_sharding)
             self.end_fns[key] = fn

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from clj.methods.common import SEED_AXIS
+from clj.train.seeds import over_runs
 
 
 def params_finite(state) -> jax.Array:
@@ -42,7 +43,8 @@ def params_finite(state) -> jax.Array:
 
 
 def make_chunk(spec, augment, *, B: int, K: int, unroll: int, reveal: bool, give_new_task: bool,
-               give_step_info: bool, streamed: bool, domain, constrain_batch, spmd_axis: str, state_sharding):
+               give_step_info: bool, streamed: bool, domain, constrain_batch, spmd_axis: str, state_sharding,
+               seed_batching: str = "vmap"):
     """The jitted chunk of K steps for every run.
 
     Args:
@@ -61,6 +63,8 @@ def make_chunk(spec, augment, *, B: int, K: int, unroll: int, reveal: bool, give
       constrain_batch: the batch's sharding constraint (or the identity).
       spmd_axis: the mesh axis the runs are sharded over.
       state_sharding: the sharding of the state and the metrics.
+      seed_batching: ``"vmap"`` or ``"map"``: the runs batched or one after
+        another (:mod:`clj.train.seeds`).
 
     Returns:
       ``chunk(state, X, Y, idx, task_keys, step0, n_steps, task_id, spe,
@@ -111,7 +115,7 @@ def make_chunk(spec, augment, *, B: int, K: int, unroll: int, reveal: bool, give
         return st, {**metrics, "params_finite": params_finite(st)}
 
     data_axis = 0 if streamed else None
-    fn = jax.vmap(seed_chunk, in_axes=(0, data_axis, data_axis, 0, 0) + (None,) * 5, axis_name=SEED_AXIS,
-                  spmd_axis_name=spmd_axis)
+    fn = over_runs(seed_chunk, (0, data_axis, data_axis, 0, 0) + (None,) * 5, seed_batching, axis_name=SEED_AXIS,
+                   spmd_axis_name=spmd_axis)
     donate = (0,) if jax.default_backend() != "cpu" else ()
     return jax.jit(fn, donate_argnums=donate, out_shardings=(state_sharding, state_sharding))

@@ -14,10 +14,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from clj.train import distributed as dist
 from clj.train.runtime import DATA_MESH_AXIS
+from clj.train.seeds import over_runs
 
 
 def make_eval_counts(spec, caps, augment, *, num_tasks: int, top5: bool, domain_per_example, batch_sharding,
-                     n_data_dev: int, spmd_axis: str, state_sharding):
+                     n_data_dev: int, spmd_axis: str, state_sharding, seed_batching: str = "vmap"):
     """The jitted count of correct predictions per task.
 
     Args:
@@ -33,6 +34,7 @@ def make_eval_counts(spec, caps, augment, *, num_tasks: int, top5: bool, domain_
         ``batch_sharding`` when > 1).
       spmd_axis: the mesh axis the runs are sharded over.
       state_sharding: the sharding of the runs' stacked State (and the counts).
+      seed_batching: ``"vmap"`` or ``"map"`` (:mod:`clj.train.seeds`).
 
     Returns:
       ``counts(state, Xt, Yt, eidx, etask, evalid, seen, task_cls, n_batches)
@@ -84,7 +86,7 @@ def make_eval_counts(spec, caps, augment, *, num_tasks: int, top5: bool, domain_
         zeros = jnp.zeros((T,), jnp.int32)
         return jax.lax.fori_loop(0, n_batches, count, (zeros, zeros, zeros))
 
-    return jax.jit(jax.vmap(seed_eval, in_axes=(0,) + (None,) * 8, spmd_axis_name=spmd_axis),
+    return jax.jit(over_runs(seed_eval, (0,) + (None,) * 8, seed_batching, spmd_axis_name=spmd_axis),
                    out_shardings=state_sharding)
 
 

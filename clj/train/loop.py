@@ -43,6 +43,8 @@ from clj.train.placement import (PLACEMENTS, ChunkImages, DataLayout, apply_doma
                                  apply_domain_per_example, choose_placement, lay_out_data)
 from clj.train.results import (Progress, record_chunk, record_task, summarize_diverged,  # noqa: F401
                                write_configs, write_results)
+from clj.models import is_conv
+from clj.train.seeds import resolve_seed_batching
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
 from clj.train.signals import Diverged, Interrupted, MidTaskSaver, NoLog, catch_signals, watch_divergence
 
@@ -123,6 +125,10 @@ class Runner:
             raise config_lib.ConfigError(str(e)) from None
         self.n_dev = self.mesh.devices.size
         self.n_seed_dev, self.n_data_dev = self.mesh.devices.shape
+        # a device's runs batched (vmap) or one after another (map): clj.train.seeds
+        conv = self.caps.conv if self.caps.conv is not None else is_conv(str(config.model.name))
+        self.seed_batching = resolve_seed_batching(str(config.loop.get("seed_batching", "auto")),
+                                                   -(-self.S // self.n_seed_dev), self.n_seed_dev, bool(conv))
         self.shard_batch = bool(config.loop.shard_batch) and self.n_data_dev > 1 and self.B % self.n_data_dev == 0
         if bool(config.loop.shard_batch) and self.n_data_dev > 1 and not self.shard_batch:
             warnings.warn(f"train.batch_size={self.B} does not divide over the {self.n_data_dev} devices of the "
@@ -145,14 +151,15 @@ class Runner:
         self._chunk = None
         self._eval_fn = None
         self._boundaries = Boundaries(self.spec, self.caps.static_task_info, self._domain, SEED_MESH_AXIS,
-                                      self._state_sharding)
+                                      self._state_sharding, self.seed_batching)
         self.chunk_compiles = 0
         self._profiler = None  # loop.profile: a ChunkProfiler while the run trains (clj.train.profile)
         self.main = dist.is_main()  # process 0 alone prints and writes
         if config.progress and self.main:
             print(f"[clj] {jax.default_backend()}: {self.n_dev} device(s) as seeds x data = "
                   f"{self.n_seed_dev} x {self.n_data_dev}; {self.S} run(s); chunk {self.K} steps "
-                  f"(unroll {self.unroll}); data placement {self.placement}")
+                  f"(unroll {self.unroll}); runs {'batched' if self.seed_batching == 'vmap' else 'one after another'}; "
+                  f"data placement {self.placement}")
 
     def point_config(self, i: int):
         """The resolved config of point i (the config with its values set)."""
@@ -193,7 +200,7 @@ class Runner:
                 self.spec, self.augment, B=self.B, K=self.K, unroll=self.unroll, reveal=self.reveal,
                 give_new_task=self.give_new_task, give_step_info=self.give_step_info,
                 streamed=self.placement == "stream", domain=self._domain, constrain_batch=self._constrain_batch,
-                spmd_axis=SEED_MESH_AXIS, state_sharding=self._state_sharding)
+                spmd_axis=SEED_MESH_AXIS, state_sharding=self._state_sharding, seed_batching=self.seed_batching)
         return self._chunk
 
     def _eval_counts_fn(self):
@@ -201,7 +208,8 @@ class Runner:
             self._eval_fn = evaluate_lib.make_eval_counts(
                 self.spec, self.caps, self.augment, num_tasks=self.scenario.num_tasks, top5=self.top5,
                 domain_per_example=self._domain_per_example, batch_sharding=self._batch_sharding,
-                n_data_dev=self.n_data_dev, spmd_axis=SEED_MESH_AXIS, state_sharding=self._state_sharding)
+                n_data_dev=self.n_data_dev, spmd_axis=SEED_MESH_AXIS, state_sharding=self._state_sharding,
+                seed_batching=self.seed_batching)
         return self._eval_fn
 
     def evaluate(self, state, seen=None, upto: int | None = None) -> dict[str, np.ndarray]:

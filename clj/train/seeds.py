@@ -1,0 +1,97 @@
+"""How a compiled program runs the runs (seeds x grid points) a device holds:
+batched with ``jax.vmap`` or one after another.
+
+``loop.seed_batching`` (config):
+
+- ``vmap``: every run's arrays gain a leading axis and each operation runs
+  once for all of them.  A GPU or TPU shares each kernel launch between the
+  runs, which is why the loop vmaps seeds.
+- ``map``: the runs one after another inside one compiled program (a
+  ``lax.scan`` over the leading axis, fully unrolled: XLA:CPU runs a
+  convolution's weight gradient inside a rolled loop 20-50x slower, see
+  :func:`clj.train.runtime.auto_chunking`).  On XLA:CPU vmapped per-run
+  weights turn every convolution into a grouped convolution, several times
+  slower than the runs' convolutions one after another (``benchmarks/README.md``,
+  "Seeds of a convolutional network on the CPU").  The price is compile time:
+  the program holds one copy of the step per run.
+- ``auto`` (default): ``map`` on the CPU for a convolutional network when a
+  device holds more than one run and the runs are not spread over several
+  devices of the mesh's seed axis; ``vmap`` otherwise (every GPU / TPU run,
+  MLPs, whose batched matrix products cost nothing extra, and one run per
+  device, where the vmap is free).
+
+Both give every run the result it would have alone (the loop's tests compare
+each with separate runs).  Under ``map`` there is no seed axis to reduce over,
+so :func:`clj.methods.common.any_seed` returns each run's own flag.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+
+SEED_BATCHING = ("auto", "vmap", "map")
+
+
+def resolve_seed_batching(mode: str, runs_per_device: int, n_seed_dev: int, conv: bool,
+                          backend: str | None = None) -> str:
+    """The batching a run uses: ``"vmap"`` or ``"map"`` (module doc).
+
+    Args:
+      mode: ``loop.seed_batching``: one of :data:`SEED_BATCHING`.
+      runs_per_device: runs (seeds x grid points) each device of the seed axis holds.
+      n_seed_dev: devices of the mesh's seed axis.
+      conv: the network is convolutional.
+      backend: the JAX backend (default ``jax.default_backend()``).
+
+    Raises:
+      ValueError: ``mode`` not in :data:`SEED_BATCHING`.
+    """
+    if mode not in SEED_BATCHING:
+        raise ValueError(f"loop.seed_batching={mode!r} is invalid; valid: {', '.join(SEED_BATCHING)}.")
+    if mode != "auto":
+        return mode
+    backend = backend or jax.default_backend()
+    return "map" if backend == "cpu" and conv and runs_per_device > 1 and n_seed_dev == 1 else "vmap"
+
+
+def over_runs(fn: Callable, in_axes: Sequence[int | None], mode: str, *, axis_name: str | None = None,
+              spmd_axis_name: str | None = None) -> Callable:
+    """``fn`` over the runs' leading axis, as ``jax.vmap(fn, in_axes, ...)``
+    (``mode="vmap"``) or as an unrolled loop over the arguments whose
+    ``in_axes`` entry is 0 (``mode="map"``; the others are shared by every
+    run, ``axis_name`` and ``spmd_axis_name`` are then unused).
+
+    Args:
+      fn: the one-run function; its outputs are stacked on a new axis 0.
+      in_axes: per positional argument, 0 (one slice per run) or None (shared).
+      mode: ``"vmap"`` or ``"map"`` (:func:`resolve_seed_batching`).
+
+    Raises:
+      ValueError: an ``in_axes`` entry other than 0 or None, or an unknown mode.
+    """
+    in_axes = tuple(in_axes)
+    if any(a not in (0, None) for a in in_axes):
+        raise ValueError(f"in_axes={in_axes!r}: each entry must be 0 or None.")
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes=in_axes, axis_name=axis_name, spmd_axis_name=spmd_axis_name)
+    if mode != "map":
+        raise ValueError(f"mode={mode!r} is invalid; valid: vmap, map.")
+    per_run = [i for i, a in enumerate(in_axes) if a == 0]
+
+    def mapped(*args):
+        if len(args) != len(in_axes):
+            raise TypeError(f"expected {len(in_axes)} arguments, got {len(args)}.")
+
+        def one(xs):
+            full = list(args)
+            for i, x in zip(per_run, xs):
+                full[i] = x
+            return fn(*full)
+
+        xs = tuple(args[i] for i in per_run)
+        n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+        # fully unrolled: no loop left around the runs' steps (the module doc)
+        return jax.lax.scan(lambda c, x: (c, one(x)), None, xs, unroll=max(1, n))[1]
+
+    return mapped
