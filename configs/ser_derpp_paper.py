@@ -16,11 +16,13 @@ prepared once with SER's label map, 288x384 Lanczos (docs/data.md)::
 then ``--config.data_dir=<data_dir>``; without it the run stops with one line
 naming that command.  ``--config.dataset=fg_imagenet`` runs Split
 FG-ImageNet (``python -m clj.data.prepare fg_imagenet ... --classes
-<SER's data/seq_imagenet_FG.yml>``).  The records also hold SER's saliency
-map of every image, but the loop's batches do not carry them to the step yet,
-so the saliency targets stay the offline spectral-residual maps (or, with a
-converted official checkpoint ``--config.ser.sal_init=ckpt:/path/sal.npz``,
-``--config.ser.sal_target=teacher``).  ``data.placement=auto`` streams the
+<SER's data/seq_imagenet_FG.yml>``).  The records hold SER's saliency map
+of every image; the loop gathers each batch's maps with its images and the
+saliency branch trains on them (``ser.sal_target='dataset'``, the paper's
+target).  Its starting weights: ``pretrain:2000`` steps on procedural images
+here, or the official checkpoint converted to ``.npz``
+(``--config.ser.sal_init=ckpt:/path/sal.npz``, the paper's).
+``data.placement=auto`` streams the
 records when they would not fit the device comfortably (``stream`` forces
 it).  Meant for a GPU; on CPU it takes days.
 """
@@ -48,5 +50,6 @@ def get_config():
     c.ser.sal_lr = 0.005
     c.ser.sal_coeff = 1.0
     c.ser.sal_n_gaussians = 0
+    c.ser.sal_target = "dataset"  # the ground-truth maps stored with the images
     c.ser.sal_init = "pretrain:2000"
     return c

@@ -93,7 +93,7 @@ class _Prefetcher:
 
     def __init__(self, dataset: PreparedDataset | str | os.PathLike, split: str,
                  indices: np.ndarray, n: int, start: int, prefetch: int,
-                 num_threads: int | None, labels: np.ndarray | None = None) -> None:
+                 num_threads: int | None, labels: np.ndarray | None = None, extras: tuple = ()) -> None:
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1 (chunks read ahead), got {prefetch}")
         if not 0 <= start <= n:
@@ -115,6 +115,11 @@ class _Prefetcher:
                                  f"{self.dataset.name}/{split}, got shape {labels.shape}")
             labels = labels.astype(np.int32)
         self.labels = labels
+        missing = [e for e in extras if e not in self.dataset.extras]
+        if missing:
+            raise ValueError(f"{self.dataset.name}: no extra {missing[0]!r}; stored extras: "
+                             f"{', '.join(self.dataset.extras) or 'none'}")
+        self.extras = tuple(extras)
         self.split = split
         self.num_items = n
         self.start = start
@@ -142,7 +147,10 @@ class _Prefetcher:
                 if self._stop.is_set():
                     return
                 ix = self._item_indices(i)
-                x, y = self.dataset.read(self.split, ix)
+                ex = {e: np.empty((*ix.shape, *self.dataset.extras[e]), np.uint8) for e in self.extras}
+                x, y = self.dataset.read(self.split, ix, extras_out=ex or None)
+                if ex:  # the images and their stored extras, row for row
+                    x = {"image": x, **ex}
                 if self.labels is not None:  # the scenario's labels (its class order), not the stored ones
                     y = self.labels[ix]
                 if not self._put((x, y)):
@@ -208,6 +216,9 @@ class ChunkStream(_Prefetcher):
         ``y_test``, relabelled by its class order); the yielded labels are
         then ``labels[indices]`` instead of the labels stored on disk, so a
         streamed run sees exactly the on-device run's labels.
+      extras: names of stored per-image extras (``"saliency"``) read with
+        the images; each yielded ``images`` is then a dict ``{"image": images,
+        name: uint8 [S, K, B', *shape], ...}``.
 
     Iteration (once) yields ``n_chunks - start_chunk`` pairs, in chunk order:
       ``images uint8 [S, K, B', H, W, C]`` and ``labels int32 [S, K, B']``
@@ -217,14 +228,15 @@ class ChunkStream(_Prefetcher):
 
     Raises:
       ValueError: ``indices`` not 4-D, bad ``prefetch``/``start_chunk``/process
-        split. IndexError: an index outside the split. Read errors are raised
-        by the iteration that would have returned the chunk.
+        split, an extra the records do not store. IndexError: an index outside
+        the split. Read errors are raised by the iteration that would have
+        returned the chunk.
     """
 
     def __init__(self, dataset: PreparedDataset | str | os.PathLike, indices: np.ndarray,
                  *, split: str = "train", prefetch: int = 2, process_index: int = 0,
                  process_count: int = 1, start_chunk: int = 0,
-                 num_threads: int | None = None, labels: np.ndarray | None = None) -> None:
+                 num_threads: int | None = None, labels: np.ndarray | None = None, extras: tuple = ()) -> None:
         indices = np.asarray(indices)
         if indices.ndim != 4 or not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(f"indices must be an integer array [S, n_chunks, K, B], got "
@@ -233,7 +245,7 @@ class ChunkStream(_Prefetcher):
         self.indices = indices[..., self.rows]
         self.start_chunk = int(start_chunk)
         super().__init__(dataset, split, self.indices, indices.shape[1], self.start_chunk,
-                         prefetch, num_threads, labels)
+                         prefetch, num_threads, labels, extras)
 
     def _item_indices(self, i: int) -> np.ndarray:
         return self.indices[:, i]

@@ -71,6 +71,13 @@ class Capabilities:
         over the test example's task classes) or ``multiply`` (logits times
         the 0/1 task mask, argmax over all classes: an example whose task
         logits are all negative counts as wrong; NISPA's official code).
+      batch_extras: names of per-image extras stored in the dataset's
+        prepared records (``"saliency"``: SER's ground-truth maps, uint8
+        [H, W, 1]) that the loop gathers into every training batch as
+        ``batch[name]`` (uint8 [B, *shape]), row for row with ``batch["x"]``,
+        as stored: neither augmented nor domain-transformed (a method that
+        reads them refuses such transforms, as SER does); the dataset must
+        store them (the loop refuses it otherwise, before training).
     """
 
     cumulative_data: bool = False
@@ -84,6 +91,7 @@ class Capabilities:
     conv: bool | None = None
     heavy_step: bool = False
     task_il_rule: str = "restrict"
+    batch_extras: tuple = ()
 
 
 def _none(*_args, **_kw):

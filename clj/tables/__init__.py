@@ -164,6 +164,11 @@ def tiny_config(c):
             for k, v in block.items():
                 if k.endswith("_epochs") and isinstance(v, int) and not isinstance(v, bool) and v > 1:
                     block[k] = 1
+    if "ser" in c:
+        if str(c.ser.get("sal_target", "")) == "dataset":
+            c.ser.sal_target = "spectral_residual"  # synthetic images have no stored saliency maps
+        if str(c.ser.get("sal_init", "")).startswith("pretrain:"):
+            c.ser.sal_init = "pretrain:2"  # two steps of the saliency pretraining (the paper configs: 2000)
     if "cil" in c:
         c.cil.memory_size = min(int(c.cil.memory_size), 2 * classes)
         c.cil.base_exemplars = min(int(c.cil.base_exemplars), 2 * classes)

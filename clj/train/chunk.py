@@ -71,7 +71,9 @@ def make_chunk(spec, augment, *, B: int, K: int, unroll: int, reveal: bool, give
       n_task) -> (state, metrics)``: ``state`` the runs' stacked State;
       device placement: X [N, ...] / Y [N] the whole split (shared by the
       runs) and idx int32 [S, K, B] each run's examples; stream placement:
-      X [S, K, B, ...] / Y [S, K, B] each run's chunk, idx unused;
+      X [S, K, B, ...] / Y [S, K, B] each run's chunk, idx unused; X may be
+      ``{"image": X, name: extra}`` with per-image extras laid out like the
+      images, each gathered into the batch as ``batch[name]``;
       ``task_keys`` [S, 2] each run's task key; the rest int32 scalars.
       ``metrics`` holds the method's step metrics [S, K, ...] and
       ``params_finite`` bool [S].  The state is donated except on the CPU.
@@ -87,12 +89,17 @@ def make_chunk(spec, augment, *, B: int, K: int, unroll: int, reveal: bool, give
             step = step0 + k
             key = jax.random.fold_in(task_key, step)
             k_aug, k_step = jax.random.split(key)
-            xb, yb = (X[k], Y[k]) if streamed else (X[ix], Y[ix])
+            xb, yb = jax.tree.map(lambda a: a[k] if streamed else a[ix], (X, Y))
+            extras = {}
+            if isinstance(xb, dict):  # the images and their stored extras (Capabilities.batch_extras)
+                extras = {n: constrain_batch(v) for n, v in xb.items() if n != "image"}
+                xb = xb["image"]
             x_raw = constrain_batch(domain(xb, task_id))
             y = constrain_batch(yb)
             x = aug(x_raw, k_aug, train=True)
             batch = {"x": x, "x_raw": x_raw, "y": y,
                      "task_id": jnp.full((B,), jnp.where(reveal, task_id, -1), jnp.int32)}
+            batch.update(extras)
             if give_new_task:
                 batch["new_task"] = step == 0
             if give_step_info:  # shared by all seeds (unbatched under vmap)

@@ -147,7 +147,9 @@ class Runner:
                                  threads=int(config.data.get("threads", 4)) if stream else 0,
                                  eval_batch_size=int(config.loop.eval_batch_size), mesh=self.mesh,
                                  n_data_dev=self.n_data_dev, replicated=self._replicated,
-                                 abstract=abstract_data)
+                                 abstract=abstract_data, extras=tuple(self.caps.batch_extras))
+        # the chunk's training images: with a method's per-image extras, {"image": X, name: extra}
+        self._train_X = {"image": self.data.X, **self.data.extras} if self.data.extras else self.data.X
         self._chunk = None
         self._eval_fn = None
         self._boundaries = Boundaries(self.spec, self.caps.static_task_info, self._domain, SEED_MESH_AXIS,
@@ -434,7 +436,7 @@ class Runner:
         if self.placement == "stream":  # each chunk's images read from disk ahead of use
             chunks = ChunkImages(self.data.records, idx, self.mesh, self.shard_batch, idx_sharding,
                                  start_chunk=start_chunk, prefetch=int(self.config.data.get("prefetch", 2)),
-                                 labels=self.scenario.y_train)
+                                 labels=self.scenario.y_train, extras=tuple(self.caps.batch_extras))
             self.stream_block = chunks.box
         else:
             idx = dist.put(idx, idx_sharding)
@@ -470,7 +472,7 @@ class Runner:
         try:
             for c in range(start_chunk, n_chunks):
                 s0 = c * K
-                X, Y, ix = chunks.next() if chunks is not None else (self.data.X, self.data.Y, idx[:, c])
+                X, Y, ix = chunks.next() if chunks is not None else (self._train_X, self.data.Y, idx[:, c])
                 state, metrics = fn(state, X, Y, ix, task_keys, np.int32(s0), n_steps, tid, spe, n_task)
                 if pending is not None and read(pending):
                     stopped_at = pending[1] + pending[2]

@@ -118,10 +118,13 @@ def program_memory(config, scenario=None) -> ProgramMemory:
         shp = tuple(r.scenario.image_shape)
         bsh = NamedSharding(r.mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if r.shard_batch else None))
         X = jax.ShapeDtypeStruct((S, K, B) + shp, np.uint8, sharding=bsh)
+        if r.data.extra_shapes:  # a method's per-image extras, read with each chunk
+            X = {"image": X, **{n: jax.ShapeDtypeStruct((S, K, B) + tuple(e), np.uint8, sharding=bsh)
+                                for n, e in r.data.extra_shapes.items()}}
         Y = jax.ShapeDtypeStruct((S, K, B), i32, sharding=bsh)
         data_bytes = 0
     else:
-        X, Y = r.data.X, r.data.Y
+        X, Y = r._train_X, r.data.Y
         data_bytes = _nbytes_per_device([X, Y, r.data.Xt, r.data.Yt])
     data_bytes += _nbytes_per_device([r.data.eval_idx, r.data.eval_task, r.data.eval_valid, r.data.task_cls])
     idx = jax.ShapeDtypeStruct((S, K, B), i32, sharding=NamedSharding(

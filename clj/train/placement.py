@@ -93,6 +93,11 @@ class DataLayout:
       eval_counts: int [T] test examples of each task.
       eval_batches_upto: int [T] evaluation batches of tasks 0..t.
       task_cls: bool [T, num_classes] the classes of each task, on every device.
+      extras: ``{name: uint8 [N, *shape]}`` the training split's stored
+        per-image extras a method asked for (``Capabilities.batch_extras``),
+        on every device with the ``device`` placement (empty with ``stream``,
+        whose chunks read them with the images).
+      extra_shapes: ``{name: shape}`` of one image's extra (both placements).
     """
 
     X: jax.Array | None
@@ -110,10 +115,12 @@ class DataLayout:
     eval_counts: np.ndarray
     eval_batches_upto: np.ndarray
     task_cls: jax.Array
+    extras: dict = dataclasses.field(default_factory=dict)
+    extra_shapes: dict = dataclasses.field(default_factory=dict)
 
 
 def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int, eval_batch_size: int,
-                 mesh, n_data_dev: int, replicated, abstract: bool = False) -> DataLayout:
+                 mesh, n_data_dev: int, replicated, abstract: bool = False, extras: tuple = ()) -> DataLayout:
     """Puts the scenario's data on the devices of ``mesh`` (or opens its
     records, ``stream``) and lays out its evaluation set.
 
@@ -131,8 +138,41 @@ def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int
         instead of arrays (nothing is put on a device; the records of
         ``stream`` are not opened): the layout a program is compiled for
         when only its memory is wanted (:mod:`clj.train.memory`).
+      extras: names of the records' per-image extras to put on the devices
+        with the training images (``device``; read from ``prepared``).
+
+    Raises:
+      ConfigError: ``extras`` asked of a dataset whose records do not store
+        them (or that is not prepared).
     """
     sc = scenario
+    extra_arrays, extra_shapes = {}, {}
+    if extras:
+        from clj.data.records import PreparedDataset
+
+        if prepared is None:
+            raise config_lib.ConfigError(
+                f"the method reads the per-image extras {', '.join(extras)} stored in a dataset's prepared records, "
+                "and this dataset is not prepared; prepare it with python -m clj.data.prepare (docs/data.md).")
+        rec = PreparedDataset(prepared, num_threads=max(1, threads))
+        try:
+            missing = [e for e in extras if e not in rec.extras]
+            if missing:
+                raise config_lib.ConfigError(
+                    f"the method reads the per-image extra {missing[0]!r}, and the records in {prepared} store "
+                    f"{', '.join(rec.extras) or 'none'}; prepare the dataset with its extras (docs/data.md).")
+            extra_shapes = {e: tuple(rec.extras[e]) for e in extras}
+            if placement == "device":
+                if rec.num_examples("train") != len(sc.y_train):
+                    raise config_lib.ConfigError(
+                        f"the records in {prepared} hold {rec.num_examples('train')} training images and the "
+                        f"scenario {len(sc.y_train)}: their extras {', '.join(extras)} cannot be aligned with them.")
+                for e in extras:
+                    shape = (rec.num_examples("train"), *rec.extras[e])
+                    extra_arrays[e] = (jax.ShapeDtypeStruct(shape, np.uint8, sharding=replicated) if abstract
+                                       else dist.put(rec.read_extra("train", e), replicated))
+        finally:
+            rec.close()
 
     def put(a, sharding=replicated):
         a = np.asarray(a)
@@ -178,7 +218,8 @@ def lay_out_data(scenario, placement: str, prepared: str | None, *, threads: int
         eval_valid=put(eval_valid_host, shard), eval_counts=counts,
         # evaluation batches of tasks 0..t (the batches are grouped by task, in task order)
         eval_batches_upto=np.cumsum([max(1, math.ceil(n / E)) for n in counts]),
-        task_cls=put(sc.class_task_matrix()))
+        task_cls=put(sc.class_task_matrix()), extras=extra_arrays,
+        extra_shapes=extra_shapes)
 
 
 def apply_domain(x_raw, task_id, dom, domain: str):
@@ -217,10 +258,11 @@ class ChunkImages:
       start_chunk: the first chunk read.
       prefetch: chunks read ahead.
       labels: the scenario's training labels (its class order).
+      extras: stored per-image extras read with the images (``"saliency"``).
     """
 
     def __init__(self, records, idx: np.ndarray, mesh, shard_batch: bool, idx_sharding, *, start_chunk: int,
-                 prefetch: int, labels: np.ndarray):
+                 prefetch: int, labels: np.ndarray, extras: tuple = ()):
         from clj.data.stream import ChunkStream
 
         S, _, K, B = idx.shape
@@ -228,14 +270,15 @@ class ChunkImages:
         self.sharding = NamedSharding(mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if shard_batch else None))
         self.box = dist.local_box(self.shape, self.sharding)
         self._stream = ChunkStream(records, idx[self.box[0], :, :, self.box[2]], start_chunk=start_chunk,
-                                   prefetch=prefetch, labels=labels)
+                                   prefetch=prefetch, labels=labels, extras=extras)
         self._chunks = iter(self._stream)
         self.no_idx = dist.put(np.zeros((S, 1, K, B), np.int32), idx_sharding)
 
     def next(self):
-        """(X [S, K, B, ...], Y [S, K, B], unused indices) of the next chunk."""
+        """(X [S, K, B, ...], Y [S, K, B], unused indices) of the next chunk;
+        with ``extras``, X is ``{"image": ..., name: [S, K, B, *shape]}``."""
         xs, ys = next(self._chunks)   # this process's block: [S', K, B', ...]
-        X = dist.put_local(xs, self.box, self.shape + xs.shape[3:], self.sharding)
+        X = jax.tree.map(lambda a: dist.put_local(a, self.box, self.shape + a.shape[3:], self.sharding), xs)
         Y = dist.put_local(ys, self.box, self.shape, self.sharding)
         return X, Y, self.no_idx[:, 0]
 

@@ -78,11 +78,23 @@ def saliency_apply(sal: SalState, params, batch_stats, x, train: bool, rng=None)
     return pred, feats, batch_stats
 
 
-def saliency_targets(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array) -> jax.Array:
+def saliency_targets(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array,
+                     given: jax.Array | None = None) -> jax.Array:
     """Targets float32 [B, H, W] (unit sum) of padded uint8 ``x_raw`` /
-    normalised ``x`` images: the offline map ``static.sal_target`` of
-    :func:`clj.methods.ser.targets.compute_targets`, or with ``teacher`` the
-    eval-mode prediction of the frozen initial saliency net."""
+    normalised ``x`` images: with ``sal_target='dataset'`` the images' own
+    ground-truth maps ``given`` (float [B, H, W], any scale: SER's loader
+    reads the grey PNG into [0, 1] and normalises it to unit sum, ``docs/ser.md``
+    "Data"); the offline map ``static.sal_target`` of
+    :func:`clj.methods.ser.targets.compute_targets`; or with ``teacher`` the
+    eval-mode prediction of the frozen initial saliency net.
+
+    Raises:
+      ValueError: ``sal_target='dataset'`` without ``given`` (at trace time).
+    """
+    if static.sal_target == "dataset":
+        if given is None:
+            raise ValueError("ser.sal_target='dataset' needs the batch's saliency maps (batch['saliency']).")
+        return tg.normalize_map(given)
     if static.sal_target == "teacher":
         pred, _ = sal.model.apply({"params": teacher["params"], "batch_stats": teacher["batch_stats"]}, x,
                                   train=False)
@@ -115,16 +127,19 @@ def kld_step(model: SaliencyNet, tx: optax.GradientTransformation, params, batch
     return optax.apply_updates(params, upd), bs, opt_state, loss, feats
 
 
-def saliency_step(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array, rng: jax.Array):
+def saliency_step(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array, rng: jax.Array,
+                  given: jax.Array | None = None):
     """The saliency branch's step on a stream batch (``docs/ser.md``, "One
     training step", steps 1-2):
-    :func:`kld_step` at ``static.sal_coeff`` with the saliency optimiser.
+    :func:`kld_step` at ``static.sal_coeff`` with the saliency optimiser,
+    towards :func:`saliency_targets` (``given``: the batch's ground-truth
+    maps, float [B, H, W], for ``sal_target='dataset'``).
 
     Returns:
       ``(new SalState, stream features (stop-gradient: no classification
       gradient reaches the saliency net), saliency loss float32 [])``.
     """
-    target = saliency_targets(static, sal, teacher, x_raw, x)
+    target = saliency_targets(static, sal, teacher, x_raw, x, given)
     params, bs, opt, loss, feats = kld_step(sal.model, sal.optim.make(), sal.params, sal.batch_stats,
                                             sal.opt_state, x, target, rng, static.sal_coeff)
     new = sal.replace(params=params, batch_stats=bs, opt_state=opt, step=sal.step + 1)
@@ -136,7 +151,7 @@ def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_
     """Trains the saliency net for ``steps`` steps on procedural images
     (:func:`clj.methods.ser.targets.procedural_images`, disjoint from the
     continual stream) against the configured offline target (``teacher``
-    falls back to spectral residual), with the saliency optimiser at
+    and ``dataset`` fall back to spectral residual), with the saliency optimiser at
     ``lr_mult`` times its learning rates (``docs/ser.md``, "Without the
     saliency data or the checkpoint").  One ``lax.scan``.
 
@@ -146,7 +161,7 @@ def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_
     if steps <= 0:
         return params, batch_stats
     tx = sopt.make(lr_mult)
-    kind = "spectral_residual" if static.sal_target == "teacher" else static.sal_target
+    kind = "spectral_residual" if static.sal_target in ("teacher", "dataset") else static.sal_target
 
     def step(carry, k):
         p, bs, opt = carry

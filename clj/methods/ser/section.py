@@ -7,7 +7,8 @@ from clj.methods.sections import Section, at_least, choice, need, positive
 SER_MNP_MODES = ("multiply",)
 SER_NUM_POINTS = 5                      # stem + four stages (clj.models.saliency.NUM_POINTS)
 SER_POOL_MODES = ("mammoth_square", "global")
-SER_TARGETS = ("spectral_residual", "center", "center_sr", "teacher")
+SER_TARGETS = ("dataset", "spectral_residual", "center", "center_sr", "teacher")
+SALIENCY_DATASETS = ("mini_imagenet", "fg_imagenet")  # the datasets whose records store SER's saliency maps
 SER_CLS_INITS = ("random", "sal_encoder")
 SER_CLASSIFIERS = ("resnet18", "resnet18_reduced", "resnet18_imagenet")  # clj.methods.ser.ser.CLASSIFIERS
 SER_STEMS = ("cifar", "imagenet")  # model.stem: SER's code's (3x3, no pool) or the ImageNet one
@@ -20,6 +21,10 @@ def _check_ser(v, config) -> None:
          f"ser.mnp_blocks={blocks!r} is invalid: five 0/1 flags (stem, stage 1..4).")
     choice("ser", "pool_mode", v["pool_mode"], SER_POOL_MODES)
     choice("ser", "sal_target", v["sal_target"], SER_TARGETS)
+    need(v["sal_target"] != "dataset" or str(config.get("dataset", "")) in SALIENCY_DATASETS,
+         f"ser.sal_target='dataset' reads the saliency maps stored with the images, and dataset="
+         f"{config.get('dataset', '')!r} has none; valid: a dataset of {', '.join(SALIENCY_DATASETS)} "
+         f"(python -m clj.data.prepare), or ser.sal_target in spectral_residual, center, center_sr, teacher.")
     si = str(v["sal_init"])
     ok = si == "scratch" or (si.startswith("ckpt:") and len(si) > 5)
     if si.startswith("pretrain:"):
@@ -42,7 +47,8 @@ SER = Section(
     dict(mnp="how saliency modulates the classifier's features: 'multiply'",
          mnp_blocks="five 0/1 flags: modulate the stem and stages 1..4",
          pool_mode="pooling of the saliency map to each stage: 'mammoth_square' or 'global'",
-         sal_target="saliency training target: spectral_residual, center, center_sr or teacher",
+         sal_target="saliency training target: dataset (the ground-truth maps stored with mini_imagenet / "
+                    "fg_imagenet, the paper's), spectral_residual, center, center_sr or teacher",
          sal_init="saliency net start: 'scratch', 'pretrain:<steps>' or 'ckpt:<path.npz>'",
          sal_lr="SGD learning rate of the saliency decoder",
          sal_cnn_lr_factor="the saliency encoder's lr is sal_lr times this",

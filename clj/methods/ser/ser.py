@@ -42,7 +42,11 @@ One jitted step (``train_step``), in the official order ("One training step"):
 The saliency branch (its optimiser, step, pretraining and weight import)
 is :mod:`clj.methods.ser.saliency`.
 
-Saliency targets (``ser.sal_target``, recorded in results.json): the offline
+Saliency targets (``ser.sal_target``, recorded in results.json): ``dataset``,
+the paper's: each stream image's ground-truth map stored with it in the
+prepared records of ``mini_imagenet`` / ``fg_imagenet``, gathered into the
+batch by the loop (``batch["saliency"]``, :attr:`Capabilities.batch_extras`)
+and normalised to unit sum as SER's loader does; the offline
 ``spectral_residual`` (default), ``center``, ``center_sr`` ("Without the
 saliency data or the checkpoint") or ``teacher``: the eval-mode prediction of a
 frozen copy of the *initial* saliency net, meaningful with
@@ -335,7 +339,9 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     Args:
       state: the State.
       batch: ``x_raw`` uint8 [B, H, W, C] stream images (SER normalises and
-        pads them itself: no augmentation), ``y`` int32 [B], ``task_id``.
+        pads them itself: no augmentation), ``y`` int32 [B], ``task_id``;
+        with ``ser.sal_target='dataset'`` also ``saliency`` uint8 [B, H, W, 1],
+        the images' ground-truth maps (padded like the images).
       rng: PRNG key (dropout, replay draws, reservoir).
 
     Returns:
@@ -346,7 +352,10 @@ def train_step(state: State, batch: dict, rng: jax.Array):
     x_raw = pad_raw(static, batch["x_raw"])
     x = static.augment(x_raw)
     y = batch["y"]
-    new_sal, feats, sal_loss = saliency_step(static, state.sal, state.teacher, x_raw, x, k_drop)
+    given = None
+    if static.sal_target == "dataset":  # the dataset's maps, zero-padded like the images
+        given = pad_raw(static, batch["saliency"])[..., 0].astype(jnp.float32) / 255.0
+    new_sal, feats, sal_loss = saliency_step(static, state.sal, state.teacher, x_raw, x, k_drop, given)
     draws = _replay_draws(state, new_sal, k_r1, k_r2)
     seen = state.seen
 
@@ -394,11 +403,19 @@ def result_extras(state: State) -> dict:
                     "final_sal_loss_ema": float(np.asarray(state.sal_loss_ema))}}
 
 
+def _sal_target(config) -> str:
+    ser = config.get("ser", None)
+    return str(ser.get("sal_target", "spectral_residual")) if ser is not None else "spectral_residual"
+
+
 def make_spec(base: str):
     """The :class:`~clj.methods.api.MethodSpec` of SER over ``base``."""
     from clj.methods.api import Capabilities, MethodSpec
 
     return MethodSpec(init=functools.partial(init, base=base), begin_task=begin_task,
                       train_step=train_step, end_task=end_task, predict=predict,
-                      capabilities=Capabilities(conv=True, heavy_step=True),
+                      capabilities=lambda config: Capabilities(
+                          conv=True, heavy_step=True,
+                          # the paper's target: the dataset's maps, gathered into each batch by the loop
+                          batch_extras=("saliency",) if _sal_target(config) == "dataset" else ()),
                       memory_bytes=memory_bytes, result_extras=result_extras)
