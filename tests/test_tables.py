@@ -17,17 +17,17 @@ from clj.tables import TABLES, format_table, row_config, run_table, tiny_config
 from clj.tables.catalog import Row
 from conftest import ROOT
 
-# one cheap row per table for the end-to-end --tiny runs (fewest tasks: the class-IL
-# methods compile their chunk once per task)
+# one cheap row per table for the end-to-end --tiny runs (--tiny keeps a class split's
+# first two tasks)
 TINY_ROWS = {"memo_cifar100_aligned": "Replay B50 Inc10", "memo_cifar100": "MEMO B0 Inc50",
              "memo_survey_aligned": "FOSTER B0 Inc10",
-             "memo_imagenet100": "MEMO B50 Inc25", "memo_imagenet_aligned": "MEMO ImageNet-1k B500 Inc100",
-             "akr_cifar100": "AKR TFS N=5", "akr_imagenet100": "AKR TFS N=5", "serena": "SERENA Split-MNIST",
+             "memo_imagenet100": "MEMO B50 Inc25", "memo_imagenet_aligned": "Replay ImageNet-100 B50 Inc5",
+             "akr_cifar100": "AKR TFS N=5", "akr_imagenet100": "Base TFS N=5", "serena": "SERENA Split-MNIST",
              "nispa": "NISPA CIFAR-10", "derpp": "DER++ Seq-CIFAR-10 buffer 200", "ser": "ER-ACE + SER buffer 1000"}
 
 
 def test_every_table_has_a_tiny_row_and_paper_numbers_per_metric():
-    assert set(TINY_ROWS) == set(TABLES)
+    assert set(TINY_ROWS) == set(TABLES) == set(TINY_END_TO_END)
     for t in TABLES.values():
         assert TINY_ROWS[t.name] in [r.label for r in t.rows]
         labels = [r.label for r in t.rows]
@@ -120,17 +120,13 @@ def test_format_table_puts_clj_beside_the_paper():
     assert "| 64.88 | 61.00 ± 1.41 (2) | -3.88 |" in line and "| 91.92 | 91.00 ± 1.41 (2) | -0.92 |" in line
 
 
-# The tables whose tiny row runs here end to end, longest first (about 70, 50, 50, 40,
-# 15, 13 and 6 s on 2 cores).  They cover every family and network of the tables but
-# SER's: the class-IL family at 32x32 and 224x224 (ResNet-32, the ImageNet ResNet-18
-# and its transform), AKR, NISPA's phases, DER++ and SERENA.  Not here, for the suite's
-# time on 2 cores (docs/tables.md gives the hand-run times): akr_imagenet100 (AKR's
-# code runs in akr_cifar100, the ImageNet network and transform in memo_imagenet100;
-# its 224x224 row takes about two minutes), memo_survey_aligned, memo_imagenet_aligned
-# (1000 classes at 224x224: hundreds of steps) and ser (20 tasks of SER's two networks
-# at 288x384).
-TINY_END_TO_END = ("memo_imagenet100", "memo_cifar100_aligned", "nispa", "akr_cifar100", "memo_cifar100",
-                   "derpp", "serena")
+# Every table's tiny row runs here end to end, longest first (alone, one seed, the
+# suite's flags, 2 cores: about 66, 56, 32, 31, 24, 20, 18, 18, 17 and 14 s, SERENA 6 s).
+# Together they cover every family and network of the tables: the class-IL family at
+# 32x32 and 224x224 (ResNet-32, the ImageNet ResNet-18 and its transform, FOSTER), AKR,
+# NISPA's phases, DER++, SERENA and SER's two networks at 288x384.
+TINY_END_TO_END = ("ser", "memo_imagenet_aligned", "memo_survey_aligned", "memo_imagenet100", "akr_imagenet100",
+                   "nispa", "memo_cifar100_aligned", "derpp", "akr_cifar100", "memo_cifar100", "serena")
 # Seeds per tiny run: one for the convolutional rows.  On XLA:CPU, vmapped seeds of a
 # convolutional network are a grouped convolution, about 10x the time of one seed
 # (benchmarks/README.md); vmapped seeds are checked against separate runs elsewhere

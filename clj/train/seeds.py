@@ -6,10 +6,10 @@ batched with ``jax.vmap`` or one after another.
 - ``vmap``: every run's arrays gain a leading axis and each operation runs
   once for all of them.  A GPU or TPU shares each kernel launch between the
   runs, which is why the loop vmaps seeds.
-- ``map``: the runs one after another inside one compiled program (a
-  ``lax.scan`` over the leading axis, fully unrolled: XLA:CPU runs a
-  convolution's weight gradient inside a rolled loop 20-50x slower, see
-  :func:`clj.train.runtime.auto_chunking`).  On XLA:CPU vmapped per-run
+- ``map``: the runs one after another inside one compiled program (one
+  copy of the per-run program per run, their results stacked: no loop,
+  since XLA:CPU runs a convolution's weight gradient inside a loop, even a
+  one-trip loop, 20-50x slower, see :func:`clj.train.runtime.auto_chunking`).  On XLA:CPU vmapped per-run
   weights turn every convolution into a grouped convolution, several times
   slower than the runs' convolutions one after another (``benchmarks/README.md``,
   "Seeds of a convolutional network on the CPU").  The price is compile time:
@@ -91,7 +91,9 @@ def over_runs(fn: Callable, in_axes: Sequence[int | None], mode: str, *, axis_na
 
         xs = tuple(args[i] for i in per_run)
         n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-        # fully unrolled: no loop left around the runs' steps (the module doc)
-        return jax.lax.scan(lambda c, x: (c, one(x)), None, xs, unroll=max(1, n))[1]
+        # one copy of the program per run, no loop around them (the module doc; even a
+        # one-trip loop puts XLA:CPU's weight-gradient convolutions in the slow layout)
+        outs = [one(jax.tree.map(lambda a: a[i], xs)) for i in range(n)]
+        return jax.tree.map(lambda *o: jax.numpy.stack(o), *outs)
 
     return mapped

@@ -146,6 +146,9 @@ def saliency_step(static, sal: SalState, teacher, x_raw: jax.Array, x: jax.Array
     return new, jax.lax.stop_gradient(feats), loss
 
 
+PRETRAIN_UNROLL_MAX = 8  # pretraining steps up to which the scan is unrolled
+
+
 def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_stats, static,
                       steps: int, batch: int, lr_mult: float):
     """Trains the saliency net for ``steps`` steps on procedural images
@@ -171,8 +174,12 @@ def pretrain_saliency(rng, smodel: SaliencyNet, sopt: SalOptSpec, params, batch_
         p, bs, opt, loss, _ = kld_step(smodel, tx, p, bs, opt, static.augment(x_raw), target, k_drop)
         return (p, bs, opt), loss
 
+    # A short pretraining (--tiny's two steps) is unrolled: a loop around the
+    # convolutions' weight gradients is XLA:CPU's 20-50x slow case
+    # (clj.train.runtime.auto_chunking); a long one stays a rolled scan (compile time).
     (params, batch_stats, _), _ = jax.lax.scan(step, (params, batch_stats, tx.init(params)),
-                                               jax.random.split(rng, steps))
+                                               jax.random.split(rng, steps),
+                                               unroll=steps if steps <= PRETRAIN_UNROLL_MAX else 1)
     return params, batch_stats
 
 
