@@ -144,7 +144,7 @@ def base_config() -> ml_collections.ConfigDict:
         eval_tasks="all",         # all | seen: after task t, evaluate every task's test set or only tasks <= t
         shard_batch=True,         # shard the batch axis over all devices when it divides
         mesh="auto",              # auto | seeds | data: what the devices divide (clj.train.mesh)
-        seed_batching="auto",     # auto | vmap | map: a device's runs batched or one after another (clj.train.seeds)
+        seed_batching="vmap",     # vmap | map: a device's runs batched or one after another (clj.train.seeds)
         compilation_cache=True,   # JAX's persistent compilation cache (loop.cache_dir, '' = user cache)
         cache_dir="",
         profile=False,            # a JAX profiler trace of a few chunks in <workdir>/profile (clj.train.profile)
@@ -208,7 +208,7 @@ MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet18_ima
 RESNET_STEMS = ("cifar", "imagenet", "conv3_maxpool")   # model.stem; clj.models.resnet.RESNET_STEMS
 STEM_MODELS = ("resnet18", "resnet18_reduced", "resnet18_imagenet")  # the models that take model.stem
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
-SEED_BATCHING = ("auto", "vmap", "map")                 # clj.train.seeds.SEED_BATCHING
+SEED_BATCHING = ("vmap", "map")                         # clj.train.seeds.SEED_BATCHING
 PLACEMENTS = ("device", "stream", "auto")               # clj.train.placement.PLACEMENTS
 MODEL_DTYPES = ("float32", "bfloat16")                  # model.dtype; clj.models.common.MODEL_DTYPES
 from clj.data.augment_presets import AUGMENT_DEFAULTS, AUGMENT_NORMALIZATIONS, AUGMENT_PRESETS  # noqa: E402,F401
@@ -329,7 +329,7 @@ def _check_names(config) -> None:
     lp = config.get("loop", None)
     if lp is not None and lp.get("mesh", "auto") not in MESH_MODES:
         raise ConfigError(f"loop.mesh={lp.mesh!r} is unknown; valid: {', '.join(MESH_MODES)}.")
-    if lp is not None and lp.get("seed_batching", "auto") not in SEED_BATCHING:
+    if lp is not None and lp.get("seed_batching", "vmap") not in SEED_BATCHING:
         raise ConfigError(f"loop.seed_batching={lp.seed_batching!r} is unknown; valid: {', '.join(SEED_BATCHING)}.")
     data = config.get("data", None)
     if data is not None and data.get("placement", "auto") not in PLACEMENTS:

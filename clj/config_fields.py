@@ -68,8 +68,8 @@ FIELD_DOCS = {
                        "(only tasks trained so far; the matrix's upper triangle is not measured, no FWT)",
     "loop.shard_batch": "shard the batch axis over all devices when it divides",
     "loop.mesh": "what the devices divide: auto | seeds | data",
-    "loop.seed_batching": "a device's runs (seeds x grid points) batched (vmap) or one after another (map); auto = "
-                          "map on the CPU for a convolutional network when one device holds several runs, else vmap",
+    "loop.seed_batching": "a device's runs (seeds x grid points) batched (vmap, default) or one after another "
+                          "(map: faster on the CPU for large convolutional networks, one compiled copy per run)",
     "data.placement": "device (the dataset on every device) | stream (clj's prepared records read from disk "
                       "chunk by chunk) | auto (stream when prepared and too big for one device)",
     "data.threads": "reader threads of the stream placement",

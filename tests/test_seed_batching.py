@@ -7,27 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clj.config import ConfigError, validate
+from clj.config import ConfigError, base_config, validate
 from clj.train import Runner
-from clj.train.seeds import over_runs, resolve_seed_batching
+from clj.train.seeds import SEED_BATCHING, check_seed_batching, over_runs
 from conftest import small_config
 
 
-def test_auto_maps_only_a_conv_net_on_the_cpu_when_a_device_holds_several_unsharded_runs():
-    assert resolve_seed_batching("auto", 3, 1, True, "cpu") == "map"
-    assert resolve_seed_batching("auto", 3, 1, False, "cpu") == "vmap"  # an MLP: batched matmuls
-    assert resolve_seed_batching("auto", 1, 1, True, "cpu") == "vmap"  # one run: the vmap is free
-    assert resolve_seed_batching("auto", 2, 2, True, "cpu") == "vmap"  # runs spread over the seed axis
-    assert resolve_seed_batching("auto", 8, 1, True, "gpu") == "vmap"
-    assert resolve_seed_batching("auto", 8, 1, True, "tpu") == "vmap"
-    assert resolve_seed_batching("map", 8, 1, False, "gpu") == "map"
-    assert resolve_seed_batching("vmap", 8, 1, True, "cpu") == "vmap"
-    with pytest.raises(ValueError, match="loop.seed_batching='scan' is invalid; valid: auto, vmap, map"):
-        resolve_seed_batching("scan", 2, 1, True, "cpu")
+def test_vmap_is_the_default_and_a_bad_value_is_one_line():
+    assert base_config().loop.seed_batching == "vmap" and SEED_BATCHING == ("vmap", "map")
+    assert check_seed_batching("map") == "map"
+    with pytest.raises(ValueError, match="loop.seed_batching='scan' is invalid; valid: vmap, map"):
+        check_seed_batching("scan")
 
 
 def test_a_bad_seed_batching_is_one_line_before_any_work():
-    with pytest.raises(ConfigError, match=r"loop.seed_batching='pmap' is unknown; valid: auto, vmap, map\.$"):
+    with pytest.raises(ConfigError, match=r"loop.seed_batching='pmap' is unknown; valid: vmap, map\.$"):
         validate(small_config("er", **{"loop.seed_batching": "pmap"}))
 
 
@@ -60,22 +54,22 @@ def _serena_config(**over):
     return _cfg("official", **{"serena.new_cell_init": "reinit_random", "scenario.class_order_seed": 0, **over})
 
 
-@pytest.mark.parametrize("method, over, auto, atol", [
+@pytest.mark.parametrize("method, over, atol", [
     # a convolutional network with BN (the case the CPU default exists for), a replay buffer
     # (lr 0.03: at 0.1 this tiny CNN is chaotic enough that float rounding alone, vmapped or
     # not, changes its last tasks' accuracies)
     # one after another, each run is the program it is alone (equal); batched, the grouped
     # convolution rounds differently (a test example or two may flip)
-    ("derpp", {"model.name": "small_cnn", "model.use_bn": True, "optim.lr": 0.03}, "map",
+    ("derpp", {"model.name": "small_cnn", "model.use_bn": True, "optim.lr": 0.03},
      {"map": 1e-6, "vmap": 0.025}),
     # SERENA's MLP conditions its cell switch on common.any_seed (a psum over the seed vmap,
     # each run's own flag under map); its vmapped seeds differ from runs alone by float
     # rounding (test_serena)
-    ("serena", {}, "vmap", {"map": 0.02, "vmap": 0.02}),
+    ("serena", {}, {"map": 0.02, "vmap": 0.02}),
 ])
-def test_runs_one_after_another_equal_batched_runs_and_runs_alone(method, over, auto, atol, tmp_path):
+def test_runs_one_after_another_equal_batched_runs_and_runs_alone(method, over, atol, tmp_path):
     """Two seeds one after another (map) and batched (vmap) each equal a run
-    of its own; ``auto`` picks map for the CNN on the CPU, vmap for the MLP."""
+    of its own."""
     def cfg(**o):
         if method == "serena":
             return _serena_config(**{"num_seeds": 2, "seed": 3, **over, **o})
@@ -84,7 +78,6 @@ def test_runs_one_after_another_equal_batched_runs_and_runs_alone(method, over, 
             del c.model["hidden"]
         return c
 
-    assert Runner(cfg(), str(tmp_path / "unused")).seed_batching == auto
     for mode in ("map", "vmap"):
         r = Runner(cfg(**{"loop.seed_batching": mode}), str(tmp_path / mode))
         assert r.seed_batching == mode

@@ -43,8 +43,7 @@ from clj.train.placement import (PLACEMENTS, ChunkImages, DataLayout, apply_doma
                                  apply_domain_per_example, choose_placement, lay_out_data)
 from clj.train.results import (Progress, record_chunk, record_task, summarize_diverged,  # noqa: F401
                                write_configs, write_results)
-from clj.models import is_conv
-from clj.train.seeds import resolve_seed_batching
+from clj.train.seeds import check_seed_batching
 from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS, auto_chunking, make_mesh  # noqa: F401
 from clj.train.signals import Diverged, Interrupted, MidTaskSaver, NoLog, catch_signals, watch_divergence
 
@@ -126,9 +125,10 @@ class Runner:
         self.n_dev = self.mesh.devices.size
         self.n_seed_dev, self.n_data_dev = self.mesh.devices.shape
         # a device's runs batched (vmap) or one after another (map): clj.train.seeds
-        conv = self.caps.conv if self.caps.conv is not None else is_conv(str(config.model.name))
-        self.seed_batching = resolve_seed_batching(str(config.loop.get("seed_batching", "auto")),
-                                                   -(-self.S // self.n_seed_dev), self.n_seed_dev, bool(conv))
+        try:
+            self.seed_batching = check_seed_batching(str(config.loop.get("seed_batching", "vmap")))
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from None
         self.shard_batch = bool(config.loop.shard_batch) and self.n_data_dev > 1 and self.B % self.n_data_dev == 0
         if bool(config.loop.shard_batch) and self.n_data_dev > 1 and not self.shard_batch:
             warnings.warn(f"train.batch_size={self.B} does not divide over the {self.n_data_dev} devices of the "

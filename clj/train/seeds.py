@@ -9,16 +9,18 @@ batched with ``jax.vmap`` or one after another.
 - ``map``: the runs one after another inside one compiled program (one
   copy of the per-run program per run, their results stacked: no loop,
   since XLA:CPU runs a convolution's weight gradient inside a loop, even a
-  one-trip loop, 20-50x slower, see :func:`clj.train.runtime.auto_chunking`).  On XLA:CPU vmapped per-run
-  weights turn every convolution into a grouped convolution, several times
-  slower than the runs' convolutions one after another (``benchmarks/README.md``,
-  "Seeds of a convolutional network on the CPU").  The price is compile time:
-  the program holds one copy of the step per run.
-- ``auto`` (default): ``map`` on the CPU for a convolutional network when a
-  device holds more than one run and the runs are not spread over several
-  devices of the mesh's seed axis; ``vmap`` otherwise (every GPU / TPU run,
-  MLPs, whose batched matrix products cost nothing extra, and one run per
-  device, where the vmap is free).
+  one-trip loop, 20-50x slower; :func:`clj.train.runtime.auto_chunking`).
+  On XLA:CPU vmapped per-run weights turn every convolution into a grouped
+  convolution, several times slower than the runs' convolutions one after
+  another.  Meant for one device (the CPU).
+
+The default is ``vmap`` on every backend.  ``map`` pays in compile time (one
+copy of the step per run), which on the small networks of a CPU test or
+smoke run costs more than the grouped convolution saves: it gains only where
+a step's convolutions are large (a ResNet-18 of width 16 at 32x32 on the
+CPU: 2 seeds 168 s vmapped, 115 s one after another; a 4-filter CNN on 8x8
+digits: 7.5 s vmapped, 10.5 s one after another; ``benchmarks/README.md``,
+"Seeds of a convolutional network one after another on the CPU").
 
 Both give every run the result it would have alone (the loop's tests compare
 each with separate runs).  Under ``map`` there is no seed axis to reduce over,
@@ -30,29 +32,18 @@ from typing import Callable, Sequence
 
 import jax
 
-SEED_BATCHING = ("auto", "vmap", "map")
+SEED_BATCHING = ("vmap", "map")
 
 
-def resolve_seed_batching(mode: str, runs_per_device: int, n_seed_dev: int, conv: bool,
-                          backend: str | None = None) -> str:
-    """The batching a run uses: ``"vmap"`` or ``"map"`` (module doc).
-
-    Args:
-      mode: ``loop.seed_batching``: one of :data:`SEED_BATCHING`.
-      runs_per_device: runs (seeds x grid points) each device of the seed axis holds.
-      n_seed_dev: devices of the mesh's seed axis.
-      conv: the network is convolutional.
-      backend: the JAX backend (default ``jax.default_backend()``).
+def check_seed_batching(mode: str) -> str:
+    """``mode`` if it is one of :data:`SEED_BATCHING`.
 
     Raises:
-      ValueError: ``mode`` not in :data:`SEED_BATCHING`.
+      ValueError: any other value (one line naming the valid ones).
     """
     if mode not in SEED_BATCHING:
         raise ValueError(f"loop.seed_batching={mode!r} is invalid; valid: {', '.join(SEED_BATCHING)}.")
-    if mode != "auto":
-        return mode
-    backend = backend or jax.default_backend()
-    return "map" if backend == "cpu" and conv and runs_per_device > 1 and n_seed_dev == 1 else "vmap"
+    return mode
 
 
 def over_runs(fn: Callable, in_axes: Sequence[int | None], mode: str, *, axis_name: str | None = None,
@@ -65,7 +56,7 @@ def over_runs(fn: Callable, in_axes: Sequence[int | None], mode: str, *, axis_na
     Args:
       fn: the one-run function; its outputs are stacked on a new axis 0.
       in_axes: per positional argument, 0 (one slice per run) or None (shared).
-      mode: ``"vmap"`` or ``"map"`` (:func:`resolve_seed_batching`).
+      mode: ``"vmap"`` or ``"map"`` (:data:`SEED_BATCHING`).
 
     Raises:
       ValueError: an ``in_axes`` entry other than 0 or None, or an unknown mode.

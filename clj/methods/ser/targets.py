@@ -166,7 +166,7 @@ def center_bias(h: int, w: int, sigma_frac: float = 0.25) -> jax.Array:
     return m / jnp.sum(m)
 
 
-TARGETS = ("spectral_residual", "center", "center_sr", "teacher")
+TARGETS = ("dataset", "spectral_residual", "center", "center_sr", "teacher")  # dataset, teacher: not computed here
 
 
 def compute_targets(kind: str, x_raw: jax.Array, work_size: int = 64, blur_sigma: float = 3.0,
