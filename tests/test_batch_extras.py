@@ -132,3 +132,16 @@ def test_extras_the_records_do_not_store_are_refused_before_training(tmp_path):
     c = small_config("extras_probe")  # digits: not a prepared dataset
     with pytest.raises(ConfigError, match="reads the per-image extras saliency .* not prepared"):
         Runner(c, str(tmp_path / "w"))
+
+
+def test_memory_figure_counts_the_extras_on_both_placements(prepared):
+    from clj.methods import register
+    from clj.train.memory import program_memory
+
+    register("extras_probe", "test_batch_extras", "probe of the loop's per-image extras")
+    dev = program_memory(_config("extras_probe", prepared, "device"))
+    stream = program_memory(_config("extras_probe", prepared, "stream"))
+    # the device placement holds the 24 training maps (8x8x1 uint8) beside the images
+    plain = program_memory(_config("er", prepared, "device", **{"replay.buffer_size": 8}))
+    assert dev.data - plain.data == 24 * 8 * 8 * 1
+    assert stream.data < dev.data and stream.chunk_peak > 0
