@@ -440,6 +440,11 @@ class Runner:
             self.stream_block = chunks.box
         else:
             idx = dist.put(idx, idx_sharding)
+        # each chunk's indices laid out as the memory estimate compiled them (clj.train.memory):
+        # an eager slice of idx drops the seed axis's sharding on a one-device mesh, which
+        # would make the chunk a different program from the one already compiled
+        chunk_idx_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS, None,
+                                                        DATA_MESH_AXIS if self.shard_batch else None))
         task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
                                        for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()
@@ -472,7 +477,8 @@ class Runner:
         try:
             for c in range(start_chunk, n_chunks):
                 s0 = c * K
-                X, Y, ix = chunks.next() if chunks is not None else (self._train_X, self.data.Y, idx[:, c])
+                X, Y, ix = chunks.next() if chunks is not None else (
+                    self._train_X, self.data.Y, jax.device_put(idx[:, c], chunk_idx_sharding))
                 state, metrics = fn(state, X, Y, ix, task_keys, np.int32(s0), n_steps, tid, spe, n_task)
                 if pending is not None and read(pending):
                     stopped_at = pending[1] + pending[2]

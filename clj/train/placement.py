@@ -272,7 +272,9 @@ class ChunkImages:
         self._stream = ChunkStream(records, idx[self.box[0], :, :, self.box[2]], start_chunk=start_chunk,
                                    prefetch=prefetch, labels=labels, extras=extras)
         self._chunks = iter(self._stream)
-        self.no_idx = dist.put(np.zeros((S, 1, K, B), np.int32), idx_sharding)
+        # the chunk's unused index argument, laid out as the device placement's chunk indices
+        spec = tuple(idx_sharding.spec) + (None,) * (4 - len(tuple(idx_sharding.spec)))
+        self.no_idx = dist.put(np.zeros((S, K, B), np.int32), NamedSharding(mesh, P(spec[0], spec[2], spec[3])))
 
     def next(self):
         """(X [S, K, B, ...], Y [S, K, B], unused indices) of the next chunk;
@@ -280,7 +282,7 @@ class ChunkImages:
         xs, ys = next(self._chunks)   # this process's block: [S', K, B', ...]
         X = jax.tree.map(lambda a: dist.put_local(a, self.box, self.shape + a.shape[3:], self.sharding), xs)
         Y = dist.put_local(ys, self.box, self.shape, self.sharding)
-        return X, Y, self.no_idx[:, 0]
+        return X, Y, self.no_idx
 
     def close(self) -> None:
         self._stream.close()
