@@ -258,8 +258,7 @@ def begin_task(state: State, task: TaskInfo) -> State:
     score layer (and, with ``attn_train="all"``, copies the old model's
     params into the trunk); ``feature_mlp`` zeroes its output layer; the
     optimizer state is reset (learning rate ``swept["akr.attn_lr"]``)."""
-    st = icarl.task_statics(state.static, task)
-    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
+    st, static, counts = icarl.enter_task(state.static, task)
     net = state.net.replace(optim=static.init_optim if task.task_id == 0 else static.update_optim)
     net = common.begin_task_model(net, task)
     attn = dict(state.attn_params)
@@ -270,7 +269,7 @@ def begin_task(state: State, task: TaskInfo) -> State:
     else:
         attn.update({"w2": jnp.zeros_like(attn["w2"]), "b2": jnp.zeros_like(attn["b2"])})
     opt = attention_tx(state.swept["akr.attn_lr"]).init(attn)
-    return state.replace(net=net, static=static, attn_params=attn, attn_opt_state=opt, tc=cc.TaskCounts.of(st))
+    return state.replace(net=net, static=static, attn_params=attn, attn_opt_state=opt, tc=counts)
 
 
 def train_step(state: State, batch: dict, rng: jax.Array):

@@ -57,7 +57,7 @@ from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil.section import CIL
 from clj.methods.common import ModelState, OptimSpec, TaskInfo
-from clj.methods.cil.icarl_phases import (backbone_param_count, begin_phase, phase_lr,  # noqa: F401
+from clj.methods.cil.icarl_phases import (backbone_param_count, begin_phase, enter_task, phase_lr,  # noqa: F401
                                       resolve_memory_size, task_statics, task_steps)
 from clj.replay import exemplars as ex
 
@@ -198,9 +198,8 @@ def init(rng: jax.Array, config, scenario, objective: str = "icarl") -> State:
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary: phase optimizer, reset of its state, the task's
     counts (``State.tc``) and phase."""
-    st = task_statics(state.static, task)
-    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
-    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st))
+    st, static, counts = enter_task(state.static, task)
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=counts)
 
 
 def head_update_mask(params, total: int, feature_rows: int | None = None):

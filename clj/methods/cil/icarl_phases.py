@@ -11,6 +11,7 @@ budget of Zhou et al., "A Model or 603 Exemplars", ICLR 2023
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -105,6 +106,21 @@ def phase_lr(swept: dict, task_id: int) -> jax.Array:
     State's swept values: ``optim.lr`` in task 0, ``cil.update_lr`` later
     (the phase optimizers of :func:`begin_phase`; the schedule scales it)."""
     return swept["optim.lr"] if task_id == 0 else swept["cil.update_lr"]
+
+
+def enter_task(static, task: TaskInfo):
+    """What a class-IL method with traced task counts (iCaRL, WA, Replay, AKR,
+    PODNet, LUCIR) sets at a task boundary.
+
+    Returns:
+      ``(st, static, counts)``: the task's host statics
+      (:func:`task_statics`), ``static`` with the task's phase
+      (:func:`clj.methods.cil.common.phase_of`), and its counts as int32
+      arrays (:class:`clj.methods.cil.common.TaskCounts`, ``State.tc``).
+    """
+    st = task_statics(static, task)
+    static = dataclasses.replace(static, phase=cc.phase_of(st, static.batching, static.batch_size))
+    return st, static, cc.TaskCounts.of(st)
 
 
 def begin_phase(net: ModelState, static, task: TaskInfo, st: cc.TaskStatics | None = None) -> ModelState:

@@ -65,7 +65,7 @@ from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl, icarl_phases
-from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
+from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_steps
 from clj.methods.cil.section import CIL, LUCIR
 from clj.methods.common import ModelState, TaskInfo
 from clj.replay import exemplars as ex
@@ -189,12 +189,10 @@ def lamda_of_task(static: Static, task_id: int, known: int, total: int) -> float
 
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary (module doc, item 1)."""
-    static = state.static
-    st = task_statics(static, task)
+    st, static, counts = icarl_phases.enter_task(state.static, task)
     upper = static.num_classes if static.unseen == "all" else st.total
-    static = dataclasses.replace(static, phase=cc.phase_of(st, static.batching, static.batch_size),
-                                 mr_k=max(0, min(static.k_mr, upper - st.known)) if st.known > 0 else 0)
-    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st),
+    static = dataclasses.replace(static, mr_k=max(0, min(static.k_mr, upper - st.known)) if st.known > 0 else 0)
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=counts,
                          lamda=jnp.float32(lamda_of_task(static, task.task_id, st.known, st.total)))
 
 

@@ -63,7 +63,7 @@ from clj.methods.common import OptimSpec  # noqa: F401 - likewise
 from clj.methods import common, sections
 from clj.methods.cil import common as cc
 from clj.methods.cil import icarl, icarl_phases
-from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_statics, task_steps
+from clj.methods.cil.icarl_phases import begin_phase, phase_lr, resolve_memory_size, task_steps
 from clj.methods.cil.section import CIL, PODNET
 from clj.methods.common import ModelState, TaskInfo
 from clj.replay import exemplars as ex
@@ -181,9 +181,8 @@ def init(rng: jax.Array, config, scenario) -> State:
 def begin_task(state: State, task: TaskInfo) -> State:
     """Task boundary: phase optimizer, reset of its state, the task's counts
     (``State.tc``) and phase (every task >= 1 runs one compiled step)."""
-    st = task_statics(state.static, task)
-    static = dataclasses.replace(state.static, phase=cc.phase_of(st, state.static.batching, state.static.batch_size))
-    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=cc.TaskCounts.of(st))
+    st, static, counts = icarl_phases.enter_task(state.static, task)
+    return state.replace(net=begin_phase(state.net, static, task, st), static=static, tc=counts)
 
 
 # ------------------------------------------------------------ the pieces
