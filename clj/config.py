@@ -207,6 +207,7 @@ MODEL_NAMES = ("mlp", "small_cnn", "resnet18", "resnet18_reduced", "resnet18_ima
                "serena_resnet18", "serena_resnet18_reduced", "nispa_mlp", "nispa_conv")  # clj.models.registry
 RESNET_STEMS = ("cifar", "imagenet", "conv3_maxpool")   # model.stem; clj.models.resnet.RESNET_STEMS
 STEM_MODELS = ("resnet18", "resnet18_reduced", "resnet18_imagenet")  # the models that take model.stem
+MLP_INITS = ("lecun_normal", "xavier_uniform")           # model.weight_init (name "mlp"); clj.models.mlp.MLP_INITS
 MESH_MODES = ("auto", "seeds", "data")                  # clj.train.runtime.MESH_MODES
 SEED_BATCHING = ("vmap", "map")                         # clj.train.seeds.SEED_BATCHING
 PLACEMENTS = ("device", "stream", "auto")               # clj.train.placement.PLACEMENTS
@@ -323,6 +324,13 @@ def _check_names(config) -> None:
                               f"it applies to {', '.join(STEM_MODELS)}.")
         if config.model.stem not in RESNET_STEMS:
             raise ConfigError(f"model.stem={config.model.stem!r} is unknown; valid: {', '.join(RESNET_STEMS)}.")
+    if "weight_init" in config.model:
+        wi = config.model.weight_init
+        if config.model.get("name", "mlp") != "mlp":
+            raise ConfigError(f"model.weight_init={wi!r} does not apply to model.name={config.model.name!r}; "
+                              "it applies to mlp.")
+        if wi not in MLP_INITS:
+            raise ConfigError(f"model.weight_init={wi!r} is unknown; valid: {', '.join(MLP_INITS)}.")
     _check_augment(config)
     if int(config.seed) < 0:
         raise ConfigError(f"seed={config.seed} is invalid: it must be >= 0.")

@@ -34,6 +34,7 @@ FIELD_DOCS = {
     "scenario.uneven_last_task": "allow a smaller last task when increment does not divide the classes",
     "model.name": "network architecture (mlp, resnet18, resnet32, ...; the method may restrict it)",
     "model.hidden": "mlp: hidden layer widths",
+    "model.weight_init": "mlp: lecun_normal (Flax's default) | xavier_uniform (Mammoth's MNIST MLP); biases start at 0",
     "model.dtype": "computation dtype (float32 | bfloat16); parameters and optimizer state stay float32",
     "model.width": "resnet: channels of the first stage",
     "model.num_blocks": "resnet32 family: blocks per stage (5 = ResNet-32, 1 = ResNet-8)",

@@ -95,12 +95,14 @@ def test_names_mirror_what_they_name():
     from clj.methods.common import OptimSpec
     from clj.methods.cil.section import SCHEDULES
     from clj.models.common import MODEL_DTYPES
+    from clj.models.mlp import MLP_INITS
     from clj.models.registry import model_names
     from clj.train import loop, runtime
 
     assert set(cfg.MODEL_NAMES) == set(model_names())
     assert cfg.MESH_MODES == runtime.MESH_MODES and cfg.PLACEMENTS == loop.PLACEMENTS
     assert cfg.SCHEDULES == SCHEDULES and cfg.MODEL_DTYPES == MODEL_DTYPES
+    assert cfg.MLP_INITS == MLP_INITS
     import jax.numpy as jnp
 
     one = jnp.ones((), jnp.int32)

@@ -120,6 +120,34 @@ def test_mlp_param_count():
     assert count_params(shapes["params"]["head"]) == 1_010
 
 
+def test_mlp_xavier_uniform_init_is_mammoths():
+    """``model.weight_init="xavier_uniform"``: every weight inside Mammoth's bound
+    sqrt(6 / (fan_in + fan_out)) with the uniform's variance (a^2 / 3), biases 0;
+    the default stays Flax's LeCun normal (variance 1 / fan_in)."""
+    from clj.config import base_config, validate
+    from clj.errors import ConfigError
+
+    x = jnp.zeros((1, 28, 28, 1))
+    params = MLP(num_classes=10, hidden=(100, 100), weight_init="xavier_uniform").init(KEY, x)["params"]
+    layers = [params["backbone"]["fc0"], params["backbone"]["fc1"], params["head"]]
+    for layer, (fi, fo) in zip(layers, [(784, 100), (100, 100), (100, 10)]):
+        w = np.asarray(layer["kernel"])
+        a = np.sqrt(6.0 / (fi + fo))
+        assert w.shape == (fi, fo) and np.abs(w).max() <= a
+        assert abs(w.var() / (a * a / 3) - 1) < 0.1
+        assert not np.asarray(layer["bias"]).any()
+    w0 = np.asarray(MLP(num_classes=10, hidden=(100, 100)).init(KEY, x)["params"]["backbone"]["fc0"]["kernel"])
+    assert abs(w0.var() * 784 - 1) < 0.1
+    c = base_config()
+    c.model.weight_init = "glorot"
+    with pytest.raises(ConfigError, match="model.weight_init='glorot' is unknown; valid: lecun_normal, xavier_uniform"):
+        validate(c)
+    c.model.weight_init = "xavier_uniform"
+    c.model.name = "small_cnn"
+    with pytest.raises(ConfigError, match="does not apply to model.name='small_cnn'"):
+        validate(c)
+
+
 def test_resnet18_param_counts():
     shapes = _shapes(ResNet18(num_classes=10), (1, 32, 32, 3))
     assert count_params(shapes["params"]) == 11_173_962

@@ -85,7 +85,8 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
     )
 
 
-def classify(feats: jnp.ndarray, num_classes: int, dtype: Dtype, return_features: bool):
+def classify(feats: jnp.ndarray, num_classes: int, dtype: Dtype, return_features: bool,
+             kernel_init=nn.initializers.lecun_normal()):
     """Apply the ``head`` Dense layer to backbone features.
 
     Must be called from inside a ``@nn.compact`` method; the Dense layer is
@@ -96,12 +97,15 @@ def classify(feats: jnp.ndarray, num_classes: int, dtype: Dtype, return_features
       num_classes: number of output units.
       dtype: computation dtype of the head.
       return_features: also return the float32 features.
+      kernel_init: the head's weight initializer (Flax's LeCun normal by
+        default); its bias starts at 0.
 
     Returns:
       float32 logits ``[B, num_classes]``, or ``(logits, feats)`` with float32
       feats ``[B, D]`` when ``return_features`` is true.
     """
-    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=PARAM_DTYPE, name="head")(feats)
+    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=PARAM_DTYPE, kernel_init=kernel_init,
+                      name="head")(feats)
     logits = logits.astype(jnp.float32)
     if return_features:
         return logits, feats.astype(jnp.float32)

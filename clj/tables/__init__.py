@@ -18,7 +18,7 @@ difference and the row's ``launch.py`` command -- is printed and written to
 ``<workdir>/table.md`` and ``table.json``.
 
 ``--tiny`` runs every selected row's real code path end to end on synthetic
-data of the row's real image shape (a few images per class, one epoch,
+data of the row's real image shape (two images per class, one epoch,
 batches of at most 16, the smallest network of the row's family) and, for a
 class split, the row's first :data:`TINY_TASKS` tasks (the classes of its
 first two tasks: the first task's programs and the ones every later task
@@ -45,6 +45,7 @@ DATASET_SHAPES = {
     "mini_imagenet": ((288, 384, 3), 100), "fg_imagenet": ((288, 384, 3), 100),
 }
 TINY_BATCH = 16
+TINY_PER_CLASS = 2  # --tiny: training images per class (and test images per class)
 TINY_TASKS = 2  # --tiny: the tasks of a class split kept (the first, and one that every later task repeats)
 
 
@@ -99,10 +100,10 @@ def row_config(row: Row, num_seeds: int, tiny: bool = False):
 def tiny_config(c):
     """``c`` on synthetic data of its dataset's image shape and class count
     (for a class split, the classes of its first :data:`TINY_TASKS` tasks):
-    enough images per class that the smallest task fills one batch, two test
-    images per class, one epoch (a method's own ``*_epochs`` fields too),
-    batches of at most :data:`TINY_BATCH`, the row's network at its smallest
-    width / depth, small memories.
+    :data:`TINY_PER_CLASS` training and test images per class, one epoch (a
+    method's own ``*_epochs`` fields too), batches of at most
+    :data:`TINY_BATCH` and at most the smallest task's images, the row's
+    network at its smallest width / depth, small memories.
 
     Raises:
       ConfigError: a dataset with no known shape.
@@ -117,7 +118,6 @@ def tiny_config(c):
                           f"{', '.join(sorted(DATASET_SHAPES))}.")
     shape, classes = (tuple(c.synthetic.image_shape), int(c.synthetic.num_classes)) if name == "synthetic" \
         else DATASET_SHAPES[name]
-    B = min(int(c.train.batch_size), TINY_BATCH)
     sc = c.scenario
     try:
         split = _class_split(classes, int(sc.get("init_cls", 0)), int(sc.get("increment", 2)))
@@ -126,10 +126,13 @@ def tiny_config(c):
     if str(sc.get("kind", "class_il")) in ("class_il", "task_il") and int(sc.get("num_tasks", 0)) == 0:
         split = split[:TINY_TASKS]  # the first tasks' classes only: the others' data is left out
         classes = sum(split)
-    per_class = max(2, math.ceil(B / max(1, min(split))))
+    per_class = TINY_PER_CLASS
+    # batches of at most the smallest task's images: that task is one step, and no
+    # task is padded up to a batch with more images than the row needs
+    B = min(int(c.train.batch_size), TINY_BATCH, per_class * max(1, min(split)))
     c.dataset = "synthetic"
     c.synthetic = ml_collections.ConfigDict(dict(image_shape=shape, num_classes=classes,
-                                                 train_per_class=per_class, test_per_class=2))
+                                                 train_per_class=per_class, test_per_class=TINY_PER_CLASS))
     c.train.batch_size = B
     c.train.epochs = 1
     for k in ("init_epochs", "max_steps"):
