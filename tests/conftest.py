@@ -72,11 +72,6 @@ if "CLJ_CACHE_DIR" not in os.environ:
 
     os.environ["CLJ_CACHE_DIR"] = tempfile.mkdtemp(prefix="clj-test-cache-")
     atexit.register(shutil.rmtree, os.environ["CLJ_CACHE_DIR"], True)
-# Within the session, cache programs that compile in 0.1 s or more (runs default to
-# 0.5 s): the tests compile many small programs more than once (the same small
-# configs in several tests, a memory estimate and then its run), and the fast
-# compile flags above put most programs under the runs' threshold.
-os.environ.setdefault("CLJ_CACHE_MIN_COMPILE_SECS", "0.1")
 
 
 def xla_flags_with_devices(n: int) -> str:

@@ -185,24 +185,3 @@ def test_bfloat16_networks_of_serena_and_nispa(name, variant):
     assert out.dtype == jnp.float32 and out.shape == (4, sc.num_classes)
     jaxpr = str(jax.make_jaxpr(lambda k: spec.predict(spec.init(k, c, sc), x, None))(jax.random.PRNGKey(0)))
     assert "bf16" in jaxpr  # the forward pass computes in bfloat16
-
-
-def test_cache_threshold_from_the_environment(monkeypatch, tmp_path):
-    """``$CLJ_CACHE_MIN_COMPILE_SECS`` sets which programs the persistent cache
-    keeps; a value that is not a number >= 0 is one line naming it."""
-    from clj.errors import ConfigError
-    from clj.train.runtime import enable_compilation_cache
-
-    before = jax.config.jax_persistent_cache_min_compile_time_secs
-    before_dir = jax.config.jax_compilation_cache_dir
-    try:
-        monkeypatch.setenv("CLJ_CACHE_MIN_COMPILE_SECS", "0.25")
-        enable_compilation_cache(str(tmp_path))
-        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.25
-        for bad in ("soon", "-1", "nan"):
-            monkeypatch.setenv("CLJ_CACHE_MIN_COMPILE_SECS", bad)
-            with pytest.raises(ConfigError, match=f"CLJ_CACHE_MIN_COMPILE_SECS='{bad}' is invalid"):
-                enable_compilation_cache(str(tmp_path))
-    finally:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
-        jax.config.update("jax_compilation_cache_dir", before_dir)

@@ -122,15 +122,9 @@ def enable_compilation_cache(cache_dir: str = "") -> str:
     A second run of the same config, and every run of a sweep that shares a
     program, loads the compiled executables instead of compiling again.
 
-    Programs that compiled in at least ``$CLJ_CACHE_MIN_COMPILE_SECS``
-    seconds (default 0.5) are written.
-
     Args:
       cache_dir: the folder; '' = ``$CLJ_CACHE_DIR`` or
         ``$XDG_CACHE_HOME/clj/jax`` (``~/.cache/clj/jax``).
-
-    Raises:
-      ConfigError: ``$CLJ_CACHE_MIN_COMPILE_SECS`` that is not a number >= 0.
     """
     if not cache_dir:
         from clj.cache import user_cache_dir
@@ -140,14 +134,5 @@ def enable_compilation_cache(cache_dir: str = "") -> str:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     # cache what took noticeable time to compile (the train chunk, evaluation,
     # begin/end of task), not every tiny eager op
-    raw = os.environ.get("CLJ_CACHE_MIN_COMPILE_SECS", "0.5")
-    try:
-        min_secs = float(raw)
-    except ValueError:
-        min_secs = -1.0
-    if not min_secs >= 0:
-        from clj.errors import ConfigError
-
-        raise ConfigError(f"CLJ_CACHE_MIN_COMPILE_SECS={raw!r} is invalid: it must be a number of seconds >= 0.")
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return cache_dir
