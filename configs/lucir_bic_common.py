@@ -64,7 +64,9 @@ def seq_mnist_config(method: str):
     c.scenario.init_cls = 0
     c.scenario.increment = 2
     c.scenario.class_order = "fixed"
-    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(100, 100), dtype="float32"))
+    # Flax's initialisation; Mammoth's MLP starts from weight_init="xavier_uniform"
+    c.model = ml_collections.ConfigDict(dict(name="mlp", hidden=(100, 100), dtype="float32",
+                                             weight_init="lecun_normal"))
     c.optim.update(dict(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant"))
     c.train.epochs = 1
     c.train.batch_size = 10

@@ -46,6 +46,7 @@ def seq_mnist_config(method: str, lr: float, buffer_size: int = 500, minibatch_s
     c.scenario.increment = 2
     c.model.name = "mlp"
     c.model.hidden = (100, 100)
+    c.model.weight_init = "lecun_normal"  # Flax's; Mammoth's MLP starts from "xavier_uniform"
     c.optim.name = "sgd"
     c.optim.lr = lr
     c.train.epochs = 1
