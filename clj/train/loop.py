@@ -242,6 +242,20 @@ class Runner:
         """The boundary info of task t (:func:`clj.train.boundaries.task_info`)."""
         return task_info(self.scenario, self.caps.static_task_info, t, steps, spe)
 
+    def _plan_task_info(self, t: int) -> TaskInfo:
+        """Task t's boundary info from its plan: its own steps, or with hidden
+        boundaries the whole stream's (one begin for the whole stream)."""
+        plan = self.plans[t]
+        steps = plan.steps if self.visible else sum(p.steps for p in self.plans)
+        return self._task_info(t, steps, plan.steps_per_epoch)
+
+    @property
+    def _chunk_sharding(self) -> NamedSharding:
+        """The layout of one chunk's ``[S, K, B]`` arrays (indices, streamed
+        images and labels): runs over the seed axis, the batch over the data
+        axis when it is sharded."""
+        return NamedSharding(self.mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if self.shard_batch else None))
+
     def _begin_task(self, state, info: TaskInfo):
         return self._boundaries.begin(state, info)
 
@@ -362,11 +376,7 @@ class Runner:
         try:
             for t in range(prog.completed_tasks, T):
                 t0 = time.perf_counter()
-                plan = self.plans[t]
-                if not self.visible:  # one begin for the whole stream
-                    info = self._task_info(t, sum(p.steps for p in self.plans), plan.steps_per_epoch)
-                else:
-                    info = self._task_info(t, plan.steps, plan.steps_per_epoch)
+                info = self._plan_task_info(t)
                 start_chunk, elapsed0 = 0, 0.0
                 if in_task is not None and in_task["task"] == t:  # begin_task is inside the checkpoint
                     start_chunk, elapsed0 = int(in_task["chunks_done"]), float(in_task.get("elapsed", 0.0))
@@ -443,8 +453,7 @@ class Runner:
         # each chunk's indices laid out as the memory estimate compiled them (clj.train.memory):
         # an eager slice of idx drops the seed axis's sharding on a one-device mesh, which
         # would make the chunk a different program from the one already compiled
-        chunk_idx_sharding = NamedSharding(self.mesh, P(SEED_MESH_AXIS, None,
-                                                        DATA_MESH_AXIS if self.shard_batch else None))
+        chunk_idx_sharding = self._chunk_sharding
         task_keys = dist.put(np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(s), t + 1)))
                                        for s in self.seeds]), self._state_sharding)
         fn = self._chunk_fn()

@@ -22,9 +22,7 @@ import dataclasses
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from clj.train.runtime import DATA_MESH_AXIS, SEED_MESH_AXIS
 
 GIB = float(1 << 30)
 
@@ -114,15 +112,14 @@ def program_memory(config, scenario=None) -> ProgramMemory:
     # the State the first task's chunk runs on: after its begin_task (a method may set
     # per-task statics there), so that the program measured is the one the run compiles
     # first, and the run finds it in the persistent compilation cache
-    plan = r.plans[0]
-    info0 = r._task_info(0, plan.steps if r.visible else sum(p.steps for p in r.plans), plan.steps_per_epoch)
+    info0 = r._plan_task_info(0)
     state = jax.eval_shape(lambda s: r._begin_task(s, info0), state)
     state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=state_sh), state)
     S, K, B = r.S, r.K, r.B
     i32 = np.dtype(np.int32)
     if r.placement == "stream":
         shp = tuple(r.scenario.image_shape)
-        bsh = NamedSharding(r.mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if r.shard_batch else None))
+        bsh = r._chunk_sharding
         X = jax.ShapeDtypeStruct((S, K, B) + shp, np.uint8, sharding=bsh)
         if r.data.extra_shapes:  # a method's per-image extras, read with each chunk
             X = {"image": X, **{n: jax.ShapeDtypeStruct((S, K, B) + tuple(e), np.uint8, sharding=bsh)
@@ -133,8 +130,7 @@ def program_memory(config, scenario=None) -> ProgramMemory:
         X, Y = r._train_X, r.data.Y
         data_bytes = _nbytes_per_device([X, Y, r.data.Xt, r.data.Yt])
     data_bytes += _nbytes_per_device([r.data.eval_idx, r.data.eval_task, r.data.eval_valid, r.data.task_cls])
-    idx = jax.ShapeDtypeStruct((S, K, B), i32, sharding=NamedSharding(
-        r.mesh, P(SEED_MESH_AXIS, None, DATA_MESH_AXIS if r.shard_batch else None)))
+    idx = jax.ShapeDtypeStruct((S, K, B), i32, sharding=r._chunk_sharding)
     key_data = jax.random.key_data(jax.random.PRNGKey(0))
     keys = jax.ShapeDtypeStruct((S,) + key_data.shape, key_data.dtype, sharding=state_sh)
     scalar = jax.ShapeDtypeStruct((), i32)
